@@ -1,0 +1,271 @@
+"""The `VideoBackbone` protocol: everything that differs between video DiT families, in one place.
+
+Method code (attribution, correspondence, saliency) asks the backbone for token grids, attention modules,
+latent normalisation and training targets, and never branches on a diffusers class itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .profiles import LayerProfile
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """Tokens of one clip inside the transformer, in (frame, row, column) order."""
+
+    frames: int
+    height: int
+    width: int
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.height * self.width
+
+    @property
+    def num_tokens(self) -> int:
+        return self.frames * self.height * self.width
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.frames, self.height, self.width)
+
+
+class VideoBackbone(ABC):
+    """Adapter around one diffusers video transformer (plus optional VAE, text encoder, tokenizer, scheduler).
+
+    Subclasses set the class attributes below and implement the abstract methods. Construct one with
+    :func:`motionguide.backbones.backbone_for`, which looks the adapter up from the transformer's class.
+    """
+
+    family: ClassVar[str]
+    #: diffusers transformer class names this adapter handles
+    transformer_class_names: ClassVar[tuple[str, ...]]
+    #: "cross": text only in a separate cross-attention; "joint_first": text tokens precede video in one sequence
+    text_layout: ClassVar[str]
+    #: axis order of the latents the transformer consumes: "BCFHW" (Wan) or "BFCHW" (CogVideoX)
+    latent_layout: ClassVar[str]
+    #: how the stock pipeline runs classifier-free guidance: "separate" passes or one "uncond_cond" batch
+    cfg_layout: ClassVar[str]
+    #: what the transformer predicts: "flow" (velocity noise - x0) or "v_prediction"
+    prediction_type: ClassVar[str]
+    #: VAE factors used when no VAE is attached (real-model defaults)
+    default_vae_scale_spatial: ClassVar[int] = 8
+    default_vae_scale_temporal: ClassVar[int] = 4
+
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        vae: Any = None,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
+        scheduler: Any = None,
+        pipeline: Any = None,
+    ):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self._pipeline = pipeline
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipeline(cls, pipeline: Any) -> "VideoBackbone":
+        return cls(
+            pipeline.transformer,
+            vae=getattr(pipeline, "vae", None),
+            text_encoder=getattr(pipeline, "text_encoder", None),
+            tokenizer=getattr(pipeline, "tokenizer", None),
+            scheduler=getattr(pipeline, "scheduler", None),
+            pipeline=pipeline,
+        )
+
+    # ------------------------------------------------------------------ architecture
+    @property
+    def config(self) -> Any:
+        return self.transformer.config
+
+    @property
+    @abstractmethod
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        """The transformer blocks, in order."""
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.config.attention_head_dim)
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> tuple[int, int, int]:
+        """Transformer patch size (time, height, width) in latent units."""
+
+    @property
+    def vae_scale_spatial(self) -> int:
+        return self.default_vae_scale_spatial
+
+    @property
+    def vae_scale_temporal(self) -> int:
+        return self.default_vae_scale_temporal
+
+    @property
+    def pixels_per_token(self) -> int:
+        """Side of one token in pixels (16 on Wan2.1 and CogVideoX: VAE 8x times patch 2)."""
+        return self.vae_scale_spatial * self.patch_size[1]
+
+    def check_block(self, index: int) -> int:
+        if not -self.num_blocks <= index < self.num_blocks:
+            raise IndexError(
+                f"block {index} is out of range for {type(self.transformer).__name__} with "
+                f"{self.num_blocks} blocks (valid: 0..{self.num_blocks - 1})"
+            )
+        return index % self.num_blocks
+
+    @abstractmethod
+    def video_self_attention(self, index: int) -> torch.nn.Module:
+        """The attention module of block `index` in which video tokens attend to video tokens."""
+
+    @abstractmethod
+    def text_attention(self, index: int) -> torch.nn.Module:
+        """The attention module of block `index` in which video queries meet text keys."""
+
+    def attention_module(self, index: int, which: str) -> torch.nn.Module:
+        """`which` is "self" (video self-attention) or "text" (where video meets text)."""
+        if which == "self":
+            return self.video_self_attention(index)
+        if which == "text":
+            return self.text_attention(index)
+        raise ValueError(f"attention kind must be 'self' or 'text', got {which!r}")
+
+    # ------------------------------------------------------------------ shapes
+    def num_latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a clip through the causal VAE: 1 + (F - 1) / 4 (81 -> 21, 49 -> 13)."""
+        r = self.vae_scale_temporal
+        if num_frames < 1 or (num_frames - 1) % r:
+            raise ValueError(
+                f"{self.family} needs {r}k+1 frames (e.g. {r * ((max(num_frames, 1) - 1) // r) + 1}); got {num_frames}"
+            )
+        return 1 + (num_frames - 1) // r
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(F', h, w) of the VAE latent of a clip."""
+        s = self.vae_scale_spatial
+        if height % s or width % s:
+            raise ValueError(f"height and width must be divisible by {s}; got {height}x{width}")
+        return self.num_latent_frames(num_frames), height // s, width // s
+
+    @abstractmethod
+    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
+        """Token grid of a latent tensor shape in the transformer's layout (batch axis included)."""
+
+    def token_grid_for_video(self, num_frames: int, height: int, width: int) -> TokenGrid:
+        f, h, w = self.latent_shape(num_frames, height, width)
+        pt, ph, pw = self.patch_size
+        return TokenGrid(f // pt, h // ph, w // pw)
+
+    def pixel_frames_of_latent(self, latent_index: int) -> range:
+        """Pixel frames a latent frame covers under the causal VAE: 0 <- 0, k <- 4k-3 .. 4k."""
+        r = self.vae_scale_temporal
+        if latent_index < 0:
+            raise ValueError("latent frame index must be >= 0")
+        if latent_index == 0:
+            return range(0, 1)
+        return range(r * latent_index - (r - 1), r * latent_index + 1)
+
+    def latent_frame_of_pixel(self, frame_index: int) -> int:
+        """Latent frame that holds pixel frame `frame_index` (inverse of :meth:`pixel_frames_of_latent`)."""
+        r = self.vae_scale_temporal
+        return 0 if frame_index <= 0 else (frame_index + r - 1) // r
+
+    # ------------------------------------------------------------------ latents and targets
+    @abstractmethod
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE posterior latents ([B, C, F, H, W]) -> the scale the transformer is trained on."""
+
+    @abstractmethod
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_latents`, before `vae.decode`."""
+
+    @abstractmethod
+    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """[B, C, F, H, W] (VAE layout) -> the layout the transformer consumes."""
+
+    @abstractmethod
+    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_transformer_layout`."""
+
+    @abstractmethod
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Noisy latents at training timesteps (0..1000 scale), as in the model's training."""
+
+    @abstractmethod
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the transformer output is regressed to (flow velocity or v)."""
+
+    # ------------------------------------------------------------------ text
+    @property
+    def pipeline_class(self) -> type:
+        raise NotImplementedError
+
+    def pipeline(self) -> Any:
+        """The stock diffusers pipeline over this backbone's components (built once, no weights copied)."""
+        if self._pipeline is None:
+            self._pipeline = self.pipeline_class(
+                tokenizer=self.tokenizer,
+                text_encoder=self.text_encoder,
+                transformer=self.transformer,
+                vae=self.vae,
+                scheduler=self.scheduler,
+            )
+        return self._pipeline
+
+    def encode_prompt(
+        self, prompts: str | list[str], max_sequence_length: int, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Prompt embeddings exactly as the stock pipeline computes them (so training and sampling agree)."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError(
+                f"{self.family} backbone has no text encoder or tokenizer attached: build it with "
+                "backbone_for(pipeline) or pass text_encoder= and tokenizer="
+            )
+        pipe = self.pipeline()
+        device = device if device is not None else self.text_encoder.device
+        embeds, _ = pipe.encode_prompt(
+            prompt=prompts,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+            device=device,
+        )
+        return embeds
+
+    # ------------------------------------------------------------------ profiles
+    def default_profile(self) -> "LayerProfile":
+        """The shipped layer profile that best matches this transformer's config."""
+        from .profiles import default_profile_for
+
+        return default_profile_for(self)
+
+    def describe(self) -> dict[str, Any]:
+        """A short dict for logs and reports."""
+        return {
+            "family": self.family,
+            "transformer": type(self.transformer).__name__,
+            "blocks": self.num_blocks,
+            "heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "patch_size": list(self.patch_size),
+            "text_layout": self.text_layout,
+        }

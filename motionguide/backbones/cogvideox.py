@@ -1,0 +1,99 @@
+"""CogVideoX transformers (`CogVideoXTransformer3DModel`): one joint text+video attention per block."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import TokenGrid, VideoBackbone
+
+
+class CogVideoXBackbone(VideoBackbone):
+    """CogVideoX: `attn1` is joint attention over [text (226 slots); video]; no separate cross-attention.
+
+    Latents are scaled by the VAE's `scaling_factor`; the transformer consumes [B, F, C, H, W] and predicts
+    v (DDPM-style schedule from the scheduler's `alphas_cumprod`).
+    """
+
+    family = "cogvideox"
+    transformer_class_names = ("CogVideoXTransformer3DModel",)
+    text_layout = "joint_first"
+    latent_layout = "BFCHW"
+    cfg_layout = "uncond_cond"
+    prediction_type = "v_prediction"
+
+    @property
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return self.transformer.transformer_blocks
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        p = int(self.config.patch_size)
+        pt = self.config.patch_size_t
+        return (int(pt) if pt else 1), p, p
+
+    @property
+    def vae_scale_spatial(self) -> int:
+        if self.vae is not None:
+            return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.default_vae_scale_spatial
+
+    @property
+    def vae_scale_temporal(self) -> int:
+        if self.vae is not None:
+            return int(self.vae.config.temporal_compression_ratio)
+        return self.default_vae_scale_temporal
+
+    def video_self_attention(self, index: int) -> torch.nn.Module:
+        return self.blocks[self.check_block(index)].attn1
+
+    def text_attention(self, index: int) -> torch.nn.Module:
+        # Joint attention: the same module holds the video x text block of the attention.
+        return self.blocks[self.check_block(index)].attn1
+
+    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
+        if len(latent_shape) != 5:
+            raise ValueError(f"CogVideoX latents are [B, F, C, H, W]; got shape {tuple(latent_shape)}")
+        _, f, _, h, w = latent_shape
+        pt, ph, pw = self.patch_size
+        return TokenGrid(f // pt, h // ph, w // pw)
+
+    @property
+    def _scaling_factor(self) -> float:
+        if self.vae is None:
+            raise ValueError("CogVideoX latent normalisation needs the VAE (its config holds scaling_factor)")
+        return float(self.vae.config.scaling_factor)
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self._scaling_factor
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self._scaling_factor
+
+    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.permute(0, 2, 1, 3, 4)
+
+    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.permute(0, 2, 1, 3, 4)
+
+    def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.scheduler is None or not hasattr(self.scheduler, "alphas_cumprod"):
+            raise ValueError("CogVideoX noising needs its DDIM/DPM scheduler (alphas_cumprod); pass scheduler=")
+        ac = self.scheduler.alphas_cumprod.to(like.device, torch.float32)[timesteps.to(like.device).long()]
+        ac = ac.view(-1, *([1] * (like.ndim - 1)))
+        return ac.sqrt(), (1.0 - ac).sqrt()
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a, s = self._alphas(timesteps, latents)
+        return (a * latents.float() + s * noise.float()).to(latents.dtype)
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a, s = self._alphas(timesteps, latents)
+        return (a * noise.float() - s * latents.float()).to(latents.dtype)
+
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import CogVideoXPipeline
+
+        return CogVideoXPipeline

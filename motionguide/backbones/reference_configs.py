@@ -1,0 +1,77 @@
+"""Transformer configs of the real target models, for building them without weights (meta device).
+
+The values are the public diffusers configs of the released checkpoints; they let tests and
+`motionguide shapes` check token grids and memory at real size on a machine without the weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WAN21_T2V_1_3B = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 12,
+    "attention_head_dim": 128,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 8960,
+    "num_layers": 30,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "rope_max_seq_len": 1024,
+}
+
+WAN21_T2V_14B = {**WAN21_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+
+COGVIDEOX_2B = {
+    "num_attention_heads": 30,
+    "attention_head_dim": 64,
+    "in_channels": 16,
+    "out_channels": 16,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "time_embed_dim": 512,
+    "text_embed_dim": 4096,
+    "num_layers": 30,
+    "dropout": 0.0,
+    "attention_bias": True,
+    "sample_width": 90,
+    "sample_height": 60,
+    "sample_frames": 49,
+    "patch_size": 2,
+    "temporal_compression_ratio": 4,
+    "max_text_seq_length": 226,
+    "activation_fn": "gelu-approximate",
+    "timestep_activation_fn": "silu",
+    "norm_elementwise_affine": True,
+    "norm_eps": 1e-5,
+    "spatial_interpolation_scale": 1.875,
+    "temporal_interpolation_scale": 1.0,
+    "use_rotary_positional_embeddings": False,
+    "use_learned_positional_embeddings": False,
+}
+
+COGVIDEOX_5B = {**COGVIDEOX_2B, "num_attention_heads": 48, "num_layers": 42, "use_rotary_positional_embeddings": True}
+
+REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "wan2.1-t2v-1.3b": ("WanTransformer3DModel", WAN21_T2V_1_3B),
+    "wan2.1-t2v-14b": ("WanTransformer3DModel", WAN21_T2V_14B),
+    "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
+    "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
+}
+
+
+def build_on_meta(name: str):
+    """The named real transformer with parameters on the meta device (no memory, no download)."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    if name not in REFERENCE_CONFIGS:
+        raise KeyError(f"unknown reference model {name!r}; known: {', '.join(REFERENCE_CONFIGS)}")
+    class_name, config = REFERENCE_CONFIGS[name]
+    cls = getattr(diffusers, class_name)
+    with init_empty_weights():
+        return cls.from_config(dict(config))

@@ -1,0 +1,99 @@
+"""Wan2.1 / Wan2.2 text-to-video transformers (`WanTransformer3DModel`)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import TokenGrid, VideoBackbone
+
+
+class WanBackbone(VideoBackbone):
+    """Wan: video self-attention `attn1` (3D RoPE), text only in the cross-attention `attn2`.
+
+    Latents are normalised per channel with the VAE's `latents_mean` / `latents_std`; the model is a
+    rectified-flow velocity predictor: x_t = (1 - s) x0 + s eps, target eps - x0, s = t / 1000.
+    """
+
+    family = "wan"
+    transformer_class_names = ("WanTransformer3DModel",)
+    text_layout = "cross"
+    latent_layout = "BCFHW"
+    cfg_layout = "separate"
+    prediction_type = "flow"
+
+    @property
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return self.transformer.blocks
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        p = self.config.patch_size
+        return int(p[0]), int(p[1]), int(p[2])
+
+    @property
+    def vae_scale_spatial(self) -> int:
+        if self.vae is not None:
+            return int(self.vae.config.scale_factor_spatial)
+        return self.default_vae_scale_spatial
+
+    @property
+    def vae_scale_temporal(self) -> int:
+        if self.vae is not None:
+            return int(self.vae.config.scale_factor_temporal)
+        return self.default_vae_scale_temporal
+
+    def video_self_attention(self, index: int) -> torch.nn.Module:
+        return self.blocks[self.check_block(index)].attn1
+
+    def text_attention(self, index: int) -> torch.nn.Module:
+        return self.blocks[self.check_block(index)].attn2
+
+    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
+        if len(latent_shape) != 5:
+            raise ValueError(f"Wan latents are [B, C, F, H, W]; got shape {tuple(latent_shape)}")
+        _, _, f, h, w = latent_shape
+        pt, ph, pw = self.patch_size
+        return TokenGrid(f // pt, h // ph, w // pw)
+
+    def _latent_stats(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.vae is None:
+            raise ValueError("Wan latent normalisation needs the VAE (its config holds latents_mean / latents_std)")
+        cfg = self.vae.config
+        shape = (1, int(cfg.z_dim), 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(shape)
+        std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape)
+        return mean.to(latents.device, latents.dtype), std.to(latents.device, latents.dtype)
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) / std
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        mean, std = self._latent_stats(latents)
+        return latents * std + mean
+
+    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    @staticmethod
+    def _sigma(timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        sigma = timesteps.to(like.device, torch.float32) / 1000.0
+        return sigma.view(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        sigma = self._sigma(timesteps, latents)
+        return ((1.0 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return noise - latents
+
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import WanPipeline
+
+        return WanPipeline

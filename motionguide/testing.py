@@ -1,0 +1,116 @@
+"""Tiny random diffusers models built offline, for tests, examples and cost checks.
+
+Configs follow diffusers' own test suite (see reference/ecosystem.md, "tiny offline test models"), scaled
+just enough to have several latent frames and heads. Everything is seeded and built in-process.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TEST_WORDS = "a red green blue yellow circle square triangle moves left right up down stays still quickly slowly".split()
+
+
+def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
+                         text_dim: int = 32):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        text_dim=text_dim,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    ).eval()
+
+
+def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: int = 2, heads: int = 4,
+                               head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16):
+    from diffusers import CogVideoXTransformer3DModel
+
+    head_dim = head_dim or (16 if rotary else 8)  # 3D RoPE splits the head dim 2:3:3, so it needs 16
+    torch.manual_seed(seed)
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        time_embed_dim=2,
+        text_embed_dim=text_dim,
+        num_layers=num_layers,
+        sample_width=4,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=max_text,
+        use_rotary_positional_embeddings=rotary,
+    ).eval()
+
+
+def tiny_umt5(vocab_size: int, d_model: int = 32, seed: int = 0):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                     relative_attention_num_buckets=8)
+    return UMT5EncoderModel(cfg).eval()
+
+
+def tiny_t5(vocab_size: int, d_model: int = 32, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8)
+    return T5EncoderModel(cfg).eval()
+
+
+def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanPipeline` with tiny random components and a word-level tokenizer."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from .text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(TEST_WORDS)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_umt5(len(tokenizer), seed=seed),
+        transformer=tiny_wan_transformer(seed, num_layers=num_layers),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+
+
+def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2):
+    """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline
+
+    from .text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(TEST_WORDS)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        temporal_compression_ratio=4,
+    ).eval()
+    return CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5(len(tokenizer), seed=seed),
+        transformer=tiny_cogvideox_transformer(seed, rotary=rotary, num_layers=num_layers),
+        vae=vae,
+        scheduler=CogVideoXDDIMScheduler(),
+    )

@@ -1,0 +1,75 @@
+"""Independent reference computations for the attention tests (written from the equations, not the processors)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def wan_inputs(transformer, frames=3, size=8, text_len=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = transformer.config
+    hidden = torch.randn(1, cfg.in_channels, frames, size, size, generator=g)
+    text = torch.randn(1, text_len, cfg.text_dim, generator=g)
+    return dict(hidden_states=hidden, timestep=torch.tensor([500]), encoder_hidden_states=text, return_dict=False)
+
+
+def cog_inputs(transformer, frames=3, size=8, text_len=None, seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    cfg = transformer.config
+    text_len = text_len or cfg.max_text_seq_length  # sin-cos position tables cover exactly this many slots
+    hidden = torch.randn(batch, frames, cfg.in_channels, size, size, generator=g)
+    text = torch.randn(batch, text_len, cfg.text_embed_dim, generator=g)
+    return dict(hidden_states=hidden, timestep=torch.tensor([500] * batch), encoder_hidden_states=text,
+                return_dict=False)
+
+
+def cog_rotary(transformer, frames, size):
+    """3D RoPE for a CogVideoX latent of `frames` x `size` x `size`, as the pipeline builds it."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    cfg = transformer.config
+    gh = gw = size // cfg.patch_size
+    return get_3d_rotary_pos_embed(
+        embed_dim=cfg.attention_head_dim, crops_coords=((0, 0), (gh, gw)), grid_size=(gh, gw),
+        temporal_size=frames, device=torch.device("cpu"),
+    )
+
+
+def rope_interleaved_complex(x, cos, sin):
+    """Rotate consecutive channel pairs (x0 + i x1) by the angle whose cos/sin are given per channel pair.
+
+    x: [B, S, H, D]; cos/sin: [1, S, 1, D] with each pair's value repeated (Wan's layout).
+    """
+    pairs = torch.complex(x[..., 0::2].double(), x[..., 1::2].double())
+    rot = torch.complex(cos[..., 0::2].double(), sin[..., 0::2].double())
+    y = pairs * rot
+    return torch.stack([y.real, y.imag], dim=-1).flatten(-2).float()
+
+
+def dense_attention(q, k, v, mask=None, renormalize=True):
+    """softmax(q k^T / sqrt(d)) v on [B, H, S, D] in float64, with an optional boolean [Sq, Sk] mask.
+
+    renormalize=False: the softmax runs over all keys and masked probabilities are then zeroed.
+    """
+    q, k, v = q.double(), k.double(), v.double()
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is None:
+        return (logits.softmax(-1) @ v).float()
+    if renormalize:
+        probs = logits.masked_fill(~mask, float("-inf")).softmax(-1)
+    else:
+        probs = logits.softmax(-1) * mask
+    return (probs @ v).float()
+
+
+def frame_local_mask(text_len, frames, per_frame):
+    """Boolean [S, S]: video rows see text + own frame; text rows see everything."""
+    s = text_len + frames * per_frame
+    frame_of = torch.full((s,), -1)
+    frame_of[text_len:] = torch.arange(frames).repeat_interleave(per_frame)
+    mask = frame_of[:, None] == frame_of[None, :]
+    mask[:, :text_len] = True
+    mask[:text_len, :] = True
+    return mask
