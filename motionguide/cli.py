@@ -1,0 +1,93 @@
+"""`motionguide` console entry point: one subcommand per capability, each in its own module.
+
+Commands register lazily so `motionguide --help` stays fast and a missing optional part never breaks the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _cmd_shapes(args: argparse.Namespace) -> int:
+    from .backbones.shapes import footprint_table, real_size_footprints
+
+    rows = real_size_footprints()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(footprint_table(rows))
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .backbones import LayerProfile, load_profile, shipped_profiles
+
+    if args.action == "list":
+        for name, path in shipped_profiles().items():
+            p = LayerProfile.load(path)
+            flags = [s for s in ("tracking", "guidance", "imap") if getattr(p, s) is not None and getattr(p, s).provisional]
+            note = f"  (provisional: {', '.join(flags)})" if flags else ""
+            print(f"{name:20s} {p.family:10s} {p.num_blocks} blocks x {p.num_heads} heads{note}")
+        return 0
+    if not args.target:
+        print("give a profile name or a YAML path", file=sys.stderr)
+        return 2
+    profile = load_profile(args.target)  # raises ConfigError naming the file and key on a bad profile
+    if args.action == "show":
+        print(yaml.safe_dump(profile.to_dict(), sort_keys=False))
+    else:
+        print(f"{args.target}: OK ({profile.name}, {profile.family}, {profile.num_blocks} blocks)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="motionguide", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("shapes", help="real-size token grids and attention footprints (meta device, no weights)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    p.set_defaults(func=_cmd_shapes)
+
+    p = sub.add_parser("profiles", help="list, show or check layer profiles")
+    p.add_argument("action", choices=["list", "show", "check"])
+    p.add_argument("target", nargs="?", help="a shipped profile name or a YAML path")
+    p.set_defaults(func=_cmd_profiles)
+
+    p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
+    p.add_argument("--out", default="demo-output", help="folder for the report and its files")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (used by the tests)")
+    p.set_defaults(func=_cmd_demo)
+
+    try:
+        from .toy.cli import add_toy_commands
+    except ImportError as exc:  # pragma: no cover - only when the toy package is broken
+        print(f"warning: toy commands unavailable ({exc})", file=sys.stderr)
+    else:
+        add_toy_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import MotionGuideError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (MotionGuideError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Read and write short RGB clips as mp4.
+
+Writing uses PyAV/libx264 at (near) lossless quality so that the toy world's flat colours survive the
+round trip; reading uses decord, the same reader the training data path uses, so tests exercise it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from motionguide.errors import MotionGuideError
+
+__all__ = ["VideoReadError", "write_video", "read_video"]
+
+
+class VideoReadError(MotionGuideError, ValueError):
+    """A video file could not be decoded into frames."""
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [F, H, W, 3], got {tuple(frames.shape)}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (0-255), got dtype {frames.dtype}; convert with "
+                         "np.clip(x, 0, 255).astype(np.uint8)")
+    if frames.shape[0] == 0:
+        raise ValueError("frames is empty: a video needs at least one frame")
+    return frames
+
+
+def _pick_pixel_format(codec_name: str, height: int, width: int) -> str:
+    """yuv444p keeps full colour resolution; yuv420p needs even sides and subsamples chroma."""
+    import av
+
+    codec = av.codec.Codec(codec_name, "w")
+    formats = {f.name for f in (codec.video_formats or [])}
+    if "yuv444p" in formats or not formats:
+        return "yuv444p"
+    if height % 2 or width % 2:
+        raise ValueError(f"{codec_name} lacks yuv444p and yuv420p needs even sides; got {height}x{width}")
+    return "yuv420p"
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: int = 0) -> Path:
+    """Encode uint8 frames [F, H, W, 3] (RGB) as an H.264 mp4; atomic (temp file, then rename)."""
+    import av
+
+    frames = _check_frames(frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _, height, width, _ = frames.shape
+    pix_fmt = _pick_pixel_format("libx264", height, width)
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp_name, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(None))
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a video should be readable like any output
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+    return path
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Decode every frame of a video file to uint8 [F, H, W, 3] (RGB)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise VideoReadError(f"cannot read video {str(path)!r}: it {what}; check the path "
+                             "(metadata file_name is relative to the dataset folder)")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"cannot read video {str(path)!r}: the file is empty (0 bytes); "
+                             "re-export or regenerate it, or drop it from the metadata")
+    import decord
+
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        num_frames = len(reader)
+        frames = reader.get_batch(list(range(num_frames))).asnumpy() if num_frames else None
+    except Exception as error:  # decord raises its own DECORDError (a RuntimeError) on bad input
+        raise VideoReadError(f"cannot decode video {str(path)!r}: {type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''}; the file is probably "
+                             "corrupt or truncated: re-export or regenerate it, or drop it from the "
+                             "metadata") from error
+    if frames is None or frames.shape[0] == 0:
+        raise VideoReadError(f"video {str(path)!r} has 0 decodable frames; re-export or regenerate it, "
+                             "or drop it from the metadata")
+    return np.ascontiguousarray(frames, dtype=np.uint8)
