@@ -64,11 +64,49 @@ def _add_make_dataset(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_make_dataset)
 
 
+def _run_train_vae(args: argparse.Namespace) -> int:
+    from motionguide.toy.vae_recipe import train_toy_vae
+
+    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed)
+    return 0
+
+
+def _add_train_vae(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train-vae", help="train the toy model's autoencoder (CPU, ~25 min)")
+    parser.add_argument("--out", required=True, help="folder for vae/ (diffusers format) and vae_report.json")
+    parser.add_argument("--frame-steps", type=int, default=1200, help="single-frame steps (batch 16)")
+    parser.add_argument("--clip-steps", type=int, default=450, help="17-frame clip steps (batch 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_run_train_vae)
+
+
+def _run_train_model(args: argparse.Namespace) -> int:
+    from motionguide.toy.model_recipe import train_toy_transformer
+
+    train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
+                          seed=args.seed)
+    return 0
+
+
+def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train-model", help="train the toy transformer on a trained toy VAE; "
+                                   "saves a WanPipeline in diffusers format")
+    parser.add_argument("--vae", required=True, help="folder of the trained toy VAE (e.g. assets/toy-model/vae)")
+    parser.add_argument("--out", required=True, help="where the pipeline is saved")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--pool-clips", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_run_train_model)
+
+
 def add_toy_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `toy make-dataset` on a parent CLI's subparsers; handlers are stored as `args.func`."""
-    toy = subparsers.add_parser("toy", help="the toy world: generate datasets with ground truth")
+    """Register `toy make-dataset` and `toy train-vae` on a parent CLI's subparsers (handlers in `args.func`)."""
+    toy = subparsers.add_parser("toy", help="the toy world: datasets with ground truth, the toy model recipe")
     toy_commands = toy.add_subparsers(dest="toy_command", metavar="COMMAND", required=True)
     _add_make_dataset(toy_commands)
+    _add_train_vae(toy_commands)
+    _add_train_model(toy_commands)
     return toy
 
 
@@ -76,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m motionguide.toy.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_make_dataset(commands)
+    _add_train_vae(commands)
+    _add_train_model(commands)
     return parser
 
 

@@ -1,0 +1,193 @@
+"""Recipe for the toy text-to-video model: a small Wan transformer trained on the toy world on a CPU.
+
+The pieces are real diffusers / transformers classes, so the result loads with `WanPipeline.from_pretrained`:
+- the trained toy `AutoencoderKLWan` (see `vae_recipe`), 17x64x64 -> 5x16x16 latents;
+- a frozen, randomly initialised `UMT5EncoderModel` with a word-level tokenizer over the toy vocabulary
+  (random features still separate words, which is all the captions need);
+- a `WanTransformer3DModel` with patch 1x2x2 (8x8 tokens per latent frame), trained with rectified flow
+  (x_t = (1 - s) x0 + s eps, target eps - x0), shifted logit-normal timesteps, 10% empty captions for CFG,
+  and an EMA of the weights, which is what gets saved;
+- prompt embeddings come from the pipeline's own `encode_prompt` at the sampling length, so training and
+  sampling see identical text inputs (the Wan transformer has no text mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+MAX_SEQUENCE_LENGTH = 16
+SCHEDULER_SHIFT = 3.0
+
+TOY_TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=4,
+    attention_head_dim=32,
+    in_channels=8,
+    out_channels=8,
+    text_dim=64,
+    freq_dim=128,
+    ffn_dim=512,
+    num_layers=6,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=64,
+)
+
+TOY_TEXT_CONFIG = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, relative_attention_num_buckets=8)
+
+
+def toy_vocabulary() -> list[str]:
+    """Every word a toy caption can contain (captions of many sampled clips plus every name)."""
+    from .captions import caption_for
+    from .sampling import sample_clip_spec
+    from .vocab import COLORS, MOTIONS, SHAPES, SPEEDS
+
+    rng = np.random.default_rng(0)
+    words = set(COLORS) | set(SHAPES) | set(MOTIONS) | set(SPEEDS) | {"a", "and"}
+    for _ in range(400):
+        words |= set(caption_for(sample_clip_spec(rng, num_objects=int(rng.integers(1, 3)))).split())
+    return sorted(words)
+
+
+def build_text_components(seed: int = 0):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from ..text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(toy_vocabulary())
+    torch.manual_seed(seed)
+    encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TOY_TEXT_CONFIG)).eval()
+    encoder.requires_grad_(False)
+    return tokenizer, encoder
+
+
+def build_pipeline(vae, transformer, tokenizer, text_encoder):
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=SCHEDULER_SHIFT))
+
+
+@torch.no_grad()
+def encode_pool(vae, frames: np.ndarray, batch: int = 8) -> torch.Tensor:
+    """Normalised latents (what the transformer trains on) of uint8 clips [N, F, H, W, 3]."""
+    from ..backbones import WanBackbone
+    from .vae_recipe import to_tensor
+
+    stats = WanBackbone(torch.nn.Identity(), vae=vae)
+    out = [stats.normalize_latents(vae.encode(to_tensor(frames[i : i + batch])).latent_dist.mode())
+           for i in tqdm(range(0, len(frames), batch), desc="encoding latents", leave=False)]
+    return torch.cat(out)
+
+
+def sample_sigmas(batch: int, generator: torch.Generator, shift: float = SCHEDULER_SHIFT) -> torch.Tensor:
+    """Logit-normal noise levels, shifted towards noise as the sampler's schedule is."""
+    s = torch.sigmoid(torch.randn(batch, generator=generator))
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 3000,
+                          batch: int = 32, pool_clips: int = 2000, holdout_fraction: float = 0.2, seed: int = 0,
+                          lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.999,
+                          log=print) -> dict:
+    """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from .captions import caption_for
+    from .dataset import heldout_combinations
+    from .render import render_clip
+    from .sampling import sample_clip_spec
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vae = AutoencoderKLWan.from_pretrained(Path(vae_dir)).eval()
+    tokenizer, text_encoder = build_text_components(seed)
+    held = heldout_combinations(seed, holdout_fraction)
+    rng = np.random.default_rng(seed)
+    frames, captions = [], []
+    for _ in tqdm(range(pool_clips), desc="rendering training clips", leave=False):
+        spec = sample_clip_spec(rng, num_objects=1, holdout=held)
+        clip = render_clip(spec)
+        frames.append(clip.frames)
+        captions.append(clip.caption)
+    latents = encode_pool(vae, np.stack(frames))
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(**TOY_TRANSFORMER_CONFIG).train()
+    pipe = build_pipeline(vae, transformer, tokenizer, text_encoder)
+    unique = sorted(set(captions)) + [""]
+    with torch.no_grad():
+        table = pipe.encode_prompt(unique, do_classifier_free_guidance=False,
+                                   max_sequence_length=MAX_SEQUENCE_LENGTH, device="cpu")[0]
+    caption_index = torch.tensor([unique.index(c) for c in captions])
+    empty = len(unique) - 1
+    ema = copy.deepcopy(transformer).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    g = torch.Generator().manual_seed(seed)
+    start, history = time.time(), []
+    bar = tqdm(range(steps), desc="toy transformer")
+    for step in bar:
+        idx = torch.randint(0, len(latents), (batch,), generator=g)
+        x0 = latents[idx]
+        text_idx = caption_index[idx].clone()
+        text_idx[torch.rand(batch, generator=g) < caption_dropout] = empty
+        noise = torch.randn(x0.shape, generator=g)
+        sigma = sample_sigmas(batch, g).view(-1, 1, 1, 1, 1)
+        xt = (1 - sigma) * x0 + sigma * noise
+        pred = transformer(hidden_states=xt, timestep=sigma.flatten() * 1000, encoder_hidden_states=table[text_idx],
+                           return_dict=False)[0]
+        loss = (pred.float() - (noise - x0)).square().mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"toy transformer loss became {loss.item()} at step {step}; lower --lr")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), transformer.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            history.append({"step": step, "loss": loss.item(), "minutes": (time.time() - start) / 60})
+    final = build_pipeline(vae, ema, tokenizer, text_encoder)
+    final.save_pretrained(out_dir, safe_serialization=True)
+    report = {"transformer_config": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_TRANSFORMER_CONFIG.items()},
+              "text_config": TOY_TEXT_CONFIG, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+              "pool_clips": pool_clips, "heldout_combinations": [list(c) for c in held],
+              "caption_dropout": caption_dropout, "ema_decay": ema_decay, "max_sequence_length": MAX_SEQUENCE_LENGTH,
+              "train_minutes": (time.time() - start) / 60, "loss_history": history,
+              "params": sum(p.numel() for p in ema.parameters())}
+    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    log(f"saved toy model to {out_dir} after {report['train_minutes']:.1f} min")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="train the toy model's transformer on the toy world")
+    parser.add_argument("--vae", required=True, help="folder of the trained toy VAE (diffusers format)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--pool-clips", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
+                          seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
