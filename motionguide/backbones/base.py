@@ -215,6 +215,14 @@ class VideoBackbone(ABC):
     def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the transformer output is regressed to (flow velocity or v)."""
 
+    @abstractmethod
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor,
+                model: torch.nn.Module | None = None) -> torch.Tensor:
+        """The transformer's prediction for noisy latents in VAE layout [B, C, F, H, W], returned in that layout.
+
+        `model` is the module to call (e.g. the DDP / DeepSpeed wrapper of this backbone's transformer).
+        """
+
     # ------------------------------------------------------------------ text
     @property
     def pipeline_class(self) -> type:

@@ -80,7 +80,8 @@ class CogVideoXBackbone(VideoBackbone):
     def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.scheduler is None or not hasattr(self.scheduler, "alphas_cumprod"):
             raise ValueError("CogVideoX noising needs its DDIM/DPM scheduler (alphas_cumprod); pass scheduler=")
-        ac = self.scheduler.alphas_cumprod.to(like.device, torch.float32)[timesteps.to(like.device).long()]
+        index = timesteps.to(like.device).long().clamp(0, len(self.scheduler.alphas_cumprod) - 1)
+        ac = self.scheduler.alphas_cumprod.to(like.device, torch.float32)[index]
         ac = ac.view(-1, *([1] * (like.ndim - 1)))
         return ac.sqrt(), (1.0 - ac).sqrt()
 
@@ -91,6 +92,21 @@ class CogVideoXBackbone(VideoBackbone):
     def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         a, s = self._alphas(timesteps, latents)
         return (a * noise.float() - s * latents.float()).to(latents.dtype)
+
+    def rotary_embeddings(self, latents: torch.Tensor):
+        """3D RoPE for latents [B, C, F, H, W] when the model uses it (CogVideoX-5B), built as the pipeline does."""
+        if not self.config.use_rotary_positional_embeddings:
+            return None
+        _, _, f, h, w = latents.shape
+        s = self.vae_scale_spatial
+        return self.pipeline()._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device)
+
+    def predict(self, latents, timesteps, prompt_embeds, model=None):
+        model = model if model is not None else self.transformer
+        out = model(hidden_states=self.to_transformer_layout(latents), encoder_hidden_states=prompt_embeds,
+                    timestep=timesteps.long() if timesteps.is_floating_point() else timesteps,
+                    image_rotary_emb=self.rotary_embeddings(latents), return_dict=False)[0]
+        return self.from_transformer_layout(out)
 
     @property
     def pipeline_class(self) -> type:

@@ -92,6 +92,11 @@ class WanBackbone(VideoBackbone):
     def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return noise - latents
 
+    def predict(self, latents, timesteps, prompt_embeds, model=None):
+        model = model if model is not None else self.transformer
+        return model(hidden_states=latents, timestep=timesteps, encoder_hidden_states=prompt_embeds,
+                     return_dict=False)[0]
+
     @property
     def pipeline_class(self) -> type:
         from diffusers import WanPipeline

@@ -93,9 +93,9 @@ def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
                                    "saves a WanPipeline in diffusers format")
     parser.add_argument("--vae", required=True, help="folder of the trained toy VAE (e.g. assets/toy-model/vae)")
     parser.add_argument("--out", required=True, help="where the pipeline is saved")
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--pool-clips", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--pool-clips", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run_train_model)
 

@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -97,11 +98,40 @@ def sample_sigmas(batch: int, generator: torch.Generator, shift: float = SCHEDUL
     return shift * s / (1 + (shift - 1) * s)
 
 
-def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 3000,
-                          batch: int = 32, pool_clips: int = 2000, holdout_fraction: float = 0.2, seed: int = 0,
-                          lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.999,
-                          log=print) -> dict:
-    """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline."""
+def _save_checkpoint(folder: Path, step: int, transformer, ema, history: list) -> None:
+    """Weights of the model and its EMA plus the step, written atomically (optimizer moments restart on resume)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in (("model", transformer), ("ema", ema)):
+        tmp = folder / f"{name}.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
+        os.replace(tmp, folder / f"{name}.safetensors")
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({"step": step, "history": history}))
+    os.replace(tmp, folder / "state.json")
+
+
+def _load_checkpoint(folder: Path, transformer, ema) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").exists():
+        return 0, []
+    transformer.load_state_dict(load_file(str(folder / "model.safetensors")))
+    ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
+    state = json.loads((folder / "state.json").read_text())
+    return int(state["step"]), list(state["history"])
+
+
+def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 1800,
+                          batch: int = 24, pool_clips: int = 1500, holdout_fraction: float = 0.25, seed: int = 0,
+                          lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.998,
+                          checkpoint_every: int = 200, log=print) -> dict:
+    """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline.
+
+    A checkpoint is written every `checkpoint_every` steps under `out_dir/checkpoint/`; rerunning the same
+    command resumes from it (same data pool, same seed; the optimizer moments restart).
+    """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from .captions import caption_for
@@ -135,9 +165,15 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     opt = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    g = torch.Generator().manual_seed(seed)
-    start, history = time.time(), []
-    bar = tqdm(range(steps), desc="toy transformer")
+    ckpt_dir = out_dir / "checkpoint"
+    first_step, history = _load_checkpoint(ckpt_dir, transformer, ema)
+    if first_step:
+        log(f"resuming from {ckpt_dir} at step {first_step}")
+    for _ in range(first_step):
+        sched.step()
+    g = torch.Generator().manual_seed(seed + first_step)
+    start = time.time()
+    bar = tqdm(range(first_step, steps), desc="toy transformer", initial=first_step, total=steps)
     for step in bar:
         idx = torch.randint(0, len(latents), (batch,), generator=g)
         x0 = latents[idx]
@@ -162,6 +198,8 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             history.append({"step": step, "loss": loss.item(), "minutes": (time.time() - start) / 60})
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            _save_checkpoint(ckpt_dir, step + 1, transformer, ema, history)
     final = build_pipeline(vae, ema, tokenizer, text_encoder)
     final.save_pretrained(out_dir, safe_serialization=True)
     report = {"transformer_config": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_TRANSFORMER_CONFIG.items()},
@@ -171,6 +209,10 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
               "train_minutes": (time.time() - start) / 60, "loss_history": history,
               "params": sum(p.numel() for p in ema.parameters())}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    vae_report = Path(vae_dir).parent / "vae_report.json"
+    if vae_report.exists():
+        shutil.copyfile(vae_report, out_dir / "vae_report.json")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the saved pipeline supersedes it
     log(f"saved toy model to {out_dir} after {report['train_minutes']:.1f} min")
     return report
 
@@ -179,9 +221,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="train the toy model's transformer on the toy world")
     parser.add_argument("--vae", required=True, help="folder of the trained toy VAE (diffusers format)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--pool-clips", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--pool-clips", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,

@@ -1,0 +1,98 @@
+"""Generation on stock diffusers pipelines, shared by `sample/generate.py` and the validation sampler."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .guidance import get_guidance
+
+#: written next to a model by the toy recipe: the settings it was trained for
+SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"
+
+
+@dataclass
+class SamplingSettings:
+    num_frames: int = 17
+    height: int = 64
+    width: int = 64
+    steps: int = 25
+    cfg: float = 5.0
+    max_sequence_length: int | None = None
+    negative_prompt: str | None = None
+    fps: int = 8
+
+    @classmethod
+    def for_model(cls, model_dir: str | os.PathLike | None, **overrides: Any) -> "SamplingSettings":
+        """Defaults saved with the model (if any), then explicit overrides (None means keep)."""
+        values: dict[str, Any] = {}
+        if model_dir is not None and (Path(model_dir) / SAMPLING_DEFAULTS_FILE).is_file():
+            values.update(json.loads((Path(model_dir) / SAMPLING_DEFAULTS_FILE).read_text()))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def load_pipeline(model: str, lora: str | None = None, lora_scale: float = 1.0, device: str | None = None,
+                  dtype: torch.dtype | None = None):
+    """A stock pipeline from a local folder or hub id, with an optional LoRA loaded through `load_lora_weights`."""
+    from diffusers import DiffusionPipeline
+
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    pipe = DiffusionPipeline.from_pretrained(model, **kwargs)
+    if lora:
+        pipe.load_lora_weights(lora, adapter_name="motionguide")
+        pipe.set_adapters(["motionguide"], [lora_scale])
+    if device:
+        pipe.to(device)
+    return pipe
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplingSettings,
+                    guidance: str | None = "none", guidance_options: dict[str, Any] | None = None,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """One video per (prompt, seed), each with its own seeded generator: uint8 frames [F, H, W, 3]."""
+    guide = get_guidance(guidance, **(guidance_options or {}))
+    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    results = []
+    for prompt in prompts:
+        for seed in seeds:
+            call = dict(prompt=prompt, num_frames=settings.num_frames, height=settings.height, width=settings.width,
+                        num_inference_steps=settings.steps, guidance_scale=settings.cfg, output_type="np",
+                        generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+            if settings.negative_prompt is not None:
+                call["negative_prompt"] = settings.negative_prompt
+            if settings.max_sequence_length is not None:
+                call["max_sequence_length"] = settings.max_sequence_length
+            out = guide(pipe, **call)
+            results.append({"prompt": prompt, "seed": int(seed), "frames": to_uint8(out.frames[0])})
+    return results
+
+
+def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, fps: int = 8,
+                grid_name: str = "grid.png") -> dict[str, Any]:
+    """An mp4 per video, a PNG frame grid of all, and `samples.json` listing them."""
+    from ..video import write_video
+    from ..viz import frame_grid, save_png
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for i, r in enumerate(results):
+        path = out_dir / f"{i:03d}_seed{r['seed']}.mp4"
+        write_video(path, r["frames"], fps=fps)
+        listing.append({"file": path.name, "prompt": r["prompt"], "seed": r["seed"]})
+    grid = save_png(frame_grid([r["frames"] for r in results], [f"{r['prompt']} (seed {r['seed']})" for r in results],
+                               frames_per_row=9), out_dir / grid_name)
+    (out_dir / "samples.json").write_text(json.dumps(listing, indent=2))
+    return {"videos": listing, "grid": str(grid)}

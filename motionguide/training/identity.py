@@ -1,0 +1,122 @@
+"""What a latent cache depends on, reduced to a short stable key.
+
+Cached latents and prompt embeddings are only valid for the exact VAE, text encoder, tokenizer, frame
+sampling and sequence length that made them. Every one of these goes into the key, so changing any of them
+opens a new cache folder instead of silently reusing stale tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+from motionguide.errors import ConfigError
+
+__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "model_identity", "cache_fields"]
+
+#: bump when the files a cache holds change meaning; old caches then get new keys
+CACHE_FORMAT_VERSION = 1
+_WEIGHT_SAMPLE = 16  # values hashed from the start of every parameter tensor
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    if hasattr(value, "as_tuple"):
+        return list(value.as_tuple())
+    raise TypeError(f"{type(value).__name__} has no stable text form")
+
+
+def stable_json(value: Any) -> str:
+    """Sorted, compact JSON: the same fields always give the same text (and so the same hash)."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    except TypeError as error:
+        raise ConfigError(f"cache key fields must be JSON-like (str, int, float, bool, None, lists, dicts): "
+                          f"{error}") from None
+
+
+def _sha(text: str | bytes, length: int = 16) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def cache_key(**fields: Any) -> str:
+    """A short stable hash (sha256 of the sorted JSON) of the fields; the cache format version is always in."""
+    fields.setdefault("format_version", CACHE_FORMAT_VERSION)
+    return _sha(stable_json(fields))
+
+
+def _config_dict(module: Any) -> dict[str, Any]:
+    config = getattr(module, "config", None)
+    if config is None:
+        return {}
+    raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    # bookkeeping (paths, library versions) does not change the tensors a module computes
+    return {k: v for k, v in raw.items() if not k.startswith("_") and k != "transformers_version"}
+
+
+def _weights_sample(module: torch.nn.Module) -> str:
+    """Hash of every parameter's name, shape, dtype and first values: cheap, yet tells weights apart."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        try:
+            head = tensor.detach().reshape(-1)[:_WEIGHT_SAMPLE].to("cpu", torch.float64)
+            digest.update(head.numpy().tobytes())
+        except (RuntimeError, NotImplementedError):  # meta / offloaded tensors: shape and dtype only
+            pass
+    return digest.hexdigest()[:16]
+
+
+def _module_identity(module: Any) -> dict[str, Any] | None:
+    if module is None:
+        return None
+    identity = {"class": type(module).__name__, "config": _sha(stable_json(_config_dict(module)))}
+    if isinstance(module, torch.nn.Module):
+        identity["weights"] = _weights_sample(module)
+        first = next(module.parameters(), None)
+        identity["dtype"] = str(first.dtype) if first is not None else None
+    return identity
+
+
+def _tokenizer_identity(tokenizer: Any) -> dict[str, Any] | None:
+    if tokenizer is None:
+        return None
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    return {"class": type(tokenizer).__name__, "vocab": _sha(stable_json(sorted(vocab.items())))}
+
+
+def model_identity(backbone: Any) -> dict[str, str]:
+    """{"model_name": a readable name (not part of the key: the same weights may sit at different paths),
+    "model_hash": hash of the VAE, text encoder and tokenizer (class, config, dtype, weights)}."""
+    pipeline = getattr(backbone, "_pipeline", None)
+    name = getattr(pipeline, "name_or_path", None) or getattr(getattr(backbone, "vae", None), "name_or_path", None)
+    parts = {
+        "family": backbone.family,
+        "vae": _module_identity(backbone.vae),
+        "text_encoder": _module_identity(backbone.text_encoder),
+        "tokenizer": _tokenizer_identity(backbone.tokenizer),
+    }
+    return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(stable_json(parts))}
+
+
+def cache_fields(dataset: Any, backbone: Any, max_sequence_length: int, sample: bool = False,
+                 **extra: Any) -> dict[str, Any]:
+    """Everything that determines the cached tensors, as key fields. `dataset` needs `sampling_config()`
+    (frames, size, stride, resize mode); `extra` adds your own fields (e.g. a dataset name)."""
+    if not hasattr(dataset, "sampling_config"):
+        raise ConfigError(f"{type(dataset).__name__} has no sampling_config(); the latent cache needs to know how "
+                          "frames were sampled (use motionguide.training.VideoDataset or add the method)")
+    return {
+        "format_version": CACHE_FORMAT_VERSION,
+        "family": backbone.family,  # decides the latent normalisation
+        "model_hash": model_identity(backbone)["model_hash"],
+        **dataset.sampling_config(),
+        "max_sequence_length": int(max_sequence_length),
+        "sample": bool(sample),
+        **extra,
+    }

@@ -1,0 +1,92 @@
+"""`ValidationSampler`: fixed-seed samples through the same code path as `sample/generate.py`, plus metrics.
+
+Runs on the main process every `validation_steps` and at the end: videos (mp4 + frame grid) under
+`output_dir/validation/step-N/`, the grid to the tracker, offline motion metrics as scalars (and toy prompt
+adherence when the prompts are toy captions), then every callback's `on_validation` with the results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..sampling import SamplingSettings, generate_videos, save_videos
+from .callbacks import TrainContext, TrainerCallback
+
+
+def video_metrics(frames: np.ndarray, prompt: str, token_px: float | None) -> dict[str, float]:
+    from ..metrics import dynamic_degree_proxy, flow_warp_smoothness, temporal_flicker, toy_prompt_adherence
+
+    out = {
+        "dynamic_degree_proxy": float(dynamic_degree_proxy(frames).is_dynamic),
+        "warp_smoothness_proxy": flow_warp_smoothness(frames),
+        "flicker_proxy": temporal_flicker(frames),
+    }
+    try:
+        adherence = toy_prompt_adherence(frames, prompt, token_px=token_px)
+    except ValueError:  # not a toy caption
+        return out
+    if adherence:
+        out["toy_presence"] = float(np.mean([a.presence for a in adherence]))
+        out["toy_direction_correct"] = float(np.mean([a.direction_correct for a in adherence]))
+    return out
+
+
+class ValidationSampler(TrainerCallback):
+    name = "validation"
+
+    def __init__(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, every: int = 0,
+                 guidance: str = "none"):
+        self.prompts, self.seeds, self.settings = prompts, seeds, settings
+        self.every, self.guidance = every, guidance
+        self.history: list[dict[str, Any]] = []
+
+    def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None:
+        if self.every and ctx.step % self.every == 0 and ctx.step < ctx.config.train_steps:
+            self.run(ctx)
+
+    def on_train_end(self, ctx: TrainContext) -> None:
+        if self.prompts and (not self.history or self.history[-1]["step"] != ctx.step):
+            self.run(ctx)
+
+    @torch.no_grad()
+    def run(self, ctx: TrainContext) -> dict[str, Any] | None:
+        ctx.accelerator.wait_for_everyone()
+        results = None
+        if ctx.is_main_process and self.prompts:
+            pipe = ctx.extras["pipeline"]
+            transformer = ctx.transformer
+            was_training = transformer.training
+            transformer.eval()
+            videos = generate_videos(pipe, self.prompts, self.seeds, self.settings, guidance=self.guidance,
+                                     progress=False)
+            transformer.train(was_training)
+            folder = ctx.output_dir / "validation" / f"step-{ctx.step}"
+            saved = save_videos(videos, folder, fps=self.settings.fps)
+            backbone = ctx.backbone
+            token_px = backbone.pixels_per_token
+            per_video = [video_metrics(v["frames"], v["prompt"], token_px) for v in videos]
+            keys = sorted(set().union(*per_video))
+            summary = {f"validation/{k}": float(np.mean([m[k] for m in per_video if k in m])) for k in keys}
+            ctx.log(summary, ctx.step)
+            from PIL import Image
+
+            ctx.log_images("validation/samples", np.asarray(Image.open(saved["grid"]).convert("RGB")), ctx.step)
+            results = {"step": ctx.step, "folder": str(folder), "metrics": summary, "videos": saved["videos"]}
+            (folder / "metrics.json").write_text(json.dumps({"summary": summary, "per_video": per_video}, indent=2))
+            self.history.append({"step": ctx.step, **summary})
+            for callback in ctx.extras.get("callbacks", []):
+                if callback is not self:
+                    callback.on_validation(ctx, results)
+        ctx.accelerator.wait_for_everyone()
+        return results
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))

@@ -1,0 +1,17 @@
+"""Sample videos from a stock diffusers pipeline, optionally with a LoRA and a registered guidance.
+
+    python sample/generate.py --model assets/toy-model --prompt "a red circle moves left" --out out/samples
+    python sample/generate.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --lora out/lora --prompts_file p.txt \
+        --num_frames 81 --height 480 --width 832 --cfg 5 --guidance correspondence --device cuda
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from motionguide.sampling.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
