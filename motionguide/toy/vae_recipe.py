@@ -115,16 +115,25 @@ def _loss(vae, x: torch.Tensor, m: torch.Tensor, sample: bool, kl_weight: float)
     return rec
 
 
-def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1500, clip_steps: int = 600, seed: int = 0,
-                  pool_clips: int = 1200, eval_clips: int = 48, lr: float = 3e-4, log=print) -> dict:
-    """Train, measure held-out PSNR, set latent statistics, save in diffusers format under `out_dir`."""
+def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1200, clip_steps: int = 450, seed: int = 0,
+                  pool_clips: int = 1200, eval_clips: int = 48, lr: float = 3e-4, init_from: str | None = None,
+                  log=print) -> dict:
+    """Train, measure held-out PSNR, set latent statistics, save in diffusers format under `out_dir`.
+
+    `init_from`: continue from a saved toy VAE folder (e.g. more clip steps after a first run).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     frames, masks = render_pool(pool_clips, seed=seed)
     eval_frames, eval_masks = render_pool(eval_clips, seed=seed + 10_000)
-    vae = build_toy_vae(seed).train()
+    if init_from:
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.from_pretrained(init_from).train()
+    else:
+        vae = build_toy_vae(seed).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     total = frame_steps + clip_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -157,7 +166,7 @@ def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1500, clip_step
     vae.register_to_config(latents_mean=mean, latents_std=std)
     final = evaluate(vae, eval_frames, eval_masks)
     vae.save_pretrained(out_dir / "vae", safe_serialization=True)
-    report = {"config": TOY_VAE_CONFIG, "seed": seed, "frame_steps": frame_steps, "clip_steps": clip_steps,
+    report = {"config": TOY_VAE_CONFIG, "seed": seed, "init_from": init_from, "frame_steps": frame_steps, "clip_steps": clip_steps,
               "lr": lr, "train_minutes": (time.time() - start) / 60, "heldout": final, "history": history,
               "params": sum(p.numel() for p in vae.parameters())}
     (out_dir / "vae_report.json").write_text(json.dumps(report, indent=2))
@@ -171,9 +180,11 @@ def main(argv=None) -> int:
     parser.add_argument("--frame-steps", type=int, default=1500)
     parser.add_argument("--clip-steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", help="continue from a saved toy VAE folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed)
+    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed,
+                  init_from=args.init_from)
     return 0
 
 
