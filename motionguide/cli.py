@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sizes (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 
+    from .attribution.cli import add_curate_command
+    from .correspondence.cli import add_correspondence_commands
+    from .saliency.cli import add_saliency_command
+
+    add_curate_command(sub)
+    add_correspondence_commands(sub)
+    add_saliency_command(sub)
     try:
         from .toy.cli import add_toy_commands
     except ImportError as exc:  # pragma: no cover - only when the toy package is broken

@@ -77,3 +77,22 @@ def test_cogvideox_pipeline_two_steps_captures_conditional_rows():
         assert c.query.shape[0] == 1 and a.query.shape[0] == 2
         torch.testing.assert_close(c.query, a.query[1:])  # [uncond; cond]: the second row is conditional
         assert c.grid.as_tuple() == (3, 1, 1) and c.text_len == 16
+
+
+def test_cogvideox_captures_know_their_step_and_perturbed_passes_are_not_conditional():
+    pipe = tiny_cogvideox_pipeline()
+    events = []
+    with AttentionController(pipe).capture(events.append, blocks=[0], steps={1}):
+        pipe("a red circle", **dict(PIPE_KW, guidance_scale=6.0))
+    assert [e.info.step_index for e in events] == [1]  # from the scheduler: the cache context has no step
+    transformer = tiny_wan_transformer()
+    controller = AttentionController(transformer)
+    seen = []
+    from helpers import wan_inputs
+
+    with controller.capture(seen.append, blocks=[0]):
+        with transformer.cache_context("cond_perturbed"):
+            transformer(**wan_inputs(transformer))
+        with transformer.cache_context("cond"):
+            transformer(**wan_inputs(transformer))
+    assert [e.info.branch for e in seen] == ["cond"]

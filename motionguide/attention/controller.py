@@ -246,21 +246,36 @@ class AttentionController:
         timestep = kwargs.get("timestep", getattr(context, "timestep", None))
         if isinstance(timestep, torch.Tensor) and timestep.numel() > 0:
             timestep = float(timestep.flatten()[0])
+        step_index = getattr(context, "step_index", None)
+        if step_index is None and branch is not None:
+            step_index = self._step_from_scheduler(timestep)
         self._info = ForwardInfo(
             forward_id=next(_ids),
             grid=self.backbone.token_grid(hidden_states.shape),
             batch_size=batch,
             branch=branch,
-            step_index=getattr(context, "step_index", None),
+            step_index=step_index,
             num_inference_steps=getattr(context, "num_inference_steps", None),
             timestep=float(timestep) if isinstance(timestep, (int, float)) else None,
             sigma=getattr(context, "sigma", None),
             cond_rows=self._cond_rows(branch, hidden_states),
         )
 
+    def _step_from_scheduler(self, timestep: Any) -> int | None:
+        """Pipelines whose cache context carries no step index (CogVideoX): find the timestep in the schedule."""
+        pipe = getattr(self.backbone, "_pipeline", None)
+        timesteps = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
+        if timestep is None or timesteps is None or not len(timesteps):
+            return None
+        matches = (timesteps.float() - float(timestep)).abs() < 1e-3
+        return int(matches.nonzero()[0, 0]) if matches.any() else None
+
     def _cond_rows(self, branch: str | None, hidden_states: torch.Tensor) -> slice | None:
-        """Batch rows that belong to the conditional branch of this forward."""
-        if branch == "uncond":
+        """Batch rows that belong to the conditional branch of this forward.
+
+        Unconditional passes and perturbed passes (guidance adds e.g. "cond_perturbed") have none.
+        """
+        if branch == "uncond" or (branch is not None and branch.endswith("_perturbed")):
             return None
         layout = self.cfg_layout
         if layout == "auto":

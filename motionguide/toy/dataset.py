@@ -14,13 +14,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from motionguide.files import atomic_write_bytes
 from motionguide.toy.captions import object_clause
 from motionguide.toy.render import ToyClip, render_clip
 from motionguide.toy.sampling import Combination, all_combinations, sample_clip_spec
@@ -86,19 +86,6 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     (out_dir / "gt").mkdir(parents=True, exist_ok=True)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_ground_truth(path: str | os.PathLike, clip: ToyClip) -> None:
     """Write a clip's ground truth as a compressed npz (masks bit-packed along the last axis)."""
     buffer = io.BytesIO()
@@ -109,7 +96,7 @@ def save_ground_truth(path: str | os.PathLike, clip: ToyClip) -> None:
         centers=clip.centers, caption=np.asarray(clip.caption),
         labels=np.asarray(json.dumps(clip.labels)), spec=np.asarray(json.dumps(clip.spec.to_dict())),
     )
-    _atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def load_ground_truth(npz_path: str | os.PathLike) -> dict[str, Any]:
@@ -140,13 +127,13 @@ def _metadata_row(clip_id: str, clip: ToyClip) -> dict[str, Any]:
 def _write_metadata(out_dir: Path, rows: list[dict[str, Any]], fmt: Collection[str]) -> None:
     if "jsonl" in fmt:
         text = "".join(json.dumps(row) + "\n" for row in rows)
-        _atomic_write_bytes(out_dir / "metadata.jsonl", text.encode())
+        atomic_write_bytes(out_dir / "metadata.jsonl", text.encode())
     if "csv" in fmt:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METADATA_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_write_bytes(out_dir / "metadata.csv", buffer.getvalue().encode())
+        atomic_write_bytes(out_dir / "metadata.csv", buffer.getvalue().encode())
 
 
 def _defect_plan(rng: np.random.Generator, num_clips: int, rate: float, defects: Sequence[str]) -> list[str | None]:
@@ -223,5 +210,5 @@ def make_dataset(
         "holdout": [list(c) for c in held], "holdout_prompts": prompts_for_combinations(held),
         "defect_counts": {kind: sum(d == kind for d in plan) for kind in defects},
     }
-    _atomic_write_bytes(out_dir / "dataset.json", (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / "dataset.json", (json.dumps(info, indent=2) + "\n").encode())
     return out_dir

@@ -134,7 +134,6 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    from .captions import caption_for
     from .dataset import heldout_combinations
     from .render import render_clip
     from .sampling import sample_clip_spec
@@ -209,6 +208,10 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
               "train_minutes": (time.time() - start) / 60, "loss_history": history,
               "params": sum(p.numel() for p in ema.parameters())}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    # read by motionguide.sampling.SamplingSettings.for_model: the settings this model was trained for
+    (out_dir / "sampling_defaults.json").write_text(json.dumps(
+        {"num_frames": 17, "height": 64, "width": 64, "steps": 25, "cfg": 5.0,
+         "max_sequence_length": MAX_SEQUENCE_LENGTH, "fps": 8}, indent=2))
     vae_report = Path(vae_dir).parent / "vae_report.json"
     if vae_report.exists():
         shutil.copyfile(vae_report, out_dir / "vae_report.json")

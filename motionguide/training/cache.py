@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from motionguide.errors import ConfigError, MotionGuideError
+from motionguide.files import atomic_write
 from motionguide.training.buckets import Bucket
 from motionguide.training.identity import CACHE_FORMAT_VERSION, cache_fields, cache_key, model_identity, stable_json
 
@@ -49,19 +49,6 @@ def clip_file_name(clip_id: str) -> str:
         return f"{clip_id}.safetensors"
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._-")[:60] or "clip"
     return f"{readable}-{hashlib.sha256(clip_id.encode()).hexdigest()[:10]}.safetensors"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _source_record(entry: Any) -> dict[str, Any]:
@@ -144,7 +131,7 @@ class LatentCache:
                               counts={"ok": statuses.count("ok"), "failed": statuses.count("failed")})
         text = json.dumps(self._manifest, indent=1, sort_keys=False) + "\n"
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.dir / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(self.dir / MANIFEST, lambda tmp: Path(tmp).write_text(text))
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -185,7 +172,7 @@ class LatentCache:
             embeds = backbone.encode_prompt([""], max_sequence_length)[0].detach().cpu().contiguous()
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / EMPTY_PROMPT_FILE
-        _atomic_write(path, lambda tmp: save_file({"prompt_embeds": embeds}, tmp, metadata={"key": self.key}))
+        atomic_write(path, lambda tmp: save_file({"prompt_embeds": embeds}, tmp, metadata={"key": self.key}))
         self._manifest["empty_prompt"] = {"file": EMPTY_PROMPT_FILE, "shape": list(embeds.shape)}
 
     # ------------------------------------------------------------------ build
@@ -262,7 +249,7 @@ class LatentCache:
         name = clip_file_name(entry.clip_id)
         tensors = {"latents": latents.clone(), "prompt_embeds": embeds.clone()}  # own storage, not the batch's
         metadata = {"record": json.dumps(record), "clip_id": entry.clip_id, "key": self.key}
-        _atomic_write(self.dir / name, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        atomic_write(self.dir / name, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         self._manifest["clips"][entry.clip_id] = {**record, "status": "ok", "file": name,
                                                   "latent_shape": list(latents.shape),
                                                   "prompt_shape": list(embeds.shape)}

@@ -201,6 +201,25 @@ class Trainer:
         _, cache, dataset = self._load_data(accelerator, backbone)
         empty_embeds = cache.empty_prompt_embeds(backbone)
 
+        resume = self._resume_path(output_dir)
+        saved: dict[str, Any] = json.loads((resume / STATE_FILE).read_text()) if resume is not None else {}
+        ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=backbone, model=None, output_dir=output_dir,
+                           dataset=dataset, log=lambda values, step: accelerator.log(values, step=step),
+                           log_images=self._image_logger(accelerator), extras={"pipeline": pipe, "cache": cache})
+        # Curation runs on the stock model, before LoRA and before any DDP / DeepSpeed wrapper: per-clip
+        # gradients must not trigger a wrapper's all-reduce (Motive pitfall P7).
+        curation = get_curation(cfg.curation, **cfg.method_options.get(cfg.curation, {}))
+        if "curation" in saved:
+            selection = saved["curation"]
+        elif curation is not None:
+            result = curation.select(ctx)
+            selection = {"method": cfg.curation, "indices": result.indices, "weights": result.weights,
+                         "summary": result.summary}
+            if accelerator.is_main_process:
+                (output_dir / "curation.json").write_text(json.dumps(selection, indent=2))
+        else:
+            selection = {"method": "none", "indices": list(range(len(dataset))), "weights": None}
+
         transformer = pipe.transformer
         if cfg.training_type == "lora":
             add_lora(transformer, cfg.rank, cfg.lora_alpha, cfg.target_modules)
@@ -221,33 +240,17 @@ class Trainer:
             flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cfg.to_dict().items()}
             accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None})
         callbacks = self._callbacks()
-        ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=backbone, model=model, output_dir=output_dir,
-                           dataset=dataset, log=lambda values, step: accelerator.log(values, step=step),
-                           log_images=self._image_logger(accelerator),
-                           extras={"pipeline": pipe, "callbacks": callbacks, "cache": cache})
+        ctx.model = model
+        ctx.extras["callbacks"] = callbacks
 
-        resume = self._resume_path(output_dir)
-        saved: dict[str, Any] = {}
         if resume is not None:
             accelerator.load_state(str(resume))
-            saved = json.loads((resume / STATE_FILE).read_text())
             for callback in callbacks:
                 callback.load_state_dict(saved.get("callbacks", {}).get(type(callback).__name__, {}))
             print(f"resumed from {resume} at step {saved['step']}", flush=True)
         start_step = int(saved.get("step", 0))
         ctx.step = start_step
 
-        curation = get_curation(cfg.curation, **cfg.method_options.get(cfg.curation, {}))
-        if "curation" in saved:
-            selection = saved["curation"]
-        elif curation is not None:
-            result = curation.select(ctx)
-            selection = {"method": cfg.curation, "indices": result.indices, "weights": result.weights,
-                         "summary": result.summary}
-            if accelerator.is_main_process:
-                (output_dir / "curation.json").write_text(json.dumps(selection, indent=2))
-        else:
-            selection = {"method": "none", "indices": list(range(len(dataset))), "weights": None}
         indices = selection["indices"]
         all_labels = dataset.bucket_of_index
         labels = [all_labels[i] for i in indices]

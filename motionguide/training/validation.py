@@ -8,7 +8,6 @@ adherence when the prompts are toy captions), then every callback's `on_validati
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np

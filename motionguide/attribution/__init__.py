@@ -1,0 +1,57 @@
+"""Motive: motion-aware gradient attribution for curating fine-tuning clips (see reference/motive.md)."""
+
+from .curation import MotiveCuration  # registers --curation motive
+from .featurizer import CommonRandomness, FeatureResult, GradientFeaturizer, motion_weighted_loss, select_parameters
+from .run import AttributionConfig, load_selection, run_attribution, select_from_store
+from .projectors import (
+    PROJECTORS,
+    BlockwiseFastfood,
+    DenseGaussian,
+    FastfoodGlobal,
+    Projector,
+    SparseJL,
+    make_projector,
+)
+from .selection import (
+    Selection,
+    majority_vote_selection,
+    prune_negative,
+    reweight,
+    roc_auc,
+    score_matrix,
+    selection_report,
+    spearman,
+)
+from .store import FeatureStore, StoreMismatchError, config_hash, read_merged
+
+__all__ = [
+    "MotiveCuration",
+    "CommonRandomness",
+    "FeatureResult",
+    "GradientFeaturizer",
+    "motion_weighted_loss",
+    "select_parameters",
+    "AttributionConfig",
+    "load_selection",
+    "run_attribution",
+    "select_from_store",
+    "PROJECTORS",
+    "BlockwiseFastfood",
+    "DenseGaussian",
+    "FastfoodGlobal",
+    "Projector",
+    "SparseJL",
+    "make_projector",
+    "Selection",
+    "majority_vote_selection",
+    "prune_negative",
+    "reweight",
+    "roc_auc",
+    "score_matrix",
+    "selection_report",
+    "spearman",
+    "FeatureStore",
+    "StoreMismatchError",
+    "config_hash",
+    "read_merged",
+]

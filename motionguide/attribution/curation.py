@@ -1,0 +1,64 @@
+"""`--curation motive` for the fine-tuning loop: read a finished selection or run the attribution pass first.
+
+Options (YAML `method_options: {motive: {...}}` or the CLI's JSON): `selection` (a selection.json or its
+folder), `queries` (a dataset folder of query clips; needed when no selection exists), `mode` (filter |
+reweight | prune-negative), and any `AttributionConfig` field (flow, projector, timestep, params, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..training.callbacks import Curation, CurationResult, TrainContext, register_curation
+from .run import AttributionConfig, load_selection, run_attribution
+
+
+@register_curation("motive")
+class MotiveCuration(Curation):
+    name = "motive"
+
+    def _config(self, ctx: TrainContext) -> AttributionConfig:
+        cfg = ctx.config
+        options = {k: v for k, v in self.options.items() if k not in ("selection",)}
+        known = {f.name for f in dataclasses.fields(AttributionConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"method_options.motive: unknown option(s) {', '.join(unknown)}; valid: "
+                              f"selection, {', '.join(sorted(known))}")
+        if "queries" not in options:
+            raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
+                              "{motive: {queries: DIR}} (a dataset folder like the training data) or "
+                              "{motive: {selection: PATH}} from `motionguide curate`")
+        base = dict(model=cfg.pretrained_model_name_or_path, data=cfg.data_root, out=str(ctx.output_dir / "motive"),
+                    num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                    max_sequence_length=cfg.max_sequence_length, cache_dir=cfg.cache_dir,
+                    fraction=cfg.curation_fraction, seed=cfg.seed)
+        base.update(options)
+        return AttributionConfig(**base)
+
+    def select(self, ctx: TrainContext) -> CurationResult:
+        path = self.options.get("selection")
+        default = ctx.output_dir / "motive" / "selection.json"
+        if path is None and default.is_file():
+            path = default
+        if path is not None:
+            selection = load_selection(path)
+        else:
+            cfg = self._config(ctx)
+            result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))
+            ctx.accelerator.wait_for_everyone()
+            selection = result if result is not None else load_selection(Path(cfg.out))
+        index_of = {clip_id: i for i, clip_id in enumerate(ctx.dataset.ids)}
+        kept = [index_of[i] for i in selection["selected_ids"] if i in index_of]
+        if not kept:
+            raise ConfigError("the Motive selection shares no clip with the training data: was it computed for "
+                              f"{ctx.config.data_root}?")
+        weights = None
+        if selection.get("weights") is not None:
+            by_id = dict(zip(selection["train_ids"], selection["weights"]))
+            weights = [float(by_id[ctx.dataset.ids[i]]) for i in kept]
+        summary = {"method": "motive", "mode": selection.get("mode"), "kept": len(kept), "of": len(ctx.dataset),
+                   "queries": len(selection.get("query_ids", []))}
+        return CurationResult(indices=kept, weights=weights, summary=summary)

@@ -1,0 +1,197 @@
+"""Motive's per-clip gradient features: motion-weighted loss at one shared (t, eps), gradient, JL projection.
+
+- `CommonRandomness`: the fixed timestep and noise every clip and every query uses (pitfall P1). The noise is
+  generated on the CPU from a seed for each latent shape, so every rank and every later query gets the same
+  tensors; its hash goes into the feature store's config.
+- `motion_weighted_loss`: (1 / F) * mean over (f, h, w) of W * channel-mean squared error; W = 1 is the
+  paper's "w/o MM" baseline. The mask weights only the loss, never the input or the noise.
+- `GradientFeaturizer`: backward with a post-accumulate-grad hook per parameter that projects (or copies into
+  one flat buffer, for non-streaming projectors) and frees each `.grad` at once, so two full gradient copies
+  never coexist. Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
+  feature flagged "zero_gradient" (it scores 0, never NaN); a non-finite gradient is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ConfigError
+
+PARAM_SCOPES = ("all", "lora", "blocks")
+
+
+@dataclass
+class CommonRandomness:
+    """One shared (timestep, noise) for every clip and query; noise derived per latent shape from the seed."""
+
+    timestep: float = 751.0  # on the 0..1000 training scale; sigma = 0.751 for flow models (paper's t_fix)
+    seed: int = 0
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def noise_for(self, shape: Sequence[int]) -> torch.Tensor:
+        """Deterministic N(0, I) noise of `shape` (the seed is mixed with the shape: one rule for every shape)."""
+        key = tuple(int(s) for s in shape)
+        if key not in self._cache:
+            mix = int.from_bytes(hashlib.sha256(json.dumps([self.seed, key]).encode()).digest()[:8], "little")
+            g = torch.Generator().manual_seed(mix % (2**63))
+            self._cache[key] = torch.randn(key, generator=g, dtype=torch.float32)
+        return self._cache[key]
+
+    def describe(self) -> dict[str, Any]:
+        return {"timestep": self.timestep, "seed": self.seed, "noise_rule": "sha256(seed, shape) -> torch.randn"}
+
+    def fingerprint(self, shape: Sequence[int]) -> str:
+        """Hash of the actual noise tensor for a shape (stored with features; equal across ranks)."""
+        noise = self.noise_for(shape)
+        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
+        h.update(noise.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CommonRandomness":
+        data = json.loads(Path(path).read_text())
+        return cls(timestep=float(data["timestep"]), seed=int(data["seed"]))
+
+
+def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
+                         num_pixel_frames: int | None = None) -> torch.Tensor:
+    """pred/target [B, C, F', h, w]; mask [F', h, w] or [B, F', h, w] in [0, 1] (None: unweighted)."""
+    per_location = (pred.float() - target.float()).square().mean(dim=1)  # channel mean -> [B, F', h, w]
+    if mask is not None:
+        mask = mask.to(per_location.device, per_location.dtype)
+        if mask.shape[-3:] != per_location.shape[-3:]:
+            raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latent grid "
+                             f"{tuple(per_location.shape[-3:])}")
+        per_location = per_location * mask
+    loss = per_location.mean()
+    return loss / num_pixel_frames if num_pixel_frames else loss
+
+
+def select_parameters(transformer: torch.nn.Module, scope: str = "all",
+                      blocks: Sequence[int] | None = None) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters whose gradient is featurised, in `named_parameters()` order (identical on every rank).
+
+    "all" is the paper's setting; "lora" (adapter weights only) and "blocks" (given transformer blocks) are
+    cheaper deviations, labelled as such in the feature store's config.
+    """
+    named = list(transformer.named_parameters())
+    if scope == "all":
+        chosen = [(n, p) for n, p in named if "lora_" not in n]
+    elif scope == "lora":
+        chosen = [(n, p) for n, p in named if "lora_" in n]
+        if not chosen:
+            raise ConfigError("--params lora: the transformer has no LoRA adapter; load or add one first")
+    elif scope == "blocks":
+        if not blocks:
+            raise ConfigError("--params blocks needs --blocks (e.g. 10,11,12)")
+        prefixes = tuple(f"blocks.{b}." for b in blocks) + tuple(f"transformer_blocks.{b}." for b in blocks)
+        chosen = [(n, p) for n, p in named if n.startswith(prefixes) and "lora_" not in n]
+    else:
+        raise ConfigError(f"unknown parameter scope {scope!r}; valid: {', '.join(PARAM_SCOPES)}")
+    return chosen
+
+
+@dataclass
+class FeatureResult:
+    feature: torch.Tensor | None  # [dim] l2-normalised, zeros for a zero gradient, None when skipped
+    loss: float
+    grad_norm: float
+    flags: list[str]
+    skip_reason: str | None = None
+
+
+class GradientFeaturizer:
+    """Projected, normalised gradients of the motion-weighted loss for one model (see module docstring)."""
+
+    def __init__(self, backbone: Any, projector_factory, randomness: CommonRandomness, scope: str = "all",
+                 blocks: Sequence[int] | None = None):
+        self.backbone = backbone
+        self.randomness = randomness
+        self.scope = scope
+        self.named = select_parameters(backbone.transformer, scope, blocks)
+        self.sizes = [p.numel() for _, p in self.named]
+        self.projector = projector_factory(self.sizes)
+        self.timestep = torch.tensor([float(randomness.timestep)])
+
+    def describe(self) -> dict[str, Any]:
+        return {"scope": self.scope, "num_parameters": int(sum(self.sizes)), "num_tensors": len(self.sizes),
+                "projector": self.projector.describe(), "randomness": self.randomness.describe(),
+                "family": self.backbone.family}
+
+    def featurize(self, latents: torch.Tensor, prompt_embeds: torch.Tensor, mask: torch.Tensor | None,
+                  num_pixel_frames: int | None = None) -> FeatureResult:
+        """latents [C, F', h, w] (normalised, VAE layout), prompt_embeds [seq, dim], mask [F', h, w] or None."""
+        transformer = self.backbone.transformer
+        params = [p for _, p in self.named]
+        was_training = transformer.training
+        previous = {p: p.requires_grad for p in transformer.parameters()}
+        device = params[0].device
+        state = {"acc": torch.zeros(self.projector.dim, dtype=torch.float32, device=device),
+                 "sumsq": torch.zeros((), dtype=torch.float64, device=device), "finite": True}
+        buffer = None if self.projector.streaming else torch.zeros(sum(self.sizes), dtype=torch.float32, device=device)
+        offsets = [0]
+        for n in self.sizes[:-1]:
+            offsets.append(offsets[-1] + n)
+
+        def on_grad(index: int):
+            def hook(p: torch.nn.Parameter) -> None:
+                g = p.grad.detach().float().flatten()
+                if not torch.isfinite(g).all():
+                    state["finite"] = False
+                else:
+                    state["sumsq"] += g.double().square().sum()
+                    if buffer is None:
+                        state["acc"] += self.projector.project_parameter(index, g).to(device)
+                    else:
+                        buffer[offsets[index]: offsets[index] + g.numel()] = g
+                p.grad = None  # free at once: never two full gradient copies
+            return hook
+
+        handles = []
+        try:
+            transformer.eval()
+            transformer.requires_grad_(False)
+            for i, p in enumerate(params):
+                p.requires_grad_(True)
+                handles.append(p.register_post_accumulate_grad_hook(on_grad(i)))
+            x0 = latents[None].to(device, torch.float32)
+            noise = self.randomness.noise_for(latents.shape)[None].to(device)
+            t = self.timestep.to(device)
+            noisy = self.backbone.add_noise(x0, noise, t)
+            target = self.backbone.training_target(x0, noise, t)
+            pred = self.backbone.predict(noisy.to(params[0].dtype), t, prompt_embeds[None].to(device, params[0].dtype))
+            loss = motion_weighted_loss(pred, target, mask, num_pixel_frames)
+            if not torch.isfinite(loss):
+                return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")
+            loss.backward()
+        finally:
+            for h in handles:
+                h.remove()
+            for p, flag in previous.items():
+                p.requires_grad_(flag)
+                p.grad = None
+            transformer.train(was_training)
+        if not state["finite"]:
+            return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_gradient"], "non-finite gradient")
+        grad_norm = float(state["sumsq"].sqrt())
+        acc = state["acc"] if buffer is None else self.projector.project_full(buffer).to(device)
+        flags = []
+        if grad_norm == 0.0 or float(acc.norm()) == 0.0:
+            flags.append("zero_gradient")
+            return FeatureResult(torch.zeros(self.projector.dim), float(loss.detach()), grad_norm, flags)
+        return FeatureResult((acc / acc.norm()).float().cpu(), float(loss.detach()), grad_norm, flags)

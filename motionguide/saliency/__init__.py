@@ -1,0 +1,35 @@
+"""IMAP / GramCol: per-word, per-frame saliency maps from a video DiT's text attention.
+
+- :func:`saliency_for_latents` (real video: re-noise, one forward) and :func:`saliency_while_sampling`
+  (generated video: averaged over sampling steps) return :class:`SaliencyMaps` with IMAP, all-head GramCol and
+  cross-attention maps per requested word.
+- :class:`SaliencyAccumulator` is the capture consumer behind both; :func:`gramcol_head` and
+  :func:`calinski_harabasz` are the per-head pieces.
+- :class:`IMAPMonitor` is the training monitor (`--monitor imap`).
+"""
+
+from .compute import encode_clip, resolve_imap_settings, saliency_for_latents, saliency_while_sampling
+from .gramcol import gramcol_head, gramcol_heads
+from .heads import calinski_harabasz, top_k_heads
+from .imap import SaliencyAccumulator
+from .maps import KINDS, SaliencyMaps
+from .monitor import IMAPMonitor
+from .words import EOS_WORD, default_caption_words, word_token_positions
+
+__all__ = [
+    "saliency_for_latents",
+    "saliency_while_sampling",
+    "resolve_imap_settings",
+    "encode_clip",
+    "SaliencyAccumulator",
+    "SaliencyMaps",
+    "KINDS",
+    "gramcol_head",
+    "gramcol_heads",
+    "calinski_harabasz",
+    "top_k_heads",
+    "word_token_positions",
+    "default_caption_words",
+    "EOS_WORD",
+    "IMAPMonitor",
+]

@@ -1,0 +1,119 @@
+"""`motionguide saliency`: IMAP maps for words of a prompt, on a real video or while generating one.
+
+    motionguide saliency --model assets/toy-model --prompt "a red circle moves left" --video clip.mp4 --out maps/
+    motionguide saliency --model assets/toy-model --prompt "a red circle moves left" --words circle moves --out maps/
+
+Writes `maps.npz` (raw patch-resolution maps per kind, [words, F', H', W']), `saliency.json` (words, settings,
+selected heads) and one `<word>.png` per word (rows: imap, gramcol, cross_attention; columns: latent frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_saliency_command", "run_saliency"]
+
+
+def _blocks(text: str) -> list[int]:
+    """"5-19,21" -> [5, ..., 19, 21]."""
+    blocks: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            blocks.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad --blocks {text!r}; write e.g. 5-19 or 4,6,7,10-23") from None
+    return blocks
+
+
+def add_saliency_command(subparsers: Any) -> None:
+    p = subparsers.add_parser("saliency", help="IMAP / GramCol saliency maps for words of a prompt",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="local pipeline folder or hub id")
+    p.add_argument("--lora", help="folder with pytorch_lora_weights.safetensors")
+    p.add_argument("--prompt", required=True, help="the caption (real video) or the prompt to generate")
+    p.add_argument("--words", nargs="+", help="words to map (default: the prompt's noun and motion verb); "
+                                              "'</s>' is the end token")
+    p.add_argument("--video", help="real-video mode: re-noise this clip's latents and run one forward")
+    p.add_argument("--num_frames", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--profile", help="layer profile name or YAML (default: the model's shipped profile)")
+    p.add_argument("--blocks", type=_blocks, help="blocks instead of a profile, e.g. 5-19")
+    p.add_argument("--top_k", type=int, help="IMAP heads per layer")
+    p.add_argument("--timestep", type=float, help="real video: re-noise level, 0..1000 (default: the profile's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="generation: sampling steps")
+    p.add_argument("--cfg", type=float, help="generation: classifier-free guidance scale")
+    p.add_argument("--window", type=float, nargs=2, metavar=("START", "STOP"),
+                   help="generation: average only steps in this fraction of the schedule, e.g. 0.5 1.0")
+    p.add_argument("--max_sequence_length", type=int)
+    p.add_argument("--real_slots_only", action="store_true",
+                   help="z-score over the prompt's real tokens instead of all padded slots (differs from the paper)")
+    p.add_argument("--device", help="e.g. cuda; default: CPU")
+    p.add_argument("--out", default="out/saliency", help="folder for maps.npz, saliency.json and PNGs")
+    p.set_defaults(func=run_saliency)
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from ..sampling.generate import SamplingSettings, load_pipeline
+    from .compute import encode_clip, saliency_for_latents, saliency_while_sampling
+    from .monitor import word_tag
+    from .render import heatmap_grid
+    from .words import default_caption_words
+
+    settings = SamplingSettings.for_model(
+        args.model if Path(args.model).is_dir() else None, num_frames=args.num_frames, height=args.height,
+        width=args.width, steps=args.steps, cfg=args.cfg, max_sequence_length=args.max_sequence_length)
+    words = args.words or default_caption_words(args.prompt)
+    where: Any = args.blocks if args.blocks is not None else args.profile
+    pipe = load_pipeline(args.model, lora=args.lora, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.video:
+        from ..training.data import frames_to_pixels
+        from ..video import read_video
+
+        frames = read_video(args.video)[: settings.num_frames]
+        if len(frames) < settings.num_frames:
+            raise ValueError(f"--video {args.video} has {len(frames)} frames, fewer than --num_frames "
+                             f"{settings.num_frames}; pass a smaller --num_frames (4k+1)")
+        pixels = frames_to_pixels(frames, settings.height, settings.width)
+        latents = encode_clip(pipe, pixels)
+        maps = saliency_for_latents(pipe, latents, args.prompt, words, where, args.top_k, args.timestep, args.seed,
+                                    max_sequence_length=settings.max_sequence_length,
+                                    real_slots_only=args.real_slots_only)
+        mode = "real_video"
+    else:
+        call = dict(num_frames=settings.num_frames, height=settings.height, width=settings.width,
+                    num_inference_steps=settings.steps, guidance_scale=settings.cfg, output_type="latent",
+                    generator=torch.Generator().manual_seed(args.seed))
+        if settings.max_sequence_length is not None:
+            call["max_sequence_length"] = settings.max_sequence_length
+        if settings.negative_prompt is not None:
+            call["negative_prompt"] = settings.negative_prompt
+        maps, _ = saliency_while_sampling(pipe, args.prompt, words, where, args.top_k,
+                                          tuple(args.window) if args.window else None,
+                                          real_slots_only=args.real_slots_only, **call)
+        mode = "generated"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    maps.save(out / "maps.npz")
+    pngs = []
+    for word in maps.words:
+        image = heatmap_grid([maps.get(word, kind).numpy() for kind in maps.kinds])
+        path = out / f"{word_tag(word)}.png"
+        Image.fromarray(image).save(path)
+        pngs.append(path.name)
+    summary = {"mode": mode, "prompt": args.prompt, "words": maps.words, "kinds": maps.kinds,
+               "shape": list(maps.maps[maps.kinds[0]].shape), "steps": maps.steps,
+               "selected_heads": {str(b): h for b, h in maps.selected_heads.items()},
+               "seed": args.seed, "video": args.video, "pngs": pngs}
+    (out / "saliency.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({"out": str(out.resolve()), "words": maps.words, "shape": summary["shape"]}))
+    return 0

@@ -1,0 +1,104 @@
+"""Motive featurizer against an independent reference: the projection of torch.autograd.grad of the same loss."""
+
+import pytest
+import torch
+
+from motionguide.attribution.featurizer import (CommonRandomness, GradientFeaturizer, motion_weighted_loss,
+                                                select_parameters)
+from motionguide.backbones import WanBackbone
+from motionguide.errors import ConfigError
+from motionguide.testing import tiny_wan_transformer
+
+
+class MatrixProjector:
+    """A dense seeded matrix split per parameter (test-local, so the reference is independent)."""
+
+    def __init__(self, sizes, dim=16, seed=0, streaming=True):
+        g = torch.Generator().manual_seed(seed)
+        self.matrix = torch.randn(dim, sum(sizes), generator=g)
+        self.offsets = [0]
+        for n in sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        self.sizes, self.dim, self.streaming = list(sizes), dim, streaming
+
+    def describe(self):
+        return {"name": "matrix", "dim": self.dim}
+
+    def project_parameter(self, index, flat):
+        o = self.offsets[index]
+        return self.matrix[:, o:o + flat.numel()] @ flat
+
+    def project_full(self, flat):
+        return self.matrix @ flat
+
+
+@pytest.fixture()
+def backbone():
+    return WanBackbone(tiny_wan_transformer())
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(16, 3, 8, 8, generator=g), torch.randn(6, 32, generator=g)
+
+
+def reference_feature(backbone, latents, embeds, mask, randomness, projector, scope="all"):
+    params = [p for _, p in select_parameters(backbone.transformer, scope)]
+    t = torch.tensor([randomness.timestep])
+    noise = randomness.noise_for(latents.shape)[None]
+    x0 = latents[None]
+    pred = backbone.transformer(hidden_states=backbone.add_noise(x0, noise, t), timestep=t,
+                                encoder_hidden_states=embeds[None], return_dict=False)[0]
+    target = noise - x0  # flow-matching velocity, written out independently
+    err = (pred - target).square().mean(dim=1)
+    loss = (err * mask).mean() / 17 if mask is not None else err.mean() / 17
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+    out = projector.project_full(flat)
+    return out / out.norm(), flat.norm()
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_feature_equals_projection_of_autograd_gradient(backbone, streaming):
+    latents, embeds = inputs()
+    mask = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(3))
+    randomness = CommonRandomness(timestep=751.0, seed=5)
+    featurizer = GradientFeaturizer(backbone, lambda sizes: MatrixProjector(sizes, streaming=streaming), randomness)
+    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=17)
+    ref, ref_norm = reference_feature(backbone, latents, embeds, mask, randomness, featurizer.projector)
+    torch.testing.assert_close(result.feature, ref, atol=1e-5, rtol=1e-4)
+    assert abs(result.grad_norm - float(ref_norm)) < 1e-4 * float(ref_norm)
+    assert not result.flags and abs(float(result.feature.norm()) - 1) < 1e-5
+    # the model is left as it was: no gradients kept, requires_grad restored
+    assert all(p.grad is None for p in backbone.transformer.parameters())
+    assert all(p.requires_grad for p in backbone.transformer.parameters())
+
+
+def test_mask_changes_the_feature_and_zero_mask_is_flagged_not_nan(backbone):
+    latents, embeds = inputs(1)
+    featurizer = GradientFeaturizer(backbone, lambda s: MatrixProjector(s), CommonRandomness())
+    unweighted = featurizer.featurize(latents, embeds, None).feature
+    weighted = featurizer.featurize(latents, embeds, torch.rand(3, 8, 8)).feature
+    static = featurizer.featurize(latents, embeds, torch.zeros(3, 8, 8))
+    assert not torch.allclose(unweighted, weighted)
+    assert static.flags == ["zero_gradient"] and torch.count_nonzero(static.feature) == 0
+
+
+def test_common_randomness_is_shared_across_instances():
+    a, b = CommonRandomness(751.0, 7), CommonRandomness(751.0, 7)
+    assert torch.equal(a.noise_for((16, 3, 8, 8)), b.noise_for((16, 3, 8, 8)))
+    assert a.fingerprint((16, 3, 8, 8)) == b.fingerprint((16, 3, 8, 8))
+    assert not torch.equal(a.noise_for((16, 3, 8, 8)), CommonRandomness(751.0, 8).noise_for((16, 3, 8, 8)))
+
+
+def test_loss_and_scopes(backbone):
+    pred, target = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2)
+    plain = motion_weighted_loss(pred, target, None)
+    torch.testing.assert_close(motion_weighted_loss(pred, target, torch.ones(3, 2, 2)), plain)
+    assert float(motion_weighted_loss(pred, target, torch.zeros(3, 2, 2))) == 0.0
+    with pytest.raises(ValueError, match="latent grid"):
+        motion_weighted_loss(pred, target, torch.ones(2, 2, 2))
+    with pytest.raises(ConfigError, match="no LoRA"):
+        select_parameters(backbone.transformer, "lora")
+    blocks = select_parameters(backbone.transformer, "blocks", [1])
+    assert blocks and all(n.startswith("blocks.1.") for n, _ in blocks)
