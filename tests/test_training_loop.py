@@ -201,3 +201,15 @@ def test_two_ranks_stay_in_sync(workspace, backend):
     assert result["world_size"] == 2
     assert ("DEEPSPEED" in result["distributed_type"]) == (backend == "deepspeed_zero2")
     assert result["max_rank_difference"] == 0.0 and result["changed_from_init"] > 0
+
+
+def test_wandb_offline_and_generated_toy_data(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = base_config(workspace, "wandb-run", train_steps=2, report_to="wandb", logging_steps=1,
+                      data_root=str(tmp_path / "generated"), toy_data={"num_clips": 3, "seed": 4, "progress": False})
+    summary = Trainer(cfg).run()
+    assert summary["steps"] == 2 and (tmp_path / "generated" / "metadata.jsonl").is_file()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, "no offline wandb run was written"

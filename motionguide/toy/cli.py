@@ -67,7 +67,8 @@ def _add_make_dataset(subparsers: argparse._SubParsersAction) -> None:
 def _run_train_vae(args: argparse.Namespace) -> int:
     from motionguide.toy.vae_recipe import train_toy_vae
 
-    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed)
+    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed,
+                  init_from=args.init_from, clip_batch=args.clip_batch, object_weight=args.object_weight)
     return 0
 
 
@@ -75,7 +76,10 @@ def _add_train_vae(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-vae", help="train the toy model's autoencoder (CPU, ~25 min)")
     parser.add_argument("--out", required=True, help="folder for vae/ (diffusers format) and vae_report.json")
     parser.add_argument("--frame-steps", type=int, default=1200, help="single-frame steps (batch 16)")
-    parser.add_argument("--clip-steps", type=int, default=450, help="17-frame clip steps (batch 4)")
+    parser.add_argument("--clip-steps", type=int, default=450, help="17-frame clip steps")
+    parser.add_argument("--clip-batch", type=int, default=4, help="clips per step in the clip phase")
+    parser.add_argument("--object-weight", type=float, default=5.0, help="loss weight of object pixels")
+    parser.add_argument("--init-from", help="continue from a saved toy VAE folder (e.g. a second, clip-only round)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run_train_vae)
 

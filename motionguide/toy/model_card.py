@@ -14,6 +14,33 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+def _vae_rounds(vae: dict) -> list[dict]:
+    """The VAE training rounds, oldest first (a continued round keeps its predecessor's report)."""
+    rounds = []
+    while vae:
+        rounds.insert(0, vae)
+        vae = vae.get("previous") or {}
+    return rounds
+
+
+def _vae_minutes(vae: dict) -> float:
+    return sum(r.get("train_minutes", 0.0) for r in _vae_rounds(vae))
+
+
+def _vae_commands(vae: dict) -> list[str]:
+    commands, previous_out = [], None
+    for i, r in enumerate(_vae_rounds(vae)):
+        out = "runs/toy-vae" if i == 0 else f"runs/toy-vae{i + 1}"
+        cmd = (f"motionguide toy train-vae --out {out} --frame-steps {r.get('frame_steps')} --clip-steps "
+               f"{r.get('clip_steps')} --clip-batch {r.get('clip_batch', 4)} --object-weight "
+               f"{r.get('object_weight', 5.0)} --seed {r.get('seed', 0)}")
+        if previous_out:
+            cmd += f" --init-from {previous_out}/vae"
+        commands.append(cmd)
+        previous_out = out
+    return commands
+
+
 def write_model_card(model_dir: str | Path, quality_json: str | Path | None = None) -> Path:
     model_dir = Path(model_dir)
     train = _load(model_dir / "training_report.json")
@@ -51,8 +78,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         "## How it was made",
         "",
         "```bash",
-        f"motionguide toy train-vae --out runs/toy-vae --frame-steps {vae.get('frame_steps', '?')} "
-        f"--clip-steps {vae.get('clip_steps', '?')} --seed {vae.get('seed', 0)}",
+        *_vae_commands(vae),
         f"motionguide toy train-model --vae runs/toy-vae/vae --out assets/toy-model --steps {train.get('steps', '?')} "
         f"--batch {train.get('batch', '?')} --pool-clips {train.get('pool_clips', '?')} --seed {train.get('seed', 0)}",
         "```",
@@ -64,7 +90,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"- **Autoencoder**: `AutoencoderKLWan` ({vae.get('params', 0) / 1e6:.2f} M parameters; base_dim "
         f"{v_cfg.get('base_dim')}, z_dim {v_cfg.get('z_dim')}, dim_mult {v_cfg.get('dim_mult')}, 4x spatial / 4x "
         "causal temporal compression: 17x64x64 -> 5x16x16 latents), trained on single frames then full clips "
-        f"through `encode`/`decode`, {vae.get('train_minutes', 0):.0f} min on the CPU.",
+        f"through `encode`/`decode`, {_vae_minutes(vae):.0f} min on the CPU in all.",
         f"- **Text encoder**: a frozen, randomly initialised `UMT5EncoderModel` (d_model "
         f"{train.get('text_config', {}).get('d_model')}) with a word-level tokenizer over the toy vocabulary "
         f"(saved with the model); prompts are padded to {train.get('max_sequence_length')} tokens.",

@@ -106,9 +106,10 @@ def latent_statistics(vae, frames: np.ndarray, batch: int = 8) -> tuple[list[flo
     return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
 
 
-def _loss(vae, x: torch.Tensor, m: torch.Tensor, sample: bool, kl_weight: float) -> torch.Tensor:
+def _loss(vae, x: torch.Tensor, m: torch.Tensor, sample: bool, kl_weight: float,
+          object_weight: float = 5.0) -> torch.Tensor:
     y, posterior = reconstruct(vae, x, sample=sample)
-    weight = 1.0 + 4.0 * m.unsqueeze(1).float()
+    weight = 1.0 + (object_weight - 1.0) * m.unsqueeze(1).float()
     rec = ((y - x).abs() * weight).mean() + ((y - x).square() * weight).mean()
     if sample and kl_weight > 0:
         rec = rec + kl_weight * posterior.kl().mean()
@@ -117,7 +118,7 @@ def _loss(vae, x: torch.Tensor, m: torch.Tensor, sample: bool, kl_weight: float)
 
 def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1200, clip_steps: int = 450, seed: int = 0,
                   pool_clips: int = 1200, eval_clips: int = 48, lr: float = 3e-4, init_from: str | None = None,
-                  log=print) -> dict:
+                  clip_batch: int = 4, object_weight: float = 5.0, log=print) -> dict:
     """Train, measure held-out PSNR, set latent statistics, save in diffusers format under `out_dir`.
 
     `init_from`: continue from a saved toy VAE folder (e.g. more clip steps after a first run).
@@ -146,10 +147,10 @@ def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1200, clip_step
             x = to_tensor(frames[idx, f][:, None])
             m = torch.from_numpy(masks[idx, f][:, None])
         else:  # full clips, batch 4
-            idx = rng.integers(0, len(frames), 4)
+            idx = rng.integers(0, len(frames), clip_batch)
             x, m = to_tensor(frames[idx]), torch.from_numpy(masks[idx])
         sample = step >= frame_steps // 2
-        loss = _loss(vae, x, m, sample=sample, kl_weight=1e-6)
+        loss = _loss(vae, x, m, sample=sample, kl_weight=1e-6, object_weight=object_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
@@ -166,12 +167,21 @@ def train_toy_vae(out_dir: str | os.PathLike, frame_steps: int = 1200, clip_step
     vae.register_to_config(latents_mean=mean, latents_std=std)
     final = evaluate(vae, eval_frames, eval_masks)
     vae.save_pretrained(out_dir / "vae", safe_serialization=True)
-    report = {"config": TOY_VAE_CONFIG, "seed": seed, "init_from": init_from, "frame_steps": frame_steps, "clip_steps": clip_steps,
+    report = {"config": TOY_VAE_CONFIG, "seed": seed, "init_from": init_from, "clip_batch": clip_batch,
+              "object_weight": object_weight, "previous": _previous_report(init_from), "frame_steps": frame_steps, "clip_steps": clip_steps,
               "lr": lr, "train_minutes": (time.time() - start) / 60, "heldout": final, "history": history,
               "params": sum(p.numel() for p in vae.parameters())}
     (out_dir / "vae_report.json").write_text(json.dumps(report, indent=2))
     log(f"held-out PSNR {final['psnr_db']:.2f} dB (object pixels {final['psnr_object_db']:.2f} dB)")
     return report
+
+
+def _previous_report(init_from: str | None) -> dict | None:
+    """The report of the run a continued training started from (kept so the whole recipe stays on record)."""
+    if not init_from:
+        return None
+    path = Path(init_from).parent / "vae_report.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main(argv=None) -> int:
@@ -181,10 +191,12 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="continue from a saved toy VAE folder")
+    parser.add_argument("--clip-batch", type=int, default=4)
+    parser.add_argument("--object-weight", type=float, default=5.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed,
-                  init_from=args.init_from)
+                  init_from=args.init_from, clip_batch=args.clip_batch, object_weight=args.object_weight)
     return 0
 
 

@@ -28,6 +28,8 @@ class TrainConfig:
     target_modules: list[str] | str = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     # data
     data_root: str = "data/toy-train"
+    # generate a toy dataset at data_root when it does not exist yet: {num_clips, seed, defect_rate, ...}
+    toy_data: dict[str, Any] | None = None
     num_frames: int = 17
     height: int = 64
     width: int = 64

@@ -81,6 +81,13 @@ class Trainer:
         from .data import VideoDataset
 
         cfg = self.config
+        if cfg.toy_data is not None and not Path(cfg.data_root).exists():
+            if accelerator.is_main_process:
+                from ..toy import make_dataset
+
+                print(f"{cfg.data_root} does not exist: generating the toy dataset {cfg.toy_data}", flush=True)
+                make_dataset(cfg.data_root, **cfg.toy_data)
+            accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                frame_stride=cfg.frame_stride)
         cache = LatentCache.for_dataset(cfg.cache_dir, dataset, backbone, cfg.max_sequence_length)
