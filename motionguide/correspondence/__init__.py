@@ -7,6 +7,9 @@
   `CorrespondenceGuidance`: the same as a diffusers guider for modular pipelines.
 """
 
+from .analysis import analyze_layers
+from .analysis_data import load_analysis_clips
+from .analysis_result import AnalysisResult
 from .guidance import CorrespondenceGuidedTransformer, correspondence_guidance, correspondence_guided
 from .guider import CorrespondenceGuidance
 from .matching import CorrespondenceAccumulator, feature_cost, pair_cost, resolve_temperature
@@ -24,6 +27,9 @@ from .tracks import (
 )
 
 __all__ = [
+    "analyze_layers",
+    "AnalysisResult",
+    "load_analysis_clips",
     "CorrespondenceAccumulator",
     "pair_cost",
     "feature_cost",

@@ -5,6 +5,12 @@
         --block 17 --timestep 20 --device cuda --out tracks.json
     motionguide track --model assets/toy-model --video clip.mp4 --gt clip_gt.npz --out tracks.json   # + PCK
 
+`motionguide analyze-layers`: which blocks and steps carry correspondence -> a LayerProfile (+ JSON, heatmap).
+
+    motionguide analyze-layers --model assets/toy-model --data toy-data --steps 0,12,24 --out toy.yaml
+    motionguide analyze-layers --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --data my-clips --tracks cotracker/ \
+        --blocks 10-29 --device cuda --dtype bfloat16 --out wan-1.3b.yaml
+
 Register on a parent CLI with `add_correspondence_commands(subparsers)`.
 """
 
@@ -13,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_correspondence_commands", "parse_points", "grid_points"]
+__all__ = ["add_correspondence_commands", "parse_points", "grid_points", "parse_index_list"]
 
 
 def parse_points(text: str) -> np.ndarray:
@@ -38,6 +45,25 @@ def grid_points(n: int, height: int, width: int) -> np.ndarray:
     xs = (np.arange(n) + 0.5) * width / n - 0.5
     ys = (np.arange(n) + 0.5) * height / n - 0.5
     return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
+
+
+_INDEX_ITEM = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
+
+
+def parse_index_list(text: str, what: str) -> list[int]:
+    """'0-3,7,-1' -> [0, 1, 2, 3, 7, -1]: integers and inclusive 'first-last' ranges, comma separated."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        match = _INDEX_ITEM.match(part)
+        if part and not match:
+            out = []
+            break
+        if match:
+            first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
+            out.extend(range(first, last + 1))
+    if not out:
+        raise ValueError(f"--{what} {text!r}: write integers and first-last ranges separated by commas, e.g. '0-3,7'")
+    return out
 
 
 def _temperature(text: str) -> str | float:
@@ -104,8 +130,56 @@ def _pixels_per_token(pipe) -> int:
     return backbone_for(pipe).pixels_per_token
 
 
+_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _analysis_command_line(args: argparse.Namespace) -> str:
+    """The command as run, options in a fixed order with their values (defaults included), for provenance."""
+    parts = ["motionguide", "analyze-layers"]
+    for name in ("model", "data", "tracks", "blocks", "steps", "num_inference_steps", "max_clips", "max_points",
+                 "threshold_px", "seed", "prompt", "max_sequence_length", "dtype", "name", "out"):
+        value = getattr(args, name)
+        if value is not None:
+            parts += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(parts)
+
+
+def _run_analyze_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..sampling.generate import SamplingSettings, load_pipeline
+    from .analysis import analyze_layers
+    from .analysis_report import write_report
+
+    out = Path(args.out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"--out {out}: give the profile's YAML path, e.g. --out profiles/my-model.yaml")
+    num_steps = args.num_inference_steps
+    steps = parse_index_list(args.steps, "steps") if args.steps else None
+    blocks = parse_index_list(args.blocks, "blocks") if args.blocks else None
+    max_len = args.max_sequence_length
+    if max_len is None and Path(args.model).is_dir():
+        max_len = SamplingSettings.for_model(args.model).max_sequence_length
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
+    with torch.inference_mode():
+        result = analyze_layers(
+            pipe, args.data, reference_tracks=args.tracks, blocks=blocks, steps=steps, num_inference_steps=num_steps,
+            threshold_px=args.threshold_px, use_captions=args.prompt == "caption", max_sequence_length=max_len,
+            max_clips=args.max_clips, max_points=args.max_points, seed=args.seed,
+            command=_analysis_command_line(args), progress=lambda line: print(line, flush=True),
+        )
+    profile = result.to_profile(pipe, args.name or out.stem, model=args.model, path=out)
+    report = write_report(result, out.parent)
+    block, step = result.tracking_choice()
+    print(json.dumps({"profile": str(out.resolve()), "json": str(report["json"].resolve()),
+                      "png": str(report["png"].resolve()), "tracking": {"block": block, "step": step},
+                      "guidance": profile.guidance.blocks, "clips": result.produced_by["clips"]}))
+    return 0
+
+
 def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `track` on a parent CLI's subparsers (handler in `args.func`)."""
+    """Register `track` and `analyze-layers` on a parent CLI's subparsers (handlers in `args.func`)."""
     p = subparsers.add_parser("track", help="zero-shot point tracks of a video from a video DiT's attention")
     p.add_argument("--model", required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
     p.add_argument("--video", required=True, help="video file; sides divisible by the model's token size")
@@ -125,4 +199,29 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--device", help="e.g. cuda; default: CPU")
     p.add_argument("--out", default="tracks.json", help="JSON with queries, tracks [N][F][2] and metrics")
     p.set_defaults(func=_run_track)
+
+    a = subparsers.add_parser("analyze-layers", help="score every block and step for correspondence -> a layer "
+                              "profile (+ analysis.json and analysis.png next to it)")
+    a.add_argument("--model", required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
+    a.add_argument("--data", required=True, help="dataset folder (metadata.jsonl/csv, ...); toy datasets carry "
+                   "reference tracks as gt_file")
+    a.add_argument("--tracks", help="reference tracks: a folder of <clip id>.npz (tracks [N, F, 2] px + visibility "
+                   "[N, F], or CoTracker's pred_tracks / pred_visibility), or one npz for a one-clip dataset")
+    a.add_argument("--blocks", help="blocks to analyse, e.g. '0-29' or '10-20,25' (default: all)")
+    a.add_argument("--steps", help="step indices of the schedule, e.g. '0,12,24,36,49' (default: 5 spread over it, "
+                   "the last included; 0 = noisiest)")
+    a.add_argument("--num-inference-steps", type=int, default=50, help="schedule the steps index (default 50)")
+    a.add_argument("--max-clips", type=int, help="analyse at most this many clips")
+    a.add_argument("--max-points", type=int, default=400, help="query points per clip (default 400)")
+    a.add_argument("--threshold-px", type=float, help="PCK threshold (default: 8 px at 480p scaled to the clip, "
+                   "one token for clips too small for that)")
+    a.add_argument("--prompt", choices=["caption", "empty"], default="caption", help="condition on each clip's "
+                   "caption (default) or the empty prompt")
+    a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
+    a.add_argument("--max-sequence-length", type=int, help="text length (default: the model's sampling default)")
+    a.add_argument("--name", help="profile name (default: the --out file name without extension)")
+    a.add_argument("--device", help="e.g. cuda; default: CPU")
+    a.add_argument("--dtype", choices=_DTYPES, help="load the model in this dtype (e.g. bfloat16 on GPU)")
+    a.add_argument("--out", required=True, help="profile YAML to write; analysis.json and analysis.png go next to it")
+    a.set_defaults(func=_run_analyze_layers)
     return p
