@@ -33,11 +33,12 @@ def interleaved_medians(variants: dict[str, Callable[[], None]], repeats: int, w
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def write_results(name: str, data: dict, markdown: str) -> None:
-    """benchmarks/results/<name>.json and <name>.md (atomic writes)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None) -> None:
+    """benchmarks/results/<name>.json and <name>.md (atomic writes); `results_dir` redirects smoke runs."""
+    folder = Path(results_dir) if results_dir else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(data, indent=2)), (".md", markdown.rstrip() + "\n")):
-        path = RESULTS / f"{name}{suffix}"
+        path = folder / f"{name}{suffix}"
         tmp = path.with_suffix(suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)

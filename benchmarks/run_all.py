@@ -5,13 +5,30 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["attention_footprint.py", "instrument_overhead.py"]
+# In dependency order: the toy model's quality first, then the layer analysis that ships its profile (CAG uses it).
+SCRIPTS = [
+    "attention_footprint.py",
+    "instrument_overhead.py",
+    "toy_model_quality.py",
+    ["difftrack_analysis.py", "--ship"],
+    "difftrack_tracking.py",
+    "cag_quality.py",
+    "imap_localization.py",
+    "imap_monitor_cost.py",
+    "imap_training_monitor.py",
+    "motive_defects.py",
+    "motive_finetune.py",
+    "motive_ablations.py",
+    "attribution_cost.py",
+    "train_overhead.py",
+]
 
 
 def main() -> None:
-    for script in SCRIPTS:
-        print(f">> {script}", flush=True)
-        subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)
+    for entry in SCRIPTS:
+        script, *args = [entry] if isinstance(entry, str) else entry
+        print(f">> {script} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *args], check=True, cwd=HERE)
     subprocess.run([sys.executable, str(HERE / "update_readme.py")], check=True, cwd=HERE)
 
 

@@ -373,17 +373,19 @@ def test_cache_key_is_stable_and_sensitive(toy_root, wan_pipe):
 
 def test_interrupted_build_encodes_only_the_rest(toy_root, wan_pipe, tmp_path, counting):
     backbone = backbone_for(wan_pipe)
-    subset_root = tmp_path / "subset"  # the first two clips, same files (paths relative to another folder)
-    rows = [{**r, "file_name": os.path.relpath(toy_root / r["file_name"], subset_root)} for r in _rows(toy_root)[:2]]
-    _write_jsonl(subset_root / "metadata.jsonl", rows)
-    subset = VideoDataset(subset_root, num_frames=9, height=32, width=32)
-    full = VideoDataset(toy_root, num_frames=9, height=32, width=32)
+    grow_root = tmp_path / "grow"  # one dataset folder that gains clips: first two, then all four
+    rows = [{**r, "file_name": os.path.relpath(toy_root / r["file_name"], grow_root)} for r in _rows(toy_root)]
+    _write_jsonl(grow_root / "metadata.jsonl", rows[:2])
+    subset = VideoDataset(grow_root, num_frames=9, height=32, width=32)
     root = tmp_path / "cache"
     calls = counting()
     LatentCache.for_dataset(root, subset, backbone, 16).build(subset, backbone, 16, progress=False)
     assert calls.calls == 2
-    report = LatentCache.for_dataset(root, full, backbone, 16).build(full, backbone, 16, progress=False)
-    assert calls.calls == 4 and sorted(report.encoded) == full.ids[2:] and sorted(report.reused) == full.ids[:2]
+    _write_jsonl(grow_root / "metadata.jsonl", rows)
+    grown = VideoDataset(grow_root, num_frames=9, height=32, width=32)
+    report = LatentCache.for_dataset(root, grown, backbone, 16).build(grown, backbone, 16, progress=False)
+    assert calls.calls == 4 and sorted(report.encoded) == grown.ids[2:] and sorted(report.reused) == grown.ids[:2]
+    full = VideoDataset(toy_root, num_frames=9, height=32, width=32)
 
     # a hard stop in the middle of a build, with the manifest lost: the clip files are adopted
     root2 = tmp_path / "cache2"
@@ -453,3 +455,17 @@ def test_model_side_failure_stops_the_build_and_is_retried(toy_root, wan_pipe, t
     assert json.loads((cache.dir / "manifest.json").read_text())["counts"]["failed"] == 4
     report = cache.build(dataset, backbone, 16, progress=False)  # not bad data: retried
     assert len(report.encoded) == 4 and not report.failed
+
+
+def test_two_datasets_with_colliding_ids_never_share_a_cache_folder(toy_root, wan_pipe, tmp_path):
+    """Toy datasets all number their clips clip_00000...: one cache root must keep them apart."""
+    other = make_dataset(tmp_path / "other", num_clips=2, seed=77, progress=False)
+    backbone = backbone_for(wan_pipe)
+    first = VideoDataset(toy_root, num_frames=9, height=32, width=32)
+    second = VideoDataset(other, num_frames=9, height=32, width=32)
+    caches = [LatentCache.for_dataset(tmp_path / "cache", ds, backbone, 16) for ds in (first, second)]
+    assert caches[0].dir != caches[1].dir
+    for cache, ds in zip(caches, (first, second)):
+        cache.build(ds, backbone, 16, progress=False)
+    assert set(caches[0].ids) & set(caches[1].ids) == {"clip_00000", "clip_00001"}
+    assert not torch.equal(caches[0].load("clip_00000")["latents"], caches[1].load("clip_00000")["latents"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,8 +112,11 @@ def cache_fields(dataset: Any, backbone: Any, max_sequence_length: int, sample: 
     if not hasattr(dataset, "sampling_config"):
         raise ConfigError(f"{type(dataset).__name__} has no sampling_config(); the latent cache needs to know how "
                           "frames were sampled (use motionguide.training.VideoDataset or add the method)")
+    root = getattr(dataset, "root", None)
     return {
         "format_version": CACHE_FORMAT_VERSION,
+        # two datasets under one cache root must never share a folder: their clip ids may collide
+        "dataset": str(Path(root).resolve()) if root is not None else None,
         "family": backbone.family,  # decides the latent normalisation
         "model_hash": model_identity(backbone)["model_hash"],
         **dataset.sampling_config(),

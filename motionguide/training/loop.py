@@ -96,7 +96,9 @@ class Trainer:
             print(f"latent cache {cache.dir}: {report}", flush=True)
         accelerator.wait_for_everyone()
         cache = LatentCache.for_dataset(cfg.cache_dir, dataset, backbone, cfg.max_sequence_length)
-        return dataset, cache, CachedLatentDataset(cache)
+        cached = set(cache.ids)
+        ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
+        return dataset, cache, CachedLatentDataset(cache, ids=sorted(ids))
 
     def _callbacks(self) -> list[TrainerCallback]:
         from ..sampling import SamplingSettings
@@ -314,7 +316,6 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                 step_losses.append(loss.item())
             ctx.step = step + 1
-            step_times.append(time.perf_counter() - t_step)
             mean_loss = float(np.mean(step_losses)) if step_losses else float("nan")
             losses[ctx.step] = mean_loss
             logs = {"train/loss": mean_loss, "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
@@ -325,6 +326,7 @@ class Trainer:
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             for callback in callbacks:
                 callback.on_step_end(ctx, logs)
+            step_times.append(time.perf_counter() - t_step)  # includes callbacks (monitors), not checkpoints
             if cfg.checkpointing_steps and ctx.step % cfg.checkpointing_steps == 0 and ctx.step < cfg.train_steps:
                 self._save_checkpoint(ctx, {"step": ctx.step, "micro_step": ctx.step * cfg.gradient_accumulation_steps,
                                             "curation": selection, "losses": losses, "skipped_steps": skipped},

@@ -1,0 +1,115 @@
+"""Shared pieces of the Motive evidence benchmarks: toy pool and query sets, pass configs, labels.
+
+The pool and the queries are written in the same on-disk layout a user brings (videos + metadata.jsonl), so
+the benchmarks exercise the real data path. Every generator is seeded; a `--work` folder that already holds
+a finished set with the same parameters is reused, so motive_finetune can start from motive_defects' pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from motionguide.toy import DEFECTS, all_combinations, make_dataset, render_clip, sample_clip_spec
+from motionguide.video import write_video
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = str(ROOT / "assets" / "toy-model")
+INFO_FILE = "benchmark_set.json"  # written last: its presence with equal parameters means "reuse me"
+
+
+def single_thread() -> None:
+    """The benchmarks share a 2-core machine with training jobs; one thread also makes timings steadier."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+
+
+def work_folder(path: str | None, prefix: str) -> tuple[Path, bool]:
+    """(folder, is_temporary): the given --work folder, or a fresh temporary one to delete afterwards."""
+    if path:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, False
+    return Path(tempfile.mkdtemp(prefix=prefix)), True
+
+
+def heldout_of(model_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """The (colour, shape, motion) triples the model never saw in training (empty for a model without a report)."""
+    report = Path(model_dir) / "training_report.json"
+    if not report.is_file():
+        return []
+    return [tuple(c) for c in json.loads(report.read_text()).get("heldout_combinations", [])]
+
+
+def _reusable(folder: Path, params: dict[str, Any]) -> bool:
+    info = folder / INFO_FILE
+    return info.is_file() and json.loads(info.read_text()) == json.loads(json.dumps(params))
+
+
+def _mark_done(folder: Path, params: dict[str, Any]) -> None:
+    (folder / INFO_FILE).write_text(json.dumps(params, indent=2))
+
+
+def make_pool(folder: Path, num_clips: int, seed: int, defect_rate: float,
+              holdout: Sequence[Sequence[str]] = ()) -> Path:
+    """A training pool with planted defects of every kind (spread evenly); held-out triples never appear."""
+    params = {"kind": "pool", "num_clips": num_clips, "seed": seed, "defect_rate": defect_rate,
+              "defects": list(DEFECTS), "holdout": [list(c) for c in holdout]}
+    if not _reusable(folder, params):
+        make_dataset(folder, num_clips=num_clips, seed=seed, defect_rate=defect_rate, defects=DEFECTS,
+                     holdout=[tuple(c) for c in holdout], fmt=("jsonl",), overwrite=True, progress=False)
+        _mark_done(folder, params)
+    return folder
+
+
+def make_queries(folder: Path, num_clips: int, seed: int, motion: str,
+                 holdout: Sequence[Sequence[str]] = ()) -> Path:
+    """Clean single-object clips of one target motion, motion over the whole clip (the paper's query clips)."""
+    params = {"kind": "queries", "num_clips": num_clips, "seed": seed, "motion": motion,
+              "holdout": [list(c) for c in holdout]}
+    if _reusable(folder, params):
+        return folder
+    combos = [c for c in all_combinations() if c[2] == motion]
+    if not combos:
+        raise ValueError(f"no toy combination has motion {motion!r}")
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(num_clips):
+        rng = np.random.default_rng([seed, 7, index])
+        spec = sample_clip_spec(rng, 1, combinations=combos, holdout=[tuple(c) for c in holdout],
+                                partial_motion_rate=0.0)
+        clip = render_clip(spec)
+        clip_id = f"query_{index:05d}"  # never "clip_...": the pass caches pool and queries under one key
+        write_video(folder / "videos" / f"{clip_id}.mp4", clip.frames, fps=8)
+        rows.append({"file_name": f"videos/{clip_id}.mp4", "text": clip.caption, "id": clip_id,
+                     "defect": "none", "motion": clip.labels["motion"], "color": clip.labels["color"],
+                     "shape": clip.labels["shape"]})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _mark_done(folder, params)
+    return folder
+
+
+def read_metadata(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """id -> metadata row of a toy dataset folder."""
+    lines = (Path(folder) / "metadata.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return {row["id"]: row for row in rows}
+
+
+def is_target(row: dict[str, Any], motion: str) -> bool:
+    """A clip that really shows the target motion: captioned with it and free of planted defects."""
+    return row["defect"] == "none" and row["motion"] == motion
+
+
+def load_pipeline(model: str):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,192 @@
+"""DiffTrack evidence: does the layer analysis pick blocks that really track best?
+
+Runs `motionguide.correspondence.analyze_layers` (all blocks, ~5 steps of the model's sampling schedule,
+clean clips re-noised to each step, clip captions as prompts) on N toy clips scored against their
+ground-truth tracks, turns the result into a `LayerProfile` named "toy-model" (base: the analysed model),
+and reports
+- the PCK table [blocks x steps] (plus harmonic mean, confidence and cross-frame attention at the last step);
+- whether the chosen tracking block is among the top-3 blocks by PCK at the last step, on the clips it was
+  chosen on (true by construction unless ties) and on fresh clips it has not seen (the real test);
+- how many of the chosen guidance (CAG) blocks are top-3 by PCK over the later steps.
+
+The profile is written to motionguide/backbones/profiles/toy-model.yaml only with --ship. The toy model
+ships no IMAP values, so an `imap` section (the middle half of the blocks, top_k 1) is added, marked
+provisional, when the base has none.
+
+Real run (after the toy model exists; a few minutes on a CPU):
+    python benchmarks/difftrack_analysis.py --ship
+Smoke run on a tiny random pipeline (never --ship it):
+    python benchmarks/difftrack_analysis.py --model /tmp/tiny --clips 2 --check-clips 1 --steps 2 \
+        --max-sequence-length 16 --threads 1 --results-dir /tmp/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import _toy_eval as ev
+import numpy as np
+
+from motionguide.backbones import SaliencyProfile
+from motionguide.backbones.profiles import PROFILE_DIR
+from motionguide.correspondence import analyze_layers
+from motionguide.correspondence.analysis import default_steps
+
+TOP = 3
+IMAP_RENOISE_FRACTION = 0.4  # the IMAP reference re-noises at step 20 of 50 on Wan2.1
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ev.add_common_args(parser)
+    parser.add_argument("--clips", type=int, default=24, help="toy clips the profile is chosen on")
+    parser.add_argument("--check-clips", type=int, default=16,
+                        help="fresh toy clips (another seed) to check the chosen block on; 0 skips the check")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the selection clips (check: +1)")
+    parser.add_argument("--objects", default="1,2", help="objects per clip to draw from, e.g. '1,2'")
+    parser.add_argument("--steps", type=int, default=None, help="schedule length (default: model's sampling steps)")
+    parser.add_argument("--analysis-steps", type=int, default=5, help="steps analysed, spread over the schedule")
+    parser.add_argument("--max-points", type=int, default=400, help="query points per clip")
+    parser.add_argument("--threshold-px", type=float, default=None,
+                        help="PCK threshold (default: the library's, 1 token on 64 px toy clips)")
+    parser.add_argument("--profile-name", default="toy-model")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"write the profile to {PROFILE_DIR.relative_to(ev.ROOT)}/<profile-name>.yaml")
+    parser.add_argument("--name", default="difftrack_analysis", help="result file name")
+    return parser.parse_args()
+
+
+def top_blocks(blocks: list[int], scores: np.ndarray, count: int = TOP) -> list[int]:
+    """Blocks whose score is at least the `count`-th best (ties at the cut are all in); NaN ranks last."""
+    values = np.nan_to_num(np.asarray(scores, np.float64), nan=-np.inf)
+    cut = np.sort(values)[::-1][min(count, len(values)) - 1]
+    return [b for b, v in zip(blocks, values) if v >= cut]
+
+
+def rank_of(blocks: list[int], scores: np.ndarray, block: int) -> int:
+    """1-based rank of `block` by score (ties share the better rank)."""
+    values = np.nan_to_num(np.asarray(scores, np.float64), nan=-np.inf)
+    return int(np.sum(values > values[blocks.index(block)])) + 1
+
+
+def analyse(pipe, folder: Path, args, settings, steps: list[int], num_steps: int, about: str):
+    command = shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    result = analyze_layers(pipe, folder, steps=steps, num_inference_steps=num_steps,
+                            threshold_px=args.threshold_px, max_sequence_length=settings.max_sequence_length,
+                            max_points=args.max_points, command=command)
+    result.produced_by["data"] = about  # not the temporary folder the clips lived in
+    return result
+
+
+def model_label(model: str) -> str:
+    """The model path as the profile records it: relative to the repository when inside it."""
+    path = Path(model).resolve()
+    return str(path.relative_to(ev.ROOT)) if path.is_relative_to(ev.ROOT) else str(model)
+
+
+def add_provisional_imap(profile, backbone, num_steps: int) -> bool:
+    """Give the profile an IMAP section when its base had none; True if one was added."""
+    if profile.imap is not None:
+        return False
+    profile.imap = SaliencyProfile(
+        blocks=ev.middle_half(backbone.num_blocks), top_k=1,
+        renoise_step=min(num_steps - 1, round(IMAP_RENOISE_FRACTION * num_steps)), num_inference_steps=num_steps,
+        provisional=True,
+        source="placeholder: the middle half of the blocks, top-1 head, re-noised at the IMAP reference's "
+               "relative step (20 of 50); not analysed on this model",
+    )
+    return True
+
+
+def main() -> None:
+    args = parse_args()
+    if args.ship and not (Path(args.model) / "training_report.json").is_file():
+        raise SystemExit(f"--ship writes {args.profile_name}.yaml into the package, where it becomes the default for "
+                         f"every model of the same shape; {args.model} has no training_report.json, so it is not "
+                         "the trained toy model: run without --ship")
+    ev.limit_threads(args.threads)
+    pipe, backbone = ev.load_model(args.model)
+    settings = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length)
+    num_steps = args.steps or settings.steps
+    steps = default_steps(num_steps, args.analysis_steps)
+    objects = ev.parse_ints(args.objects)
+    about = f"toy world, make_dataset(seed={args.data_seed}, num_objects={tuple(objects)})"
+    with tempfile.TemporaryDirectory(prefix="difftrack_analysis_") as tmp:
+        clips = ev.toy_clips(Path(tmp) / "select", args.clips, args.data_seed, objects)
+        result = analyse(pipe, Path(tmp) / "select", args, settings, steps, num_steps, about)
+        check = None
+        if args.check_clips:
+            check_about = f"toy world, make_dataset(seed={args.data_seed + 1}, num_objects={tuple(objects)})"
+            check_clips = ev.toy_clips(Path(tmp) / "check", args.check_clips, args.data_seed + 1, objects)
+            check = analyse(pipe, Path(tmp) / "check", args, settings, [steps[-1]], num_steps, check_about)
+
+    profile = result.to_profile(pipe, name=args.profile_name, model=model_label(args.model))
+    imap_added = add_provisional_imap(profile, backbone, num_steps)
+    shipped = profile.save(PROFILE_DIR / f"{args.profile_name}.yaml") if args.ship else None
+
+    blocks, last = result.blocks, int(np.argmax(result.steps))
+    track_block, track_step = result.tracking_choice()
+    guidance = result.guidance_choice()
+    acc_last = result.accuracy[:, last]
+    top_select = top_blocks(blocks, acc_last)
+    late = result.late_step_columns()
+    top_late = top_blocks(blocks, np.nanmean(result.accuracy[:, late], axis=1))
+    guidance_in_top = [b for b in guidance if b in top_late]
+    evidence = {
+        "tracking_block": track_block, "tracking_step": track_step, "num_inference_steps": num_steps,
+        "top3_last_step": top_select, "tracking_block_in_top3": track_block in top_select,
+        "guidance_blocks": guidance, "guidance_blocks_in_top3_late": guidance_in_top,
+    }
+    rows = [["tracking block (highest PCK at the last analysed step)",
+             f"{track_block} (step {track_step} of {num_steps})"],
+            [f"among the top-{TOP} blocks by PCK at the last step, selection clips ({len(clips)})",
+             f"{'yes' if evidence['tracking_block_in_top3'] else 'no'} (top-{TOP}: {top_select})"]]
+    if check is not None:
+        check_acc = check.accuracy[:, 0]
+        top_check = top_blocks(check.blocks, check_acc)
+        evidence.update(top3_check=top_check, tracking_block_in_top3_check=track_block in top_check,
+                        tracking_block_rank_check=rank_of(check.blocks, check_acc, track_block))
+        rows.append([f"among the top-{TOP} on fresh clips ({len(check_clips)}, seed {args.data_seed + 1})",
+                     f"{'yes' if evidence['tracking_block_in_top3_check'] else 'no'} (rank "
+                     f"{evidence['tracking_block_rank_check']} of {len(check.blocks)}; top-{TOP}: {top_check})"])
+    rows += [[f"guidance blocks (top-{TOP} harmonic mean, later steps)",
+              f"{guidance}: {len(guidance_in_top)} of {len(guidance)} in the top-{TOP} by PCK over those steps"],
+             ["profile", (f"written to {shipped.relative_to(ev.ROOT)}" if shipped else "not written (pass --ship)")
+              + ("; IMAP section added as a provisional placeholder" if imap_added else "")]]
+
+    hm = result.hm[:, last]
+    step_cols = [f"PCK step {s}" for s in result.steps]
+    header = ["block", *step_cols, "HM (last)", "confidence (last)", "cross-frame attention (last)"]
+    if check is not None:
+        header.append("PCK fresh clips (last)")
+    table = []
+    for i, block in enumerate(blocks):
+        marks = (" ★" if block in top_select else "") + (" (tracking)" if block == track_block else "")
+        cells = [f"{block}{marks}", *(ev.fmt(v) for v in result.accuracy[i]), ev.fmt(hm[i], 2),
+                 ev.fmt(result.confidence[i, last], 3), ev.fmt(result.attention[i, last], 3)]
+        if check is not None:
+            cells.append(ev.fmt(check.accuracy[i, 0]))
+        table.append(cells)
+    threshold = result.produced_by.get("threshold_px")
+    md = "\n".join([
+        ev.markdown_table(["evidence", "value"], rows), "",
+        ev.markdown_table(header, table), "",
+        f"★ top-{TOP} by PCK at the last analysed step. PCK = % of visible (point, frame) pairs within "
+        f"{threshold} px (frame 0 included, as in DiffTrack's analysis); steps index a {num_steps}-step schedule "
+        f"(0 = noisiest); "
+        f"clean latents re-noised to each step, clip captions as prompts.",
+        f"Selection: {ev.describe_clips(clips)}. Model: {args.model} ({backbone.family}, {backbone.num_blocks} "
+        f"blocks x {backbone.num_heads} heads).",
+    ])
+    data = {"settings": vars(args), "evidence": evidence, "analysis": result.to_dict(),
+            "check": check.to_dict() if check is not None else None, "profile": profile.to_dict(),
+            "shipped": str(shipped) if shipped else None}
+    ev.write(args.name, data, md, args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

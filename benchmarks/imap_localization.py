@@ -1,0 +1,236 @@
+"""Do IMAP maps find the object a noun or a motion verb names, and when it moves? Toy world, ground truth.
+
+Real-video mode (`saliency_for_latents`: VAE-encode, re-noise once to the profile's step or t = 400, one
+conditional forward). Per map kind (IMAP, all-head GramCol, raw cross-attention, and a seeded random map as
+chance level; spatially also the ground-truth mask pooled to the token grid, the ceiling at that resolution):
+
+- spatial, on `--clips` clips whose object 0 moves for the whole clip ("a red circle moves left"; with
+  `--objects 2` a second, still object is a distractor): pointing game and IoU for the noun (the shape word)
+  and the verb ("moves") against object 0's mask. Maps are upsampled bilinearly to the 64x64 mask (as the
+  training monitor does); a latent frame's mask is the object's footprint over its pixel frames (union);
+  IoU binarises each frame's map at its mean and pools pixels over frames; PG is the share of latent frames
+  whose peak falls on the object.
+- temporal, on `--temporal-clips` clips built with `ObjectSpec(motion_start=k)`, k in 5..F-5 ("a red circle
+  starts moving left"; verb "moving"): per clip Pearson r between the verb map's in-object energy per latent
+  frame (coverage-weighted mean over the object's tokens; masks area-pooled DOWN to the token grid) and the
+  ground-truth moving fraction per latent frame (latent 0 <- frame 0, latent k <- frames 4k-3..4k), averaged
+  over clips. Latent 0 is always "static" and is encoded alone by the causal VAE, so r over all frames can
+  ride on that alone; "r, f'>=1" drops it. The noun's r is a control (it should not track motion).
+
+Run for real (toy model, CPU, a few minutes):
+    python benchmarks/imap_localization.py
+Smoke (tiny random pipeline saved with `motionguide.testing.tiny_wan_pipeline().save_pretrained(DIR)`):
+    python benchmarks/imap_localization.py --model DIR --clips 4 --temporal-clips 3 --max-sequence-length 16 \\
+        --threads 1 --results-dir /tmp/results
+Writes results/imap_localization.{json,md}.
+"""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine, write_results
+from _imap_truth import (
+    in_object_energy, latent_groups, latent_masks, mean_ci, moving_fraction, pearson, token_coverage,
+)
+from tqdm.auto import tqdm
+
+from motionguide.backbones import backbone_for
+from motionguide.saliency import KINDS, encode_clip, resolve_imap_settings, saliency_for_latents
+from motionguide.saliency.compute import default_renoise_timestep
+from motionguide.saliency.render import mask_scores
+from motionguide.saliency.words import default_caption_words
+from motionguide.sampling.generate import SamplingSettings
+from motionguide.toy import ObjectSpec, all_combinations, render_clip, sample_clip_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTED = (*KINDS, "random")
+#: spatial only: the ground-truth mask area-pooled to the token grid, the best a token-resolution map can do
+ORACLE = "token_oracle"
+
+
+# ---------------------------------------------------------------------- clips
+def spatial_spec(seed: int, index: int, num_objects: int, num_frames: int):
+    """Object 0 moves for the whole clip; any other object stays still and has another shape (so the noun and
+    "moves" both name object 0 only)."""
+    rng = np.random.default_rng([seed, 0, index])
+    for _ in range(1000):
+        spec = sample_clip_spec(rng, num_objects, partial_motion_rate=0.0, num_frames=num_frames)
+        first, rest = spec.objects[0], spec.objects[1:]
+        if first.motion != "still" and all(o.motion == "still" and o.shape != first.shape for o in rest):
+            return spec
+    raise RuntimeError("could not draw a clip with one moving object; lower --objects")
+
+
+def temporal_spec(seed: int, index: int, num_frames: int):
+    """One object that rests, then moves from frame k on (k in 5..F-5, so some latent frame >= 1 is still and
+    some fully moving), built explicitly with ObjectSpec(motion_start=k) on a sampled placement."""
+    rng = np.random.default_rng([seed, 1, index])
+    moving = [c for c in all_combinations() if c[2] != "still"]
+    spec = sample_clip_spec(rng, 1, combinations=moving, partial_motion_rate=0.0, num_frames=num_frames)
+    base = spec.objects[0]
+    start = int(rng.integers(5, num_frames - 4))
+    late = ObjectSpec(base.shape, base.color, base.motion, base.speed, base.radius, base.start_xy, motion_start=start)
+    return dataclasses.replace(spec, objects=(late,))  # a later start only shortens the path: still in frame
+
+
+def clip_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> float [3, F, H, W] in [-1, 1] (what encode_clip takes)."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------- maps
+def clip_maps(backbone, clip, index: int, args) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+    """(noun, verb) and {kind: {word: [F', h, w]}} for one clip, plus a seeded random map per word."""
+    words = default_caption_words(clip.caption)
+    if len(words) != 2 or words[0] != clip.spec.objects[0].shape:
+        raise RuntimeError(f"unexpected caption words {words} for {clip.caption!r}")
+    latents = encode_clip(backbone, clip_pixels(clip.frames))
+    maps = saliency_for_latents(backbone, latents, clip.caption, words, args.blocks, args.top_k, args.timestep,
+                                seed=index, max_sequence_length=args.max_sequence_length)
+    out = {kind: {w: maps.get(w, kind).numpy() for w in words} for kind in KINDS}
+    shape = out[KINDS[0]][words[0]].shape
+    rng = np.random.default_rng([args.seed, 2, index])
+    out["random"] = {w: rng.standard_normal(shape).astype(np.float32) for w in words}
+    return words, out
+
+
+def spatial_scores(backbone, clip, maps: dict[str, dict[str, np.ndarray]], words: list[str]) -> dict:
+    """{kind: {noun_pg, noun_iou, verb_pg, verb_iou}} against object 0's latent-frame masks, plus the
+    token-resolution ceiling (the mask itself pooled to tokens, scored like a map)."""
+    masks = latent_masks(clip.masks[:, 0], latent_groups(backbone, clip.frames.shape[0]))
+    oracle = token_coverage(masks, maps[KINDS[0]][words[0]].shape[1:])
+    maps = {**maps, ORACLE: {w: oracle for w in words}}
+    scores = {}
+    for kind, per_word in maps.items():
+        row = {}
+        for role, word in zip(("noun", "verb"), words):
+            result = mask_scores(per_word[word], masks)
+            row[f"{role}_pg"], row[f"{role}_iou"] = result["pointing_game"], result["iou"]
+        scores[kind] = row
+    return scores
+
+
+def temporal_scores(backbone, clip, maps: dict[str, dict[str, np.ndarray]], words: list[str]) -> dict:
+    """{kind: {r, r_late, noun_r, energy}}: verb in-object energy per latent frame vs the moving fraction."""
+    groups = latent_groups(backbone, clip.frames.shape[0])
+    truth = moving_fraction(clip.moving[:, 0], groups)
+    sample = maps[KINDS[0]][words[1]]
+    coverage = token_coverage(latent_masks(clip.masks[:, 0], groups), sample.shape[1:])
+    scores = {}
+    for kind, per_word in maps.items():
+        energy = in_object_energy(per_word[words[1]], coverage)
+        noun = in_object_energy(per_word[words[0]], coverage)
+        scores[kind] = {"r": pearson(energy, truth), "r_late": pearson(energy[1:], truth[1:]),
+                        "noun_r": pearson(noun, truth), "energy": energy.tolist()}
+    scores["truth"] = truth.tolist()
+    return scores
+
+
+# ---------------------------------------------------------------------- report
+def summarise(rows: list[dict], keys: tuple[str, ...], kinds: tuple[str, ...]) -> dict:
+    """{kind: {key: {mean, ci95, n}}} over clips."""
+    out = {}
+    for kind in kinds:
+        out[kind] = {}
+        for key in keys:
+            mean, half, n = mean_ci([row[kind][key] for row in rows])
+            out[kind][key] = {"mean": mean, "ci95": half, "n": n}
+    return out
+
+
+def cell(stat: dict) -> str:
+    if not np.isfinite(stat["mean"]):
+        return "n/a"
+    return f"{stat['mean']:.2f}" + (f" ± {stat['ci95']:.2f}" if np.isfinite(stat["ci95"]) else "")
+
+
+def markdown(spatial: dict, temporal: dict, settings: dict) -> str:
+    lines = [
+        "| map | noun PG | noun IoU | verb PG | verb IoU | temporal r | temporal r, f'>=1 | noun r (control) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in (*REPORTED, ORACLE):
+        s = spatial[kind]
+        t = temporal.get(kind)
+        tail = (f"{cell(t['r'])} | {cell(t['r_late'])} | {cell(t['noun_r'])}" if t else "– | – | –")
+        lines.append(f"| {kind} | {cell(s['noun_pg'])} | {cell(s['noun_iou'])} | {cell(s['verb_pg'])} | "
+                     f"{cell(s['verb_iou'])} | {tail} |")
+    n_t = temporal[KINDS[0]]["r"]["n"]
+    lines += [
+        "",
+        f"`{settings['model']}`, real-video mode at t = {settings['timestep']:.0f}, blocks {settings['blocks']}, "
+        f"top-k {settings['top_k']}, {settings['max_sequence_length']} text slots. Spatial: {settings['clips']} "
+        f"clips ({settings['objects']} object(s), object 0 moving), maps upsampled bilinearly to the mask, "
+        "binarised at each frame's mean, latent-frame mask = union over its pixel frames. Temporal: "
+        f"{settings['temporal_clips']} clips whose object starts moving at frame 5..F-5 (r defined for {n_t}), "
+        "masks area-pooled to the token grid. Mean ± 95% CI over clips; `random` is a seeded Gaussian map "
+        f"(chance level); `{ORACLE}` scores the ground-truth mask area-pooled to the token grid as if it were a "
+        "map (the ceiling at token resolution; noun and verb name the same object, so its two columns agree).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
+    parser.add_argument("--clips", type=int, default=40, help="spatial clips (object 0 moves all clip)")
+    parser.add_argument("--temporal-clips", type=int, default=20, help="clips whose motion starts mid-clip")
+    parser.add_argument("--objects", type=int, default=1, help="objects per spatial clip (extra ones stay still)")
+    parser.add_argument("--num-frames", type=int, default=17)
+    parser.add_argument("--timestep", type=float, default=None, help="0..1000; default: the profile's or 400")
+    parser.add_argument("--blocks", default=None, help="IMAP blocks, e.g. '2-4'; default: the model's profile")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--max-sequence-length", type=int, default=None,
+                        help="text slots; default: the model's sampling_defaults.json, else the pipeline's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: their defaults)")
+    parser.add_argument("--results-dir", default=None,
+                        help="write the results here instead of benchmarks/results (smoke runs)")
+    args = parser.parse_args()
+    if args.threads:
+        import cv2
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    if args.num_frames < 17:
+        raise SystemExit("--num-frames must be >= 17 so motion can start mid-clip after a still latent frame")
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(args.model).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    backbone = backbone_for(pipe)
+    if args.max_sequence_length is None:
+        args.max_sequence_length = SamplingSettings.for_model(args.model).max_sequence_length
+    blocks, top_k, section = resolve_imap_settings(backbone, args.blocks, args.top_k)
+    timestep = default_renoise_timestep(backbone, section) if args.timestep is None else args.timestep
+
+    spatial_rows, temporal_rows = [], []
+    for i in tqdm(range(args.clips), desc="spatial clips"):
+        clip = render_clip(spatial_spec(args.seed, i, args.objects, args.num_frames))
+        words, maps = clip_maps(backbone, clip, i, args)
+        spatial_rows.append({"caption": clip.caption, "words": words,
+                             **spatial_scores(backbone, clip, maps, words)})
+    for i in tqdm(range(args.temporal_clips), desc="temporal clips"):
+        clip = render_clip(temporal_spec(args.seed, i, args.num_frames))
+        words, maps = clip_maps(backbone, clip, args.clips + i, args)
+        temporal_rows.append({"caption": clip.caption, "words": words,
+                              "motion_start": clip.spec.objects[0].motion_start,
+                              **temporal_scores(backbone, clip, maps, words)})
+
+    spatial = summarise(spatial_rows, ("noun_pg", "noun_iou", "verb_pg", "verb_iou"), (*REPORTED, ORACLE))
+    temporal = summarise(temporal_rows, ("r", "r_late", "noun_r"), REPORTED)
+    settings = {**vars(args), "timestep": float(timestep), "blocks": blocks, "top_k": top_k,
+                "mask_resolution": "maps upsampled (bilinear) to the pixel masks for PG / IoU; masks area-pooled "
+                                   "to the token grid for the temporal energy"}
+    write_results("imap_localization",
+                  {"machine": machine(), "settings": settings, "spatial": spatial, "temporal": temporal,
+                   "spatial_clips": spatial_rows, "temporal_clips": temporal_rows},
+                  markdown(spatial, temporal, settings), results_dir=args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Does Motive find planted defects and pick clips of the query motion? With and without the motion mask.
+
+What it measures (toy world, ground truth). A pool of clips (default 500, 25% planted defects spread evenly
+over static / jitter / teleport / reversed / camera_pan; the model's held-out triples never appear) and a
+query set of clean clips of one target motion (default 20 "moves right" clips, another seed). The Motive
+pass runs twice on one shared latent cache: with the motion mask (the method) and with `use_mask=False`
+(the paper's "w/o MM" baseline). For each pass:
+
+* ROC-AUC of "defect" vs "clean" with defect score = -(mean score over the queries). Orientation: a
+  defective clip should help the query motion less than a clean one, so a low mean score means "likely
+  defective"; AUC 1.0 = every defect ranks below every clean clip, 0.5 = chance. Also per defect kind (that
+  kind vs all clean clips). Goal: >= 0.9.
+* share of target clips (clean and captioned with the target motion) in the Motive top 10%, in a random 10%
+  (seeded, mean over 100 draws) and in the whole pool; share of defects in the top 10%.
+
+Run for real (after the toy model exists; keeps data, cache and selections for motive_finetune.py):
+    python benchmarks/motive_defects.py --work runs/motive-bench
+Smoke run on a tiny random pipeline:
+    python benchmarks/motive_defects.py --model /tmp/tiny --pool 12 --queries 3 --results_dir /tmp/res
+Cost on the project's 2-core CPU, one thread (estimate from a random network of the toy model's size):
+~1 minute to render the pool, then ~0.33 s per clip for the first pass (it also encodes the latent cache)
+and ~0.13 s per clip for the second: about 5-6 minutes for the defaults. The JSON records each pass's time.
+"""
+
+import argparse
+import shutil
+import time
+
+import numpy as np
+from _common import machine, write_results
+from _motive import (DEFAULT_MODEL, heldout_of, is_target, load_pipeline, make_pool, make_queries, read_metadata,
+                     single_thread, work_folder)
+
+from motionguide.attribution import AttributionConfig, roc_auc, run_attribution
+from motionguide.toy import DEFECTS
+
+PASSES = {"with mask": True, "w/o MM": False}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--pool", type=int, default=500, help="clips in the training pool")
+    parser.add_argument("--defect_rate", type=float, default=0.25)
+    parser.add_argument("--queries", type=int, default=20, help="clean query clips of --motion")
+    parser.add_argument("--motion", default="right", help="the target motion of the queries")
+    parser.add_argument("--seed", type=int, default=0, help="pool seed (queries use --query_seed)")
+    parser.add_argument("--query_seed", type=int, default=1)
+    parser.add_argument("--projector", default="fastfood_blockwise")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--draws", type=int, default=100, help="random selections to average")
+    parser.add_argument("--max_sequence_length", type=int, default=16)
+    parser.add_argument("--work", default=None, help="keep data, cache and selections here (default: temp)")
+    parser.add_argument("--results_dir", default=None, help="results folder (default benchmarks/results)")
+    return parser.parse_args()
+
+
+def detection(result: dict, meta: dict) -> dict:
+    """ROC-AUC of defect vs clean from -(mean score), overall and per defect kind."""
+    ids = result["train_ids"]
+    score = -np.asarray(result["mean_score"], dtype=np.float64)
+    kinds = np.array([meta[i]["defect"] for i in ids])
+    defect = kinds != "none"
+    out = {"auc": roc_auc(score, defect) if defect.any() and (~defect).any() else None, "per_kind": {}}
+    for kind in DEFECTS:
+        keep = (kinds == kind) | ~defect
+        has_both = (kinds == kind).any() and (~defect).any()
+        out["per_kind"][kind] = roc_auc(score[keep], defect[keep]) if has_both else None
+    return out
+
+
+def shares(result: dict, meta: dict, motion: str, draws: int, seed: int) -> dict:
+    """Target-clip share in the selection vs random selections of the same size vs the pool."""
+    ids = result["train_ids"]
+    target = np.array([is_target(meta[i], motion) for i in ids])
+    defect = np.array([meta[i]["defect"] != "none" for i in ids])
+    chosen = np.isin(ids, result["selected_ids"])
+    k = int(chosen.sum())
+    rng = np.random.default_rng(seed)
+    random = np.array([target[rng.choice(len(ids), k, replace=False)].mean() for _ in range(draws)])
+    return {"k": k, "selected": float(target[chosen].mean()), "random_mean": float(random.mean()),
+            "random_sd": float(random.std()), "pool": float(target.mean()),
+            "defects_in_selected": float(defect[chosen].mean()), "defects_in_pool": float(defect.mean())}
+
+
+def score_groups(result: dict, meta: dict, motion: str) -> dict:
+    """Mean of the per-clip mean score by group, to read what the ranking rewards."""
+    groups: dict[str, list[float]] = {}
+    for clip_id, score in zip(result["train_ids"], result["mean_score"]):
+        row = meta[clip_id]
+        name = row["defect"] if row["defect"] != "none" else ("clean target" if row["motion"] == motion
+                                                             else "clean still" if row["motion"] == "still"
+                                                             else "clean other")
+        groups.setdefault(name, []).append(score)
+    return {name: {"n": len(v), "mean_score": float(np.mean(v))} for name, v in sorted(groups.items())}
+
+
+def fmt(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def markdown(rows: dict, args: argparse.Namespace, n_pool: int) -> str:
+    head = ["pass", "ROC-AUC", *DEFECTS, "target share: top 10%", "random 10%", "pool", "defects in top 10%",
+            "zero-grad clips", "pass time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, r in rows.items():
+        d, s = r["detection"], r["shares"]
+        lines.append("| " + " | ".join([
+            name, fmt(d["auc"]), *(fmt(d["per_kind"][k]) for k in DEFECTS), f"{s['selected']:.0%}",
+            f"{s['random_mean']:.0%} ± {s['random_sd']:.0%}", f"{s['pool']:.0%}",
+            f"{s['defects_in_selected']:.0%} (pool {s['defects_in_pool']:.0%})", str(r["zero_gradient_clips"]),
+            f"{r['seconds']:.0f}"]) + " |")
+    lines += ["", f"Pool {n_pool} clips ({args.defect_rate:.0%} planted defects), {args.queries} clean "
+              f"'{args.motion}' queries, projector {args.projector} d={args.dim}, top {args.fraction:.0%} by "
+              f"majority vote. Defect score = -(mean score over queries); per-kind columns: that kind vs all "
+              f"clean clips. Target share: clean clips captioned '{args.motion}'; random: mean ± sd of "
+              f"{args.draws} seeded draws. The first pass's time includes encoding the latent cache."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    single_thread()
+    args = parse_args()
+    work, temporary = work_folder(args.work, "mg-motive-defects-")
+    try:
+        pool = make_pool(work / "pool", args.pool, args.seed, args.defect_rate, heldout_of(args.model))
+        queries = make_queries(work / "queries", args.queries, args.query_seed, args.motion)
+        meta = read_metadata(pool)
+        pipe = load_pipeline(args.model)
+        rows = {}
+        for name, use_mask in PASSES.items():
+            cfg = AttributionConfig(model=args.model, data=str(pool), queries=str(queries),
+                                    out=str(work / ("with_mask" if use_mask else "without_mask")),
+                                    cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
+                                    projector=args.projector, dim=args.dim, fraction=args.fraction,
+                                    use_mask=use_mask, seed=args.seed)
+            start = time.perf_counter()
+            result = run_attribution(cfg, progress=False, pipeline=pipe)
+            rows[name] = {"seconds": time.perf_counter() - start, "counts": result["counts"],
+                          "zero_gradient_clips": sum("zero_gradient" in f for f in result["flags"].values()),
+                          "detection": detection(result, meta),
+                          "shares": shares(result, meta, args.motion, args.draws, args.seed),
+                          "score_groups": score_groups(result, meta, args.motion), "selection": cfg.out}
+        data = {"machine": machine(), "settings": vars(args), "passes": rows,
+                "orientation": "defect score = -(mean score over queries); positive class = planted defect"}
+        write_results("motive_defects", data, markdown(rows, args, len(meta)), results_dir=args.results_dir)
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
