@@ -7,21 +7,14 @@ grouped the same way the model saw the frames.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from motionguide.toy.truth import clip_masks_fn, latent_groups, latent_masks
 
-def latent_groups(backbone, num_frames: int) -> list[range]:
-    """Pixel frames of each latent frame, from the backbone's causal temporal map."""
-    return [backbone.pixel_frames_of_latent(k) for k in range(backbone.num_latent_frames(num_frames))]
-
-
-def latent_masks(masks: np.ndarray, groups: Sequence[range]) -> np.ndarray:
-    """bool [F, H, W] per-frame mask -> [F', H, W]: where the object is on any frame of a latent frame
-    (a latent frame encodes all its pixel frames, so the object's swept area is its footprint there)."""
-    return np.stack([np.asarray(masks)[list(g)].any(axis=0) for g in groups])
+__all__ = ["clip_masks_fn", "latent_groups", "latent_masks", "moving_fraction", "token_coverage",
+           "in_object_energy", "pearson", "mean_ci"]
 
 
 def moving_fraction(moving: np.ndarray, groups: Sequence[range]) -> np.ndarray:
@@ -65,20 +58,3 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
         return float("nan"), float("nan"), 0
     half = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size) if finite.size > 1 else float("nan")
     return float(finite.mean()), float(half), int(finite.size)
-
-
-def clip_masks_fn(data_root: str | Path, backbone, num_frames: int, object_index: int = 0):
-    """clip_id -> bool [F', H, W] latent-frame masks of one object from a toy dataset's gt/ files (for the
-    IMAP monitor's `masks_fn`); object 0 is the subject of the caption's first clause."""
-    from motionguide.toy import load_ground_truth
-
-    groups = latent_groups(backbone, num_frames)
-
-    def masks_for(clip_id: str) -> np.ndarray | None:
-        path = Path(data_root) / "gt" / f"{clip_id}.npz"
-        if not path.is_file():
-            return None
-        masks = load_ground_truth(path)["masks"][:, object_index]
-        return latent_masks(masks, groups) if masks.shape[0] == num_frames else None
-
-    return masks_for

@@ -412,3 +412,13 @@ def test_saliency_command_real_video_and_generated(workspace, tmp_path):
     assert summary["mode"] == "generated" and summary["words"] == ["circle", "moves"] and summary["steps"] == [1]
     with pytest.raises(SystemExit):
         parser.parse_args(common + ["--blocks", "x-y"])
+
+
+def test_imap_monitor_reads_toy_ground_truth_from_the_config(workspace):
+    """`method_options: {imap: {masks: toy}}` scores maps against the dataset's gt/ masks without code."""
+    from motionguide.training.loop import Trainer
+
+    Trainer(_config(workspace, "toy-masks", monitor=["imap"],
+                    method_options={"imap": {"every": 1, "num_probes": 1, "words": ["</s>"], "masks": "toy"}})).run()
+    tags = _event_tags(workspace / "toy-masks")
+    assert {"saliency/eos/pointing_game", "saliency/eos/iou"} <= tags["scalars"]

@@ -57,7 +57,8 @@ class IMAPMonitor(TrainerCallback):
     verb, else its first and last content words). blocks / top_k: IMAP blocks and heads per layer (default:
     the model's profile; without one the middle half of the blocks and heads // 4). timestep: re-noise level
     on the 0..1000 scale (400). seed: probe noise seed (0). cell: heatmap tile size in pixels (64).
-    masks_fn: clip_id -> bool masks [F', H, W] or None, for pointing game and IoU.
+    masks: "toy" reads the training dataset's ground-truth masks (gt/<clip id>.npz, as toy datasets have) for
+    pointing game and IoU. masks_fn: the same from code, clip_id -> bool masks [F', H, W] or None.
     """
 
     name = "imap"
@@ -65,7 +66,7 @@ class IMAPMonitor(TrainerCallback):
     def __init__(self, every: int = 50, num_probes: int = 4, words: Sequence[str] | None = None,
                  blocks: Any = None, top_k: int | None = None, timestep: float = 400.0, seed: int = 0,
                  probe_ids: Sequence[str] | None = None, cell: int = 64,
-                 masks_fn: Callable[[str], Any] | None = None):
+                 masks: str | None = None, masks_fn: Callable[[str], Any] | None = None):
         where = "method_options.imap"
         for key, value in (("every", every), ("num_probes", num_probes), ("cell", cell)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,6 +80,9 @@ class IMAPMonitor(TrainerCallback):
         self.blocks_option, self.top_k_option = blocks, top_k
         self.timestep, self.seed = float(timestep), int(seed)
         self.probe_ids = list(probe_ids) if probe_ids is not None else None
+        if masks not in (None, "toy"):
+            raise ConfigError(f"{where}.masks: only 'toy' (ground truth next to a toy dataset) is supported, got {masks!r}")
+        self.masks_option = masks
         self.masks_fn = masks_fn
         self.probes: list[_Probe] = []
         self.blocks: list[int] = []
@@ -109,7 +113,12 @@ class IMAPMonitor(TrainerCallback):
         if backbone.tokenizer is None:
             raise ConfigError("the imap monitor needs the model's tokenizer to find words in the probe captions")
         self.blocks, self.top_k, _ = resolve_imap_settings(backbone, self.blocks_option, self.top_k_option)
-        ids = self.probe_ids if self.probe_ids is not None else list(cache.ids)[: self.num_probes]
+        if self.masks_option == "toy" and self.masks_fn is None:
+            from ..toy.truth import clip_masks_fn
+
+            self.masks_fn = clip_masks_fn(ctx.config.data_root, backbone, ctx.config.num_frames)
+        available = list(ctx.dataset.ids) if ctx.dataset is not None else list(cache.ids)
+        ids = self.probe_ids if self.probe_ids is not None else available[: self.num_probes]
         if not ids:
             raise ConfigError("the imap monitor found no cached clips to probe; check the dataset and cache")
         device = ctx.accelerator.device
