@@ -88,7 +88,7 @@ def _run_train_model(args: argparse.Namespace) -> int:
     from motionguide.toy.model_recipe import train_toy_transformer
 
     train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
-                          seed=args.seed)
+                          seed=args.seed, lr=args.lr, init_from=args.init_from)
     return 0
 
 
@@ -101,6 +101,8 @@ def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--pool-clips", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--init-from", help="continue training a saved toy pipeline folder")
     parser.set_defaults(func=_run_train_model)
 
 

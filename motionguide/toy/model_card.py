@@ -41,6 +41,51 @@ def _vae_commands(vae: dict) -> list[str]:
     return commands
 
 
+def _model_rounds(train: dict) -> list[dict]:
+    rounds = []
+    while train:
+        rounds.insert(0, train)
+        train = train.get("previous") or {}
+    return rounds
+
+
+def _model_steps(train: dict) -> int:
+    return sum(int(r.get("steps", 0)) for r in _model_rounds(train))
+
+
+def _model_minutes(train: dict) -> float:
+    return sum(r.get("train_minutes", 0.0) for r in _model_rounds(train))
+
+
+def _model_commands(train: dict, vae_dir: str) -> list[str]:
+    commands = []
+    rounds = _model_rounds(train)
+    for i, r in enumerate(rounds):
+        out = "assets/toy-model" if i == len(rounds) - 1 else f"runs/toy-model-round{i + 1}"
+        cmd = (f"motionguide toy train-model --vae {vae_dir} --out {out} --steps {r.get('steps')} --batch "
+               f"{r.get('batch')} --pool-clips {r.get('pool_clips')} --seed {r.get('seed', 0)} --lr {r.get('lr')}")
+        if i:
+            cmd += f" --init-from runs/toy-model-round{i}"
+        commands.append(cmd)
+    return commands
+
+
+def _weakness_text(q: dict) -> list[str]:
+    if not q:
+        return ["Not measured yet: run `python benchmarks/toy_model_quality.py`."]
+    if q.get("bar_met"):
+        return ["Good but not perfect at motion on purpose, so curation and guidance have room to help. See the "
+                "benchmark's per-video rows (`benchmarks/results/toy_model_quality.json`) for the failures; "
+                "typical ones are the shape identity (soft blobs after the small autoencoder), slow motions read "
+                "as still, and colour fringes in late frames."]
+    return [f"**This checkpoint does not meet the quality bar yet.** It has learned colour (present in >= 80% of "
+            f"frames for {q.get('present_in_80pct_frames', 0):.0%} of videos) but not coherent motion: objects "
+            "blur, vanish and reappear between latent frames, so the measured direction is right for only "
+            f"{q.get('direction_correct_moving', 0):.0%} of moving prompts and 'still' objects drift. It is "
+            "undertrained (see the step counts above); training continues from this checkpoint with "
+            "`--init-from`. Until then, use it for plumbing and cost measurements, not for motion evidence."]
+
+
 def write_model_card(model_dir: str | Path, quality_json: str | Path | None = None) -> Path:
     model_dir = Path(model_dir)
     train = _load(model_dir / "training_report.json")
@@ -79,8 +124,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         "",
         "```bash",
         *_vae_commands(vae),
-        f"motionguide toy train-model --vae runs/toy-vae/vae --out assets/toy-model --steps {train.get('steps', '?')} "
-        f"--batch {train.get('batch', '?')} --pool-clips {train.get('pool_clips', '?')} --seed {train.get('seed', 0)}",
+        *_model_commands(train, _vae_commands(vae)[-1].split("--out ")[1].split()[0] + "/vae" if vae else "runs/toy-vae/vae"),
         "```",
         "",
         f"- **Data**: clips rendered on the fly by `motionguide.toy` (17 frames, 64x64, one object, plain or textured "
@@ -99,7 +143,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"{t_cfg.get('attention_head_dim')}, patch 1x2x2: an 8x8 token grid per latent frame, 8 px per token), "
         f"rectified flow with shifted logit-normal timesteps, {train.get('caption_dropout', 0):.0%} empty captions "
         f"for classifier-free guidance, EMA {train.get('ema_decay')}; {train.get('steps')} steps of batch "
-        f"{train.get('batch')}, {train.get('train_minutes', 0):.0f} min on the CPU.",
+        f"{train.get('batch')} per round ({_model_steps(train)} steps in all), {_model_minutes(train):.0f} min on the CPU.",
         f"- **Size**: {_size_mb(model_dir):.1f} MB on disk (safetensors).",
         "",
         "## Measured quality",
@@ -118,10 +162,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         "",
         "## Where it is weak",
         "",
-        "Good but not perfect at motion on purpose, so curation and guidance have room to help. See the "
-        "benchmark's per-video rows (`benchmarks/results/toy_model_quality.json`) for the failures; typical ones "
-        "are the shape identity (soft blobs after the small autoencoder), slow motions read as still, and "
-        "colour fringes in late frames.",
+        *_weakness_text(q),
         "",
     ]
     path = model_dir / "README.md"

@@ -126,11 +126,13 @@ def _load_checkpoint(folder: Path, transformer, ema) -> tuple[int, list]:
 def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 1800,
                           batch: int = 24, pool_clips: int = 1500, holdout_fraction: float = 0.25, seed: int = 0,
                           lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.998,
-                          checkpoint_every: int = 200, log=print) -> dict:
+                          checkpoint_every: int = 200, init_from: str | os.PathLike | None = None,
+                          log=print) -> dict:
     """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline.
 
     A checkpoint is written every `checkpoint_every` steps under `out_dir/checkpoint/`; rerunning the same
-    command resumes from it (same data pool, same seed; the optimizer moments restart).
+    command resumes from it (same data pool, same seed; the optimizer moments restart). `init_from`: continue
+    training a saved toy pipeline (its transformer starts both the model and its EMA; same holdout seed).
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -152,7 +154,10 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
         captions.append(clip.caption)
     latents = encode_pool(vae, np.stack(frames))
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(**TOY_TRANSFORMER_CONFIG).train()
+    if init_from:
+        transformer = WanTransformer3DModel.from_pretrained(Path(init_from) / "transformer").train()
+    else:
+        transformer = WanTransformer3DModel(**TOY_TRANSFORMER_CONFIG).train()
     pipe = build_pipeline(vae, transformer, tokenizer, text_encoder)
     unique = sorted(set(captions)) + [""]
     with torch.no_grad():
@@ -205,6 +210,9 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
               "text_config": TOY_TEXT_CONFIG, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
               "pool_clips": pool_clips, "heldout_combinations": [list(c) for c in held],
               "caption_dropout": caption_dropout, "ema_decay": ema_decay, "max_sequence_length": MAX_SEQUENCE_LENGTH,
+              "init_from": str(init_from) if init_from else None,
+              "previous": (json.loads((Path(init_from) / "training_report.json").read_text())
+                           if init_from and (Path(init_from) / "training_report.json").is_file() else None),
               "train_minutes": (time.time() - start) / 60, "loss_history": history,
               "params": sum(p.numel() for p in ema.parameters())}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
@@ -228,9 +236,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--pool-clips", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--init-from", help="continue training a saved toy pipeline folder")
     args = parser.parse_args(argv)
     train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
-                          seed=args.seed)
+                          seed=args.seed, lr=args.lr, init_from=args.init_from)
     return 0
 
 
