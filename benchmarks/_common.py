@@ -33,6 +33,15 @@ def interleaved_medians(variants: dict[str, Callable[[], None]], repeats: int, w
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def limit_threads(threads: int) -> None:
+    """Cap torch and OpenCV threads so a benchmark can share the machine with a training run (0: leave as is)."""
+    if threads > 0:
+        import cv2
+
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+
+
 def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None) -> None:
     """benchmarks/results/<name>.json and <name>.md (atomic writes); `results_dir` redirects smoke runs."""
     folder = Path(results_dir) if results_dir else RESULTS

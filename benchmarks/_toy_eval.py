@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 import _common
 
@@ -32,15 +31,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="torch / OpenCV threads (0 = library defaults); use 1 on a shared machine")
     parser.add_argument("--results-dir", default=None,
                         help="write <name>.json/.md here instead of benchmarks/results (smoke runs)")
-
-
-def limit_threads(threads: int) -> None:
-    """Cap torch and OpenCV threads so a benchmark can share the machine with a training run."""
-    if threads > 0:
-        import cv2
-
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
 
 
 def write(name: str, data: dict, markdown: str, results_dir: str | None) -> None:

@@ -29,6 +29,7 @@ import json
 import time
 from pathlib import Path
 
+import _common
 import _toy_eval as ev
 import numpy as np
 
@@ -127,7 +128,7 @@ def sample_pairs(pipe, prompts, seeds, settings, options, token_px) -> list[dict
 
 def main() -> None:
     args = parse_args()
-    ev.limit_threads(args.threads)
+    _common.limit_threads(args.threads)
     pipe, backbone = ev.load_model(args.model)
     settings = ev.sampling_settings(args.model, steps=args.steps, cfg=args.cfg, num_frames=args.frames,
                                     max_sequence_length=args.max_sequence_length)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _common
 import _toy_eval as ev
 import numpy as np
 
@@ -108,7 +109,7 @@ def main() -> None:
         raise SystemExit(f"--ship writes {args.profile_name}.yaml into the package, where it becomes the default for "
                          f"every model of the same shape; {args.model} has no training_report.json, so it is not "
                          "the trained toy model: run without --ship")
-    ev.limit_threads(args.threads)
+    _common.limit_threads(args.threads)
     pipe, backbone = ev.load_model(args.model)
     settings = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length)
     num_steps = args.steps or settings.steps

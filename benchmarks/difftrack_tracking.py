@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import _toy_eval as ev
 import numpy as np
 import torch
@@ -130,7 +131,7 @@ def track_all(pipe, clips, setup: dict, blocks: list[int], embeds, max_points: i
 
 def main() -> None:
     args = parse_args()
-    ev.limit_threads(args.threads)
+    _common.limit_threads(args.threads)
     pipe, backbone = ev.load_model(args.model)
     settings = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length)
     setup = tracking_setup(args, backbone, settings)

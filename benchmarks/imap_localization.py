@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, write_results
+from _common import limit_threads, machine, write_results
 from _imap_truth import (
     in_object_energy, latent_groups, latent_masks, mean_ci, moving_fraction, pearson, token_coverage,
 )
@@ -191,11 +191,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
-    if args.threads:
-        import cv2
-
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
+    limit_threads(args.threads)
     if args.num_frames < 17:
         raise SystemExit("--num-frames must be >= 17 so motion can start mid-clip after a still latent frame")
     from diffusers import DiffusionPipeline

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import interleaved_medians, machine, write_results
+from _common import interleaved_medians, limit_threads, machine, write_results
 from _peak_memory import peak_bytes
 
 from motionguide.attention.capture import AttentionCapture, ForwardInfo
@@ -277,11 +277,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
-    if args.threads:
-        import cv2
-
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
+    limit_threads(args.threads)
     data: dict = {"machine": machine(), "settings": vars(args)}
     md: list[str] = []
     if not args.skip_training:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, limit_threads, machine, write_results
 from _imap_truth import clip_masks_fn
 
 from motionguide.saliency import IMAPMonitor
@@ -132,12 +132,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
-    if args.threads:
-        import cv2
-        import torch
-
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
+    limit_threads(args.threads)
     work = Path(args.keep_run) if args.keep_run else Path(tempfile.mkdtemp(prefix="mg-imap-monitor-"))
     try:
         summary, log_dir = fine_tune(args, work)

@@ -15,6 +15,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should be readable like any other file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

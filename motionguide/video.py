@@ -7,13 +7,13 @@ round trip; reading uses decord, the same reader the training data path uses, so
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from motionguide.errors import MotionGuideError
+from motionguide.files import atomic_write
 
 __all__ = ["VideoReadError", "write_video", "read_video"]
 
@@ -57,9 +57,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: 
     _, height, width, _ = frames.shape
     pix_fmt = _pick_pixel_format("libx264", height, width)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    try:
+    def encode(tmp_name: str) -> None:
         with av.open(tmp_name, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -67,12 +65,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: 
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode(None))
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a video should be readable like any output
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+
+    atomic_write(path, encode)
     return path
 
 
