@@ -13,7 +13,6 @@ The pieces are real diffusers / transformers classes, so the result loads with `
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -229,19 +228,12 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="train the toy model's transformer on the toy world")
-    parser.add_argument("--vae", required=True, help="folder of the trained toy VAE (diffusers format)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=1800)
-    parser.add_argument("--batch", type=int, default=24)
-    parser.add_argument("--pool-clips", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--init-from", help="continue training a saved toy pipeline folder")
-    args = parser.parse_args(argv)
-    train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
-                          seed=args.seed, lr=args.lr, init_from=args.init_from)
-    return 0
+    """`python -m motionguide.toy.model_recipe` is `motionguide toy train-model` (one definition of the flags)."""
+    import sys
+
+    from .cli import main as toy_main
+
+    return toy_main(["train-model", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

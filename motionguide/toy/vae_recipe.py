@@ -14,7 +14,6 @@ Choices, and why (see shared notes on this machine):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -185,19 +184,12 @@ def _previous_report(init_from: str | None) -> dict | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="train the toy model's autoencoder on the toy world")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--frame-steps", type=int, default=1500)
-    parser.add_argument("--clip-steps", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init-from", help="continue from a saved toy VAE folder")
-    parser.add_argument("--clip-batch", type=int, default=4)
-    parser.add_argument("--object-weight", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed,
-                  init_from=args.init_from, clip_batch=args.clip_batch, object_weight=args.object_weight)
-    return 0
+    """`python -m motionguide.toy.vae_recipe` is `motionguide toy train-vae` (one definition of the flags)."""
+    import sys
+
+    from .cli import main as toy_main
+
+    return toy_main(["train-vae", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
