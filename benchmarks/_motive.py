@@ -13,11 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from motionguide.toy import DEFECTS, all_combinations, make_dataset, render_clip, sample_clip_spec
-from motionguide.video import write_video
+from motionguide.toy import DEFECTS, make_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = str(ROOT / "assets" / "toy-model")
@@ -70,27 +68,15 @@ def make_pool(folder: Path, num_clips: int, seed: int, defect_rate: float,
 
 def make_queries(folder: Path, num_clips: int, seed: int, motion: str,
                  holdout: Sequence[Sequence[str]] = ()) -> Path:
-    """Clean single-object clips of one target motion, motion over the whole clip (the paper's query clips)."""
+    """Clean single-object clips of one target motion, motion over the whole clip (the paper's query clips);
+    ids are query_* (never clip_*: the pass caches pool and queries under one key)."""
     params = {"kind": "queries", "num_clips": num_clips, "seed": seed, "motion": motion,
               "holdout": [list(c) for c in holdout]}
     if _reusable(folder, params):
         return folder
-    combos = [c for c in all_combinations() if c[2] == motion]
-    if not combos:
-        raise ValueError(f"no toy combination has motion {motion!r}")
-    (folder / "videos").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index in range(num_clips):
-        rng = np.random.default_rng([seed, 7, index])
-        spec = sample_clip_spec(rng, 1, combinations=combos, holdout=[tuple(c) for c in holdout],
-                                partial_motion_rate=0.0)
-        clip = render_clip(spec)
-        clip_id = f"query_{index:05d}"  # never "clip_...": the pass caches pool and queries under one key
-        write_video(folder / "videos" / f"{clip_id}.mp4", clip.frames, fps=8)
-        rows.append({"file_name": f"videos/{clip_id}.mp4", "text": clip.caption, "id": clip_id,
-                     "defect": "none", "motion": clip.labels["motion"], "color": clip.labels["color"],
-                     "shape": clip.labels["shape"]})
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_dataset(folder, num_clips=num_clips, seed=seed, motions=[motion], partial_motion_rate=0.0,
+                 id_prefix="query", holdout=[tuple(c) for c in holdout], fmt=("jsonl",), overwrite=True,
+                 progress=False)
     _mark_done(folder, params)
     return folder
 

@@ -39,12 +39,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--device", default="cpu", help="where the pipeline samples (the scores are computed on CPU)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N prompts (smoke runs)")
     args = parser.parse_args()
     from diffusers import WanPipeline
 
     model_dir = Path(args.model)
-    pipe = WanPipeline.from_pretrained(model_dir)
+    pipe = WanPipeline.from_pretrained(model_dir).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     token_px = pipe.vae.config.scale_factor_spatial * pipe.transformer.config.patch_size[1]
     prompts = heldout_prompts(model_dir)

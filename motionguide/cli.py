@@ -48,7 +48,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, quick=args.quick)
+    return run_demo(args.out, quick=args.quick, model=args.model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="a shipped profile name or a YAML path")
     p.set_defaults(func=_cmd_profiles)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo of what exists so far")
+    p = sub.add_parser("demo", help="the main job on the toy model (Motive-curated LoRA fine-tune with the IMAP "
+                                    "monitor, guided sampling) and its report")
     p.add_argument("--out", default="demo-output", help="folder for the report and its files")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (used by the tests)")
+    p.add_argument("--model", default=None, help="pipeline folder to fine-tune (default: assets/toy-model)")
+    p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 
     from .attribution.cli import add_curate_command

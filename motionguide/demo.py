@@ -1,174 +1,299 @@
-"""`make demo`: the most useful end-to-end run of what exists so far, ending in a markdown report.
+"""`make demo`: the README's main job on the toy default, then the evidence report.
 
-The main job (a Motive-curated LoRA fine-tune with the IMAP monitor, then correspondence-guided sampling)
-replaces this demo when the training loop and the three methods land. Until then it shows:
+It runs, as separate commands exactly as a user would type them (each printed before it runs):
 
-1. the toy world: a dataset written in the users' on-disk format (mp4 + metadata.jsonl/csv + ground truth),
-   read back through the video reader, with a frame grid;
-2. the offline motion metrics on it, against the planted defects' ground truth;
-3. the attention instruments on a stock `WanPipeline`: outputs bit-identical with capture installed, captures
-   only on conditional passes, frame-local attention changing the prediction only inside its scope, costs;
-4. real-size token grids and what a full attention map would cost (meta device, no weights).
+1. `accelerate launch train/finetune.py --config configs/toy.yaml --curation motive --monitor imap`: the
+   toy dataset (20% planted defects) and the Motive query clips (target motion "right") are generated on
+   first use, the Motive pass scores every clip and keeps the top 10%, and a LoRA is fine-tuned on them
+   with IMAP saliency maps logged during training;
+2. `sample/generate.py` three times on the same prompts and seeds: the base model, the fine-tuned LoRA, and
+   the fine-tuned LoRA with `--guidance correspondence`;
+3. the report: `<out>/report.md` with the curation summary (top and bottom clips per query, votes, what the
+   selection did to the planted defects), the IMAP maps over training, guided vs unguided frames and the
+   offline motion metrics of every sample set.
+
+`--quick` runs the same path at a reduced size (the test suite uses it).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-NOTE = (
-    "NOTE: the main job (Motive-curated LoRA fine-tune + IMAP monitor + guided sampling) is not built yet; "
-    "this demo runs what exists: the toy world, the offline metrics, the attention instruments on a stock "
-    "diffusers pipeline, and the real-size shape report."
-)
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Prompts sampled after fine-tuning: the queries' target motion, its opposite and a still object.
+DEMO_PROMPTS = ("a red circle moves right", "a blue square moves right quickly", "a yellow triangle moves right",
+                "a green circle moves left", "a blue triangle stays still")
+SAMPLE_SETS = (("base", "base model", False, "none"), ("finetuned", "Motive-curated LoRA", True, "none"),
+               ("guided", "Motive-curated LoRA + correspondence guidance", True, "correspondence"))
 
 
-def _toy_section(out: Path, num_clips: int) -> tuple[list[str], dict]:
-    from .metrics import dynamic_degree_proxy, temporal_flicker, toy_prompt_adherence
-    from .toy import make_dataset
+def _quick_config(out: Path, base_config: Path) -> Path:
+    """configs/toy.yaml at a reduced size, with its data, queries and cache inside `out`."""
+    import yaml
+
+    config = yaml.safe_load(base_config.read_text())
+    config.update({
+        "data_root": str(out / "data" / "toy-train"), "cache_dir": str(out / "cache"),
+        "toy_data": {"num_clips": 12, "seed": 0, "defect_rate": 0.25},
+        "train_steps": 4, "train_batch_size": 2, "checkpointing_steps": 0, "logging_steps": 1,
+        "curation_fraction": 0.25,
+    })
+    config["method_options"]["motive"].update({"queries": str(out / "data" / "toy-queries"),
+                                              "toy_queries": {"num_clips": 2, "seed": 1, "motions": ["right"]}})
+    config["method_options"]["imap"].update({"every": 2, "num_probes": 2})
+    path = out / "demo-config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _run(step: str, command: Sequence[str], log: list[dict[str, Any]], env: dict[str, str]) -> None:
+    """Run one command of the main job with its output streaming through; stop the demo if it fails."""
+    print(f"\n>> [{step}] {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    code = subprocess.call(list(command), cwd=ROOT, env=env)
+    seconds = time.perf_counter() - start
+    log.append({"step": step, "command": shlex.join(command), "seconds": round(seconds, 1), "exit_code": code})
+    if code != 0:
+        raise SystemExit(f"demo step '{step}' failed with exit code {code}: {shlex.join(command)}")
+
+
+def main_job(out: Path, quick: bool, model: str) -> list[dict[str, Any]]:
+    """The commands of the main job; returns their log (command, seconds)."""
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1"}
+    config = ROOT / "configs" / "toy.yaml"
+    if quick:
+        config = _quick_config(out, config)
+    finetune = out / "finetune"
+    log: list[dict[str, Any]] = []
+    accelerate = Path(sys.executable).with_name("accelerate")  # the venv's console script: `accelerate launch`
+    launch = [str(accelerate) if accelerate.is_file() else "accelerate", "launch", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    _run("fine-tune", [*launch, "train/finetune.py", "--config", str(config), "--curation", "motive",
+                       "--monitor", "imap", "--output_dir", str(finetune), "--pretrained_model_name_or_path", model],
+         log, env)
+    prompts = DEMO_PROMPTS[:2] if quick else DEMO_PROMPTS
+    seeds = ["0"] if quick else ["0", "1"]
+    for name, _, with_lora, guidance in SAMPLE_SETS:
+        command = [sys.executable, "sample/generate.py", "--model", model, "--out", str(out / "samples" / name),
+                   "--guidance", guidance]
+        for prompt in prompts:
+            command += ["--prompt", prompt]
+        for seed in seeds:
+            command += ["--seed", seed]
+        if with_lora:
+            command += ["--lora", str(finetune)]
+        if quick:
+            command += ["--steps", "4"]
+        _run(f"sample: {name}", command, log, env)
+    return log
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def _sample_metrics(folder: Path, token_px: float) -> dict[str, Any]:
+    """Offline motion metrics of one sample set (mean over its videos) and its frames by video."""
+    from .metrics import dynamic_degree_proxy, flow_warp_smoothness, temporal_flicker, toy_prompt_adherence
     from .video import read_video
+
+    listing = json.loads((folder / "samples.json").read_text())
+    rows, frames = [], []
+    for entry in listing:
+        video = read_video(folder / entry["file"])
+        frames.append(video)
+        adherence = toy_prompt_adherence(video, entry["prompt"], token_px=token_px)[0]
+        rows.append({"prompt": entry["prompt"], "seed": entry["seed"], "presence": adherence.presence,
+                     "direction": adherence.measured_direction, "direction_correct": bool(adherence.direction_correct),
+                     "dynamic": bool(dynamic_degree_proxy(video).is_dynamic),
+                     "smoothness": flow_warp_smoothness(video), "flicker": temporal_flicker(video)})
+    summary = {"videos": len(rows),
+               "direction_accuracy": float(np.mean([r["direction_correct"] for r in rows])),
+               "presence": float(np.mean([r["presence"] for r in rows])),
+               "dynamic_degree": float(np.mean([r["dynamic"] for r in rows])),
+               "smoothness": float(np.mean([r["smoothness"] for r in rows])),
+               "flicker": float(np.mean([r["flicker"] for r in rows]))}
+    return {"summary": summary, "rows": rows, "frames": frames}
+
+
+def _curation_section(finetune: Path, data_root: Path, target_motion: str = "right") -> tuple[list[str], dict]:
+    """What the Motive selection did, checked against the toy world's labels (planted defects, motion)."""
+    from .attribution import load_selection
+    from .attribution.selection import roc_auc
+
+    motive = finetune / "motive"
+    selection = load_selection(motive)
+    rows = {json.loads(line)["id"]: json.loads(line)
+            for line in (data_root / "metadata.jsonl").read_text().splitlines() if line.strip()}
+    pool = [rows[i] for i in selection["train_ids"] if i in rows]
+    kept = [rows[i] for i in selection["selected_ids"] if i in rows]
+
+    def share(clips, test) -> float:
+        return float(np.mean([test(c) for c in clips])) if clips else float("nan")
+
+    def defect(c):
+        return c.get("defect") not in (None, "", "none")
+
+    def target(c):
+        return not defect(c) and c.get("motion") == target_motion
+
+    mean_score = np.asarray(selection["mean_score"])
+    labels = np.asarray([target(rows[i]) for i in selection["train_ids"]])
+    stats = {"pool": len(pool), "kept": len(kept), "queries": len(selection["query_ids"]),
+             "defect_share_pool": share(pool, defect), "defect_share_kept": share(kept, defect),
+             "target_share_pool": share(pool, target), "target_share_kept": share(kept, target),
+             "target_roc_auc": (float(roc_auc(mean_score, labels)) if 0 < labels.sum() < len(labels) else None)}
+    lines = [
+        "## 1. Motive curation", "",
+        f"The Motive pass scored {stats['pool']} training clips against {stats['queries']} query clips of the target "
+        f"motion (\"{target_motion}\") and kept {stats['kept']}. The toy world knows the truth about every clip:", "",
+        "| | pool | kept by Motive |", "|---|---|---|",
+        f"| clips with a planted defect (static, jitter, teleport, reversed, camera pan) | "
+        f"{stats['defect_share_pool']:.0%} | {stats['defect_share_kept']:.0%} |",
+        f"| clean clips of the target motion | {stats['target_share_pool']:.0%} | {stats['target_share_kept']:.0%} |",
+        "",
+        (f"ROC-AUC of the mean query score for \"clean clip of the target motion\": {stats['target_roc_auc']:.2f}."
+         if stats["target_roc_auc"] is not None else "ROC-AUC: not defined (one class only in this pool)."),
+        "",
+        "Full per-run report: [finetune/motive/report.md](finetune/motive/report.md).", "",
+    ]
+    if (motive / "report_top_bottom_q0.png").is_file():
+        lines += ["Top and bottom training clips for the first query (score, caption):", "",
+                  "![top and bottom clips](finetune/motive/report_top_bottom_q0.png)", ""]
+    if (motive / "report_votes.png").is_file():
+        lines += ["Votes per clip (dark bars are kept):", "", "![votes](finetune/motive/report_votes.png)", ""]
+    return lines, stats
+
+
+def _training_section(out: Path, finetune: Path) -> tuple[list[str], dict]:
+    from .viz import line_chart, save_png
+
+    summary = json.loads((finetune / "train_summary.json").read_text())
+    losses = sorted((int(k), float(v)) for k, v in summary["losses"].items())
+    save_png(line_chart({"train/loss": ([s for s, _ in losses], [v for _, v in losses])}, "training loss"),
+             out / "report_loss.png")
+    step_times = summary.get("step_times_s") or []
+    stats = {"steps": summary["steps"], "clips": summary.get("clips"), "curation": summary.get("curation"),
+             "median_step_s": float(np.median(step_times)) if step_times else None,
+             "final_loss": losses[-1][1] if losses else None}
+    lines = ["## 2. LoRA fine-tune with the IMAP monitor", "",
+             f"{stats['steps']} optimiser steps on the {stats['clips']} kept clips"
+             + (f", median step {stats['median_step_s']:.2f} s" if stats["median_step_s"] else "") + ".", "",
+             "![loss](report_loss.png)", ""]
+    history_file = finetune / "imap" / "history.json"
+    if history_file.is_file():
+        history = json.loads(history_file.read_text())
+        logged = history["history"]
+        probes = history["probes"]
+        lines += [f"IMAP saliency maps of {len(probes)} fixed probe clips, one no-grad forward every "
+                  f"{logged[1]['step'] - logged[0]['step'] if len(logged) > 1 else '-'} steps at blocks "
+                  f"{history['blocks']} (top {history['top_k']} heads by Calinski-Harabasz). Probes: "
+                  + "; ".join(f"`{p['clip_id']}` \"{p['caption']}\" (words: {', '.join(p['words'])})" for p in probes)
+                  + ". Rows are probes, columns latent frames; brighter is more salient.", ""]
+        tags = sorted({k.split("/")[1] for entry in logged for k in entry if k.startswith("saliency/")
+                       and k.count("/") == 2})
+        for tag in tags:
+            images = sorted((finetune / "imap").glob(f"{tag}_step*.png"))
+            if images:
+                first, last = images[0], images[-1]
+                lines += [f"**{tag}**: step {int(first.stem.split('step')[1])} then step {int(last.stem.split('step')[1])}", "",
+                          f"![{tag} first](finetune/imap/{first.name}) ![{tag} last](finetune/imap/{last.name})", ""]
+        keys = sorted({k for entry in logged for k in entry if k != "step"})
+        if keys:
+            lines += ["| step | " + " | ".join(k.replace("saliency/", "") for k in keys) + " |",
+                      "|---|" + "---|" * len(keys)]
+            for entry in logged:
+                lines.append(f"| {entry['step']} | " + " | ".join(
+                    f"{entry[k]:.3f}" if isinstance(entry.get(k), (int, float)) else "–" for k in keys) + " |")
+            lines.append("")
+        stats["imap_probes_logged"] = len(logged)
+        stats["imap_last"] = logged[-1] if logged else None
+    return lines, stats
+
+
+def _samples_section(out: Path, token_px: float) -> tuple[list[str], dict]:
     from .viz import frame_grid, save_png
 
-    data_dir = make_dataset(out / "toy-data", num_clips=num_clips, seed=7, defect_rate=0.5, overwrite=True)
-    rows = [json.loads(line) for line in (data_dir / "metadata.jsonl").read_text().splitlines()]
-    clips, table = [], []
-    correct = {"clean": [], "defect": []}
-    for row in tqdm(rows, desc="metrics on toy clips"):
-        frames = read_video(data_dir / row["file_name"])
-        clips.append(frames)
-        adherence = toy_prompt_adherence(frames, row["text"])[0]
-        planted = row["defect"] not in (None, "", "none")
-        correct["defect" if planted else "clean"].append(bool(adherence.direction_correct))
-        table.append(
-            f"| {row['text']} | {row['defect'] if planted else '-'} | {adherence.presence:.2f} | "
-            f"{adherence.measured_direction} | {'yes' if adherence.direction_correct else 'NO'} | "
-            f"{'yes' if dynamic_degree_proxy(frames).is_dynamic else 'no'} | {temporal_flicker(frames):.3f} |"
-        )
-    stats = {"clips": len(rows), **{f"direction_matches_caption_{k}": float(np.mean(v)) if v else None
-                                    for k, v in correct.items()}}
-    labels = [r["text"] + (f"  [{r['defect']}]" if r["defect"] not in (None, "", "none") else "") for r in rows]
-    save_png(frame_grid(clips[:6], labels[:6], frames_per_row=9), out / "toy_grid.png")
-    lines = [
-        "## 1. The toy world and the offline metrics",
-        "",
-        f"{len(rows)} clips written to `{data_dir}` as mp4 + `metadata.jsonl` / `metadata.csv` + ground truth "
-        "(`gt/*.npz`), then read back with the library's decord reader. Half carry a planted defect; captions "
-        "always state the intended motion.",
-        "",
-        "![toy clips](toy_grid.png)",
-        "",
-        "| caption | planted defect | presence | measured direction | matches caption | dynamic (proxy) | flicker |",
-        "|---|---|---|---|---|---|---|",
-        *table,
-        "",
-    ]
-    return lines, stats
+    results = {name: _sample_metrics(out / "samples" / name, token_px) for name, *_ in SAMPLE_SETS}
+    lines = ["## 3. Samples: base, fine-tuned, fine-tuned + correspondence guidance", "",
+             "Same prompts and seeds for every set; each video is scored offline (no downloaded weights): direction "
+             "from the prompted object's centroid track, presence of the prompted colour, the dynamic-degree proxy "
+             "(VBench's rule on OpenCV flow), flow-warp smoothness and temporal flicker.", "",
+             "| samples | videos | direction correct | object present | dynamic (proxy) | smoothness | flicker |",
+             "|---|---|---|---|---|---|---|"]
+    for name, label, *_ in SAMPLE_SETS:
+        s = results[name]["summary"]
+        lines.append(f"| {label} | {s['videos']} | {s['direction_accuracy']:.0%} | {s['presence']:.0%} | "
+                     f"{s['dynamic_degree']:.0%} | {s['smoothness']:.3f} | {s['flicker']:.3f} |")
+    lines.append("")
+    clips, captions = [], []
+    base_rows = results["base"]["rows"]
+    for index, row in enumerate(base_rows[: min(len(base_rows), 6)]):
+        for name, label, *_ in SAMPLE_SETS:
+            clips.append(results[name]["frames"][index])
+            r = results[name]["rows"][index]
+            captions.append(f"{name}: {r['prompt']} (seed {r['seed']}) -> {r['direction']}")
+    save_png(frame_grid(clips, captions, frames_per_row=9), out / "report_samples.png")
+    lines += ["Per prompt: base, fine-tuned, guided (the measured direction after the arrow):", "",
+              "![samples](report_samples.png)", ""]
+    return lines, {name: r["summary"] for name, r in results.items()}
 
 
-def _instrument_section(steps: int) -> tuple[list[str], dict]:
-    from .attention import AttentionController
-    from .testing import tiny_wan_pipeline
+def write_report(out: Path, log: Sequence[dict[str, Any]], model: str, data_root: Path,
+                 started: float) -> Path:
+    """report.md + report.json in `out` from the main job's outputs."""
+    from .files import atomic_write_text
 
-    pipe = tiny_wan_pipeline(num_layers=2)
-    kw = dict(num_frames=17, height=64, width=64, num_inference_steps=steps, max_sequence_length=16,
-              output_type="latent")
-    prompt = "a red circle moves left"
-
-    def generate():
-        return pipe(prompt, generator=torch.Generator().manual_seed(0), **kw).frames
-
-    generate()  # warm-up: first-call allocations would otherwise be charged to the stock run
-    t0 = time.perf_counter()
-    stock = generate()
-    t_stock = time.perf_counter() - t0
-    controller = AttentionController(pipe)
-    events = []
-    t0 = time.perf_counter()
-    with controller.capture(lambda e: events.append((e.block, e.attention, e.info.branch, tuple(e.query.shape))),
-                            attention=("self", "text")):
-        captured = generate()
-    t_capture = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with controller.frame_local(blocks=[0, 1], renormalize=False):
-        perturbed = generate()
-    t_local = time.perf_counter() - t0
-    restored = generate()
-    grid = controller.backbone.token_grid_for_video(17, 64, 64)
-    stats = {
-        "bit_identical_with_capture": bool(torch.equal(stock, captured)),
-        "bit_identical_after_removal": bool(torch.equal(stock, restored)),
-        "frame_local_mean_abs_change": float((perturbed - stock).abs().mean()),
-        "captures": len(events),
-        "branches_seen": sorted({e[2] for e in events}),
-        "capture_cost_ratio": t_capture / t_stock,
-        "frame_local_cost_ratio": t_local / t_stock,
-    }
-    lines = [
-        "## 2. Attention instruments on a stock `WanPipeline`",
-        "",
-        f"A tiny random-weight Wan pipeline (2 blocks; token grid {grid.as_tuple()} for 17x64x64), {steps} steps "
-        "with CFG, run stock, with q/k/output capture at every block (self- and cross-attention), with "
-        "frame-local self-attention (DiffTrack's non-renormalised form), and stock again after removal.",
-        "",
-        "| check | result |",
-        "|---|---|",
-        f"| output bit-identical with capture installed | {stats['bit_identical_with_capture']} |",
-        f"| output bit-identical after the instruments are removed | {stats['bit_identical_after_removal']} |",
-        f"| captures (steps x blocks x 2 attentions, conditional passes only) | {stats['captures']} |",
-        f"| branches the captures saw | {', '.join(stats['branches_seen'])} |",
-        f"| frame-local: mean abs change of the final latents | {stats['frame_local_mean_abs_change']:.4f} |",
-        f"| sampling time with capture / stock | {stats['capture_cost_ratio']:.2f}x |",
-        f"| sampling time with frame-local / stock | {stats['frame_local_cost_ratio']:.2f}x |",
-        "",
-    ]
-    return lines, stats
+    finetune = out / "finetune"
+    token_px = _token_px(model)
+    curation_lines, curation = _curation_section(finetune, data_root)
+    training_lines, training = _training_section(out, finetune)
+    sample_lines, samples = _samples_section(out, token_px)
+    total = time.perf_counter() - started
+    lines = ["# motionguide demo: Motive-curated LoRA fine-tune, IMAP monitor, correspondence-guided samples", "",
+             f"Model `{model}`; whole demo {total / 60:.1f} min on this machine. The commands that ran:", "",
+             "| step | seconds | command |", "|---|---|---|"]
+    lines += [f"| {e['step']} | {e['seconds']:.0f} | `{e['command'].replace(str(ROOT) + '/', '')}` |" for e in log]
+    lines += ["", *curation_lines, *training_lines, *sample_lines,
+              "## Where the files are", "",
+              f"- LoRA: `{finetune / 'pytorch_lora_weights.safetensors'}` (loads with the stock pipeline's "
+              "`load_lora_weights`)",
+              f"- Motive selection and scores: `{finetune / 'motive'}`",
+              f"- IMAP maps and scalars: `{finetune / 'imap'}`, tensorboard logs in `{finetune / 'logs'}`",
+              f"- samples (mp4 + grid): `{out / 'samples'}`", ""]
+    atomic_write_text(out / "report.json", json.dumps(
+        {"model": model, "minutes": total / 60, "commands": list(log), "curation": curation, "training": training,
+         "samples": samples}, indent=2, default=str))
+    return atomic_write_text(out / "report.md", "\n".join(lines))
 
 
-def _shapes_section() -> list[str]:
-    from .backbones.shapes import footprint_table, real_size_footprints
+def _token_px(model: str) -> float:
+    from diffusers import DiffusionPipeline
 
-    return [
-        "## 3. Real-size shapes (meta device, no weights)",
-        "",
-        "What one full attention map per layer would need, against what the instruments hold at once.",
-        "",
-        footprint_table(real_size_footprints()),
-        "",
-    ]
+    from .backbones import backbone_for
+
+    return float(backbone_for(DiffusionPipeline.from_pretrained(model)).pixels_per_token)
 
 
-def run_demo(out: str | Path = "demo-output", quick: bool = False) -> int:
-    out = Path(out)
+def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | None = None) -> int:
+    """Run the main job and write the report; prints where the report is."""
+    import yaml
+
+    started = time.perf_counter()
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    print(NOTE, flush=True)
-    start = time.perf_counter()
-    toy_lines, toy_stats = _toy_section(out, num_clips=4 if quick else 12)
-    inst_lines, inst_stats = _instrument_section(steps=2 if quick else 4)
-    shape_lines = _shapes_section()
-    elapsed = time.perf_counter() - start
-    report = [
-        "# motionguide demo report",
-        "",
-        f"> {NOTE}",
-        "",
-        *toy_lines,
-        *inst_lines,
-        *shape_lines,
-        f"_Generated by `motionguide demo` in {elapsed:.0f} s._",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(report))
-    (out / "report.json").write_text(json.dumps({"toy": toy_stats, "instruments": inst_stats,
-                                                 "seconds": elapsed}, indent=2))
-    ok = inst_stats["bit_identical_with_capture"] and inst_stats["bit_identical_after_removal"]
-    print(f"\nReport: {(out / 'report.md').resolve()}  ({elapsed:.0f} s)")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(run_demo())
+    model = model or str(ROOT / "assets" / "toy-model")
+    log = main_job(out, quick, model)
+    config = yaml.safe_load((out / "demo-config.yaml" if quick else ROOT / "configs" / "toy.yaml").read_text())
+    data_root = Path(config["data_root"])
+    data_root = data_root if data_root.is_absolute() else ROOT / data_root
+    report = write_report(out, log, model, data_root, started)
+    print(f"\nreport: {report}\n(whole demo {(time.perf_counter() - started) / 60:.1f} min)")
+    return 0

@@ -66,6 +66,26 @@ def test_pass_selects_and_records_bad_clips(workspace, single):
     assert len(static) == sum(float(n) == 0.0 for n in norms)
 
 
+def test_report_holds_the_selection_covariates_and_thumbnails(workspace, single):
+    out = workspace / "single"
+    saved = json.loads((out / "selection.json").read_text())
+    report = saved["report"]
+    assert sum(report["vote_histogram"]) == 8 and report["k"] == 2
+    coverage = [saved["clips"][i]["mask coverage"] for i in saved["train_ids"]]
+    assert all(0.0 <= c <= 1.0 for c in coverage)
+    rho = report["covariates"]["mask coverage"]["spearman_with_mean_score"]
+    assert rho is None or -1.0 <= rho <= 1.0
+    kept = [saved["clips"][i]["mask coverage"] for i in saved["selected_ids"]]
+    assert report["covariates"]["mask coverage"]["kept_mean"] == pytest.approx(float(np.mean(kept)))
+    text = (out / "report.md").read_text()
+    assert "2 of 8 training clips kept" in text and "report_votes.png" in text
+    for q, query in enumerate(saved["query_ids"]):
+        assert f"Query `{query}`" in text
+        assert (out / f"report_top_bottom_q{q}.png").is_file()
+    top = int(np.argmax(np.load(out / "scores.npy")[0]))
+    assert f"top `{saved['train_ids'][top]}`" in text
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_features_without_duplicates(workspace, single):
     reference_ids, reference, _ = features(workspace / "single")

@@ -1,23 +1,44 @@
 """The demo path at reduced size, and the console entry points a user runs."""
 
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from motionguide.cli import main
+from motionguide.video import read_video
 
 
-def test_quick_demo_writes_a_report_with_real_numbers(tmp_path):
+@pytest.mark.slow
+def test_quick_demo_runs_the_main_job_and_writes_a_report(tmp_path):
+    """The demo path at a reduced size: the same commands (accelerate launch of the fine-tune with Motive and
+    the IMAP monitor, three sampling runs), then a report whose numbers and pictures are real."""
     assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
-    report = (tmp_path / "report.md").read_text()
-    assert "![toy clips](toy_grid.png)" in report and (tmp_path / "toy_grid.png").stat().st_size > 1000
     stats = json.loads((tmp_path / "report.json").read_text())
-    assert stats["instruments"]["bit_identical_with_capture"] is True
-    assert stats["instruments"]["bit_identical_after_removal"] is True
-    assert stats["instruments"]["captures"] == 2 * 2 * 2  # steps x blocks x (self, text)
-    assert stats["instruments"]["frame_local_mean_abs_change"] > 0
-    assert stats["toy"]["clips"] == 4
-    assert "32,760" in report and "17,776" in report
+    assert [c["step"] for c in stats["commands"]] == ["fine-tune", "sample: base", "sample: finetuned", "sample: guided"]
+    assert "accelerate" in stats["commands"][0]["command"] and "--curation motive" in stats["commands"][0]["command"]
+    curation = stats["curation"]
+    assert curation["pool"] == 12 and curation["kept"] == 3 and curation["queries"] == 2
+    assert 0 <= curation["defect_share_kept"] <= 1 and 0 < curation["defect_share_pool"] < 1
+    assert stats["training"]["steps"] == 4 and stats["training"]["clips"] == 3
+    assert stats["training"]["imap_probes_logged"] == 2  # every 2 of 4 steps
+    for name in ("base", "finetuned", "guided"):
+        summary = stats["samples"][name]
+        assert summary["videos"] == 2
+        assert 0 <= summary["direction_accuracy"] <= 1 and np.isfinite(summary["smoothness"])
+    report = (tmp_path / "report.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(pictures) >= 5
+    for picture in pictures:
+        assert (tmp_path / picture).stat().st_size > 500, picture
+    # the LoRA and the guidance really change the videos (same prompts and seeds)
+    frames = {name: read_video(tmp_path / "samples" / name / "000_seed0.mp4").astype(int) for name in
+              ("base", "finetuned", "guided")}
+    assert np.abs(frames["finetuned"] - frames["base"]).max() > 0
+    assert np.abs(frames["guided"] - frames["finetuned"]).max() > 0
 
 
 def test_profiles_and_shapes_commands(capsys, tmp_path):

@@ -350,6 +350,14 @@ def test_imap_monitor_logs_maps_and_does_not_change_training(workspace):
     assert len(image_tags) == 2, tags["images"]  # the probe caption's noun and motion verb
     assert {f"{t}/entropy" for t in image_tags} <= tags["scalars"]
     assert "saliency/head_stability" in tags["scalars"]
+    # the same maps as PNGs plus the scalars as JSON, for reports that have no tracker
+    saved = workspace / "monitored" / "imap"
+    history = json.loads((saved / "history.json").read_text())
+    steps = [entry["step"] for entry in history["history"]]
+    assert steps == list(range(1, len(steps) + 1)) and len(history["probes"]) == 1
+    for tag in image_tags:
+        word = tag.split("/")[1]
+        assert sorted(p.name for p in saved.glob(f"{word}_step*.png")) == [f"{word}_step{s:06d}.png" for s in steps]
 
 
 def test_imap_monitor_scores_masks_and_checkpoints_its_history(workspace):

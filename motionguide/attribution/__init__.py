@@ -2,6 +2,7 @@
 
 from .curation import MotiveCuration  # registers --curation motive
 from .featurizer import CommonRandomness, FeatureResult, GradientFeaturizer, motion_weighted_loss, select_parameters
+from .report import write_curation_report
 from .run import AttributionConfig, load_selection, run_attribution, select_from_store
 from .projectors import (
     PROJECTORS,
@@ -35,6 +36,7 @@ __all__ = [
     "load_selection",
     "run_attribution",
     "select_from_store",
+    "write_curation_report",
     "PROJECTORS",
     "BlockwiseFastfood",
     "DenseGaussian",

@@ -1,8 +1,9 @@
 """`--curation motive` for the fine-tuning loop: read a finished selection or run the attribution pass first.
 
 Options (YAML `method_options: {motive: {...}}` or the CLI's JSON): `selection` (a selection.json or its
-folder), `queries` (a dataset folder of query clips; needed when no selection exists), `mode` (filter |
-reweight | prune-negative), and any `AttributionConfig` field (flow, projector, timestep, params, ...).
+folder), `queries` (a dataset folder of query clips; needed when no selection exists), `toy_queries`
+(generate `queries` on first use as clean toy clips, e.g. `{num_clips: 8, seed: 1, motions: [right]}`),
+`mode` (filter | reweight | prune-negative), and any `AttributionConfig` field (flow, projector, ...).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ class MotiveCuration(Curation):
 
     def _config(self, ctx: TrainContext) -> AttributionConfig:
         cfg = ctx.config
-        options = {k: v for k, v in self.options.items() if k not in ("selection",)}
+        options = {k: v for k, v in self.options.items() if k not in ("selection", "toy_queries")}
         known = {f.name for f in dataclasses.fields(AttributionConfig)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"method_options.motive: unknown option(s) {', '.join(unknown)}; valid: "
-                              f"selection, {', '.join(sorted(known))}")
+                              f"selection, toy_queries, {', '.join(sorted(known))}")
         if "queries" not in options:
             raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
                               "{motive: {queries: DIR}} (a dataset folder like the training data) or "
@@ -38,6 +39,21 @@ class MotiveCuration(Curation):
         base.update(options)
         return AttributionConfig(**base)
 
+    def _make_toy_queries(self, ctx: TrainContext, folder: Path) -> None:
+        """Generate the toy query set named by `toy_queries` when its folder does not exist yet."""
+        spec = self.options.get("toy_queries")
+        if spec is None or folder.exists():
+            return
+        if not isinstance(spec, dict):
+            raise ConfigError(f"method_options.motive.toy_queries: expected a mapping such as "
+                              f"{{num_clips: 8, seed: 1, motions: [right]}}, got {spec!r}")
+        if ctx.is_main_process:
+            from ..toy import make_dataset
+
+            print(f"{folder} does not exist: generating the toy query clips {spec}", flush=True)
+            make_dataset(folder, **{"partial_motion_rate": 0.0, "id_prefix": "query", "defect_rate": 0.0, **spec})
+        ctx.accelerator.wait_for_everyone()
+
     def select(self, ctx: TrainContext) -> CurationResult:
         path = self.options.get("selection")
         default = ctx.output_dir / "motive" / "selection.json"
@@ -47,6 +63,7 @@ class MotiveCuration(Curation):
             selection = load_selection(path)
         else:
             cfg = self._config(ctx)
+            self._make_toy_queries(ctx, Path(cfg.queries))
             result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))
             ctx.accelerator.wait_for_everyone()
             selection = result if result is not None else load_selection(Path(cfg.out))

@@ -53,6 +53,7 @@ class AttributionConfig:
     mode: str = "filter"
     floor: float = 0.05
     flush_every: int = 8  # clips per feature-store part (a crash loses at most this many)
+    report: bool = True  # write report.md with thumbnails next to selection.json
 
     def feature_config(self, featurizer_description: dict, model_identity: dict) -> dict[str, Any]:
         """Everything that determines a feature vector (the feature store's config hash)."""
@@ -193,13 +194,15 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
 
 def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict | None = None) -> dict[str, Any]:
     """Score queries against the corpus and write `selection.json` (atomic)."""
-    from .selection import majority_vote_selection, prune_negative, reweight, score_matrix
+    from .report import clip_summaries, covariate_arrays, write_curation_report
+    from .selection import majority_vote_selection, prune_negative, reweight, score_matrix, selection_report
     from .store import FeatureStore
 
     out = Path(cfg.out)
     train_ids, train_feats, train_records = FeatureStore(out / "features", store_config, dim=cfg.dim,
                                                          split="train").load()
-    query_ids, query_feats, _ = FeatureStore(out / "features", store_config, dim=cfg.dim, split="query").load()
+    query_ids, query_feats, query_records = FeatureStore(out / "features", store_config, dim=cfg.dim,
+                                                         split="query").load()
     if not len(query_ids):
         raise ConfigError(f"no usable query clips in {cfg.queries}: every query was skipped (see the manifest "
                           f"under {out / 'features'})")
@@ -214,6 +217,7 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
         kept = list(range(len(train_ids)))
     elif cfg.mode == "prune-negative":
         kept = [int(i) for i in prune_negative(scores)]
+    clips = clip_summaries(train_ids, train_records)
     result = {
         "method": "motive",
         "mode": cfg.mode,
@@ -230,12 +234,17 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
         "votes": [int(v) for v in selection.votes],
         "mean_score": [float(s) for s in selection.mean_score],
         "flags": {tid: rec.get("flags", []) for tid, rec in zip(train_ids, train_records) if rec.get("flags")},
+        "report": selection_report(selection, covariate_arrays(train_ids, clips)),
+        "clips": clips,
+        "queries": clip_summaries(query_ids, query_records),
     }
     path = out / SELECTION_FILE
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, path)
     np.save(out / "scores.npy", scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores))
+    if cfg.report:
+        write_curation_report(out)
     return result
 
 

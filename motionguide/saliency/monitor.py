@@ -11,20 +11,24 @@ recomputation and the training RNG streams are untouched.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..attention import AttentionController
 from ..errors import ConfigError
+from ..files import atomic_write_text
 from ..training.callbacks import TrainContext, TrainerCallback, register_monitor
 from .compute import eval_mode, resolve_imap_settings
 from .imap import SaliencyAccumulator
 from .maps import SaliencyMaps
 from .render import heatmap_grid, mask_scores, spatial_entropy
+from ..viz import save_png
 from .words import EOS_WORD, default_caption_words, word_token_positions
 
 __all__ = ["IMAPMonitor", "word_tag"]
@@ -59,6 +63,8 @@ class IMAPMonitor(TrainerCallback):
     on the 0..1000 scale (400). seed: probe noise seed (0). cell: heatmap tile size in pixels (64).
     masks: "toy" reads the training dataset's ground-truth masks (gt/<clip id>.npz, as toy datasets have) for
     pointing game and IoU. masks_fn: the same from code, clip_id -> bool masks [F', H, W] or None.
+    save_images: also write each heatmap grid as `<output_dir>/imap/<word>_step<N>.png` and the scalars to
+    `<output_dir>/imap/history.json` (True), so a report can show the maps without a tracker.
     """
 
     name = "imap"
@@ -66,7 +72,7 @@ class IMAPMonitor(TrainerCallback):
     def __init__(self, every: int = 50, num_probes: int = 4, words: Sequence[str] | None = None,
                  blocks: Any = None, top_k: int | None = None, timestep: float = 400.0, seed: int = 0,
                  probe_ids: Sequence[str] | None = None, cell: int = 64,
-                 masks: str | None = None, masks_fn: Callable[[str], Any] | None = None):
+                 masks: str | None = None, masks_fn: Callable[[str], Any] | None = None, save_images: bool = True):
         where = "method_options.imap"
         for key, value in (("every", every), ("num_probes", num_probes), ("cell", cell)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -84,6 +90,7 @@ class IMAPMonitor(TrainerCallback):
             raise ConfigError(f"{where}.masks: only 'toy' (ground truth next to a toy dataset) is supported, got {masks!r}")
         self.masks_option = masks
         self.masks_fn = masks_fn
+        self.save_images = bool(save_images)
         self.probes: list[_Probe] = []
         self.blocks: list[int] = []
         self.top_k = 0
@@ -197,7 +204,10 @@ class IMAPMonitor(TrainerCallback):
                 values = [v for v in entry[key] if np.isfinite(v)]
                 if values:
                     scalars[f"saliency/{tag}/{key}"] = float(np.mean(values))
-            ctx.log_images(f"saliency/{tag}", heatmap_grid(entry["maps"], self.cell), ctx.step)
+            grid = heatmap_grid(entry["maps"], self.cell)
+            ctx.log_images(f"saliency/{tag}", grid, ctx.step)
+            if self.save_images:
+                save_png(Image.fromarray(grid), ctx.output_dir / "imap" / f"{tag}_step{ctx.step:06d}.png")
         heads = self._selected_heads(results)
         if self.previous_heads is not None:
             scalars["saliency/head_stability"] = _jaccard(heads, self.previous_heads)
@@ -205,6 +215,11 @@ class IMAPMonitor(TrainerCallback):
         ctx.log(scalars, ctx.step)
         self.steps_logged.append(ctx.step)
         self.history.append({"step": ctx.step, **scalars})
+        if self.save_images:
+            atomic_write_text(ctx.output_dir / "imap" / "history.json", json.dumps(
+                {"probes": [{"clip_id": p.clip_id, "caption": p.caption, "words": list(p.positions)} for p in self.probes],
+                 "blocks": self.blocks, "top_k": self.top_k, "timestep": self.timestep, "history": self.history},
+                indent=2))
         del results, per_word
 
     def on_train_end(self, ctx: TrainContext) -> None:

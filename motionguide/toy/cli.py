@@ -35,6 +35,7 @@ def _run_make_dataset(args: argparse.Namespace) -> int:
         holdout=args.holdout_fraction, num_objects=args.objects, fmt=args.formats.split(","),
         overwrite=args.overwrite, progress=not args.no_progress,
         num_frames=args.num_frames, height=args.height, width=args.width, fps=args.fps,
+        motions=args.motions, partial_motion_rate=args.partial_motion_rate, id_prefix=args.id_prefix,
     )
     print(f"wrote {args.num_clips} toy clips to {out}")
     return 0
@@ -59,6 +60,11 @@ def _add_make_dataset(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--motions", type=_name_list, default=None,
+                        help="only these motions, e.g. right (a Motive query set: add --partial-motion-rate 0)")
+    parser.add_argument("--partial-motion-rate", type=float, default=0.2,
+                        help="share of moving objects that start late or stop early")
+    parser.add_argument("--id-prefix", default="clip", help="clip ids are <prefix>_00000, ... (e.g. query)")
     parser.add_argument("--overwrite", action="store_true", help="replace a toy dataset already in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run_make_dataset)
@@ -88,7 +94,8 @@ def _run_train_model(args: argparse.Namespace) -> int:
     from motionguide.toy.model_recipe import train_toy_transformer
 
     train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
-                          seed=args.seed, lr=args.lr, init_from=args.init_from)
+                          seed=args.seed, lr=args.lr, init_from=args.init_from,
+                          object_weight=args.object_weight, device=args.device)
     return 0
 
 
@@ -103,6 +110,9 @@ def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--init-from", help="continue training a saved toy pipeline folder")
+    parser.add_argument("--object-weight", type=float, default=1.0,
+                        help="loss weight of latent pixels covered by an object (motion lives there)")
+    parser.add_argument("--device", default="cpu", help="where the transformer trains, e.g. cuda (same data and draws)")
     parser.set_defaults(func=_run_train_model)
 
 

@@ -163,8 +163,13 @@ def make_dataset(
     height: int = 64,
     width: int = 64,
     fps: int = 8,
+    motions: Sequence[str] | None = None,
+    partial_motion_rate: float = 0.2,
+    id_prefix: str = "clip",
 ) -> Path:
-    """Generate `num_clips` toy clips into `out_dir` and return it. `holdout` is a fraction of
+    """Generate `num_clips` toy clips into `out_dir` and return it. `motions` restricts the motions drawn
+    (e.g. ["right"] with `partial_motion_rate=0` and `id_prefix="query"` gives a Motive query set of clean
+    clips of one target motion). `holdout` is a fraction of
     (color, shape, motion) triples (see heldout_combinations) or an explicit list of them; held-out
     triples never appear in the clips and are listed, with prompts, in dataset.json. Clip i depends only
     on (seed, i) and the defect plan, so the same arguments give the same dataset."""
@@ -187,6 +192,13 @@ def make_dataset(
         held = heldout_combinations(seed, float(holdout))
     else:
         held = sorted({tuple(c) for c in holdout or ()})
+    combinations = None
+    if motions is not None:
+        for motion in motions:
+            check_name("motion", motion, MOTIONS)
+        combinations = [c for c in all_combinations() if c[2] in set(motions)]
+    if not id_prefix.isidentifier():
+        raise ValueError(f"id_prefix must be a plain name such as 'clip' or 'query', got {id_prefix!r}")
     _prepare_out_dir(out_dir, overwrite)
 
     plan = _defect_plan(np.random.default_rng([seed, 0]), num_clips, defect_rate, defects)
@@ -194,10 +206,11 @@ def make_dataset(
     for index in tqdm(range(num_clips), desc="toy clips", unit="clip", disable=not progress):
         rng = np.random.default_rng([seed, 1, index])
         count = num_objects[int(rng.integers(len(num_objects)))]
-        spec = sample_clip_spec(rng, count, defect=plan[index], holdout=held,
-                                num_frames=num_frames, height=height, width=width)
+        spec = sample_clip_spec(rng, count, defect=plan[index], holdout=held, combinations=combinations,
+                                num_frames=num_frames, height=height, width=width,
+                                partial_motion_rate=partial_motion_rate)
         clip = render_clip(spec)
-        clip_id = f"clip_{index:05d}"
+        clip_id = f"{id_prefix}_{index:05d}"
         write_video(out_dir / "videos" / f"{clip_id}.mp4", clip.frames, fps=fps)
         save_ground_truth(out_dir / "gt" / f"{clip_id}.npz", clip)
         rows.append(_metadata_row(clip_id, clip))
@@ -207,6 +220,7 @@ def make_dataset(
         "generator": "motionguide.toy", "version": 1, "num_clips": num_clips, "seed": seed,
         "defect_rate": defect_rate, "defects": list(defects), "num_objects": list(num_objects),
         "formats": list(fmt), "num_frames": num_frames, "height": height, "width": width, "fps": fps,
+        "motions": list(motions) if motions is not None else None, "partial_motion_rate": partial_motion_rate,
         "holdout": [list(c) for c in held], "holdout_prompts": prompts_for_combinations(held),
         "defect_counts": {kind: sum(d == kind for d in plan) for kind in defects},
     }

@@ -91,6 +91,22 @@ def encode_pool(vae, frames: np.ndarray, batch: int = 8) -> torch.Tensor:
     return torch.cat(out)
 
 
+def object_weight_maps(masks: list[np.ndarray], latent_shape: tuple[int, ...], object_weight: float) -> torch.Tensor:
+    """Per-latent-pixel loss weights [N, 1, F', h, w]: `object_weight` where an object is (swept over the pixel
+    frames of each latent frame, one latent pixel of margin), 1 elsewhere. Objects cover a few percent of a
+    frame, and motion lives only there: without the weight the loss barely notices a wrong direction."""
+    import torch.nn.functional as F
+
+    from .truth import latent_masks
+
+    num_latent, h, w = latent_shape[-3:]
+    groups = [range(0, 1)] + [range(4 * k - 3, 4 * k + 1) for k in range(1, num_latent)]
+    maps = torch.from_numpy(np.stack([latent_masks(m.any(axis=1), groups) for m in masks])).float()
+    maps = F.adaptive_max_pool2d(maps, (h, w))
+    maps = F.max_pool2d(maps, 3, stride=1, padding=1)
+    return (1.0 + (object_weight - 1.0) * maps).unsqueeze(1)
+
+
 def sample_sigmas(batch: int, generator: torch.Generator, shift: float = SCHEDULER_SHIFT) -> torch.Tensor:
     """Logit-normal noise levels, shifted towards noise as the sampler's schedule is."""
     s = torch.sigmoid(torch.randn(batch, generator=generator))
@@ -126,12 +142,15 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
                           batch: int = 24, pool_clips: int = 1500, holdout_fraction: float = 0.25, seed: int = 0,
                           lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.998,
                           checkpoint_every: int = 200, init_from: str | os.PathLike | None = None,
-                          log=print) -> dict:
+                          object_weight: float = 1.0, device: str = "cpu", log=print) -> dict:
     """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline.
 
     A checkpoint is written every `checkpoint_every` steps under `out_dir/checkpoint/`; rerunning the same
     command resumes from it (same data pool, same seed; the optimizer moments restart). `init_from`: continue
     training a saved toy pipeline (its transformer starts both the model and its EMA; same holdout seed).
+    `object_weight`: loss weight of latent pixels an object covers (see `object_weight_maps`).
+    `device`: where the transformer trains ("cuda" on a GPU machine); the data, random draws and saved
+    files are the same on every device.
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -145,13 +164,18 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     tokenizer, text_encoder = build_text_components(seed)
     held = heldout_combinations(seed, holdout_fraction)
     rng = np.random.default_rng(seed)
-    frames, captions = [], []
+    frames, captions, masks = [], [], []
     for _ in tqdm(range(pool_clips), desc="rendering training clips", leave=False):
         spec = sample_clip_spec(rng, num_objects=1, holdout=held)
         clip = render_clip(spec)
         frames.append(clip.frames)
         captions.append(clip.caption)
-    latents = encode_pool(vae, np.stack(frames))
+        masks.append(clip.masks)
+    vae.to(device)
+    latents = encode_pool(vae, np.stack(frames)).to(device)
+    vae.to("cpu")
+    weights = object_weight_maps(masks, tuple(latents.shape), object_weight).to(device)
+    del masks
     torch.manual_seed(seed)
     if init_from:
         transformer = WanTransformer3DModel.from_pretrained(Path(init_from) / "transformer").train()
@@ -162,8 +186,10 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     with torch.no_grad():
         table = pipe.encode_prompt(unique, do_classifier_free_guidance=False,
                                    max_sequence_length=MAX_SEQUENCE_LENGTH, device="cpu")[0]
+    table = table.to(device)
     caption_index = torch.tensor([unique.index(c) for c in captions])
     empty = len(unique) - 1
+    transformer.to(device)
     ema = copy.deepcopy(transformer).eval().requires_grad_(False)
     opt = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -179,15 +205,16 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     bar = tqdm(range(first_step, steps), desc="toy transformer", initial=first_step, total=steps)
     for step in bar:
         idx = torch.randint(0, len(latents), (batch,), generator=g)
-        x0 = latents[idx]
+        x0 = latents[idx.to(device)]
         text_idx = caption_index[idx].clone()
         text_idx[torch.rand(batch, generator=g) < caption_dropout] = empty
-        noise = torch.randn(x0.shape, generator=g)
-        sigma = sample_sigmas(batch, g).view(-1, 1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        sigma = sample_sigmas(batch, g).view(-1, 1, 1, 1, 1).to(device)
         xt = (1 - sigma) * x0 + sigma * noise
-        pred = transformer(hidden_states=xt, timestep=sigma.flatten() * 1000, encoder_hidden_states=table[text_idx],
+        pred = transformer(hidden_states=xt, timestep=sigma.flatten() * 1000, encoder_hidden_states=table[text_idx.to(device)],
                            return_dict=False)[0]
-        loss = (pred.float() - (noise - x0)).square().mean()
+        weight = weights[idx.to(device)]
+        loss = ((pred.float() - (noise - x0)).square() * weight).mean() / weight.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"toy transformer loss became {loss.item()} at step {step}; lower --lr")
         loss.backward()
@@ -196,20 +223,19 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
         opt.zero_grad(set_to_none=True)
         sched.step()
         with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), transformer.parameters()):
-                p_ema.lerp_(p, 1 - ema_decay)
+            torch._foreach_lerp_(list(ema.parameters()), list(transformer.parameters()), 1 - ema_decay)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             history.append({"step": step, "loss": loss.item(), "minutes": (time.time() - start) / 60})
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             _save_checkpoint(ckpt_dir, step + 1, transformer, ema, history)
-    final = build_pipeline(vae, ema, tokenizer, text_encoder)
+    final = build_pipeline(vae, ema.to("cpu"), tokenizer, text_encoder)
     final.save_pretrained(out_dir, safe_serialization=True)
     report = {"transformer_config": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_TRANSFORMER_CONFIG.items()},
               "text_config": TOY_TEXT_CONFIG, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-              "pool_clips": pool_clips, "heldout_combinations": [list(c) for c in held],
+              "pool_clips": pool_clips, "object_weight": object_weight, "heldout_combinations": [list(c) for c in held],
               "caption_dropout": caption_dropout, "ema_decay": ema_decay, "max_sequence_length": MAX_SEQUENCE_LENGTH,
-              "init_from": str(init_from) if init_from else None,
+              "init_from": str(init_from) if init_from else None, "device": device,
               "previous": (json.loads((Path(init_from) / "training_report.json").read_text())
                            if init_from and (Path(init_from) / "training_report.json").is_file() else None),
               "train_minutes": (time.time() - start) / 60, "loss_history": history,
