@@ -52,6 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `motionguide` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="motionguide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns its exit code, 2 with a one-line message on a user error."""
     from .errors import MotionGuideError
 
     args = build_parser().parse_args(argv)

@@ -25,8 +25,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically; returns the path."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -13,6 +13,7 @@ TEST_WORDS = "a red green blue yellow circle square triangle moves left right up
 
 def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
                          text_dim: int = 32):
+    """A seeded, tiny random `WanTransformer3DModel` in eval mode."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -34,6 +35,7 @@ def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, hea
 
 def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: int = 2, heads: int = 4,
                                head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16):
+    """A seeded, tiny random `CogVideoXTransformer3DModel` in eval mode (3D RoPE if `rotary`)."""
     from diffusers import CogVideoXTransformer3DModel
 
     head_dim = head_dim or (16 if rotary else 8)  # 3D RoPE splits the head dim 2:3:3, so it needs 16
@@ -57,6 +59,7 @@ def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: 
 
 
 def tiny_umt5(vocab_size: int, d_model: int = 32, seed: int = 0):
+    """A seeded, tiny random `UMT5EncoderModel` (Wan's text encoder) in eval mode."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
@@ -66,6 +69,7 @@ def tiny_umt5(vocab_size: int, d_model: int = 32, seed: int = 0):
 
 
 def tiny_t5(vocab_size: int, d_model: int = 32, seed: int = 0):
+    """A seeded, tiny random `T5EncoderModel` (CogVideoX's text encoder) in eval mode."""
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)

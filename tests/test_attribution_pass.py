@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from motionguide.attribution.run import AttributionConfig, run_attribution
 from motionguide.testing import tiny_wan_pipeline
@@ -84,6 +85,25 @@ def test_report_holds_the_selection_covariates_and_thumbnails(workspace, single)
         assert (out / f"report_top_bottom_q{q}.png").is_file()
     top = int(np.argmax(np.load(out / "scores.npy")[0]))
     assert f"top `{saved['train_ids'][top]}`" in text
+
+
+def test_curated_dataset_wraps_a_users_dataset(workspace, single):
+    from motionguide.attribution import CuratedDataset
+    from motionguide.errors import ConfigError
+
+    saved = json.loads((workspace / "single" / "selection.json").read_text())
+    ids = sorted(saved["train_ids"], reverse=True)  # the user's own order
+    users = [f"item for {clip_id}" for clip_id in ids]
+    curated = CuratedDataset(users, workspace / "single", ids=ids)
+    assert len(curated) == 2 and sorted(curated[i] for i in range(2)) == sorted(
+        f"item for {clip_id}" for clip_id in saved["selected_ids"])
+    assert len(list(curated.sampler(num_samples=5))) == 5
+    reweighted = CuratedDataset(users, {**saved, "selected_ids": saved["train_ids"],
+                                        "weights": [1.0] + [0.0] * (len(ids) - 1)}, ids=ids)
+    drawn = {reweighted[i] for i in reweighted.sampler(num_samples=20, generator=torch.Generator().manual_seed(0))}
+    assert drawn == {f"item for {saved['train_ids'][0]}"}
+    with pytest.raises(ConfigError, match="shares no clip id"):
+        CuratedDataset(["x"], workspace / "single", ids=["unknown"])
 
 
 @pytest.mark.slow

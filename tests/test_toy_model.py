@@ -36,3 +36,27 @@ def test_toy_model_generates_the_prompted_object():
     video = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     result = toy_prompt_adherence(video, "a red circle moves right", token_px=8)[0]
     assert result.presence >= 0.8  # the red object is there in (almost) every frame
+
+
+def test_caption_edits():
+    from motionguide.toy.diagnostics import edit_caption
+
+    assert edit_caption("a red circle moves up-left quickly", "motion swapped") == "a red circle moves down-right quickly"
+    assert edit_caption("a yellow square moves left", "colour swapped") != "a yellow square moves left"
+    assert edit_caption("a red circle moves left", "empty caption") == ""
+
+
+def test_caption_sensitivity_shows_the_model_reads_colour_from_text():
+    """The diagnostic's own ground truth: a wrong colour word costs the shipped model loss (it learned colour),
+    and every edit is scored on the same clips and noise (so the true caption is scored twice identically)."""
+    from diffusers import WanPipeline
+
+    from motionguide.toy.diagnostics import caption_sensitivity
+
+    pipe = WanPipeline.from_pretrained(MODEL)
+    result = caption_sensitivity(pipe, num_clips=6, sigmas=(0.8,))
+    loss = {edit: values[0] for edit, values in result["loss"].items()}
+    assert result["clips"] == 6 and set(loss) == {"true caption", "motion swapped", "colour swapped", "empty caption"}
+    assert loss["colour swapped"] > loss["true caption"] * 1.2
+    again = caption_sensitivity(pipe, num_clips=6, sigmas=(0.8,))
+    assert again["loss"]["true caption"] == result["loss"]["true caption"]

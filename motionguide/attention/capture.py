@@ -49,22 +49,27 @@ class AttentionCapture:
 
     @property
     def grid(self) -> TokenGrid:
+        """Token grid of the transformer forward this call belongs to."""
         return self.info.grid
 
     def video_query(self) -> torch.Tensor:
+        """Queries of the video tokens only (the leading text tokens dropped in joint attention)."""
         return self.query[:, :, self.text_len :] if self.attention == "joint" else self.query
 
     def video_key(self) -> torch.Tensor | None:
+        """Keys of the video tokens; None for text cross-attention, whose keys are all text."""
         if self.attention == "text":
             return None
         return self.key[:, :, self.text_len :] if self.attention == "joint" else self.key
 
     def text_key(self) -> torch.Tensor | None:
+        """Keys of the text tokens; None for video self-attention, which has none."""
         if self.attention == "self":
             return None
         return self.key[:, :, : self.text_len] if self.attention == "joint" else self.key
 
     def video_output(self) -> torch.Tensor:
+        """Pre-`to_out` outputs of the video tokens only."""
         return self.output[:, :, self.text_len :] if self.attention == "joint" else self.output
 
 

@@ -36,6 +36,8 @@ _ids = itertools.count(1)
 
 @dataclass
 class FrameLocalConfig:
+    """Options of one frame-local scope: softmax renormalised over the allowed keys (True) or not."""
+
     renormalize: bool = True
 
 
@@ -88,6 +90,7 @@ class CallPlan:
 
 class _NoState(BaseState):
     def reset(self, *args, **kwargs) -> None:
+        """Nothing to reset: the hook keeps no per-context state."""
         pass
 
 
@@ -102,12 +105,14 @@ class _ForwardInfoHook(ModelHook):
         self.state_manager = StateManager(_NoState)
 
     def pre_forward(self, module, *args, **kwargs):
+        """Record the token grid and cache context for this forward; pass the inputs through unchanged."""
         hidden_states = args[0] if args else kwargs["hidden_states"]
         context = self.state_manager._context
         self.controller._begin_forward(hidden_states, kwargs, context)
         return args, kwargs
 
     def reset_state(self, module):
+        """Nothing to reset: per-forward info lives on the controller."""
         return module
 
 
@@ -177,6 +182,7 @@ class AttentionController:
 
     @property
     def is_installed(self) -> bool:
+        """Whether any instrumented processor is in place right now."""
         return bool(self._states)
 
     # ------------------------------------------------------------------ installation

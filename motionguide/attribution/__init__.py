@@ -1,6 +1,7 @@
 """Motive: motion-aware gradient attribution for curating fine-tuning clips (see reference/motive.md)."""
 
 from .curation import MotiveCuration  # registers --curation motive
+from .dataset import CuratedDataset
 from .featurizer import CommonRandomness, FeatureResult, GradientFeaturizer, motion_weighted_loss, select_parameters
 from .report import write_curation_report
 from .run import AttributionConfig, load_selection, run_attribution, select_from_store
@@ -27,6 +28,7 @@ from .store import FeatureStore, StoreMismatchError, config_hash, read_merged
 
 __all__ = [
     "MotiveCuration",
+    "CuratedDataset",
     "CommonRandomness",
     "FeatureResult",
     "GradientFeaturizer",

@@ -24,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_curate_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register the `curate` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser("curate", help="Motive: score fine-tuning clips by motion-weighted gradient "
                               "influence on query clips and select the top fraction")
     p.add_argument("--model", required=True, help="pipeline folder or hub id (the base you will fine-tune)")

@@ -18,6 +18,8 @@ from .run import AttributionConfig, load_selection, run_attribution
 
 @register_curation("motive")
 class MotiveCuration(Curation):
+    """The `motive` curation: keeps (or reweights) the clips a Motive selection picked."""
+
     name = "motive"
 
     def _config(self, ctx: TrainContext) -> AttributionConfig:
@@ -55,6 +57,7 @@ class MotiveCuration(Curation):
         ctx.accelerator.wait_for_everyone()
 
     def select(self, ctx: TrainContext) -> CurationResult:
+        """Load (or compute) the Motive selection and map its clip ids onto this dataset's indices and weights."""
         path = self.options.get("selection")
         default = ctx.output_dir / "motive" / "selection.json"
         if path is None and default.is_file():

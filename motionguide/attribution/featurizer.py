@@ -45,6 +45,7 @@ class CommonRandomness:
         return self._cache[key]
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able description of the timestep, seed and noise rule."""
         return {"timestep": self.timestep, "seed": self.seed, "noise_rule": "sha256(seed, shape) -> torch.randn"}
 
     def fingerprint(self, shape: Sequence[int]) -> str:
@@ -55,6 +56,7 @@ class CommonRandomness:
         return h.hexdigest()[:16]
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write `describe()` as JSON to `path` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -64,6 +66,7 @@ class CommonRandomness:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CommonRandomness":
+        """The randomness saved by `save` (timestep and seed)."""
         data = json.loads(Path(path).read_text())
         return cls(timestep=float(data["timestep"]), seed=int(data["seed"]))
 
@@ -108,6 +111,8 @@ def select_parameters(transformer: torch.nn.Module, scope: str = "all",
 
 @dataclass
 class FeatureResult:
+    """One clip's projected gradient feature, its loss, gradient norm, flags and any skip reason."""
+
     feature: torch.Tensor | None  # [dim] l2-normalised, zeros for a zero gradient, None when skipped
     loss: float
     grad_norm: float
@@ -129,6 +134,7 @@ class GradientFeaturizer:
         self.timestep = torch.tensor([float(randomness.timestep)])
 
     def describe(self) -> dict[str, Any]:
+        """JSON-able description of the parameter scope, projector, randomness and model family."""
         return {"scope": self.scope, "num_parameters": int(sum(self.sizes)), "num_tensors": len(self.sizes),
                 "projector": self.projector.describe(), "randomness": self.randomness.describe(),
                 "family": self.backbone.family}

@@ -156,6 +156,7 @@ class _StateCache:
         self._store: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def get(self, key: tuple, device: torch.device, make: Callable[[], tuple[torch.Tensor, ...]]):
+        """The state for `key` on `device`, made with `make()` when absent and kept if the budget allows."""
         full_key = (key, str(device))
         state = self._store.get(full_key)
         if state is None:
@@ -268,6 +269,7 @@ class _StreamingProjector(Projector):
         self._cache = _StateCache(cache_bytes)
 
     def project_parameter(self, param_index: int, flat_grad: torch.Tensor) -> torch.Tensor:
+        """Sum of the chunk sketches of one parameter's flat gradient ([dim] or [B, dim])."""
         if not 0 <= param_index < len(self.sizes):
             raise IndexError(f"param_index {param_index} out of range: this projector was built for "
                              f"{len(self.sizes)} parameters")
@@ -283,6 +285,7 @@ class _StreamingProjector(Projector):
         return out[0] if single else out
 
     def project_full(self, flat: torch.Tensor) -> torch.Tensor:
+        """Split the flat gradient by parameter sizes and sum the per-parameter contributions."""
         x, single = _as_batch(flat, "flat")
         if x.shape[1] != self.total_size:
             raise ValueError(f"flat gradient has {x.shape[1]} elements, the projector's sizes sum to "
@@ -491,6 +494,7 @@ class FastfoodGlobal(Projector):
         return signs, perm, gauss, row_scale
 
     def project_full(self, flat: torch.Tensor) -> torch.Tensor:
+        """One Fastfood transform of the whole flat gradient, generating the state on first use per device."""
         x, single = _as_batch(flat, "flat")
         if x.shape[1] != self.total_size:
             raise ValueError(f"flat gradient has {x.shape[1]} elements, this projector was built for "

@@ -27,6 +27,8 @@ MODES = ("filter", "reweight", "prune-negative")
 
 @dataclass
 class AttributionConfig:
+    """Settings of one Motive attribution pass: model, data, queries, masking, projection and selection."""
+
     model: str
     data: str
     queries: str
@@ -249,6 +251,7 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
 
 
 def load_selection(path: str | os.PathLike) -> dict[str, Any]:
+    """The Motive `selection.json` at `path` (the file or its folder)."""
     path = Path(path)
     if path.is_dir():
         path = path / SELECTION_FILE

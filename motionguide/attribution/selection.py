@@ -108,6 +108,7 @@ class Selection:
 
     @property
     def k(self) -> int:
+        """Number of clips kept."""
         return int(self.indices.size)
 
     def to_dict(self) -> dict:

@@ -26,13 +26,16 @@ class TokenGrid:
 
     @property
     def tokens_per_frame(self) -> int:
+        """Tokens in one latent frame (height x width)."""
         return self.height * self.width
 
     @property
     def num_tokens(self) -> int:
+        """Tokens in the whole clip (frames x height x width)."""
         return self.frames * self.height * self.width
 
     def as_tuple(self) -> tuple[int, int, int]:
+        """The grid as (frames, height, width)."""
         return (self.frames, self.height, self.width)
 
 
@@ -77,6 +80,7 @@ class VideoBackbone(ABC):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pipeline(cls, pipeline: Any) -> "VideoBackbone":
+        """Adapter over a loaded pipeline's transformer, VAE, text encoder, tokenizer and scheduler."""
         return cls(
             pipeline.transformer,
             vae=getattr(pipeline, "vae", None),
@@ -89,6 +93,7 @@ class VideoBackbone(ABC):
     # ------------------------------------------------------------------ architecture
     @property
     def config(self) -> Any:
+        """The transformer's diffusers config."""
         return self.transformer.config
 
     @property
@@ -98,14 +103,17 @@ class VideoBackbone(ABC):
 
     @property
     def num_blocks(self) -> int:
+        """Number of transformer blocks."""
         return len(self.blocks)
 
     @property
     def num_heads(self) -> int:
+        """Attention heads per block."""
         return int(self.config.num_attention_heads)
 
     @property
     def head_dim(self) -> int:
+        """Channels per attention head."""
         return int(self.config.attention_head_dim)
 
     @property
@@ -115,10 +123,12 @@ class VideoBackbone(ABC):
 
     @property
     def vae_scale_spatial(self) -> int:
+        """Pixels per latent cell along height and width."""
         return self.default_vae_scale_spatial
 
     @property
     def vae_scale_temporal(self) -> int:
+        """Pixel frames per latent frame (after the first) under the causal VAE."""
         return self.default_vae_scale_temporal
 
     @property
@@ -127,6 +137,7 @@ class VideoBackbone(ABC):
         return self.vae_scale_spatial * self.patch_size[1]
 
     def check_block(self, index: int) -> int:
+        """Block `index` (negative counts from the end) as a non-negative index; IndexError if out of range."""
         if not -self.num_blocks <= index < self.num_blocks:
             raise IndexError(
                 f"block {index} is out of range for {type(self.transformer).__name__} with "
@@ -172,6 +183,7 @@ class VideoBackbone(ABC):
         """Token grid of a latent tensor shape in the transformer's layout (batch axis included)."""
 
     def token_grid_for_video(self, num_frames: int, height: int, width: int) -> TokenGrid:
+        """Token grid (F', H', W') of a clip of this many pixel frames and this size after patching."""
         f, h, w = self.latent_shape(num_frames, height, width)
         pt, ph, pw = self.patch_size
         return TokenGrid(f // pt, h // ph, w // pw)
@@ -226,6 +238,7 @@ class VideoBackbone(ABC):
     # ------------------------------------------------------------------ text
     @property
     def pipeline_class(self) -> type:
+        """The stock diffusers pipeline class of this family."""
         raise NotImplementedError
 
     def pipeline(self) -> Any:

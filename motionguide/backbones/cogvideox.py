@@ -25,34 +25,41 @@ class CogVideoXBackbone(VideoBackbone):
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
+        """The transformer's `transformer_blocks`."""
         return self.transformer.transformer_blocks
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
+        """(time, height, width) patch; time is 1 when the config sets no `patch_size_t`."""
         p = int(self.config.patch_size)
         pt = self.config.patch_size_t
         return (int(pt) if pt else 1), p, p
 
     @property
     def vae_scale_spatial(self) -> int:
+        """2 ** (VAE down-sampling stages) when a VAE is attached, else the default."""
         if self.vae is not None:
             return 2 ** (len(self.vae.config.block_out_channels) - 1)
         return self.default_vae_scale_spatial
 
     @property
     def vae_scale_temporal(self) -> int:
+        """The VAE's `temporal_compression_ratio` when a VAE is attached, else the default."""
         if self.vae is not None:
             return int(self.vae.config.temporal_compression_ratio)
         return self.default_vae_scale_temporal
 
     def video_self_attention(self, index: int) -> torch.nn.Module:
+        """The joint `attn1` of block `index`."""
         return self.blocks[self.check_block(index)].attn1
 
     def text_attention(self, index: int) -> torch.nn.Module:
+        """The joint `attn1` of block `index` (text and video share one attention)."""
         # Joint attention: the same module holds the video x text block of the attention.
         return self.blocks[self.check_block(index)].attn1
 
     def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
+        """Token grid of a [B, F, C, H, W] latent shape after patching."""
         if len(latent_shape) != 5:
             raise ValueError(f"CogVideoX latents are [B, F, C, H, W]; got shape {tuple(latent_shape)}")
         _, f, _, h, w = latent_shape
@@ -66,15 +73,19 @@ class CogVideoXBackbone(VideoBackbone):
         return float(self.vae.config.scaling_factor)
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scale by the VAE's `scaling_factor`."""
         return latents * self._scaling_factor
 
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Divide by the VAE's `scaling_factor`."""
         return latents / self._scaling_factor
 
     def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """[B, C, F, H, W] -> [B, F, C, H, W]."""
         return latents.permute(0, 2, 1, 3, 4)
 
     def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """[B, F, C, H, W] -> [B, C, F, H, W]."""
         return latents.permute(0, 2, 1, 3, 4)
 
     def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,10 +97,12 @@ class CogVideoXBackbone(VideoBackbone):
         return ac.sqrt(), (1.0 - ac).sqrt()
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """sqrt(a) x0 + sqrt(1 - a) eps with a the scheduler's `alphas_cumprod` at each timestep."""
         a, s = self._alphas(timesteps, latents)
         return (a * latents.float() + s * noise.float()).to(latents.dtype)
 
     def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The v target: sqrt(a) eps - sqrt(1 - a) x0."""
         a, s = self._alphas(timesteps, latents)
         return (a * noise.float() - s * latents.float()).to(latents.dtype)
 
@@ -102,6 +115,7 @@ class CogVideoXBackbone(VideoBackbone):
         return self.pipeline()._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device)
 
     def predict(self, latents, timesteps, prompt_embeds, model=None):
+        """Call the transformer in [B, F, C, H, W] layout with integer timesteps and RoPE if the model uses it."""
         model = model if model is not None else self.transformer
         out = model(hidden_states=self.to_transformer_layout(latents), encoder_hidden_states=prompt_embeds,
                     timestep=timesteps.long() if timesteps.is_floating_point() else timesteps,
@@ -110,6 +124,7 @@ class CogVideoXBackbone(VideoBackbone):
 
     @property
     def pipeline_class(self) -> type:
+        """`diffusers.CogVideoXPipeline`."""
         from diffusers import CogVideoXPipeline
 
         return CogVideoXPipeline

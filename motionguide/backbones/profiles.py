@@ -62,6 +62,8 @@ class SaliencyProfile:
 
 @dataclass
 class LayerProfile:
+    """Per-model layer choices: tracking, guidance and IMAP sections, with the architecture they fit."""
+
     name: str
     family: str
     num_blocks: int
@@ -75,6 +77,7 @@ class LayerProfile:
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict for YAML: the guidance window as a list, absent sections left out."""
         out = dataclasses.asdict(self)
         if self.guidance is not None:
             out["guidance"]["window"] = list(self.guidance.window)
@@ -91,6 +94,7 @@ class LayerProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerProfile":
+        """Read and validate a profile YAML; ConfigError if missing, malformed or invalid."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: layer profile not found")
@@ -102,6 +106,7 @@ class LayerProfile:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "<profile>") -> "LayerProfile":
+        """Validate a parsed mapping into a profile; `where` names the source in errors."""
         return _parse_profile(data, where)
 
     # ------------------------------------------------------------------ checks

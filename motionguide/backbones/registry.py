@@ -23,6 +23,7 @@ def register_backbone(adapter: type[VideoBackbone]) -> type[VideoBackbone]:
 
 
 def supported_families() -> dict[str, tuple[str, ...]]:
+    """Each registered family with the transformer class names its adapter handles."""
     return {a.family: a.transformer_class_names for a in _ADAPTERS}
 
 

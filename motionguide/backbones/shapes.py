@@ -13,6 +13,8 @@ from .base import VideoBackbone
 
 @dataclass
 class AttentionFootprint:
+    """Token counts and memory figures of one model at one video size (one row of `motionguide shapes`)."""
+
     model: str
     video: str  # "FxHxW" in pixels
     token_grid: tuple[int, int, int]
@@ -28,11 +30,13 @@ class AttentionFootprint:
     qk_capture_bytes_per_head: int  # q and k of one head for the whole clip (the most a consumer may hold)
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (for JSON output)."""
         return asdict(self)
 
 
 def attention_footprint(backbone: VideoBackbone, num_frames: int, height: int, width: int, name: str = "",
                         dtype_bytes: int = 2) -> AttentionFootprint:
+    """Token grid, sequence length and attention memory figures of `backbone` at one video size."""
     grid = backbone.token_grid_for_video(num_frames, height, width)
     text = int(getattr(backbone.config, "max_text_seq_length", 0)) if backbone.text_layout == "joint_first" else 0
     seq = grid.num_tokens + text

@@ -25,32 +25,39 @@ class WanBackbone(VideoBackbone):
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
+        """The transformer's `blocks`."""
         return self.transformer.blocks
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
+        """The config's (time, height, width) patch size."""
         p = self.config.patch_size
         return int(p[0]), int(p[1]), int(p[2])
 
     @property
     def vae_scale_spatial(self) -> int:
+        """The VAE's `scale_factor_spatial` when a VAE is attached, else the default."""
         if self.vae is not None:
             return int(self.vae.config.scale_factor_spatial)
         return self.default_vae_scale_spatial
 
     @property
     def vae_scale_temporal(self) -> int:
+        """The VAE's `scale_factor_temporal` when a VAE is attached, else the default."""
         if self.vae is not None:
             return int(self.vae.config.scale_factor_temporal)
         return self.default_vae_scale_temporal
 
     def video_self_attention(self, index: int) -> torch.nn.Module:
+        """The self-attention `attn1` of block `index`."""
         return self.blocks[self.check_block(index)].attn1
 
     def text_attention(self, index: int) -> torch.nn.Module:
+        """The cross-attention `attn2` of block `index`."""
         return self.blocks[self.check_block(index)].attn2
 
     def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
+        """Token grid of a [B, C, F, H, W] latent shape after patching."""
         if len(latent_shape) != 5:
             raise ValueError(f"Wan latents are [B, C, F, H, W]; got shape {tuple(latent_shape)}")
         _, _, f, h, w = latent_shape
@@ -67,17 +74,21 @@ class WanBackbone(VideoBackbone):
         return mean.to(latents.device, latents.dtype), std.to(latents.device, latents.dtype)
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(latents - latents_mean) / latents_std, per channel, from the VAE config."""
         mean, std = self._latent_stats(latents)
         return (latents - mean) / std
 
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents * latents_std + latents_mean, per channel, from the VAE config."""
         mean, std = self._latent_stats(latents)
         return latents * std + mean
 
     def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unchanged: Wan consumes the VAE layout [B, C, F, H, W]."""
         return latents
 
     def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unchanged: Wan outputs the VAE layout [B, C, F, H, W]."""
         return latents
 
     @staticmethod
@@ -86,19 +97,23 @@ class WanBackbone(VideoBackbone):
         return sigma.view(-1, *([1] * (like.ndim - 1)))
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """(1 - s) x0 + s eps with s = t / 1000."""
         sigma = self._sigma(timesteps, latents)
         return ((1.0 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
 
     def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The flow velocity eps - x0."""
         return noise - latents
 
     def predict(self, latents, timesteps, prompt_embeds, model=None):
+        """Call the transformer on VAE-layout latents (Wan needs no layout change)."""
         model = model if model is not None else self.transformer
         return model(hidden_states=latents, timestep=timesteps, encoder_hidden_states=prompt_embeds,
                      return_dict=False)[0]
 
     @property
     def pipeline_class(self) -> type:
+        """`diffusers.WanPipeline`."""
         from diffusers import WanPipeline
 
         return WanPipeline

@@ -40,6 +40,7 @@ class AnalysisClip:
     video_path: Path | None = None
 
     def read_frames(self) -> np.ndarray:
+        """The clip's uint8 frames [F, H, W, 3]: the held ones, else read from `video_path`."""
         if self.frames is not None:
             return self.frames
         if self.video_path is None:

@@ -70,21 +70,26 @@ class AnalysisResult:
 
     @property
     def accuracy(self) -> np.ndarray:
+        """Raw tracking accuracy table [blocks x steps]."""
         return self.tables["accuracy"]
 
     @property
     def confidence(self) -> np.ndarray:
+        """Raw cross-frame confidence table [blocks x steps]."""
         return self.tables["confidence"]
 
     @property
     def attention(self) -> np.ndarray:
+        """Raw cross-frame attention table [blocks x steps]."""
         return self.tables["attention"]
 
     @property
     def hm(self) -> np.ndarray:
+        """Harmonic mean of the normalised accuracy, confidence and attention tables."""
         return harmonic_mean(self.accuracy, self.confidence, self.attention)
 
     def normalised(self) -> dict[str, np.ndarray]:
+        """Min-max normalised copy of each of the three metric tables."""
         return {name: minmax_normalise(self.tables[name]) for name in METRICS}
 
     # ------------------------------------------------------------------ selection rules
@@ -174,6 +179,7 @@ class AnalysisResult:
         }
 
     def save_json(self, path: str | os.PathLike) -> Path:
+        """Write `to_dict()` as JSON to `path` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -183,6 +189,7 @@ class AnalysisResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AnalysisResult":
+        """Rebuild a result from `to_dict()` output (null cells back to NaN)."""
         tables = {name: np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
                   for name, rows in data["tables"].items()}
         return cls(blocks=list(data["blocks"]), steps=list(data["steps"]),

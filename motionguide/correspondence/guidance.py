@@ -69,18 +69,22 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
 
     @property
     def config(self) -> Any:
+        """The wrapped transformer's config."""
         return self.inner.config
 
     @property
     def dtype(self) -> torch.dtype:
+        """The wrapped transformer's dtype."""
         return self.inner.dtype
 
     @property
     def device(self) -> torch.device:
+        """The wrapped transformer's device."""
         return self.inner.device
 
     @contextmanager
     def cache_context(self, name: str, **kwargs: Any) -> Iterator[None]:
+        """Enter the wrapped transformer's cache context and remember its name and step info for `forward`."""
         previous = self._context
         self._context = (name, kwargs)
         try:
@@ -132,6 +136,7 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         return int(step), int(total)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the real transformer; inside the window, guide its conditional rows with a frame-local pass."""
         if args:
             kwargs = {**dict(zip(self._parameter_names, args)), **kwargs}
         output = self.inner(**kwargs)

@@ -98,6 +98,7 @@ class CorrespondenceGuidance(BaseGuidance):
 
     @property
     def num_conditions(self) -> int:
+        """Branches this step runs: conditional, plus unconditional and perturbed when enabled."""
         return 1 + int(self._is_cfg_enabled()) + int(self._is_cag_enabled())
 
     def _branches(self) -> list[tuple[int, str]]:
@@ -115,14 +116,17 @@ class CorrespondenceGuidance(BaseGuidance):
 
     @property
     def is_conditional(self) -> bool:
+        """Whether the branch being prepared uses the conditional inputs (plain or perturbed)."""
         return self._count_prepared == 1 or self._in_perturbed_branch
 
     # ------------------------------------------------------------------ inputs
     def prepare_inputs(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list["BlockState"]:
+        """One batch per branch this step runs, in run order."""
         return [self._prepare_batch(data, index, name) for index, name in self._branches()]
 
     def prepare_inputs_from_block_state(self, data: "BlockState",
                                         input_fields: dict[str, str | tuple[str, str]]) -> list["BlockState"]:
+        """One batch per branch this step runs, read from the block state's input fields."""
         return [self._prepare_batch_from_block_state(input_fields, data, index, name)
                 for index, name in self._branches()]
 
@@ -135,6 +139,7 @@ class CorrespondenceGuidance(BaseGuidance):
         return controller
 
     def prepare_models(self, denoiser: torch.nn.Module) -> None:
+        """Count the branch; for the perturbed one, make the guidance blocks frame-local until cleanup."""
         self._count_prepared += 1
         if self._in_perturbed_branch:
             controller = self._controller(denoiser)
@@ -144,6 +149,7 @@ class CorrespondenceGuidance(BaseGuidance):
             self._frame_local = scope
 
     def cleanup_models(self, denoiser: torch.nn.Module) -> None:
+        """Leave an open frame-local scope, putting the stock processors back."""
         if self._frame_local is not None:
             scope, self._frame_local = self._frame_local, None
             scope.__exit__(None, None, None)
@@ -151,6 +157,7 @@ class CorrespondenceGuidance(BaseGuidance):
     # ------------------------------------------------------------------ combination
     def forward(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None = None,
                 pred_cond_perturbed: torch.Tensor | None = None) -> GuiderOutput:
+        """Combine the branch predictions with CFG and correspondence guidance, then optional rescale."""
         pred = cag_combine(
             pred_cond,
             pred_uncond if self._is_cfg_enabled() else None,

@@ -137,6 +137,7 @@ class CorrespondenceAccumulator:
 
     # ------------------------------------------------------------------ consuming captures
     def reset(self) -> None:
+        """Drop every accepted capture and the grid, ready for another video."""
         self._queries: list[torch.Tensor] = []  # each [B, H, S, D] (or [B, S, C] features)
         self._keys: list[torch.Tensor] = []
         self._cat: tuple[torch.Tensor, torch.Tensor | None] | None = None

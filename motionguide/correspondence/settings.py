@@ -21,6 +21,8 @@ from .profiles import resolve_profile
 
 @dataclass(frozen=True)
 class CAGSettings:
+    """Resolved correspondence-guidance settings: scale, frame-local blocks, step window, renormalisation."""
+
     scale: float
     blocks: tuple[int, ...]
     window: tuple[float, float] = (0.0, 1.0)

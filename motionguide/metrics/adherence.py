@@ -34,6 +34,8 @@ def parse_toy_caption(caption: str) -> list[CaptionObject]:
 
 @dataclass
 class ObjectDetection:
+    """The largest blob of one colour in a frame: centroid, area, mask and bounding box."""
+
     centroid: tuple[float, float]   # (x, y), pixel centres at integers
     area: int                       # pixels
     mask: np.ndarray                # bool [H, W], the largest matching connected component
@@ -99,6 +101,7 @@ class ObjectAdherence:
 
     @property
     def distance_px(self) -> float:
+        """Length of the net displacement in pixels."""
         return float(math.hypot(*self.net_displacement))
 
 

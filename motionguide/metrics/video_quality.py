@@ -18,6 +18,8 @@ __all__ = ["DynamicDegree", "dynamic_degree_rule", "dynamic_degree_proxy", "mean
 
 
 class DynamicDegree(NamedTuple):
+    """Result of the dynamic-degree proxy: the verdict and the per-pair flow scores."""
+
     is_dynamic: bool
     pair_scores: np.ndarray  # float32 [F-1]: mean of the top-5% flow magnitudes per consecutive pair
 

@@ -23,6 +23,8 @@ ANCHORS = ("consecutive", "anchored")
 
 
 class FlowEstimator(Protocol):
+    """Any callable mapping clip frames to float32 flow [F, H, W, 2] in one of the module's anchor layouts."""
+
     name: str
 
     def __call__(self, frames: np.ndarray, anchor: str = "consecutive") -> np.ndarray: ...

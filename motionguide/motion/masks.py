@@ -26,12 +26,15 @@ CHANGE_THRESHOLD = 12  # intensity levels (0-255) that count as a change between
 
 @dataclass
 class MotionMask:
+    """A clip's motion weights at pixel and latent resolution, with the stats of how they were made."""
+
     pixel: np.ndarray  # float32 [F, H, W] in [0, 1]
     latent: torch.Tensor  # float32 [F', h, w] in [0, 1]
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_degenerate(self) -> bool:
+        """Whether the flow magnitude was constant over the clip, so the mask is all zeros."""
         return bool(self.stats.get("degenerate"))
 
 

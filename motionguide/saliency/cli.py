@@ -30,6 +30,7 @@ def _blocks(text: str) -> list[int]:
 
 
 def add_saliency_command(subparsers: Any) -> None:
+    """Register the `saliency` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser("saliency", help="IMAP / GramCol saliency maps for words of a prompt",
                               description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="local pipeline folder or hub id")
@@ -59,6 +60,7 @@ def add_saliency_command(subparsers: Any) -> None:
 
 
 def run_saliency(args: argparse.Namespace) -> int:
+    """Compute the maps for a real video or while generating, and write maps.npz, PNGs and saliency.json."""
     import torch
     from PIL import Image
 

@@ -161,6 +161,7 @@ class SaliencyAccumulator:
     # ------------------------------------------------------------------ result
     @property
     def num_captures(self) -> int:
+        """Layer captures accumulated so far, over all steps."""
         return sum(self._layers_per_step.values())
 
     def result(self) -> SaliencyMaps:

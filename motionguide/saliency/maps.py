@@ -32,6 +32,7 @@ class SaliencyMaps:
 
     @property
     def kinds(self) -> list[str]:
+        """The kinds of map held, in storage order."""
         return list(self.maps)
 
     def get(self, word: str, kind: str = "imap") -> torch.Tensor:

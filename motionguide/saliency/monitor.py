@@ -109,6 +109,7 @@ class IMAPMonitor(TrainerCallback):
         return sharded or accelerator.is_main_process
 
     def on_train_start(self, ctx: TrainContext) -> None:
+        """Resolve blocks and heads and pre-noise the probe clips' cached latents (on the ranks that probe)."""
         self.active = self._runs_here(ctx.accelerator)
         if not self.active:
             return
@@ -182,6 +183,7 @@ class IMAPMonitor(TrainerCallback):
         return chosen
 
     def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None:
+        """Every `every` steps: probe, then log entropy, mask scores, heatmaps and head stability."""
         if not self.active or not self.probes or ctx.step % self.every:
             return
         results = self.probe(ctx)
@@ -223,14 +225,17 @@ class IMAPMonitor(TrainerCallback):
         del results, per_word
 
     def on_train_end(self, ctx: TrainContext) -> None:
+        """Release the probe tensors."""
         self.probes = []  # release the cached probe tensors
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Logged steps, last selected heads and the scalar history, for checkpoints."""
         previous = None if self.previous_heads is None else sorted([b, h] for b, h in self.previous_heads)
         return {"steps_logged": list(self.steps_logged), "previous_heads": previous, "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
         self.steps_logged = list(state.get("steps_logged", []))
         previous = state.get("previous_heads")
         self.previous_heads = None if previous is None else {(int(b), int(h)) for b, h in previous}

@@ -12,6 +12,7 @@ from .generate import SamplingSettings, generate_videos, load_pipeline, save_vid
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `sample/generate.py`."""
     p = argparse.ArgumentParser(prog="sample/generate.py", description="sample videos with optional LoRA and guidance")
     p.add_argument("--model", required=True, help="local pipeline folder or hub id")
     p.add_argument("--lora", help="folder with pytorch_lora_weights.safetensors")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
+    """Prompts from --prompt and --prompts_file (blank lines skipped); ValueError if there are none."""
     prompts = list(args.prompt)
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -48,6 +50,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Generate and save the requested videos; returns 0, or 2 with a message on a bad argument."""
     args = build_parser().parse_args(argv)
     try:
         prompts = read_prompts(args)

@@ -19,6 +19,8 @@ SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"
 
 @dataclass
 class SamplingSettings:
+    """Video size, steps, CFG scale, text length, negative prompt and fps for one sampling run."""
+
     num_frames: int = 17
     height: int = 64
     width: int = 64
@@ -55,6 +57,7 @@ def load_pipeline(model: str, lora: str | None = None, lora_scale: float = 1.0, 
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames in [0, 1] (clipped) -> uint8 in [0, 255], rounded."""
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 

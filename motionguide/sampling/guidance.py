@@ -16,6 +16,7 @@ _GUIDANCES: dict[str, Callable[..., Guidance]] = {}
 
 
 def register_guidance(name: str):
+    """Decorator that registers a guidance factory under `name` for `--guidance`."""
     def wrap(factory: Callable[..., Guidance]):
         _GUIDANCES[name] = factory
         return factory
@@ -28,6 +29,7 @@ def _plain(pipe, **call_kwargs):
 
 
 def get_guidance(name: str | None, **options: Any) -> Guidance:
+    """The guidance `name` built with `options`; a plain pipeline call for None, "" or "none"."""
     if name in (None, "", "none"):
         return _plain
     _load_builtin_guidances()
@@ -40,6 +42,7 @@ def get_guidance(name: str | None, **options: Any) -> Guidance:
 
 
 def registered_guidances() -> list[str]:
+    """Names accepted by `--guidance`: "none" first, then the registered ones sorted."""
     _load_builtin_guidances()
     return ["none", *sorted(_GUIDANCES)]
 

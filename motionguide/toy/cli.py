@@ -127,6 +127,7 @@ def add_toy_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The standalone toy CLI's parser: make-dataset, train-vae and train-model."""
     parser = argparse.ArgumentParser(prog="python -m motionguide.toy.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_make_dataset(commands)
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one toy command; returns its exit code, 2 with a message on a bad argument."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

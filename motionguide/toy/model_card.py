@@ -64,6 +64,8 @@ def _model_commands(train: dict, vae_dir: str) -> list[str]:
         out = "assets/toy-model" if i == len(rounds) - 1 else f"runs/toy-model-round{i + 1}"
         cmd = (f"motionguide toy train-model --vae {vae_dir} --out {out} --steps {r.get('steps')} --batch "
                f"{r.get('batch')} --pool-clips {r.get('pool_clips')} --seed {r.get('seed', 0)} --lr {r.get('lr')}")
+        if float(r.get("object_weight", 1.0)) != 1.0:
+            cmd += f" --object-weight {r.get('object_weight'):g}"
         if i:
             cmd += f" --init-from runs/toy-model-round{i}"
         commands.append(cmd)
@@ -86,7 +88,20 @@ def _weakness_text(q: dict) -> list[str]:
             "`--init-from`. Until then, use it for plumbing and cost measurements, not for motion evidence."]
 
 
+def _sensitivity_lines(sensitivity: dict | None) -> list[str]:
+    """The caption-sensitivity table (loss with the true caption vs one word edited), if measured."""
+    if not sensitivity:
+        return []
+    sigmas = sensitivity["sigmas"]
+    return ["Does it read each part of its caption? Denoising loss with the true caption and with one word edited "
+            f"({sensitivity['clips']} fresh moving clips, same noise; `motionguide.toy.diagnostics`):", "",
+            "| caption | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |", "|---|" + "---|" * len(sigmas),
+            *[f"| {edit} | " + " | ".join(f"{v:.4f}" for v in values) + " |"
+              for edit, values in sensitivity["loss"].items()], ""]
+
+
 def write_model_card(model_dir: str | Path, quality_json: str | Path | None = None) -> Path:
+    """Write the model folder's README.md from its training, VAE and (optional) quality reports."""
     model_dir = Path(model_dir)
     train = _load(model_dir / "training_report.json")
     vae = _load(model_dir / "vae_report.json")
@@ -142,8 +157,11 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"{t_cfg.get('num_layers')} blocks, {t_cfg.get('num_attention_heads')} heads x "
         f"{t_cfg.get('attention_head_dim')}, patch 1x2x2: an 8x8 token grid per latent frame, 8 px per token), "
         f"rectified flow with shifted logit-normal timesteps, {train.get('caption_dropout', 0):.0%} empty captions "
-        f"for classifier-free guidance, EMA {train.get('ema_decay')}; {train.get('steps')} steps of batch "
-        f"{train.get('batch')} per round ({_model_steps(train)} steps in all), {_model_minutes(train):.0f} min on the CPU.",
+        f"for classifier-free guidance, EMA {train.get('ema_decay')}; rounds of "
+        + ", ".join(f"{r.get('steps')} steps x batch {r.get('batch')}"
+                    + (f" (object-weighted loss x{r.get('object_weight'):g})" if r.get("object_weight", 1) != 1 else "")
+                    for r in _model_rounds(train))
+        + f" ({_model_steps(train)} steps in all), {_model_minutes(train):.0f} min on the CPU.",
         f"- **Size**: {_size_mb(model_dir):.1f} MB on disk (safetensors).",
         "",
         "## Measured quality",
@@ -160,6 +178,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"| VAE held-out PSNR (all / object pixels) | {vae.get('heldout', {}).get('psnr_db', float('nan')):.1f} / "
         f"{vae.get('heldout', {}).get('psnr_object_db', float('nan')):.1f} dB | ~28 dB |",
         "",
+        *_sensitivity_lines(quality.get("caption_sensitivity")),
         "## Where it is weak",
         "",
         *_weakness_text(q),

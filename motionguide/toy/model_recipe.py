@@ -61,6 +61,7 @@ def toy_vocabulary() -> list[str]:
 
 
 def build_text_components(seed: int = 0):
+    """The toy tokenizer (word level, toy vocabulary) and a frozen, seeded random UMT5 encoder."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     from ..text import word_level_tokenizer
@@ -73,6 +74,7 @@ def build_text_components(seed: int = 0):
 
 
 def build_pipeline(vae, transformer, tokenizer, text_encoder):
+    """A stock `WanPipeline` from the toy parts, with the flow-matching scheduler the model trains for."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
     return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,

@@ -124,6 +124,7 @@ class ClipSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClipSpec":
+        """Rebuild a spec from `to_dict()` output (lists back to tuples, objects to ObjectSpec)."""
         data = dict(data)
         data["objects"] = tuple(ObjectSpec(**{**o, "start_xy": tuple(o["start_xy"])}) for o in data["objects"])
         if data.get("camera_pan") is not None:

@@ -28,6 +28,8 @@ def shape_extent(shape: str, radius: float) -> float:
 
 @dataclass(frozen=True)
 class ObjectPath:
+    """One object's centre on every frame, with and without camera pan, and whether it is drawn."""
+
     centers: np.ndarray        # float64 [F, 2] image position of the centre as rendered
     world_centers: np.ndarray  # float64 [F, 2] the same without the camera pan
     drawn: np.ndarray          # bool [F]: False on frames where a flicker defect hides the object

@@ -39,6 +39,7 @@ TOY_VAE_CONFIG = dict(
 
 
 def build_toy_vae(seed: int = 0):
+    """A fresh toy `AutoencoderKLWan` with the bottleneck layers scaled x4 and their biases zeroed."""
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(seed)
@@ -80,6 +81,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
 
 
 def reconstruct(vae, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    """(decoded clip, posterior) of `x`, decoding the posterior mode, or a sample if `sample`."""
     posterior = vae.encode(x).latent_dist
     z = posterior.sample() if sample else posterior.mode()
     return vae.decode(z).sample, posterior
@@ -87,6 +89,7 @@ def reconstruct(vae, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(vae, frames: np.ndarray, masks: np.ndarray, batch: int = 4) -> dict:
+    """PSNR of mode reconstructions over all and object pixels; leaves the VAE in train mode."""
     vae.eval()
     outs = []
     for i in range(0, len(frames), batch):

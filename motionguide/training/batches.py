@@ -15,6 +15,8 @@ from .buckets import BucketBatchSampler
 
 
 class StepBatchPlan:
+    """Global batch of clip indices for every micro-step, a pure function of (seed, micro-step)."""
+
     def __init__(self, labels: Sequence[Hashable], global_batch: int, seed: int,
                  weights: Sequence[float] | None = None):
         if not labels:
@@ -34,9 +36,11 @@ class StepBatchPlan:
 
     @property
     def batches_per_epoch(self) -> int:
+        """Global batches in one uniform-sampling epoch (at least 1)."""
         return max(1, len(self._sampler))
 
     def global_indices(self, micro_step: int) -> list[int]:
+        """Clip indices of the global batch at `micro_step` (weighted draw, or the epoch walk)."""
         if self.weights is not None:
             rng = np.random.default_rng([self.seed, 7919, int(micro_step)])
             return rng.choice(len(self.labels), size=self.global_batch, replace=True, p=self.weights).tolist()

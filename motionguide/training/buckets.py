@@ -40,6 +40,7 @@ class Bucket:
         return self.width / self.height
 
     def as_tuple(self) -> tuple[int, int, int]:
+        """The bucket as (num_frames, height, width)."""
         return (self.num_frames, self.height, self.width)
 
 
@@ -140,6 +141,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return epoch, position
 
     def state_dict(self, batches_consumed: int | None = None) -> dict[str, Any]:
+        """Epoch, position and a fingerprint of the sampler, for resuming (`batches_consumed` overrides)."""
         position = self.position if batches_consumed is None else int(batches_consumed)
         if not 0 <= position <= self._num_batches:
             raise ValueError(f"batches_consumed must be in 0..{self._num_batches}, got {position}")
@@ -148,6 +150,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
                 "drop_last": self.drop_last, "num_items": len(self.labels), "fingerprint": self._fingerprint()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at the saved epoch and position; ConfigError if it was saved for another sampler."""
         mine = self.state_dict()
         differing = [k for k in ("seed", "batch_size", "drop_last", "num_items", "fingerprint")
                      if k in state and state[k] != mine[k]]

@@ -135,6 +135,7 @@ class LatentCache:
 
     @property
     def manifest(self) -> dict[str, Any]:
+        """The manifest held in memory: key, fields, counts and one record per clip."""
         return self._manifest
 
     @property
@@ -143,6 +144,7 @@ class LatentCache:
         return sorted(k for k, v in self._manifest["clips"].items() if v["status"] == "ok")
 
     def clip_record(self, clip_id: str) -> dict[str, Any]:
+        """The manifest record of `clip_id` (status, file, caption, ...), failed clips included; KeyError if absent."""
         try:
             return self._manifest["clips"][clip_id]
         except KeyError:

@@ -42,6 +42,7 @@ class TrainContext:
 
     @property
     def is_main_process(self) -> bool:
+        """Whether this is the main process of the accelerator."""
         return self.accelerator.is_main_process
 
     @property
@@ -55,20 +56,27 @@ class TrainerCallback:
 
     name: ClassVar[str] = "callback"
 
-    def on_train_start(self, ctx: TrainContext) -> None: ...
+    def on_train_start(self, ctx: TrainContext) -> None:
+        """Called once before the first step; does nothing here."""
 
-    def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None: ...
+    def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None:
+        """Called after every optimiser step with its logged scalars; does nothing here."""
 
-    def on_validation(self, ctx: TrainContext, results: dict[str, Any]) -> None: ...
+    def on_validation(self, ctx: TrainContext, results: dict[str, Any]) -> None:
+        """Called after each validation run with its results; does nothing here."""
 
-    def on_save(self, ctx: TrainContext, checkpoint_dir: Path) -> None: ...
+    def on_save(self, ctx: TrainContext, checkpoint_dir: Path) -> None:
+        """Called on the main process after a checkpoint is written; does nothing here."""
 
-    def on_train_end(self, ctx: TrainContext) -> None: ...
+    def on_train_end(self, ctx: TrainContext) -> None:
+        """Called once after the last step; does nothing here."""
 
     def state_dict(self) -> dict[str, Any]:
+        """What to store in checkpoints; nothing here."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned on resume; does nothing here."""
 
 
 @dataclass
@@ -89,6 +97,7 @@ class Curation:
         self.options = options
 
     def select(self, ctx: TrainContext) -> CurationResult:
+        """The clips to train on and their weights; subclasses must implement it."""
         raise NotImplementedError
 
 
@@ -98,6 +107,7 @@ class RandomCuration(Curation):
     name = "random"
 
     def select(self, ctx: TrainContext) -> CurationResult:
+        """A seeded random `curation_fraction` of the clips (at least one), sorted."""
         n = len(ctx.dataset)
         k = max(1, int(round(ctx.config.curation_fraction * n)))
         rng = np.random.default_rng(ctx.config.seed)
@@ -111,6 +121,7 @@ _MONITORS: dict[str, Callable[..., TrainerCallback]] = {}
 
 
 def register_curation(name: str):
+    """Class decorator that registers a `Curation` under `name` for `--curation`."""
     def wrap(cls: type[Curation]) -> type[Curation]:
         _CURATIONS[name] = cls
         return cls
@@ -119,6 +130,7 @@ def register_curation(name: str):
 
 
 def register_monitor(name: str):
+    """Decorator that registers a monitor factory under `name` for `--monitor`."""
     def wrap(factory: Callable[..., TrainerCallback]):
         _MONITORS[name] = factory
         return factory
@@ -136,21 +148,25 @@ def _lookup(kind: str, name: str, registry: dict[str, Any], flag: str) -> Any:
 
 
 def get_curation(name: str, **options: Any) -> Curation | None:
+    """The curation `name` built with `options`; None for "none", "" or None."""
     if name in ("none", "", None):
         return None
     return _lookup("curation", name, _CURATIONS, "--curation")(**options)
 
 
 def get_monitor(name: str, **options: Any) -> TrainerCallback:
+    """The monitor `name` built with `options`; ConfigError if none is registered under it."""
     return _lookup("monitor", name, _MONITORS, "--monitor")(**options)
 
 
 def registered_curations() -> list[str]:
+    """Names accepted by `--curation`: "none" first, then the registered ones sorted."""
     _load_builtin_methods()
     return ["none", *sorted(_CURATIONS)]
 
 
 def registered_monitors() -> list[str]:
+    """Names accepted by `--monitor`, sorted."""
     _load_builtin_methods()
     return sorted(_MONITORS)
 

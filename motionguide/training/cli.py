@@ -12,6 +12,7 @@ from .config import TrainConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Load the config with overrides and run the fine-tuning; returns 0, or 2 on a config or file error."""
     parser = argparse.ArgumentParser(prog="train/finetune.py", description=__doc__,
                                      epilog="Any TrainConfig field may follow as --field value: "
                                             + ", ".join(TrainConfig.field_names()))

@@ -19,6 +19,8 @@ from ..errors import ConfigError, unknown_key_message
 
 @dataclass
 class TrainConfig:
+    """Every fine-tuning flag with its default: model, data, optimisation, checkpoints, logging, methods."""
+
     # model and output
     pretrained_model_name_or_path: str = "assets/toy-model"
     output_dir: str = "out/toy-lora"
@@ -74,6 +76,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self, where: str = "config") -> "TrainConfig":
+        """Self, after checking choices and ranges; ConfigError naming the first bad field."""
         def bad(key: str, why: str) -> ConfigError:
             return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
@@ -98,14 +101,17 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict."""
         return dataclasses.asdict(self)
 
     @classmethod
     def field_names(cls) -> list[str]:
+        """Names of all config fields, in declaration order."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
+        """A validated config from a mapping; unknown keys are a ConfigError, values type-checked per field."""
         names = set(cls.field_names())
         for key in data:
             if key not in names:

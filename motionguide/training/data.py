@@ -60,6 +60,8 @@ class SkippedClip:
 
 @dataclass(frozen=True)
 class VideoProbe:
+    """Frame count and frame size of a video, as `probe_video` reads them (no full decode)."""
+
     num_frames: int
     height: int
     width: int
@@ -276,6 +278,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     @property
     def ids(self) -> list[str]:
+        """Clip ids of the kept clips, in dataset order."""
         return [e.clip_id for e in self.entries]
 
     @property

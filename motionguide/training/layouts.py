@@ -41,6 +41,8 @@ class RawEntry:
 
 @dataclass(frozen=True)
 class Layout:
+    """The layout found in a dataset folder: its kind, metadata file and clip entries."""
+
     kind: str  # one of LAYOUTS
     file: Path | None  # the metadata file the entries come from (None for a folder of videos)
     entries: list[RawEntry]

@@ -31,6 +31,7 @@ MAX_CONSECUTIVE_BAD_LOSSES = 5
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder holding a trainer state, or None."""
     found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
              and (p / STATE_FILE).is_file()]
     return max(found)[1] if found else None
@@ -192,6 +193,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
+        """Curate, fine-tune (resuming if asked), checkpoint and save the weights; returns the summary."""
         from accelerate.utils import set_seed
         from diffusers import DiffusionPipeline
         from diffusers.optimization import get_scheduler

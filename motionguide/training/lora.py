@@ -46,6 +46,7 @@ def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, target_modul
 
 
 def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's weights as peft names them."""
     from peft.utils import get_peft_model_state_dict
 
     return get_peft_model_state_dict(transformer, adapter_name=adapter_name)
@@ -67,4 +68,5 @@ def save_lora(pipeline_class: type, transformer: torch.nn.Module, out_dir: str |
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters of `module` that require gradients."""
     return [p for p in module.parameters() if p.requires_grad]

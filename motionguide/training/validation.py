@@ -18,6 +18,7 @@ from .callbacks import TrainContext, TrainerCallback
 
 
 def video_metrics(frames: np.ndarray, prompt: str, token_px: float | None) -> dict[str, float]:
+    """Weight-free motion metrics of one video, plus toy adherence when the prompt is a toy caption."""
     from ..metrics import dynamic_degree_proxy, flow_warp_smoothness, temporal_flicker, toy_prompt_adherence
 
     out = {
@@ -36,6 +37,8 @@ def video_metrics(frames: np.ndarray, prompt: str, token_px: float | None) -> di
 
 
 class ValidationSampler(TrainerCallback):
+    """Callback that samples fixed prompts and seeds during training and logs videos and metrics."""
+
     name = "validation"
 
     def __init__(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, every: int = 0,
@@ -45,15 +48,18 @@ class ValidationSampler(TrainerCallback):
         self.history: list[dict[str, Any]] = []
 
     def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None:
+        """Validate every `every` steps before the last one (the last is left to `on_train_end`)."""
         if self.every and ctx.step % self.every == 0 and ctx.step < ctx.config.train_steps:
             self.run(ctx)
 
     def on_train_end(self, ctx: TrainContext) -> None:
+        """Validate at the final step unless that step was just validated."""
         if self.prompts and (not self.history or self.history[-1]["step"] != ctx.step):
             self.run(ctx)
 
     @torch.no_grad()
     def run(self, ctx: TrainContext) -> dict[str, Any] | None:
+        """Sample, save and score the validation videos; returns the results on the main process, else None."""
         ctx.accelerator.wait_for_everyone()
         results = None
         if ctx.is_main_process and self.prompts:
@@ -85,7 +91,9 @@ class ValidationSampler(TrainerCallback):
         return results
 
     def state_dict(self) -> dict[str, Any]:
+        """The validation history, for checkpoints."""
         return {"history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the validation history."""
         self.history = list(state.get("history", []))
