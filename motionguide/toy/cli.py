@@ -95,7 +95,8 @@ def _run_train_model(args: argparse.Namespace) -> int:
 
     train_toy_transformer(args.vae, args.out, steps=args.steps, batch=args.batch, pool_clips=args.pool_clips,
                           seed=args.seed, lr=args.lr, init_from=args.init_from,
-                          object_weight=args.object_weight, device=args.device)
+                          object_weight=args.object_weight, background=args.background,
+                          partial_motion_rate=args.partial_motion_rate, device=args.device)
     return 0
 
 
@@ -112,6 +113,10 @@ def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init-from", help="continue training a saved toy pipeline folder")
     parser.add_argument("--object-weight", type=float, default=1.0,
                         help="loss weight of latent pixels covered by an object (motion lives there)")
+    parser.add_argument("--background", choices=("plain", "textured"), default=None,
+                        help="train on one background kind only (default: both), e.g. a first curriculum stage")
+    parser.add_argument("--partial-motion-rate", type=float, default=0.2,
+                        help="share of clips whose motion starts late or stops early")
     parser.add_argument("--device", default="cpu", help="where the transformer trains, e.g. cuda (same data and draws)")
     parser.set_defaults(func=_run_train_model)
 

@@ -144,13 +144,16 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
                           batch: int = 24, pool_clips: int = 1500, holdout_fraction: float = 0.25, seed: int = 0,
                           lr: float = 3e-4, caption_dropout: float = 0.1, ema_decay: float = 0.998,
                           checkpoint_every: int = 200, init_from: str | os.PathLike | None = None,
-                          object_weight: float = 1.0, device: str = "cpu", log=print) -> dict:
+                          object_weight: float = 1.0, background: str | None = None,
+                          partial_motion_rate: float = 0.2, device: str = "cpu", log=print) -> dict:
     """Train on toy clips whose (colour, shape, motion) triples exclude a held-out set; save the pipeline.
 
     A checkpoint is written every `checkpoint_every` steps under `out_dir/checkpoint/`; rerunning the same
     command resumes from it (same data pool, same seed; the optimizer moments restart). `init_from`: continue
     training a saved toy pipeline (its transformer starts both the model and its EMA; same holdout seed).
     `object_weight`: loss weight of latent pixels an object covers (see `object_weight_maps`).
+    `background` ("plain" / "textured", default both) and `partial_motion_rate` narrow the training world, e.g.
+    for a first curriculum stage on plain backgrounds with whole-clip motion.
     `device`: where the transformer trains ("cuda" on a GPU machine); the data, random draws and saved
     files are the same on every device.
     """
@@ -168,7 +171,8 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     rng = np.random.default_rng(seed)
     frames, captions, masks = [], [], []
     for _ in tqdm(range(pool_clips), desc="rendering training clips", leave=False):
-        spec = sample_clip_spec(rng, num_objects=1, holdout=held)
+        spec = sample_clip_spec(rng, num_objects=1, holdout=held, background=background,
+                                partial_motion_rate=partial_motion_rate)
         clip = render_clip(spec)
         frames.append(clip.frames)
         captions.append(clip.caption)
@@ -235,7 +239,8 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     final.save_pretrained(out_dir, safe_serialization=True)
     report = {"transformer_config": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_TRANSFORMER_CONFIG.items()},
               "text_config": TOY_TEXT_CONFIG, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-              "pool_clips": pool_clips, "object_weight": object_weight, "heldout_combinations": [list(c) for c in held],
+              "pool_clips": pool_clips, "object_weight": object_weight,
+              "background": background, "partial_motion_rate": partial_motion_rate, "heldout_combinations": [list(c) for c in held],
               "caption_dropout": caption_dropout, "ema_decay": ema_decay, "max_sequence_length": MAX_SEQUENCE_LENGTH,
               "init_from": str(init_from) if init_from else None, "device": device,
               "previous": (json.loads((Path(init_from) / "training_report.json").read_text())
