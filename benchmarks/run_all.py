@@ -13,6 +13,8 @@ SCRIPTS = [
     ["difftrack_analysis.py", "--ship"],
     "difftrack_tracking.py",
     "cag_quality.py",
+    "cag_sweep.py",
+    "guidance_cost.py",
     "imap_localization.py",
     "imap_monitor_cost.py",
     "imap_training_monitor.py",
@@ -21,6 +23,7 @@ SCRIPTS = [
     "motive_ablations.py",
     "attribution_cost.py",
     "train_overhead.py",
+    "main_job.py",
 ]
 
 
