@@ -87,7 +87,7 @@ def export_images(images: dict[str, list[tuple[int, bytes]]], results: Path) -> 
         for step, png in entries:
             path = folder / f"{tag.replace('/', '_')}_step{step:05d}.png"
             path.write_bytes(png)  # tensorboard stores images PNG-encoded already
-            files.setdefault(tag, []).append({"step": step, "file": f"{NAME}/{path.name}"})
+            files.setdefault(tag, []).append({"step": step, "file": f"benchmarks/results/{NAME}/{path.name}"})
     return files
 
 
@@ -108,7 +108,7 @@ def markdown(scalars: dict, files: dict, args) -> str:
                   f"{args.clips} toy clips), IMAP monitor every {args.every} steps on {args.probes} probe clips; "
                   "maps are rows = probe clips, columns = latent frames, normalised per clip. `head_stability`: "
                   "Jaccard overlap of the selected (block, head) pairs with the previous probe. Links are "
-                  "relative to this file.", ""]
+                  "relative to the repository root (the README embeds this table).", ""]
     for tag, entries in files.items():
         last = entries[-1]
         lines.append(f"![{tag} at step {last['step']}]({last['file']})")
