@@ -12,6 +12,7 @@ SCRIPTS = [
     "toy_model_quality.py",
     ["difftrack_analysis.py", "--ship"],
     "difftrack_tracking.py",
+    "difftrack_generated.py",
     "cag_quality.py",
     "cag_sweep.py",
     "guidance_cost.py",
