@@ -55,3 +55,18 @@ def test_profiles_and_shapes_commands(capsys, tmp_path):
 def test_console_script_help_runs():
     proc = subprocess.run([sys.executable, "-m", "motionguide.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "shapes" in proc.stdout and "toy" in proc.stdout
+
+
+def test_line_chart_draws_each_series_in_its_colour():
+    from motionguide.viz import line_chart
+
+    image = np.asarray(line_chart({"loss": ([0, 1, 2, 3], [1.0, 0.5, 0.25, 0.2]), "other": ([0, 3], [0.2, 1.0])}))
+    assert image.shape == (240, 480, 3)
+    first = (image == np.array([31, 119, 180], np.uint8)).all(axis=-1)
+    second = (image == np.array([214, 39, 40], np.uint8)).all(axis=-1)
+    assert first.sum() > 100 and second.sum() > 100
+    # the first series falls: its leftmost drawn pixels sit above (smaller y) its rightmost ones
+    ys, xs = np.nonzero(first[:, :320])  # left of the legend
+    assert ys[xs < xs.min() + 5].mean() < ys[xs > xs.max() - 5].mean()
+    empty = np.asarray(line_chart({}, "nothing"))
+    assert empty.shape == (240, 480, 3)

@@ -318,3 +318,32 @@ def test_cli_make_dataset(tmp_path, capsys):
     args = parser.parse_args(["toy", "make-dataset", "--out", str(out), "--num-clips", "1", "--overwrite",
                               "--no-progress"])
     assert args.func(args) == 0
+
+
+def test_query_sets_draw_only_the_named_motions_over_the_whole_clip(tmp_path):
+    from motionguide.toy.dataset import make_dataset as make
+
+    out = make(tmp_path / "q", num_clips=4, seed=3, motions=["right"], partial_motion_rate=0.0, id_prefix="query",
+               fmt=("jsonl",), progress=False)
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"query_{i:05d}" for i in range(4)]
+    assert {r["motion"] for r in rows} == {"right"} and all("then stops" not in r["text"] for r in rows)
+    with pytest.raises(ValueError, match="unknown motion"):
+        make(tmp_path / "bad", num_clips=1, seed=0, motions=["sideways"], progress=False)
+
+
+def test_object_weight_maps_cover_the_swept_object_in_latent_space():
+    import torch
+
+    from motionguide.toy.model_recipe import object_weight_maps
+    from motionguide.toy.world import render_clip, sample_clip_spec
+
+    clip = render_clip(sample_clip_spec(np.random.default_rng(5), partial_motion_rate=0.0))
+    weights = object_weight_maps([clip.masks], (1, 8, 5, 16, 16), 5.0)
+    assert weights.shape == (1, 1, 5, 16, 16) and set(torch.unique(weights).tolist()) == {1.0, 5.0}
+    # independent check: every pixel of the object on the first frame lies in a weighted latent pixel (4x4 px each)
+    ys, xs = np.nonzero(clip.masks[0, 0])
+    assert bool((weights[0, 0, 0, ys // 4, xs // 4] == 5.0).all())
+    # and the last latent frame (pixel frames 13-16) is weighted where the object ends, not where it started
+    end_y, end_x = np.argwhere(clip.masks[16, 0]).mean(axis=0) // 4
+    assert weights[0, 0, 4, int(end_y), int(end_x)] == 5.0
