@@ -13,6 +13,7 @@ SCRIPTS = [
     ["difftrack_analysis.py", "--ship"],
     "difftrack_tracking.py",
     "difftrack_generated.py",
+    "difftrack_rope_diagnostic.py",
     "cag_quality.py",
     "cag_sweep.py",
     "guidance_cost.py",
