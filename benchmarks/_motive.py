@@ -81,6 +81,13 @@ def make_queries(folder: Path, num_clips: int, seed: int, motion: str,
     return folder
 
 
+def pool_and_queries(args, work: Path, pool_size: int) -> tuple[Path, Path]:
+    """The benchmark's training pool (held-out triples left out) and its clean query set, from the shared
+    arguments (seed, defect_rate, model, queries, query_seed, motion); reused when already in `work`."""
+    pool = make_pool(work / "pool", pool_size, args.seed, args.defect_rate, heldout_of(args.model))
+    return pool, make_queries(work / "queries", args.queries, args.query_seed, args.motion)
+
+
 def read_metadata(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """id -> metadata row of a toy dataset folder."""
     lines = (Path(folder) / "metadata.jsonl").read_text().splitlines()

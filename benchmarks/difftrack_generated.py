@@ -29,20 +29,23 @@ from motionguide.toy import all_combinations, prompts_for_combinations
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def query_points(mask: np.ndarray, step: int = 4, background_step: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Frame-0 queries [N, 2] (x, y) and an on-object flag [N]: a `step` px grid inside the blob, a coarser
-    grid on the background away from it."""
-    height, width = mask.shape
+def query_grid(height: int, width: int, step: int = 4) -> np.ndarray:
+    """Frame-0 queries [N, 2] (x, y): a `step` px grid over the whole frame (sorted into object / background
+    once the video exists, so each prompt is sampled only once)."""
     ys, xs = np.mgrid[step // 2:height:step, step // 2:width:step]
-    on = [(x, y) for x, y in zip(xs.ravel(), ys.ravel()) if mask[y, x]]
-    grown = np.zeros_like(mask)
-    pad = 6
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def split_queries(points: np.ndarray, mask: np.ndarray, pad: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """(kept query indices, on-object flags): grid points inside the frame-0 blob, and background points
+    outside the blob's bounding box grown by `pad` px (points near its edge are ambiguous and left out)."""
+    px = points.round().astype(int)
+    on = mask[px[:, 1], px[:, 0]]
     yy, xx = np.nonzero(mask)
-    grown[max(yy.min() - pad, 0):yy.max() + pad + 1, max(xx.min() - pad, 0):xx.max() + pad + 1] = True
-    ys, xs = np.mgrid[background_step // 2:height:background_step, background_step // 2:width:background_step]
-    off = [(x, y) for x, y in zip(xs.ravel(), ys.ravel()) if not grown[y, x]]
-    points = np.asarray(on + off, np.float32)
-    return points, np.asarray([True] * len(on) + [False] * len(off))
+    near = ((px[:, 0] >= xx.min() - pad) & (px[:, 0] <= xx.max() + pad)
+            & (px[:, 1] >= yy.min() - pad) & (px[:, 1] <= yy.max() + pad))
+    keep = np.nonzero(on | ~near)[0]
+    return keep, on[keep]
 
 
 def reference_tracks(frames: np.ndarray, color: str, points: np.ndarray, on_object: np.ndarray):
@@ -82,25 +85,25 @@ def main() -> None:
     preds = {"q–k matching (profile block and step)": [], "classical flow (OpenCV DIS, chained)": [],
              "zero motion": []}
     refs, visibles, on_flags, skipped, seconds = [], [], [], [], []
+    grid = query_grid(64, 64)
     for prompt in prompts:
         color = parse_toy_caption(prompt)[0].color
         for seed in range(args.seeds):
             call = dict(prompt=prompt, num_frames=17, height=64, width=64, num_inference_steps=args.steps,
                         guidance_scale=5.0, max_sequence_length=16, output_type="np",
                         generator=torch.Generator().manual_seed(seed))
-            # the blob must be found on frame 0 to place queries: a first plain sample tells (same seed, same video)
-            frames = to_uint8(pipe(**call).frames[0])
+            start = time.perf_counter()
+            tracks, out = track_generation(pipe, grid, **call)
+            seconds.append(time.perf_counter() - start)
+            frames = to_uint8(out.frames[0])
             first = detect_object(frames[0], color)
             if first is None:
                 skipped.append(f"{prompt} (seed {seed}): prompted colour not found on frame 0")
                 continue
-            points, on_object = query_points(first.mask)
-            start = time.perf_counter()
-            tracks, out = track_generation(pipe, points, **call)
-            seconds.append(time.perf_counter() - start)
-            frames = to_uint8(out.frames[0])
+            keep, on_object = split_queries(grid, first.mask)
+            points = grid[keep]
             reference, visible = reference_tracks(frames, color, points, on_object)
-            preds["q–k matching (profile block and step)"].append(np.asarray(tracks, np.float32))
+            preds["q–k matching (profile block and step)"].append(np.asarray(tracks, np.float32)[keep])
             preds["classical flow (OpenCV DIS, chained)"].append(flow_chain_tracks(frames, points).astype(np.float32))
             preds["zero motion"].append(zero_motion_tracks(points, len(frames)))
             refs.append(reference)

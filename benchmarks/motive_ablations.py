@@ -30,8 +30,7 @@ import time
 import numpy as np
 import torch
 from _common import machine, write_results
-from _motive import (DEFAULT_MODEL, heldout_of, load_pipeline, make_pool, make_queries, single_thread,
-                     work_folder)
+from _motive import DEFAULT_MODEL, load_pipeline, pool_and_queries, single_thread, work_folder
 
 from motionguide.attribution import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
                                      majority_vote_selection, make_projector, motion_weighted_loss,
@@ -186,8 +185,7 @@ def main() -> None:
     args = parse_args()
     work, temporary = work_folder(args.work, "mg-motive-ablations-")
     try:
-        pool = make_pool(work / "pool", args.clips, args.seed, args.defect_rate, heldout_of(args.model))
-        queries = make_queries(work / "queries", args.queries, args.query_seed, args.motion)
+        pool, queries = pool_and_queries(args, work, args.clips)
         backbone = backbone_for(load_pipeline(args.model))
         items = (clip_inputs(queries, backbone, work / "cache", args.max_sequence_length)
                  + clip_inputs(pool, backbone, work / "cache", args.max_sequence_length))

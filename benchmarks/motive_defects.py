@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 from _common import machine, write_results
-from _motive import (DEFAULT_MODEL, heldout_of, is_target, load_pipeline, make_pool, make_queries, read_metadata,
-                     single_thread, work_folder)
+from _motive import (DEFAULT_MODEL, is_target, load_pipeline, pool_and_queries, read_metadata, single_thread,
+                     work_folder)
 
 from motionguide.attribution import AttributionConfig, roc_auc, run_attribution
 from motionguide.toy import DEFECTS
@@ -124,8 +124,7 @@ def main() -> None:
     args = parse_args()
     work, temporary = work_folder(args.work, "mg-motive-defects-")
     try:
-        pool = make_pool(work / "pool", args.pool, args.seed, args.defect_rate, heldout_of(args.model))
-        queries = make_queries(work / "queries", args.queries, args.query_seed, args.motion)
+        pool, queries = pool_and_queries(args, work, args.pool)
         meta = read_metadata(pool)
         pipe = load_pipeline(args.model)
         rows = {}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, write_results
-from _motive import DEFAULT_MODEL, heldout_of, load_pipeline, make_pool, make_queries, single_thread, work_folder
+from _motive import DEFAULT_MODEL, heldout_of, load_pipeline, pool_and_queries, single_thread, work_folder
 
 from motionguide.attribution import AttributionConfig, run_attribution
 from motionguide.metrics import dynamic_degree_proxy, flow_warp_smoothness, toy_prompt_adherence
@@ -199,8 +199,7 @@ def main() -> None:
 
     work, temporary = work_folder(args.work, "mg-motive-finetune-")
     try:
-        pool = make_pool(work / "pool", args.pool, args.seed, args.defect_rate, heldout_of(args.model))
-        queries = make_queries(work / "queries", args.queries, args.query_seed, args.motion)
+        pool, queries = pool_and_queries(args, work, args.pool)
         selection = selection_path(args, load_pipeline(args.model), pool, queries, work)
         training = {arm: fine_tune(args, arm, pool, work, selection) for arm in ARMS}
         prompts = prompt_set(args)

@@ -339,7 +339,8 @@ def test_object_weight_maps_cover_the_swept_object_in_latent_space():
     from motionguide.toy.world import render_clip, sample_clip_spec
 
     clip = render_clip(sample_clip_spec(np.random.default_rng(5), partial_motion_rate=0.0))
-    weights = object_weight_maps([clip.masks], (1, 8, 5, 16, 16), 5.0)
+    groups = [range(0, 1)] + [range(4 * k - 3, 4 * k + 1) for k in range(1, 5)]  # the causal VAE's map, by hand
+    weights = object_weight_maps([clip.masks], (1, 8, 5, 16, 16), 5.0, groups)
     assert weights.shape == (1, 1, 5, 16, 16) and set(torch.unique(weights).tolist()) == {1.0, 5.0}
     # independent check: every pixel of the object on the first frame lies in a weighted latent pixel (4x4 px each)
     ys, xs = np.nonzero(clip.masks[0, 0])

@@ -55,7 +55,7 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _thumbnail(path: str | None, frames: int = 4) -> np.ndarray | None:
+def _thumbnail(path: str | None) -> np.ndarray | None:
     from ..video import VideoReadError, read_video
 
     if not path or not Path(path).is_file():

@@ -23,16 +23,14 @@ def _rounds(report: dict) -> list[dict]:
     return rounds
 
 
-_vae_rounds = _model_rounds = _rounds
-
-
-def _vae_minutes(vae: dict) -> float:
-    return sum(r.get("train_minutes", 0.0) for r in _vae_rounds(vae))
+def _minutes(report: dict) -> float:
+    """Training minutes summed over all rounds of a report."""
+    return sum(r.get("train_minutes", 0.0) for r in _rounds(report))
 
 
 def _vae_commands(vae: dict) -> list[str]:
     commands, previous_out = [], None
-    for i, r in enumerate(_vae_rounds(vae)):
+    for i, r in enumerate(_rounds(vae)):
         out = "runs/toy-vae" if i == 0 else f"runs/toy-vae{i + 1}"
         cmd = (f"motionguide toy train-vae --out {out} --frame-steps {r.get('frame_steps')} --clip-steps "
                f"{r.get('clip_steps')} --clip-batch {r.get('clip_batch', 4)} --object-weight "
@@ -45,16 +43,12 @@ def _vae_commands(vae: dict) -> list[str]:
 
 
 def _model_steps(train: dict) -> int:
-    return sum(int(r.get("steps", 0)) for r in _model_rounds(train))
-
-
-def _model_minutes(train: dict) -> float:
-    return sum(r.get("train_minutes", 0.0) for r in _model_rounds(train))
+    return sum(int(r.get("steps", 0)) for r in _rounds(train))
 
 
 def _model_commands(train: dict, vae_dir: str) -> list[str]:
     commands = []
-    rounds = _model_rounds(train)
+    rounds = _rounds(train)
     for i, r in enumerate(rounds):
         out = "assets/toy-model" if i == len(rounds) - 1 else f"runs/toy-model-round{i + 1}"
         cmd = (f"motionguide toy train-model --vae {vae_dir} --out {out} --steps {r.get('steps')} --batch "
@@ -166,7 +160,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"- **Autoencoder**: `AutoencoderKLWan` ({vae.get('params', 0) / 1e6:.2f} M parameters; base_dim "
         f"{v_cfg.get('base_dim')}, z_dim {v_cfg.get('z_dim')}, dim_mult {v_cfg.get('dim_mult')}, 4x spatial / 4x "
         "causal temporal compression: 17x64x64 -> 5x16x16 latents), trained on single frames then full clips "
-        f"through `encode`/`decode`, {_vae_minutes(vae):.0f} min on the CPU in all.",
+        f"through `encode`/`decode`, {_minutes(vae):.0f} min on the CPU in all.",
         f"- **Text encoder**: a frozen, randomly initialised `UMT5EncoderModel` (d_model "
         f"{train.get('text_config', {}).get('d_model')}) with a word-level tokenizer over the toy vocabulary "
         f"(saved with the model); prompts are padded to {train.get('max_sequence_length')} tokens.",
@@ -177,8 +171,8 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
         f"for classifier-free guidance, EMA {train.get('ema_decay')}; rounds of "
         + ", ".join(f"{r.get('steps')} steps x batch {r.get('batch')}"
                     + (f" (object-weighted loss x{r.get('object_weight'):g})" if r.get("object_weight", 1) != 1 else "")
-                    for r in _model_rounds(train))
-        + f" ({_model_steps(train)} steps in all), {_model_minutes(train):.0f} min on the CPU.",
+                    for r in _rounds(train))
+        + f" ({_model_steps(train)} steps in all), {_minutes(train):.0f} min on the CPU.",
         f"- **Size**: {_size_mb(model_dir):.1f} MB on disk (safetensors).",
         *(["- **What made it follow motion**: after two rounds with the plain loss (3300 steps) the model drew the "
            "prompted colour but ignored the motion word (direction right for 11% of held-out moving prompts; "
@@ -186,7 +180,7 @@ def write_model_card(model_dir: str | Path, quality_json: str | Path | None = No
            "Objects cover a few percent of a frame and motion lives only there, so the loss barely noticed a wrong "
            "direction. The last round weights latent pixels an object covers (swept over each latent frame's "
            "pixel frames, one pixel of margin) by the factor shown; direction accuracy went to the value below."]
-          if any(float(r.get("object_weight", 1.0)) != 1.0 for r in _model_rounds(train)) else []),
+          if any(float(r.get("object_weight", 1.0)) != 1.0 for r in _rounds(train)) else []),
         "",
         "## Measured quality",
         "",

@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -93,16 +94,17 @@ def encode_pool(vae, frames: np.ndarray, batch: int = 8) -> torch.Tensor:
     return torch.cat(out)
 
 
-def object_weight_maps(masks: list[np.ndarray], latent_shape: tuple[int, ...], object_weight: float) -> torch.Tensor:
+def object_weight_maps(masks: list[np.ndarray], latent_shape: tuple[int, ...], object_weight: float,
+                       groups: Sequence[range]) -> torch.Tensor:
     """Per-latent-pixel loss weights [N, 1, F', h, w]: `object_weight` where an object is (swept over the pixel
-    frames of each latent frame, one latent pixel of margin), 1 elsewhere. Objects cover a few percent of a
-    frame, and motion lives only there: without the weight the loss barely notices a wrong direction."""
+    frames of each latent frame, `groups` from `truth.latent_groups`, one latent pixel of margin), 1 elsewhere.
+    Objects cover a few percent of a frame, and motion lives only there: without the weight the loss barely
+    notices a wrong direction."""
     import torch.nn.functional as F
 
     from .truth import latent_masks
 
-    num_latent, h, w = latent_shape[-3:]
-    groups = [range(0, 1)] + [range(4 * k - 3, 4 * k + 1) for k in range(1, num_latent)]
+    h, w = latent_shape[-2:]
     maps = torch.from_numpy(np.stack([latent_masks(m.any(axis=1), groups) for m in masks])).float()
     maps = F.adaptive_max_pool2d(maps, (h, w))
     maps = F.max_pool2d(maps, 3, stride=1, padding=1)
@@ -159,6 +161,9 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+    from ..backbones import WanBackbone
+    from .truth import latent_groups
+
     from .dataset import heldout_combinations
     from .render import render_clip
     from .sampling import sample_clip_spec
@@ -180,7 +185,8 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     vae.to(device)
     latents = encode_pool(vae, np.stack(frames)).to(device)
     vae.to("cpu")
-    weights = object_weight_maps(masks, tuple(latents.shape), object_weight).to(device)
+    groups = latent_groups(WanBackbone(torch.nn.Identity(), vae=vae), len(masks[0]))
+    weights = object_weight_maps(masks, tuple(latents.shape), object_weight, groups).to(device)
     del masks
     torch.manual_seed(seed)
     if init_from:
