@@ -35,10 +35,16 @@ def test_off_and_capture_are_bit_identical_and_restore_processors(case):
         events = []
         with controller.capture(events.append, attention=("self", "text")):
             captured = transformer(**inputs)[0]
+        pre_rope_events = []
+        with controller.capture(pre_rope_events.append, attention=("self", "text"), pre_rope=True):
+            captured_pre_rope = transformer(**inputs)[0]
         after = transformer(**inputs)[0]
     assert events, "capture never fired"
+    assert all(e.query_pre_rope is None for e in events)
+    assert pre_rope_events and all(e.query_pre_rope is not None for e in pre_rope_events)
     assert torch.equal(stock, off)
     assert torch.equal(stock, captured)
+    assert torch.equal(stock, captured_pre_rope)
     assert torch.equal(stock, after)
     assert all(p is before[n] for n, p in _processors(transformer).items())
     assert not controller.is_installed

@@ -108,6 +108,51 @@ def test_cogvideox_capture_matches_recomputation(rotary):
     torch.testing.assert_close(ev.video_key(), k[:, :, t:])
 
 
+@torch.no_grad()
+def test_pre_rope_capture_equals_the_normalised_projections_before_rotation():
+    """Reference: the outputs of each attention's own `norm_q` / `norm_k` modules, read with forward hooks."""
+    wan = tiny_wan_transformer()
+    attn = wan.blocks[1].attn1
+    seen_q, hq = _record_output(attn.norm_q)
+    seen_k, hk = _record_output(attn.norm_k)
+    events = []
+    with AttentionController(wan).capture(events.append, blocks=[1], pre_rope=True):
+        wan(**wan_inputs(wan))
+    hq.remove(), hk.remove()
+    (ev,) = events
+    torch.testing.assert_close(ev.video_query(pre_rope=True), _heads(seen_q["out"], attn.heads).transpose(1, 2))
+    torch.testing.assert_close(ev.video_key(pre_rope=True), _heads(seen_k["out"], attn.heads).transpose(1, 2))
+    assert not torch.allclose(ev.video_query(pre_rope=True), ev.video_query())  # the rotation did change them
+
+    cog = tiny_cogvideox_transformer(rotary=True)
+    inputs = {**cog_inputs(cog), "image_rotary_emb": cog_rotary(cog, 3, 8)}
+    attn = cog.transformer_blocks[0].attn1
+    events = []
+    with AttentionController(cog).capture(events.append, blocks=[0], pre_rope=True):
+        cog(**inputs)
+    (ev,) = events
+    t = ev.text_len
+    # CogVideoX rotates norm_q's output in place, so a hook on norm_q would see post-RoPE values by the time it is
+    # read: the pre-RoPE reference is recomputed from the projections instead.
+    q_ref, k_ref, _ = _cog_reference(attn, *_cog_inputs_of(cog, inputs), None)
+    torch.testing.assert_close(ev.query_pre_rope, q_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ev.video_key(pre_rope=True), k_ref[:, :, t:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ev.query_pre_rope[:, :, :t], ev.query[:, :, :t])  # text tokens carry no RoPE
+    with pytest.raises(ValueError, match="pre_rope=True"):
+        events2 = []
+        with AttentionController(cog).capture(events2.append, blocks=[0]):
+            cog(**inputs)
+        events2[0].video_query(pre_rope=True)
+
+
+def _cog_inputs_of(transformer, inputs):
+    """(hidden, text) as block 0's attention receives them, read with a pre-hook in one extra forward."""
+    seen, hook = _record_inputs(transformer.transformer_blocks[0].attn1)
+    transformer(**inputs)
+    hook.remove()
+    return seen["kwargs"]["hidden_states"], seen["kwargs"]["encoder_hidden_states"]
+
+
 @pytest.mark.parametrize("renormalize", [True, False])
 @torch.no_grad()
 def test_wan_frame_local_module_matches_dense_mask(renormalize):

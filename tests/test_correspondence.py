@@ -88,6 +88,28 @@ def test_cost_from_a_real_wan_capture_uses_video_self_attention_q_k():
     torch.testing.assert_close(acc.cost(2), dense_pair_cost(q[0], k[0], grid, 2, math.sqrt(12)), atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_pre_rope_descriptor_matches_the_normalised_projections_without_rotation():
+    """Reference: block 1's own `norm_q` / `norm_k` outputs (before Wan rotates them), read with forward hooks."""
+    transformer = tiny_wan_transformer()
+    attn = transformer.blocks[1].attn1
+    seen = {}
+    hooks = [attn.norm_q.register_forward_hook(lambda m, a, out: seen.__setitem__("q", out)),
+             attn.norm_k.register_forward_hook(lambda m, a, out: seen.__setitem__("k", out))]
+    acc, with_rope = CorrespondenceAccumulator([1], descriptor="qk_no_rope"), CorrespondenceAccumulator([1])
+    controller = AttentionController(transformer)
+    with acc.capturing(controller), controller.capture(with_rope, blocks=[1]):
+        transformer(**wan_inputs(transformer))
+    for hook in hooks:
+        hook.remove()
+    q = seen["q"].unflatten(-1, (attn.heads, -1)).transpose(1, 2)[0]  # [H, S, D]
+    k = seen["k"].unflatten(-1, (attn.heads, -1)).transpose(1, 2)[0]
+    torch.testing.assert_close(acc.cost(2), dense_pair_cost(q, k, acc.grid, 2, math.sqrt(12)), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(acc.cost(2), with_rope.cost(2), atol=1e-3)
+    with pytest.raises(ValueError, match="descriptor must be one of"):
+        CorrespondenceAccumulator([1], descriptor="qk_pre")
+
+
 class MaxTensorSize(TorchDispatchMode):
     """Records the largest tensor any aten op allocates (views of existing storage excluded): every tensor the
     computation creates passes through here, so this is what it really holds, not what it claims to."""
@@ -431,5 +453,14 @@ def test_track_command_writes_tracks_and_scores_them_against_ground_truth(wan_di
     assert np.asarray(result["tracks"]).shape == (2, 5, 2) and 0 <= result["metrics"]["pck@1tok"] <= 100
     args = parser.parse_args([*common, "--points", "3,3;9,9;30,2", "--out", str(tmp_path / "p.json")])
     assert args.func(args) == 0 and np.asarray(json.loads((tmp_path / "p.json").read_text())["tracks"]).shape[0] == 3
+    args = parser.parse_args([*common, "--points", "3,3;9,9", "--descriptor", "qk_no_rope",
+                              "--out", str(tmp_path / "t.npz"), "--viz", str(tmp_path / "t.mp4")])
+    assert args.func(args) == 0
+    with np.load(tmp_path / "t.npz") as saved:
+        assert saved["tracks"].shape == (2, 5, 2) and saved["queries"].tolist() == [[3, 3], [9, 9]]
+        assert json.loads(str(saved["info"]))["settings"]["descriptor"] == "qk_no_rope"
+    from motionguide.video import read_video
+
+    assert read_video(tmp_path / "t.mp4").shape[0] == 5
     with pytest.raises(ValueError, match="x,y pairs"):
         parse_points("3;4")

@@ -19,6 +19,7 @@ from motionguide.correspondence.analysis import (
     default_threshold_px,
     harmonic_mean,
     minmax_normalise,
+    moving_points,
     query_token_indices,
     token_frame_visibility,
 )
@@ -103,6 +104,16 @@ def test_token_frame_visibility_needs_every_rgb_frame_of_the_latent():
     visibility[1, 0] = False
     out = token_frame_visibility(visibility, num_token_frames=3, temporal_stride=4)
     assert out.tolist() == [[True, False, True], [False, True, True]]
+
+
+def test_moving_points_leave_their_token_while_visible():
+    tracks = np.zeros((3, 4, 2), np.float32)
+    tracks[1, 3] = [7.9, 0]  # under one 8 px token: not moving
+    tracks[2, 2] = [0, 8.0]  # one token down at frame 2
+    visibility = np.ones((3, 4), bool)
+    assert moving_points(tracks, visibility, 8).tolist() == [False, False, True]
+    visibility[2, 2] = False  # the only far position is occluded
+    assert moving_points(tracks, visibility, 8).tolist() == [False, False, False]
 
 
 def test_minmax_and_harmonic_mean_on_hand_made_tables():
@@ -196,15 +207,17 @@ def test_cli_end_to_end_writes_profile_json_and_heatmap(wan_model_and_toy_data, 
     model, data = wan_model_and_toy_data
     out = tmp_path / "out" / "profile.yaml"
     code = main(["analyze-layers", "--model", str(model), "--data", str(data), "--steps", "0,1",
-                 "--num-inference-steps", "2", "--max-sequence-length", "16", "--out", str(out)])
+                 "--num-inference-steps", "2", "--max-sequence-length", "16", "--descriptor", "qk_no_rope",
+                 "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     profile = LayerProfile.load(out)
     assert profile.family == "wan" and profile.num_blocks == 2 and profile.tracking.step == 1
+    assert profile.tracking.descriptor == "qk_no_rope" and "--descriptor qk_no_rope" in profile.produced_by["command"]
     assert profile.produced_by["command"].startswith("motionguide analyze-layers --model")
     assert profile.produced_by["clips"] == 2 and profile.produced_by["threshold_px"] == 16.0
     report = json.loads((out.parent / "analysis.json").read_text())
     assert report["blocks"] == [0, 1] and report["steps"] == [0, 1]
-    for name in ("accuracy", "confidence", "attention"):
+    for name in ("accuracy", "confidence", "attention", "moving_accuracy"):
         assert np.array(report["tables"][name], dtype=float).shape == (2, 2)
     assert 0.0 <= min(map(min, report["tables"]["accuracy"])) <= max(map(max, report["tables"]["accuracy"])) <= 100
     assert report["choice"]["tracking"] == {"block": profile.tracking.block, "step": 1}

@@ -66,6 +66,12 @@ def test_bad_timestep_window(tmp_path):
         LayerProfile.load(path)
 
 
+def test_unknown_tracking_descriptor_lists_the_valid_ones(tmp_path):
+    path = _write(tmp_path, **{"tracking.descriptor": "qk_pre"})
+    with pytest.raises(ConfigError, match=r"tracking.descriptor: 'qk_pre'.*qk, qk_no_rope"):
+        LayerProfile.load(path)
+
+
 def test_top_k_beyond_heads_and_unknown_top_level_key(tmp_path):
     with pytest.raises(ConfigError, match=r"imap.top_k.*1..12"):
         LayerProfile.load(_write(tmp_path, **{"imap.top_k": 13}))

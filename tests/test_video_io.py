@@ -66,3 +66,20 @@ def test_truncated_file_is_a_read_error(tmp_path):
     truncated.write_bytes(good.read_bytes()[:500])
     with pytest.raises(VideoReadError, match="truncated.mp4"):
         read_video(truncated)
+
+
+def test_draw_tracks_puts_each_point_where_its_track_says():
+    from motionguide.viz.tracks import draw_tracks
+
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    tracks = np.array([[[2, 2], [8, 4], [12, 12]]], np.float32)
+    drawn = draw_tracks(frames, tracks, min_side=64)  # 4x upscale
+    assert drawn.shape == (3, 64, 64, 3)
+    for f, (x, y) in enumerate(tracks[0]):
+        centre = drawn[f, int((y + 0.5) * 4), int((x + 0.5) * 4)]
+        assert centre.max() > 100  # the dot
+    assert drawn[0, 60, 4].max() == 0  # far from any track: untouched
+    hidden = draw_tracks(frames, tracks, visibility=np.array([[True, False, True]]), min_side=64)
+    assert hidden[1, int(4.5 * 4), int(8.5 * 4)].max() == 0
+    with pytest.raises(ValueError, match=r"tracks must be \[N, 3, 2\]"):
+        draw_tracks(frames, tracks[:, :2])

@@ -46,21 +46,39 @@ class AttentionCapture:
     key: torch.Tensor
     output: torch.Tensor
     text_len: int = 0
+    #: q / k after normalisation but before the rotary embedding; only when the capture asked for them
+    #: (`controller.capture(..., pre_rope=True)`); text tokens carry no RoPE, so they equal `query` / `key` there
+    query_pre_rope: torch.Tensor | None = None
+    key_pre_rope: torch.Tensor | None = None
 
     @property
     def grid(self) -> TokenGrid:
         """Token grid of the transformer forward this call belongs to."""
         return self.info.grid
 
-    def video_query(self) -> torch.Tensor:
-        """Queries of the video tokens only (the leading text tokens dropped in joint attention)."""
-        return self.query[:, :, self.text_len :] if self.attention == "joint" else self.query
+    def _pick(self, name: str, pre_rope: bool) -> torch.Tensor:
+        if not pre_rope:
+            return getattr(self, name)
+        value = getattr(self, f"{name}_pre_rope")
+        if value is None:
+            raise ValueError(f"this capture holds no pre-RoPE {name}s: open the capture with "
+                             "`controller.capture(..., pre_rope=True)` (or give the consumer `pre_rope = True`)")
+        return value
 
-    def video_key(self) -> torch.Tensor | None:
+    def video_query(self, pre_rope: bool = False) -> torch.Tensor:
+        """Queries of the video tokens only (the leading text tokens dropped in joint attention).
+
+        pre_rope: the queries before the rotary embedding (needs a capture opened with `pre_rope=True`).
+        """
+        query = self._pick("query", pre_rope)
+        return query[:, :, self.text_len :] if self.attention == "joint" else query
+
+    def video_key(self, pre_rope: bool = False) -> torch.Tensor | None:
         """Keys of the video tokens; None for text cross-attention, whose keys are all text."""
         if self.attention == "text":
             return None
-        return self.key[:, :, self.text_len :] if self.attention == "joint" else self.key
+        key = self._pick("key", pre_rope)
+        return key[:, :, self.text_len :] if self.attention == "joint" else key
 
     def text_key(self) -> torch.Tensor | None:
         """Keys of the text tokens; None for video self-attention, which has none."""

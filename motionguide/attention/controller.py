@@ -46,6 +46,7 @@ class _Subscription:
     consumer: CaptureConsumer
     branches: str  # "cond" or "all"
     steps: Container[int] | None
+    pre_rope: bool = False
 
 
 @dataclass
@@ -68,13 +69,19 @@ class CallPlan:
     captures: list[_Subscription]
     frame_local: FrameLocalConfig | None
 
-    def emit(self, processor: Any, query, key, output, text_len: int) -> None:
+    @property
+    def wants_pre_rope(self) -> bool:
+        """Whether a consumer asked for q / k before the rotary embedding (the processor then keeps them)."""
+        return any(sub.pre_rope for sub in self.captures)
+
+    def emit(self, processor: Any, query, key, output, text_len: int, query_pre_rope=None, key_pre_rope=None) -> None:
         """Hand [B, H, S, D] tensors to each consumer, restricted to the rows its branch filter allows."""
         with torch.no_grad():
             for sub in self.captures:
                 rows = slice(None) if sub.branches == "all" else self.info.cond_rows
                 if rows is None:
                     continue
+                pre = sub.pre_rope and query_pre_rope is not None
                 sub.consumer(
                     AttentionCapture(
                         block=processor.block,
@@ -84,6 +91,8 @@ class CallPlan:
                         key=key[rows].detach(),
                         output=output[rows].detach(),
                         text_len=text_len,
+                        query_pre_rope=query_pre_rope[rows].detach() if pre else None,
+                        key_pre_rope=key_pre_rope[rows].detach() if pre else None,
                     )
                 )
 
@@ -146,16 +155,21 @@ class AttentionController:
         attention: str | Sequence[str] = "self",
         branches: str = "cond",
         steps: Container[int] | None = None,
+        pre_rope: bool | None = None,
     ) -> Iterator["AttentionController"]:
         """Call `consumer(AttentionCapture)` for every attention call at `blocks` while the block is open.
 
         branches: "cond" (default; the unconditional pass and rows are skipped) or "all".
         steps: pipeline step indices to capture at (from the pipeline's cache context); None for all.
+        pre_rope: also hand q / k before the rotary embedding (`AttentionCapture.query_pre_rope`); None reads
+            the consumer's own `pre_rope` attribute (False when it has none).
         """
         if branches not in ("cond", "all"):
             raise ValueError(f"branches must be 'cond' or 'all', got {branches!r}")
+        if pre_rope is None:
+            pre_rope = bool(getattr(consumer, "pre_rope", False))
         keys = self._install(blocks, attention)
-        sub = _Subscription(consumer, branches, steps)
+        sub = _Subscription(consumer, branches, steps, pre_rope)
         for key in keys:
             self._states[key].captures.append(sub)
         try:

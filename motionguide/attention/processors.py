@@ -89,6 +89,7 @@ class InstrumentedWanProcessor(WanAttnProcessor, _Instrumented):
         query = query.unflatten(2, (attn.heads, -1))
         key = key.unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
+        query_pre_rope, key_pre_rope = query, key  # the rotation below returns new tensors
         if rotary_emb is not None:
             query = _wan_rotary(query, *rotary_emb)
             key = _wan_rotary(key, *rotary_emb)
@@ -127,7 +128,10 @@ class InstrumentedWanProcessor(WanAttnProcessor, _Instrumented):
                 parallel_config=(self._parallel_config if encoder_hidden_states is None else None),
             )
         if plan.captures:
-            plan.emit(self, query.transpose(1, 2), key.transpose(1, 2), out.transpose(1, 2), text_len=0)
+            pre = plan.wants_pre_rope
+            plan.emit(self, query.transpose(1, 2), key.transpose(1, 2), out.transpose(1, 2), text_len=0,
+                      query_pre_rope=query_pre_rope.transpose(1, 2) if pre else None,
+                      key_pre_rope=key_pre_rope.transpose(1, 2) if pre else None)
 
         hidden_states = out.flatten(2, 3)
         hidden_states = hidden_states.type_as(query)
@@ -175,6 +179,10 @@ class InstrumentedCogVideoXProcessor(CogVideoXAttnProcessor2_0, _Instrumented):
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
+        keep_pre_rope = bool(plan.captures) and plan.wants_pre_rope
+        # the stock processor rotates in place: copies keep the pre-RoPE values only when a capture asks
+        query_pre_rope = query.clone() if keep_pre_rope else None
+        key_pre_rope = key.clone() if keep_pre_rope else None
         if image_rotary_emb is not None:
             query[:, :, text_seq_length:] = apply_rotary_emb(query[:, :, text_seq_length:], image_rotary_emb)
             if not attn.is_cross_attention:
@@ -193,7 +201,8 @@ class InstrumentedCogVideoXProcessor(CogVideoXAttnProcessor2_0, _Instrumented):
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
             )
         if plan.captures:
-            plan.emit(self, query, key, out, text_len=text_seq_length)
+            plan.emit(self, query, key, out, text_len=text_seq_length,
+                      query_pre_rope=query_pre_rope, key_pre_rope=key_pre_rope)
 
         hidden_states = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[0](hidden_states)

@@ -25,6 +25,10 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 SCHEMA_VERSION = 1
 
 
+#: descriptors a tracking profile may name (see `motionguide.correspondence.matching`)
+TRACKING_DESCRIPTORS = ("qk", "qk_no_rope")
+
+
 @dataclass
 class TrackingProfile:
     """Block whose self-attention q/k give correspondences, read at one sampling step."""
@@ -34,6 +38,8 @@ class TrackingProfile:
     num_inference_steps: int = 50
     provisional: bool = False
     source: str = ""
+    #: matching descriptor: "qk" (DiffTrack's, after RoPE) or "qk_no_rope" (before the rotary embedding)
+    descriptor: str = "qk"
 
 
 @dataclass
@@ -194,6 +200,9 @@ def _parse_section(name: str, data: Any, where: str, num_blocks: int, num_heads:
                 "sampling steps with 0 <= start < stop <= 1 (e.g. [0.0, 1.0] for all steps)"
             )
         values["window"] = (float(w[0]), float(w[1]))
+    if "descriptor" in values and values["descriptor"] not in TRACKING_DESCRIPTORS:
+        raise ConfigError(f"{here}.descriptor: {values['descriptor']!r} is not a tracking descriptor; use one of "
+                          f"{', '.join(TRACKING_DESCRIPTORS)}")
     if "scale" in values and not isinstance(values["scale"], (int, float)):
         raise ConfigError(f"{here}.scale: expected a number, got {values['scale']!r}")
     try:

@@ -5,7 +5,10 @@ timestep (seeded noise) and ONE conditional transformer forward captures the sel
 blocks at once. Each capture is reduced on the spot to, per block:
 
 - accuracy: PCK (% of visible (point, frame) pairs within `threshold_px`) of the tracks read from the q-k
-  matching cost (`CorrespondenceAccumulator` -> `latent_to_pixel_tracks`), against reference tracks;
+  matching cost (`CorrespondenceAccumulator` -> `latent_to_pixel_tracks`; descriptor "qk" after RoPE, as
+  DiffTrack, or "qk_no_rope"), against reference tracks; also the same PCK over the moving points only
+  ("moving_accuracy": points whose reference track leaves its frame-0 token, i.e. moves >= 1 token), since on
+  clips with a static background the all-point PCK rewards matching every token to its own position;
 - cross-frame confidence: for each query point's frame-0 token, a = softmax over ALL keys (text + every frame)
   of q.k/sqrt(d), head-averaged; per latent frame f >= 1 the max of a over frame f's keys, kept where the
   point is visible in every RGB frame of that latent; averaged over frames, then over points;
@@ -36,6 +39,7 @@ import torch
 from ..attention import AttentionController
 from ..attention.capture import AttentionCapture
 from ..backbones import VideoBackbone, backbone_for
+from ..backbones.profiles import TRACKING_DESCRIPTORS
 from ..backbones.base import TokenGrid
 from ..metrics.tracking import pck
 from .analysis_data import AnalysisClip, load_analysis_clips, read_reference_tracks
@@ -49,6 +53,7 @@ __all__ = [
     "attention_scores",
     "query_token_indices",
     "token_frame_visibility",
+    "moving_points",
     "minmax_normalise",
     "harmonic_mean",
     "default_steps",
@@ -191,6 +196,12 @@ def _usable_frames(backbone: VideoBackbone, clip: AnalysisClip, frames: np.ndarr
     return r * ((frames.shape[0] - 1) // r) + 1  # the causal VAE takes r*k+1 frames: later ones are dropped
 
 
+def moving_points(tracks: np.ndarray, visibility: np.ndarray, pixels_per_token: float) -> np.ndarray:
+    """[N] bool: the point's visible positions get at least one token away from where it starts."""
+    shift = np.linalg.norm(np.asarray(tracks, np.float64) - np.asarray(tracks, np.float64)[:, :1], axis=-1)
+    return (np.where(np.asarray(visibility, bool), shift, 0.0) >= pixels_per_token).any(axis=1)
+
+
 def _query_rows(visibility: np.ndarray, max_points: int) -> np.ndarray:
     """Indices of reference points visible in frame 0 (DiffTrack's "first" mode), at most `max_points`, evenly."""
     rows = np.flatnonzero(visibility[:, 0])
@@ -204,7 +215,9 @@ class _ClipScorer:
     spot so no block's q/k outlive its attention call."""
 
     def __init__(self, clip_tracks: np.ndarray, visibility: np.ndarray, threshold_px: float,
-                 pixels_per_token: int, temporal_stride: int):
+                 pixels_per_token: int, temporal_stride: int, descriptor: str = "qk"):
+        self.descriptor = descriptor
+        self.pre_rope = descriptor == "qk_no_rope"  # read by controller.capture
         self.tracks, self.visibility = clip_tracks, visibility
         self.queries = clip_tracks[:, 0]
         self.threshold_px = threshold_px
@@ -213,7 +226,7 @@ class _ClipScorer:
 
     def __call__(self, capture: AttentionCapture) -> None:
         grid = capture.grid
-        acc = CorrespondenceAccumulator([capture.block])
+        acc = CorrespondenceAccumulator([capture.block], descriptor=self.descriptor)
         acc(capture)
         latent_tracks = acc.tracks(self.queries, self.pixels_per_token)
         pixel_tracks = latent_to_pixel_tracks(latent_tracks, num_frames=self.tracks.shape[1],
@@ -226,6 +239,9 @@ class _ClipScorer:
             row = {name: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
                    for name, values in scores.items()}
         row["accuracy"] = pck(pixel_tracks, self.tracks, self.visibility, self.threshold_px)
+        moving = moving_points(self.tracks, self.visibility, self.pixels_per_token)
+        row["moving_accuracy"] = (pck(pixel_tracks[moving], self.tracks[moving], self.visibility[moving],
+                                      self.threshold_px) if moving.any() else float("nan"))
         self.rows[capture.block] = row
 
 
@@ -284,6 +300,7 @@ def analyze_layers(
     max_clips: int | None = None,
     max_points: int = 400,
     seed: int = 0,
+    descriptor: str = "qk",
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
@@ -301,12 +318,16 @@ def analyze_layers(
         use_captions: condition on each clip's caption (else the empty prompt).
         max_points: query points per clip (reference points visible in frame 0, evenly subsampled).
         seed: noise seed; clip i uses seed + i, the same noise at every step.
+        descriptor: matching descriptor of the accuracy tables, "qk" (DiffTrack's, after RoPE) or "qk_no_rope";
+            confidence and attention always use the attention's own (post-RoPE) q and k.
         command: recorded in `produced_by` (the CLI passes its command line).
         progress: called with a short line per clip.
     """
     if mode != "real":
         raise ValueError(f"mode {mode!r} is not implemented; use mode='real': generate the videos first, track them "
                          "with an external tracker (e.g. CoTracker) and analyse them as real clips")
+    if descriptor not in TRACKING_DESCRIPTORS:
+        raise ValueError(f"descriptor {descriptor!r}: the analysis scores one of {', '.join(TRACKING_DESCRIPTORS)}")
     backbone = pipe if isinstance(pipe, VideoBackbone) else backbone_for(pipe)
     if backbone.patch_size[0] != 1:
         raise ValueError(f"the layer analysis needs one token frame per latent frame; this {backbone.family} model "
@@ -344,7 +365,7 @@ def analyze_layers(
             noise = noise.to(device, dtype)
             for col, timestep in enumerate(timesteps):
                 t = torch.tensor([timestep], device=device)
-                scorer = _ClipScorer(tracks, visibility, threshold, s, r)
+                scorer = _ClipScorer(tracks, visibility, threshold, s, r, descriptor)
                 with controller.capture(scorer, blocks=block_list, attention="self"):
                     backbone.predict(backbone.add_noise(latents, noise, t), t, embeds)
                 for row, block in enumerate(block_list):
@@ -369,6 +390,7 @@ def analyze_layers(
         "steps": step_list,
         "num_inference_steps": num_inference_steps,
         "seed": seed,
+        "descriptor": descriptor,
         "prompt": "clip captions" if use_captions else "empty",
         "rule": "tracking: argmax PCK at the last analysed step (ties: HM); guidance: top-3 mean HM over the later "
                 "half of the analysed steps",

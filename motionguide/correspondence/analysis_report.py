@@ -35,9 +35,13 @@ def colourise(values: np.ndarray) -> np.ndarray:
 
 
 def heatmap_image(result: AnalysisResult, cell: int = 16) -> Image.Image:
-    """Accuracy, confidence, attention and HM panels side by side, with block and step labels."""
+    """Accuracy, confidence, attention and HM panels side by side (and the moving-point PCK where there are moving
+    points), with block and step labels."""
     panels = [("accuracy (PCK)", result.accuracy), ("cross-frame confidence", result.confidence),
               ("cross-frame attention", result.attention), ("harmonic mean", result.hm)]
+    moving = result.tables.get("moving_accuracy")
+    if moving is not None and np.isfinite(moving).any():
+        panels.append(("moving-point PCK", moving))
     rows, cols = len(result.blocks), len(result.steps)
     label_w, title_h, step_h, gap = 28, 14, 12, 12
     panel_w = max(cols * cell, 140)

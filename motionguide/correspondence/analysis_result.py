@@ -24,7 +24,7 @@ from ..errors import ConfigError
 
 #: tables of an analysis: the three DiffTrack metrics first, then the extras kept for the report
 METRICS = ("accuracy", "confidence", "attention")
-EXTRAS = ("own_frame_attention", "text_attention", "own_frame_confidence", "text_confidence")
+EXTRAS = ("own_frame_attention", "text_attention", "own_frame_confidence", "text_confidence", "moving_accuracy")
 GUIDANCE_BLOCKS = 3
 
 
@@ -145,6 +145,7 @@ class AnalysisResult:
             model=model if model is not None else (base_profile.model if base_profile is not None else ""),
             tracking=TrackingProfile(
                 block=block, step=step, num_inference_steps=self.num_inference_steps, provisional=False,
+                descriptor=self.produced_by.get("descriptor", "qk"),
                 source=f"motionguide analyze-layers on {about}: highest PCK at the last analysed step "
                        f"({step} of {self.num_inference_steps}), ties by harmonic mean",
             ),
@@ -192,6 +193,9 @@ class AnalysisResult:
         """Rebuild a result from `to_dict()` output (null cells back to NaN)."""
         tables = {name: np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
                   for name, rows in data["tables"].items()}
+        for name in METRICS + EXTRAS:  # results saved before a table existed read it as all-NaN
+            if name not in tables:
+                tables[name] = np.full((len(data["blocks"]), len(data["steps"])), np.nan)
         return cls(blocks=list(data["blocks"]), steps=list(data["steps"]),
                    num_inference_steps=int(data["num_inference_steps"]), tables=tables, family=data["family"],
                    num_blocks=int(data["num_blocks"]), num_heads=int(data["num_heads"]),

@@ -1,6 +1,6 @@
 """`motionguide track`: zero-shot point tracks of a real video from a video DiT (DiffTrack's protocol).
 
-    motionguide track --model assets/toy-model --video clip.mp4 --grid 8 --out tracks.json
+    motionguide track --model assets/toy-model --video clip.mp4 --grid 8 --out tracks.npz --viz tracks.mp4
     motionguide track --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --video v.mp4 --points "100,80;240,200" \
         --block 17 --timestep 20 --device cuda --out tracks.json
     motionguide track --model assets/toy-model --video clip.mp4 --gt clip_gt.npz --out tracks.json   # + PCK
@@ -118,10 +118,28 @@ def _run_track(args: argparse.Namespace) -> int:
                              "delta_avg": delta_avg(tracks, gt_tracks, visible)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result))
-    print(json.dumps({"out": str(out.resolve()), "points": len(queries), "frames": len(frames),
-                      **result.get("metrics", {})}))
+    _write_tracks(out, result, queries, tracks)
+    printed = {"out": str(out.resolve()), "points": len(queries), "frames": len(frames), **result.get("metrics", {})}
+    if args.viz:
+        from ..video import write_video
+        from ..viz.tracks import draw_tracks
+
+        printed["viz"] = str(write_video(args.viz, draw_tracks(frames, tracks)).resolve())
+    print(json.dumps(printed))
     return 0
+
+
+def _write_tracks(out: Path, result: dict, queries: np.ndarray, tracks: np.ndarray) -> None:
+    """`.npz`: arrays `tracks` [N, F, 2], `queries` [N, 2] and a JSON string `info`; anything else: one JSON file.
+    Written to a temporary name first, so a killed run leaves no half file."""
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)
+    if out.suffix == ".npz":
+        info = {k: v for k, v in result.items() if k not in ("tracks", "queries")}
+        np.savez(tmp, tracks=np.asarray(tracks, np.float32), queries=np.asarray(queries, np.float32),
+                 info=np.array(json.dumps(info)))
+    else:
+        tmp.write_text(json.dumps(result))
+    os.replace(tmp, out)
 
 
 def _pixels_per_token(pipe) -> int:
@@ -137,7 +155,7 @@ def _analysis_command_line(args: argparse.Namespace) -> str:
     """The command as run, options in a fixed order with their values (defaults included), for provenance."""
     parts = ["motionguide", "analyze-layers"]
     for name in ("model", "data", "tracks", "blocks", "steps", "num_inference_steps", "max_clips", "max_points",
-                 "threshold_px", "seed", "prompt", "max_sequence_length", "dtype", "name", "out"):
+                 "threshold_px", "seed", "descriptor", "prompt", "max_sequence_length", "dtype", "name", "out"):
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
@@ -166,7 +184,7 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
         result = analyze_layers(
             pipe, args.data, reference_tracks=args.tracks, blocks=blocks, steps=steps, num_inference_steps=num_steps,
             threshold_px=args.threshold_px, use_captions=args.prompt == "caption", max_sequence_length=max_len,
-            max_clips=args.max_clips, max_points=args.max_points, seed=args.seed,
+            max_clips=args.max_clips, max_points=args.max_points, seed=args.seed, descriptor=args.descriptor,
             command=_analysis_command_line(args), progress=lambda line: print(line, flush=True),
         )
     profile = result.to_profile(pipe, args.name or out.stem, model=args.model, path=out)
@@ -194,10 +212,13 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--method", choices=["argmax", "soft_argmax"], default="argmax")
     p.add_argument("--temperature", type=_temperature, default="sqrt_dim",
                    help="sqrt_dim (default), sqrt_heads or a number")
-    p.add_argument("--descriptor", choices=["qk", "output"], default="qk")
+    p.add_argument("--descriptor", choices=["qk", "qk_no_rope", "output"],
+                   help="qk: after RoPE (DiffTrack), qk_no_rope: before it, output: attention output (default: the profile's)")
     p.add_argument("--max-sequence-length", type=int, help="text length for the empty prompt")
     p.add_argument("--device", help="e.g. cuda; default: CPU")
-    p.add_argument("--out", default="tracks.json", help="JSON with queries, tracks [N][F][2] and metrics")
+    p.add_argument("--out", default="tracks.npz", help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) "
+                   "or a .json file with the same content")
+    p.add_argument("--viz", help="also write the video with the tracks drawn on it (e.g. tracks.mp4)")
     p.set_defaults(func=_run_track)
 
     a = subparsers.add_parser("analyze-layers", help="score every block and step for correspondence -> a layer "
@@ -218,6 +239,8 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     a.add_argument("--prompt", choices=["caption", "empty"], default="caption", help="condition on each clip's "
                    "caption (default) or the empty prompt")
     a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
+    a.add_argument("--descriptor", choices=["qk", "qk_no_rope"], default="qk",
+                   help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack) or qk_no_rope")
     a.add_argument("--max-sequence-length", type=int, help="text length (default: the model's sampling default)")
     a.add_argument("--name", help="profile name (default: the --out file name without extension)")
     a.add_argument("--device", help="e.g. cuda; default: CPU")

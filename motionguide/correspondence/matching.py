@@ -6,6 +6,11 @@ Cost between a source frame (frame 0) and a target frame j, per head h, with tem
     A_bwd[h](p, x) = softmax_p( qj_x . k0_p / tau )^T        softmax over frame 0's tokens, transposed
     C = 1/2 (mean_h A_fwd + mean_h A_bwd)                    heads averaged after each softmax
 
+Descriptors: "qk" is DiffTrack's (queries and keys after normalisation and RoPE); "qk_no_rope" takes them before
+the rotary embedding, so the logits carry content only (on the toy model the rotary term dominates q.k and pulls
+every match to the query's own position: `benchmarks/difftrack_rope_diagnostic.py`); "output" is the
+intermediate-feature baseline.
+
 Several blocks / steps are aggregated by concatenating q and k along channels (the logits add up) and dividing
 the logits by the count. The intermediate-feature baseline uses the attention output before `to_out` (heads
 concatenated) with a plain dot product in one direction.
@@ -24,7 +29,7 @@ import torch
 from ..attention.capture import AttentionCapture
 from ..backbones.base import TokenGrid
 
-DESCRIPTORS = ("qk", "output")
+DESCRIPTORS = ("qk", "qk_no_rope", "output")
 DIRECTIONS = ("bidirectional", "forward", "backward")
 TEMPERATURES = ("sqrt_dim", "sqrt_heads")
 
@@ -108,7 +113,8 @@ class CorrespondenceAccumulator:
         blocks: blocks whose self-attention to accept (others are ignored).
         steps: pipeline step indices to accept (negative counts from the end when the pipeline reports its
             number of steps); None accepts every step.
-        descriptor: "qk" (post-norm, post-RoPE queries and keys) or "output" (attention output before `to_out`).
+        descriptor: "qk" (post-norm, post-RoPE queries and keys), "qk_no_rope" (post-norm, pre-RoPE) or "output"
+            (attention output before `to_out`).
         direction: "bidirectional", "forward" or "backward" ("qk" only; features use one direction).
         temperature: "sqrt_dim", "sqrt_heads" or a number (see :func:`resolve_temperature`).
     """
@@ -127,6 +133,8 @@ class CorrespondenceAccumulator:
             raise ValueError("give at least one block to read correspondences from")
         self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.descriptor = _check_choice("descriptor", descriptor, DESCRIPTORS)
+        #: read by `controller.capture`: keep q / k from before the rotary embedding
+        self.pre_rope = descriptor == "qk_no_rope"
         self.direction = _check_choice("direction", direction, DIRECTIONS)
         if descriptor == "output" and direction != "forward":
             self.direction = "forward"  # the feature baseline is one plain dot product
@@ -172,8 +180,8 @@ class CorrespondenceAccumulator:
                 "use one accumulator per video"
             )
         self.grid = capture.grid
-        if self.descriptor == "qk":
-            q, k = capture.video_query(), capture.video_key()
+        if self.descriptor != "output":
+            q, k = capture.video_query(self.pre_rope), capture.video_key(self.pre_rope)
             self._num_heads, self._head_dim = q.shape[1], q.shape[-1]
             self._queries.append(q.clone())
             self._keys.append(k.clone())

@@ -20,6 +20,7 @@ import torch
 
 from ..attention import AttentionController
 from ..backbones import LayerProfile, VideoBackbone, backbone_for
+from ..errors import ConfigError
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
 from .tracks import latent_to_pixel_tracks
@@ -58,6 +59,15 @@ def _empty_prompt(backbone: VideoBackbone, max_sequence_length: int | None, devi
     return backbone.encode_prompt([""], max_sequence_length=max_sequence_length, device=device)
 
 
+def _profile_descriptor(backbone) -> str:
+    """The shipped profile's tracking descriptor, "qk" (DiffTrack's) when the model has none."""
+    try:
+        tracking = backbone.default_profile().tracking
+    except ConfigError:
+        return "qk"
+    return tracking.descriptor if tracking is not None else "qk"
+
+
 def _chunks(num_frames: int, chunk_size: int) -> list[list[int]]:
     """Frame 0 plus contiguous runs of `chunk_size` later frames: [0, 1..n], [0, n+1..2n], ..."""
     return [[0, *range(start, min(start + chunk_size, num_frames))] for start in range(1, num_frames, chunk_size)]
@@ -74,7 +84,7 @@ def track_video(
     profile: str | os.PathLike | LayerProfile | None = None,
     prompt_embeds: torch.Tensor | None = None,
     max_sequence_length: int | None = None,
-    descriptor: str = "qk",
+    descriptor: str | None = None,
     direction: str = "bidirectional",
     temperature: str | float = "sqrt_dim",
     method: str = "argmax",
@@ -92,6 +102,8 @@ def track_video(
         chunk_size: later frames per transformer forward (DiffTrack uses 12 on CogVideoX, up to 20 fits Wan).
         prompt_embeds: precomputed empty-prompt embeddings (when the pipeline has no text encoder).
         add_noise: forward-noise the clean latents to `timestep` (DiffTrack's default is clean latents).
+        descriptor: "qk", "qk_no_rope" or "output" (see `CorrespondenceAccumulator`); default the profile's
+            else the shipped one's, else "qk".
     """
     backbone = _backbone(pipe_or_backbone)
     if backbone.patch_size[0] != 1:
@@ -99,12 +111,14 @@ def track_video(
                          f"{backbone.family} here patches {backbone.patch_size[0]} latent frames together")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if block is None or timestep is None:
+    if block is None or timestep is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and timestep=")
         if resolved.tracking is None:
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and timestep=")
         block = resolved.tracking.block if block is None else block
         timestep = default_tracking_timestep(backbone, resolved) if timestep is None else timestep
+        descriptor = resolved.tracking.descriptor if descriptor is None else descriptor
+    descriptor = descriptor or _profile_descriptor(backbone)
     frames = np.asarray(frames_uint8)
     s = backbone.pixels_per_token
     if frames.ndim == 4 and (frames.shape[1] % s or frames.shape[2] % s):
@@ -142,7 +156,7 @@ def track_generation(
     step: int | None = None,
     *,
     profile: str | os.PathLike | LayerProfile | None = None,
-    descriptor: str = "qk",
+    descriptor: str | None = None,
     direction: str = "bidirectional",
     temperature: str | float = "sqrt_dim",
     method: str = "argmax",
@@ -153,19 +167,22 @@ def track_generation(
     q/k of `block` are captured at sampling step `step` (negative counts from the end) of the conditional pass;
     defaults come from the layer profile. Returns (tracks [N, F, 2] in pixels over all generated frames, the
     pipeline output). Pass the pipeline's own arguments (prompt, num_frames, num_inference_steps, ...).
+    descriptor: "qk", "qk_no_rope" or "output"; default the profile's, else the shipped one's, else "qk".
     """
     if "callback_on_step_end" in call_kwargs:
         raise ValueError("track_generation drives the step gate with callback_on_step_end; do not pass your own")
     backbone = backbone_for(pipe)
     num_steps = int(call_kwargs.get("num_inference_steps", 50))
-    if block is None or step is None:
+    if block is None or step is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and step=")
         if resolved.tracking is None:
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and step=")
         block = resolved.tracking.block if block is None else block
+        descriptor = resolved.tracking.descriptor if descriptor is None else descriptor
         if step is None:  # the profile's step, moved to the same place on this call's schedule
             total = resolved.tracking.num_inference_steps
             step = round((resolved.tracking.step % total) * (num_steps - 1) / max(total - 1, 1))
+    descriptor = descriptor or _profile_descriptor(backbone)
     if not -num_steps <= step < num_steps:
         raise ValueError(f"step {step} is outside the {num_steps} sampling steps")
     wanted = step % num_steps
@@ -181,7 +198,7 @@ def track_generation(
         return {}
 
     controller = AttentionController(backbone)
-    with controller.capture(consume, blocks=[block], attention="self"):
+    with controller.capture(consume, blocks=[block], attention="self", pre_rope=acc.pre_rope):
         output = pipe(callback_on_step_end=on_step_end, **call_kwargs)
     latent = acc.tracks(query_points_px, backbone.pixels_per_token, method=method)
     # the causal VAE decodes F' latent frames to s*(F'-1)+1 frames, which is what the pipeline returns
