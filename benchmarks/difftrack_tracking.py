@@ -10,7 +10,8 @@ ground-truth point visible in frame 0 is tracked through the clip by
 - the intermediate-feature baseline (`descriptor="output"`: attention output before `to_out`, same block);
 - classical flow (OpenCV DIS chained frame to frame, bilinear read-out);
 - zero motion (every point stays put);
-- q-k matching at every block (one row per block), to see which block tracks best.
+- q-k matching at every block (one row per block), to see which block tracks best, with DiffTrack's descriptor
+  (q/k after RoPE) and with q/k before the rotary embedding (`descriptor="qk_no_rope"`).
 
 Metrics over the visible (point, frame) pairs, frame 0 (the query itself) excluded: PCK at 1/2 and 1 token
 (`pck_tokens` with the model's pixels per token), TAP-Vid delta_avg with its thresholds {1,2,4,8,16} px
@@ -58,6 +59,8 @@ def parse_args() -> argparse.Namespace:
                              "13 latents -> 12 on CogVideoX)")
     parser.add_argument("--max-points", type=int, default=0, help="query points per clip (0 = all visible)")
     parser.add_argument("--no-block-sweep", action="store_true", help="skip the per-block rows")
+    parser.add_argument("--descriptors", default="qk,qk_no_rope",
+                        help="q-k descriptors to compare (qk: after RoPE as DiffTrack, qk_no_rope: before it)")
     parser.add_argument("--name", default="difftrack_tracking", help="result file name")
     return parser.parse_args()
 
@@ -81,7 +84,8 @@ def tracking_setup(args: argparse.Namespace, backbone, settings) -> dict:
         steps = args.steps or settings.steps
         timestep, t_source = ev.last_step_timestep(backbone, steps), f"no profile: last of {steps} steps"
     chunk = args.chunk_size or max(1, backbone.num_latent_frames(settings.num_frames) - 1)
-    return {"block": int(block), "block_source": block_source, "timestep": float(timestep),
+    descriptor = section.descriptor if section is not None else "qk"
+    return {"block": int(block), "block_source": block_source, "timestep": float(timestep), "descriptor": descriptor,
             "timestep_source": t_source, "chunk_size": int(chunk),
             "profile": profile.name if profile is not None else None}
 
@@ -107,7 +111,8 @@ def evaluate(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, token_px: fl
     return scores
 
 
-def track_all(pipe, clips, setup: dict, blocks: list[int], embeds, max_points: int) -> tuple[dict, dict]:
+def track_all(pipe, clips, setup: dict, blocks: list[int], descriptors: list[str], embeds,
+              max_points: int) -> tuple[dict, dict]:
     """Predictions of every method on every clip, pooled over clips ([sum N, F, 2]), and seconds per method."""
     preds: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
@@ -121,8 +126,10 @@ def track_all(pipe, clips, setup: dict, blocks: list[int], embeds, max_points: i
     for clip in clips:
         rows = query_rows(clip["visibility"], max_points)
         queries, frames = clip["tracks"][rows, 0], clip["frames"]
-        for block in blocks:
-            run(f"qk@{block}", lambda b=block: track_video(pipe, frames, queries, block=b, **common))
+        for descriptor in descriptors:
+            for block in blocks:
+                run(f"{descriptor}@{block}", lambda b=block, d=descriptor: track_video(
+                    pipe, frames, queries, block=b, descriptor=d, **common))
         run("output", lambda: track_video(pipe, frames, queries, block=setup["block"], descriptor="output", **common))
         run("flow", lambda: flow_chain_tracks(frames, queries))
         run("zero", lambda: zero_motion_tracks(queries, len(frames)))
@@ -143,19 +150,24 @@ def main() -> None:
     delta_scale = min(height, width) / TAPVID_SIZE
     with torch.no_grad():
         embeds = backbone.encode_prompt([""], max_sequence_length=settings.max_sequence_length or 512)
-    preds, seconds = track_all(pipe, clips, setup, blocks, embeds, args.max_points)
+    descriptors = sorted({*args.descriptors.split(","), setup["descriptor"]}, key=["qk", "qk_no_rope"].index)
+    preds, seconds = track_all(pipe, clips, setup, blocks, descriptors, embeds, args.max_points)
     gt = np.concatenate([c["tracks"][query_rows(c["visibility"], args.max_points)] for c in clips])
     vis = np.concatenate([c["visibility"][query_rows(c["visibility"], args.max_points)] for c in clips])
     scores = {name: {**evaluate(p, gt, vis, token_px, delta_scale), "seconds_per_clip": seconds[name] / len(clips)}
               for name, p in preds.items()}
 
-    main_block = setup["block"]
-    labels = {
-        f"qk@{main_block}": f"**q–k matching** (block {main_block}, t = {setup['timestep']:.0f})",
+    main_block, main_descriptor = setup["block"], setup["descriptor"]
+    names = {"qk": "q–k matching, after RoPE (DiffTrack)", "qk_no_rope": "q–k matching, RoPE removed"}
+    labels = {f"{main_descriptor}@{main_block}": f"**{names[main_descriptor]}** (profile: block {main_block}, "
+                                                 f"t = {setup['timestep']:.0f})"}
+    for d in descriptors:
+        labels.setdefault(f"{d}@{main_block}", f"{names[d]} (block {main_block})")
+    labels.update({
         "output": f"intermediate features (attention output, block {main_block})",
         "flow": "classical flow (OpenCV DIS, chained)",
         "zero": "zero motion",
-    }
+    })
     header = ["method", "PCK@½ token", "PCK@1 token", "δ_avg (scaled)", "PCK@1 token, moving points", "s / clip"]
 
     def row(label: str, s: dict) -> list:
@@ -163,14 +175,15 @@ def main() -> None:
                 ev.fmt(s["pck@1tok_moving"]), ev.fmt(s["seconds_per_clip"], 2)]
 
     method_rows = [row(label, scores[key]) for key, label in labels.items()]
-    best = max(blocks, key=lambda b: (scores[f"qk@{b}"]["pck@1tok"], -b))
-    block_rows = [row(f"q–k, block {b}" + (" (tracking block)" if b == main_block else "")
-                      + (" ← best" if b == best and len(blocks) > 1 else ""), scores[f"qk@{b}"]) for b in blocks]
+    best = {d: max(blocks, key=lambda b: (scores[f"{d}@{b}"]["pck@1tok_moving"], -b)) for d in descriptors}
+    block_rows = [row(f"{names[d]}, block {b}" + (" (tracking block)" if b == main_block else "")
+                      + (" ← best on moving points" if b == best[d] and len(blocks) > 1 else ""), scores[f"{d}@{b}"])
+                  for d in descriptors for b in blocks]
     thresholds = ", ".join(f"{t * delta_scale:g}" for t in (1, 2, 4, 8, 16))
     md = "\n".join([
         ev.markdown_table(header, method_rows),
         "",
-        "Per block (q–k matching, same timestep):",
+        "Per block and descriptor (q–k matching, same timestep):",
         "",
         ev.markdown_table(header, block_rows),
         "",
@@ -183,7 +196,7 @@ def main() -> None:
         f"Model: {args.model} ({backbone.family}, {backbone.num_blocks} blocks x {backbone.num_heads} heads).",
     ])
     ev.write(args.name, {"settings": vars(args), "setup": setup, "token_px": token_px, "delta_scale": delta_scale,
-                         "clips": ev.describe_clips(clips), "best_block": best, "scores": scores}, md, args.results_dir)
+                         "clips": ev.describe_clips(clips), "best_block_moving": best, "scores": scores}, md, args.results_dir)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,29 @@ def test_pre_rope_descriptor_matches_the_normalised_projections_without_rotation
         CorrespondenceAccumulator([1], descriptor="qk_pre")
 
 
+def test_mixed_descriptor_adds_weighted_pre_rope_logits():
+    grid, heads, dim, weight = TokenGrid(2, 2, 3), 3, 8, 4.0
+    q, k, q_pre, k_pre = (torch.randn(1, heads, grid.num_tokens, dim) for _ in range(4))
+    capture = fake_capture(q, k, grid)
+    capture.query_pre_rope, capture.key_pre_rope = q_pre, k_pre
+    acc = CorrespondenceAccumulator([0], descriptor="qk_mixed", content_weight=weight)
+    acc(capture)
+    assert acc.count == 2 and acc.pre_rope
+    # logits (q.k + w q~.k~) / (2 tau): the dense reference on channel-stacked descriptors gives exactly that
+    stacked_q = torch.cat([q[0], q_pre[0] * weight ** 0.5], -1)
+    stacked_k = torch.cat([k[0], k_pre[0] * weight ** 0.5], -1)
+    torch.testing.assert_close(acc.cost(1), dense_pair_cost(stacked_q, stacked_k, grid, 1, 2 * math.sqrt(dim)),
+                               atol=1e-5, rtol=1e-5)
+    logits = (q[0] @ k[0].transpose(-1, -2) + weight * q_pre[0] @ k_pre[0].transpose(-1, -2)) / (2 * math.sqrt(dim))
+    forward = logits[:, :6, 6:].softmax(-1).mean(0)
+    backward = logits[:, 6:, :6].softmax(-1).mean(0).T
+    torch.testing.assert_close(acc.cost(1), (forward + backward) / 2, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="content_weight must be a positive"):
+        CorrespondenceAccumulator([0], descriptor="qk_mixed", content_weight=0)
+    with pytest.raises(ValueError, match="pre_rope=True"):
+        CorrespondenceAccumulator([0], descriptor="qk_mixed")(fake_capture(q, k, grid))
+
+
 class MaxTensorSize(TorchDispatchMode):
     """Records the largest tensor any aten op allocates (views of existing storage excluded): every tensor the
     computation creates passes through here, so this is what it really holds, not what it claims to."""

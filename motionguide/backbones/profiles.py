@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 
 
 #: descriptors a tracking profile may name (see `motionguide.correspondence.matching`)
-TRACKING_DESCRIPTORS = ("qk", "qk_no_rope")
+TRACKING_DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed")
 
 
 @dataclass
@@ -38,8 +38,10 @@ class TrackingProfile:
     num_inference_steps: int = 50
     provisional: bool = False
     source: str = ""
-    #: matching descriptor: "qk" (DiffTrack's, after RoPE) or "qk_no_rope" (before the rotary embedding)
+    #: matching descriptor: "qk" (DiffTrack's, after RoPE), "qk_no_rope" (before the rotary embedding) or
+    #: "qk_mixed" (both logits, the pre-RoPE one weighted by `content_weight`)
     descriptor: str = "qk"
+    content_weight: float = 4.0
 
 
 @dataclass
@@ -203,6 +205,9 @@ def _parse_section(name: str, data: Any, where: str, num_blocks: int, num_heads:
     if "descriptor" in values and values["descriptor"] not in TRACKING_DESCRIPTORS:
         raise ConfigError(f"{here}.descriptor: {values['descriptor']!r} is not a tracking descriptor; use one of "
                           f"{', '.join(TRACKING_DESCRIPTORS)}")
+    if "content_weight" in values and not (isinstance(values["content_weight"], (int, float))
+                                           and values["content_weight"] > 0):
+        raise ConfigError(f"{here}.content_weight: expected a positive number, got {values['content_weight']!r}")
     if "scale" in values and not isinstance(values["scale"], (int, float)):
         raise ConfigError(f"{here}.scale: expected a number, got {values['scale']!r}")
     try:

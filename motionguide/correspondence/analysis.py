@@ -6,7 +6,7 @@ blocks at once. Each capture is reduced on the spot to, per block:
 
 - accuracy: PCK (% of visible (point, frame) pairs within `threshold_px`) of the tracks read from the q-k
   matching cost (`CorrespondenceAccumulator` -> `latent_to_pixel_tracks`; descriptor "qk" after RoPE, as
-  DiffTrack, or "qk_no_rope"), against reference tracks; also the same PCK over the moving points only
+  DiffTrack, "qk_no_rope" or "qk_mixed"), against reference tracks; also the same PCK over the moving points only
   ("moving_accuracy": points whose reference track leaves its frame-0 token, i.e. moves >= 1 token), since on
   clips with a static background the all-point PCK rewards matching every token to its own position;
 - cross-frame confidence: for each query point's frame-0 token, a = softmax over ALL keys (text + every frame)
@@ -215,9 +215,9 @@ class _ClipScorer:
     spot so no block's q/k outlive its attention call."""
 
     def __init__(self, clip_tracks: np.ndarray, visibility: np.ndarray, threshold_px: float,
-                 pixels_per_token: int, temporal_stride: int, descriptor: str = "qk"):
-        self.descriptor = descriptor
-        self.pre_rope = descriptor == "qk_no_rope"  # read by controller.capture
+                 pixels_per_token: int, temporal_stride: int, descriptor: str = "qk", content_weight: float = 4.0):
+        self.descriptor, self.content_weight = descriptor, content_weight
+        self.pre_rope = descriptor != "qk"  # read by controller.capture
         self.tracks, self.visibility = clip_tracks, visibility
         self.queries = clip_tracks[:, 0]
         self.threshold_px = threshold_px
@@ -226,7 +226,8 @@ class _ClipScorer:
 
     def __call__(self, capture: AttentionCapture) -> None:
         grid = capture.grid
-        acc = CorrespondenceAccumulator([capture.block], descriptor=self.descriptor)
+        acc = CorrespondenceAccumulator([capture.block], descriptor=self.descriptor,
+                                        content_weight=self.content_weight)
         acc(capture)
         latent_tracks = acc.tracks(self.queries, self.pixels_per_token)
         pixel_tracks = latent_to_pixel_tracks(latent_tracks, num_frames=self.tracks.shape[1],
@@ -301,6 +302,7 @@ def analyze_layers(
     max_points: int = 400,
     seed: int = 0,
     descriptor: str = "qk",
+    content_weight: float = 4.0,
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
@@ -318,8 +320,9 @@ def analyze_layers(
         use_captions: condition on each clip's caption (else the empty prompt).
         max_points: query points per clip (reference points visible in frame 0, evenly subsampled).
         seed: noise seed; clip i uses seed + i, the same noise at every step.
-        descriptor: matching descriptor of the accuracy tables, "qk" (DiffTrack's, after RoPE) or "qk_no_rope";
-            confidence and attention always use the attention's own (post-RoPE) q and k.
+        descriptor, content_weight: matching descriptor of the accuracy tables, "qk" (DiffTrack's, after RoPE),
+            "qk_no_rope" or "qk_mixed" (with its pre-RoPE weight); confidence and attention always use the
+            attention's own (post-RoPE) q and k.
         command: recorded in `produced_by` (the CLI passes its command line).
         progress: called with a short line per clip.
     """
@@ -365,7 +368,7 @@ def analyze_layers(
             noise = noise.to(device, dtype)
             for col, timestep in enumerate(timesteps):
                 t = torch.tensor([timestep], device=device)
-                scorer = _ClipScorer(tracks, visibility, threshold, s, r, descriptor)
+                scorer = _ClipScorer(tracks, visibility, threshold, s, r, descriptor, content_weight)
                 with controller.capture(scorer, blocks=block_list, attention="self"):
                     backbone.predict(backbone.add_noise(latents, noise, t), t, embeds)
                 for row, block in enumerate(block_list):
@@ -391,6 +394,7 @@ def analyze_layers(
         "num_inference_steps": num_inference_steps,
         "seed": seed,
         "descriptor": descriptor,
+        **({"content_weight": content_weight} if descriptor == "qk_mixed" else {}),
         "prompt": "clip captions" if use_captions else "empty",
         "rule": "tracking: argmax PCK at the last analysed step (ties: HM); guidance: top-3 mean HM over the later "
                 "half of the analysed steps",

@@ -146,6 +146,7 @@ class AnalysisResult:
             tracking=TrackingProfile(
                 block=block, step=step, num_inference_steps=self.num_inference_steps, provisional=False,
                 descriptor=self.produced_by.get("descriptor", "qk"),
+                content_weight=float(self.produced_by.get("content_weight", TrackingProfile.content_weight)),
                 source=f"motionguide analyze-layers on {about}: highest PCK at the last analysed step "
                        f"({step} of {self.num_inference_steps}), ties by harmonic mean",
             ),

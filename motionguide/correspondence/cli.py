@@ -109,10 +109,10 @@ def _run_track(args: argparse.Namespace) -> int:
         tracks = track_video(pipe, frames, queries, block=args.block, timestep=args.timestep,
                              chunk_size=args.chunk_size, profile=args.profile,
                              max_sequence_length=args.max_sequence_length, temperature=args.temperature,
-                             method=args.method, descriptor=args.descriptor)
+                             method=args.method, descriptor=args.descriptor, content_weight=args.content_weight)
     result = {"video": str(args.video), "model": args.model, "queries": queries.tolist(), "tracks": tracks.tolist(),
               "settings": {k: getattr(args, k) for k in ("block", "timestep", "chunk_size", "profile", "method",
-                                                         "temperature", "descriptor")}}
+                                                         "temperature", "descriptor", "content_weight")}}
     if gt_tracks is not None:
         result["metrics"] = {**pck_tokens(tracks, gt_tracks, visible, _pixels_per_token(pipe)),
                              "delta_avg": delta_avg(tracks, gt_tracks, visible)}
@@ -155,7 +155,8 @@ def _analysis_command_line(args: argparse.Namespace) -> str:
     """The command as run, options in a fixed order with their values (defaults included), for provenance."""
     parts = ["motionguide", "analyze-layers"]
     for name in ("model", "data", "tracks", "blocks", "steps", "num_inference_steps", "max_clips", "max_points",
-                 "threshold_px", "seed", "descriptor", "prompt", "max_sequence_length", "dtype", "name", "out"):
+                 "threshold_px", "seed", "descriptor", "content_weight", "prompt", "max_sequence_length", "dtype", "name",
+                 "out"):
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
@@ -185,6 +186,7 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
             pipe, args.data, reference_tracks=args.tracks, blocks=blocks, steps=steps, num_inference_steps=num_steps,
             threshold_px=args.threshold_px, use_captions=args.prompt == "caption", max_sequence_length=max_len,
             max_clips=args.max_clips, max_points=args.max_points, seed=args.seed, descriptor=args.descriptor,
+            content_weight=args.content_weight,
             command=_analysis_command_line(args), progress=lambda line: print(line, flush=True),
         )
     profile = result.to_profile(pipe, args.name or out.stem, model=args.model, path=out)
@@ -212,8 +214,11 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--method", choices=["argmax", "soft_argmax"], default="argmax")
     p.add_argument("--temperature", type=_temperature, default="sqrt_dim",
                    help="sqrt_dim (default), sqrt_heads or a number")
-    p.add_argument("--descriptor", choices=["qk", "qk_no_rope", "output"],
-                   help="qk: after RoPE (DiffTrack), qk_no_rope: before it, output: attention output (default: the profile's)")
+    p.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed", "output"],
+                   help="qk: after RoPE (DiffTrack), qk_no_rope: before it, qk_mixed: both, output: attention "
+                        "output (default: the profile's)")
+    p.add_argument("--content-weight", type=float,
+                   help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
     p.add_argument("--max-sequence-length", type=int, help="text length for the empty prompt")
     p.add_argument("--device", help="e.g. cuda; default: CPU")
     p.add_argument("--out", default="tracks.npz", help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) "
@@ -239,8 +244,9 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     a.add_argument("--prompt", choices=["caption", "empty"], default="caption", help="condition on each clip's "
                    "caption (default) or the empty prompt")
     a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
-    a.add_argument("--descriptor", choices=["qk", "qk_no_rope"], default="qk",
-                   help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack) or qk_no_rope")
+    a.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed"], default="qk",
+                   help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack), qk_no_rope or qk_mixed")
+    a.add_argument("--content-weight", type=float, default=4.0, help="pre-RoPE weight of qk_mixed (default 4)")
     a.add_argument("--max-sequence-length", type=int, help="text length (default: the model's sampling default)")
     a.add_argument("--name", help="profile name (default: the --out file name without extension)")
     a.add_argument("--device", help="e.g. cuda; default: CPU")

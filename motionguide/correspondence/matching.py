@@ -8,8 +8,9 @@ Cost between a source frame (frame 0) and a target frame j, per head h, with tem
 
 Descriptors: "qk" is DiffTrack's (queries and keys after normalisation and RoPE); "qk_no_rope" takes them before
 the rotary embedding, so the logits carry content only (on the toy model the rotary term dominates q.k and pulls
-every match to the query's own position: `benchmarks/difftrack_rope_diagnostic.py`); "output" is the
-intermediate-feature baseline.
+every match to the query's own position: `benchmarks/difftrack_rope_diagnostic.py`); "qk_mixed" adds the two,
+q.k + w * q~.k~ with w = `content_weight` (position keeps textureless regions in place, content follows moving
+objects); "output" is the intermediate-feature baseline.
 
 Several blocks / steps are aggregated by concatenating q and k along channels (the logits add up) and dividing
 the logits by the count. The intermediate-feature baseline uses the attention output before `to_out` (heads
@@ -29,7 +30,7 @@ import torch
 from ..attention.capture import AttentionCapture
 from ..backbones.base import TokenGrid
 
-DESCRIPTORS = ("qk", "qk_no_rope", "output")
+DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed", "output")
 DIRECTIONS = ("bidirectional", "forward", "backward")
 TEMPERATURES = ("sqrt_dim", "sqrt_heads")
 
@@ -113,8 +114,10 @@ class CorrespondenceAccumulator:
         blocks: blocks whose self-attention to accept (others are ignored).
         steps: pipeline step indices to accept (negative counts from the end when the pipeline reports its
             number of steps); None accepts every step.
-        descriptor: "qk" (post-norm, post-RoPE queries and keys), "qk_no_rope" (post-norm, pre-RoPE) or "output"
-            (attention output before `to_out`).
+        descriptor: "qk" (post-norm, post-RoPE queries and keys), "qk_no_rope" (post-norm, pre-RoPE), "qk_mixed"
+            (logits q.k + content_weight * pre-RoPE q.k; counts as two captures in the 1 / count scale) or
+            "output" (attention output before `to_out`).
+        content_weight: weight of the pre-RoPE logits in "qk_mixed" (> 0).
         direction: "bidirectional", "forward" or "backward" ("qk" only; features use one direction).
         temperature: "sqrt_dim", "sqrt_heads" or a number (see :func:`resolve_temperature`).
     """
@@ -127,6 +130,7 @@ class CorrespondenceAccumulator:
         direction: str = "bidirectional",
         temperature: str | float = "sqrt_dim",
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        content_weight: float = 4.0,
     ):
         self.blocks = sorted({int(b) for b in blocks})
         if not self.blocks:
@@ -134,7 +138,10 @@ class CorrespondenceAccumulator:
         self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.descriptor = _check_choice("descriptor", descriptor, DESCRIPTORS)
         #: read by `controller.capture`: keep q / k from before the rotary embedding
-        self.pre_rope = descriptor == "qk_no_rope"
+        self.pre_rope = descriptor in ("qk_no_rope", "qk_mixed")
+        if not (isinstance(content_weight, (int, float)) and content_weight > 0):
+            raise ValueError(f"content_weight must be a positive number, got {content_weight!r}")
+        self.content_weight = float(content_weight)
         self.direction = _check_choice("direction", direction, DIRECTIONS)
         if descriptor == "output" and direction != "forward":
             self.direction = "forward"  # the feature baseline is one plain dot product
@@ -155,7 +162,8 @@ class CorrespondenceAccumulator:
 
     @property
     def count(self) -> int:
-        """Number of accepted captures (blocks x steps) the cost aggregates."""
+        """Number of descriptor groups the cost aggregates: one per accepted capture (blocks x steps), two for
+        "qk_mixed"."""
         return len(self._queries)
 
     def _accepts_step(self, capture: AttentionCapture) -> bool:
@@ -180,7 +188,13 @@ class CorrespondenceAccumulator:
                 "use one accumulator per video"
             )
         self.grid = capture.grid
-        if self.descriptor != "output":
+        if self.descriptor == "qk_mixed":  # two channel groups: the logits add, w scales the pre-RoPE one
+            q, k = capture.video_query(), capture.video_key()
+            self._num_heads, self._head_dim = q.shape[1], q.shape[-1]
+            root = math.sqrt(self.content_weight)
+            self._queries += [q.clone(), capture.video_query(pre_rope=True) * root]
+            self._keys += [k.clone(), capture.video_key(pre_rope=True) * root]
+        elif self.descriptor != "output":
             q, k = capture.video_query(self.pre_rope), capture.video_key(self.pre_rope)
             self._num_heads, self._head_dim = q.shape[1], q.shape[-1]
             self._queries.append(q.clone())

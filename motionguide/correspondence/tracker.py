@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..attention import AttentionController
-from ..backbones import LayerProfile, VideoBackbone, backbone_for
+from ..backbones import LayerProfile, TrackingProfile, VideoBackbone, backbone_for
 from ..errors import ConfigError
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
@@ -59,13 +59,19 @@ def _empty_prompt(backbone: VideoBackbone, max_sequence_length: int | None, devi
     return backbone.encode_prompt([""], max_sequence_length=max_sequence_length, device=device)
 
 
-def _profile_descriptor(backbone) -> str:
-    """The shipped profile's tracking descriptor, "qk" (DiffTrack's) when the model has none."""
-    try:
-        tracking = backbone.default_profile().tracking
-    except ConfigError:
-        return "qk"
-    return tracking.descriptor if tracking is not None else "qk"
+def _descriptor_settings(backbone, resolved: LayerProfile | None, descriptor: str | None,
+                         content_weight: float | None) -> dict[str, Any]:
+    """Descriptor and content weight: as given, else the profile's (the read one, else the model's shipped one),
+    else DiffTrack's "qk"."""
+    tracking = resolved.tracking if resolved is not None else None
+    if tracking is None:
+        try:
+            tracking = backbone.default_profile().tracking
+        except ConfigError:
+            tracking = None
+    default = tracking if tracking is not None else TrackingProfile(block=0)
+    return {"descriptor": descriptor or default.descriptor,
+            "content_weight": default.content_weight if content_weight is None else content_weight}
 
 
 def _chunks(num_frames: int, chunk_size: int) -> list[list[int]]:
@@ -85,6 +91,7 @@ def track_video(
     prompt_embeds: torch.Tensor | None = None,
     max_sequence_length: int | None = None,
     descriptor: str | None = None,
+    content_weight: float | None = None,
     direction: str = "bidirectional",
     temperature: str | float = "sqrt_dim",
     method: str = "argmax",
@@ -111,14 +118,14 @@ def track_video(
                          f"{backbone.family} here patches {backbone.patch_size[0]} latent frames together")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    resolved = None
     if block is None or timestep is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and timestep=")
         if resolved.tracking is None:
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and timestep=")
         block = resolved.tracking.block if block is None else block
         timestep = default_tracking_timestep(backbone, resolved) if timestep is None else timestep
-        descriptor = resolved.tracking.descriptor if descriptor is None else descriptor
-    descriptor = descriptor or _profile_descriptor(backbone)
+    matching = _descriptor_settings(backbone, resolved, descriptor, content_weight)
     frames = np.asarray(frames_uint8)
     s = backbone.pixels_per_token
     if frames.ndim == 4 and (frames.shape[1] % s or frames.shape[2] % s):
@@ -140,8 +147,7 @@ def track_video(
             if add_noise:
                 noise = torch.randn(clip.shape, generator=generator).to(device, dtype)
                 clip = backbone.add_noise(clip, noise, t)
-            acc = CorrespondenceAccumulator([block], descriptor=descriptor, direction=direction,
-                                            temperature=temperature)
+            acc = CorrespondenceAccumulator([block], direction=direction, temperature=temperature, **matching)
             with acc.capturing(controller):
                 backbone.predict(clip, t, embeds)
             chunk_tracks = acc.tracks(queries, s, method=method)  # [N, n, 2]
@@ -157,6 +163,7 @@ def track_generation(
     *,
     profile: str | os.PathLike | LayerProfile | None = None,
     descriptor: str | None = None,
+    content_weight: float | None = None,
     direction: str = "bidirectional",
     temperature: str | float = "sqrt_dim",
     method: str = "argmax",
@@ -167,26 +174,26 @@ def track_generation(
     q/k of `block` are captured at sampling step `step` (negative counts from the end) of the conditional pass;
     defaults come from the layer profile. Returns (tracks [N, F, 2] in pixels over all generated frames, the
     pipeline output). Pass the pipeline's own arguments (prompt, num_frames, num_inference_steps, ...).
-    descriptor: "qk", "qk_no_rope" or "output"; default the profile's, else the shipped one's, else "qk".
+    descriptor, content_weight: as in `track_video` (default the profile's, else the shipped one's, else "qk").
     """
     if "callback_on_step_end" in call_kwargs:
         raise ValueError("track_generation drives the step gate with callback_on_step_end; do not pass your own")
     backbone = backbone_for(pipe)
     num_steps = int(call_kwargs.get("num_inference_steps", 50))
+    resolved = None
     if block is None or step is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and step=")
         if resolved.tracking is None:
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and step=")
         block = resolved.tracking.block if block is None else block
-        descriptor = resolved.tracking.descriptor if descriptor is None else descriptor
         if step is None:  # the profile's step, moved to the same place on this call's schedule
             total = resolved.tracking.num_inference_steps
             step = round((resolved.tracking.step % total) * (num_steps - 1) / max(total - 1, 1))
-    descriptor = descriptor or _profile_descriptor(backbone)
+    matching = _descriptor_settings(backbone, resolved, descriptor, content_weight)
     if not -num_steps <= step < num_steps:
         raise ValueError(f"step {step} is outside the {num_steps} sampling steps")
     wanted = step % num_steps
-    acc = CorrespondenceAccumulator([block], descriptor=descriptor, direction=direction, temperature=temperature)
+    acc = CorrespondenceAccumulator([block], direction=direction, temperature=temperature, **matching)
     gate = {"active": wanted == 0}
 
     def consume(capture):
