@@ -38,6 +38,27 @@ def cpu_peak_supported() -> bool:
         return False
 
 
+def peak_total_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Bytes in use at the peak of `fn()`, counting what was already resident (model weights included): the number
+    a guided ÷ unguided peak-memory ratio is about. None if not measurable here."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated())
+    if not cpu_peak_supported():
+        return None
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    _CLEAR_REFS.write_text("5")
+    fn()
+    return _status_bytes("VmHWM")
+
+
 def peak_bytes(fn: Callable[[], object], device: str) -> int | None:
     """Bytes at the peak of `fn()` above the memory in use when it started; None if not measurable here."""
     if str(device).startswith("cuda"):

@@ -5,8 +5,11 @@ Every (prompt, seed) pair is sampled twice with the same seed: unguided (plain C
 any, the middle half of the blocks, flagged in the table). The arms alternate which runs first, so machine
 noise and warm-up hit both alike. Per video:
 - temporal consistency: `flow_warp_smoothness` (neighbours warped onto each frame with DIS flow; 1 = perfect);
+- object consistency (`object_consistency`): the prompted object's colour drift, shape consistency (aligned
+  mask IoU of consecutive frames) and centroid trajectory jerk (px / frame^2);
 - temporal flicker: `temporal_flicker` (1 = no frame-to-frame change);
-- motion amount: mean DIS flow magnitude (px / frame), a guard: freezing the video would "improve" both above;
+- dynamic degree: motion amount (mean DIS flow magnitude, px / frame) and the VBench-rule proxy (fraction of
+  videos called dynamic), a guard: freezing the video would "improve" the consistency scores;
 - toy prompt adherence: presence (fraction of frames the prompted colour is found) and direction accuracy.
 Each with the mean guided - unguided difference and a paired bootstrap 95% CI (resampling prompt-seed pairs),
 plus the cost ratio guided / unguided wall time of the whole sampling call, measured in the same run.
@@ -15,7 +18,7 @@ Prompts: the held-out (colour, shape, motion) combinations of training_report.js
 (--all-speeds: slowly / normal / quickly); a fixed list for models without a report.
 
 Real run (after the toy model and its profile exist; ~2 videos per prompt-seed pair, minutes on a CPU):
-    python benchmarks/cag_quality.py --seeds 4
+    python benchmarks/cag_quality.py --all-speeds --seeds 2
 Smoke run on a tiny random pipeline:
     python benchmarks/cag_quality.py --model /tmp/tiny --prompts 2 --seeds 1 --steps 2 --blocks 0 \
         --max-sequence-length 16 --threads 1 --results-dir /tmp/results
@@ -35,7 +38,8 @@ import numpy as np
 
 from motionguide.correspondence import resolve_cag_settings
 from motionguide.errors import ConfigError
-from motionguide.metrics import flow_warp_smoothness, mean_flow_magnitude, temporal_flicker, toy_prompt_adherence
+from motionguide.metrics import (dynamic_degree_proxy, flow_warp_smoothness, mean_flow_magnitude, object_consistency,
+                                temporal_flicker, toy_prompt_adherence)
 from motionguide.sampling import generate_videos
 from motionguide.toy import prompts_for_combinations
 
@@ -46,8 +50,12 @@ FALLBACK_COMBINATIONS = [("red", "circle", "left"), ("blue", "square", "up"), ("
 #: (key, label, digits) of the per-video metrics, in table order
 METRICS = [
     ("smoothness", "temporal consistency (flow-warp smoothness, ↑)", 4),
+    ("colour_drift", "object colour drift (RGB distance from its clip median, ↓)", 2),
+    ("shape_consistency", "object shape consistency (aligned mask IoU of consecutive frames, ↑)", 3),
+    ("trajectory_jerk", "centroid trajectory jerk (px / frame², ↓ = smoother)", 3),
     ("flicker", "temporal flicker score (↑ = steadier)", 4),
-    ("motion_px", "motion amount (mean DIS flow, px / frame)", 3),
+    ("motion_px", "dynamic degree: motion amount (mean DIS flow, px / frame)", 3),
+    ("dynamic", "dynamic degree: VBench-rule proxy (fraction of videos dynamic)", 3),
     ("presence", "prompt adherence: object presence (fraction of frames)", 3),
     ("direction", "prompt adherence: direction correct (fraction of videos)", 3),
 ]
@@ -59,9 +67,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="CAG scale s")
     parser.add_argument("--profile", default=None, help="layer profile (name or YAML); default the shipped one")
     parser.add_argument("--blocks", default=None, help="guidance blocks, e.g. '1,2,3' (overrides the profile)")
+    parser.add_argument("--window", default=None, help="guidance window 'start,stop' in fractions of the steps "
+                        "(overrides the profile), e.g. '0,0.5'")
     parser.add_argument("--prompts", type=int, default=0, help="use only the first N prompts (0 = all)")
     parser.add_argument("--all-speeds", action="store_true", help="every held-out combination at all 3 speeds")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per prompt (the same for both arms)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (the same for both arms)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: model's, 25 on the toy)")
     parser.add_argument("--cfg", type=float, default=None, help="CFG scale w (default: model's, 5 on the toy)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: model's, 17)")
@@ -89,18 +99,21 @@ def guidance_options(args: argparse.Namespace, backbone) -> tuple[dict, str]:
     """Options for `--guidance correspondence`, falling back to the middle half of the blocks when the
     model has no profile and none is given, so the benchmark still runs (and says so)."""
     blocks = ev.parse_ints(args.blocks)
+    window = tuple(float(v) for v in args.window.split(",")) if args.window else None
     if args.profile is None and blocks is None and ev.find_profile(backbone, None) is None:
         blocks = ev.middle_half(backbone.num_blocks)
-        return {"scale": args.scale, "blocks": blocks}, "no profile: middle half of the blocks (provisional)"
+        return ({"scale": args.scale, "blocks": blocks, "window": window},
+                "no profile: middle half of the blocks (provisional)")
     source = "--blocks" if blocks is not None else f"profile {ev.find_profile(backbone, args.profile).name}"
-    return {"scale": args.scale, "profile": args.profile, "blocks": blocks}, source
+    return {"scale": args.scale, "profile": args.profile, "blocks": blocks, "window": window}, source
 
 
 def video_metrics(frames: np.ndarray, prompt: str, token_px: int) -> dict[str, float]:
     adherence = toy_prompt_adherence(frames, prompt, token_px=token_px)[0]
     return {"smoothness": flow_warp_smoothness(frames), "flicker": temporal_flicker(frames),
-            "motion_px": mean_flow_magnitude(frames), "presence": adherence.presence,
-            "direction": float(adherence.direction_correct)}
+            "motion_px": mean_flow_magnitude(frames), "dynamic": float(dynamic_degree_proxy(frames).is_dynamic),
+            "presence": adherence.presence, "direction": float(adherence.direction_correct),
+            **object_consistency(frames, prompt)}
 
 
 def sample_pairs(pipe, prompts, seeds, settings, options, token_px) -> list[dict]:

@@ -1,8 +1,9 @@
 """Correspondence guidance at the analysed blocks vs the other blocks, and a sweep of the scale s.
 
-Runs `cag_quality.py` for each arm (same prompts, seeds and pairing; results cag_quality_<arm>.json; the
-analysed-blocks s = 1 arm is cag_quality.json itself) and writes one table of the paired differences
-guided − unguided with their 95% bootstrap intervals.
+Runs `cag_quality.py` for each arm (same prompts, seeds and pairing; results cag_quality_<arm>.json): the shipped
+profile as is, the three blocks the analysis did not choose, s = 0.5 and 2, and the guidance window over all
+steps and over the later half; writes one table of the paired differences guided − unguided with their 95%
+bootstrap intervals.
 
     python benchmarks/cag_sweep.py [--seeds 2 --threads 1]
 """
@@ -17,12 +18,16 @@ from _common import RESULTS, machine, write_results
 
 HERE = Path(__file__).parent
 ARMS = {  # name: extra cag_quality flags
+    "profile": [],
     "other_blocks": ["--blocks", "0,1,5"],
     "s0.5": ["--scale", "0.5"],
     "s2": ["--scale", "2"],
+    "all_steps": ["--window", "0,1"],
+    "late_half": ["--window", "0.5,1"],
 }
-METRICS = (("smoothness", "smoothness", "{:+.4f}"), ("flicker", "flicker score", "{:+.4f}"),
-           ("motion_px", "motion px/frame", "{:+.3f}"), ("direction", "direction correct", "{:+.1%}"))
+METRICS = (("smoothness", "smoothness", "{:+.4f}"), ("trajectory_jerk", "trajectory jerk", "{:+.3f}"),
+           ("flicker", "flicker score", "{:+.4f}"), ("motion_px", "motion px/frame", "{:+.3f}"),
+           ("direction", "direction correct", "{:+.1%}"))
 
 
 def cell(summary: dict, key: str, fmt: str) -> str:
@@ -33,15 +38,16 @@ def cell(summary: dict, key: str, fmt: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=0, help="first N prompts of cag_quality's list (0 = all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="only tabulate the arms' existing results")
     args = parser.parse_args()
     if not args.reuse:
         for name, flags in ARMS.items():
             subprocess.run([sys.executable, str(HERE / "cag_quality.py"), "--seeds", str(args.seeds), "--threads",
-                            str(args.threads), "--name", f"cag_quality_{name}", *flags], check=True, cwd=HERE)
-    files = {"analysed blocks, s = 1": RESULTS / "cag_quality.json",
-             **{name: RESULTS / f"cag_quality_{name}.json" for name in ARMS}}
+                            str(args.threads), "--prompts", str(args.prompts), "--name", f"cag_quality_{name}",
+                            *flags], check=True, cwd=HERE)
+    files = {name: RESULTS / f"cag_quality_{name}.json" for name in ARMS}
     rows, data = [], {}
     for label, path in files.items():
         if not path.is_file():
@@ -50,10 +56,11 @@ def main() -> None:
         cag, summary = result["cag"], result["summary"]
         data[label] = {"cag": cag, "summary": summary}
         ratio = summary["cost"]["ratio"]
-        rows.append(f"| {label} | {cag['blocks']} | {cag['scale']:g} | "
+        window = "all steps" if list(cag["window"]) == [0.0, 1.0] else f"{cag['window'][0]:g}–{cag['window'][1]:g}"
+        rows.append(f"| {label} | {cag['blocks']} | {cag['scale']:g} | {window} | "
                     + " | ".join(cell(summary, key, fmt) for key, _, fmt in METRICS) + f" | {ratio:.2f} |")
-    md = ["| arm | blocks | s | " + " | ".join(title for _, title, _ in METRICS) + " | time ÷ unguided |",
-          "|---|---|---|" + "---|" * (len(METRICS) + 1), *rows, "",
+    md = ["| arm | blocks | s | window | " + " | ".join(title for _, title, _ in METRICS) + " | time ÷ unguided |",
+          "|---|---|---|---|" + "---|" * (len(METRICS) + 1), *rows, "",
           "Paired differences guided − unguided (mean [95% bootstrap interval]) on the same held-out prompt-seed pairs "
           "as cag_quality; 'other blocks' guides at the three blocks the analysis did not choose."]
     write_results("cag_sweep", {"machine": machine(), "arms": data}, "\n".join(md))

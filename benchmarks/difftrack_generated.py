@@ -4,7 +4,8 @@ tracks read off the generated frames.
 There is no rendered ground truth for a generated video, so the reference comes from the video itself: points
 on the prompted object (its colour blob at frame 0) move with the blob's centroid, hidden where the blob is not
 found; background points stay put (toy backgrounds are static) and are hidden where the object covers them.
-Methods: q–k matching at the profile's tracking block and step (`track_generation`, captured during sampling),
+Methods: q–k matching at the profile's tracking block, step and descriptor (`track_generation`, captured during
+sampling), the same with DiffTrack's post-RoPE descriptor (the same seed, so the same video),
 chained OpenCV DIS flow on the decoded frames, and zero motion. PCK at ½ and 1 token, on all and on object points.
 
     python benchmarks/difftrack_generated.py [--prompts 20 --seeds 1 --threads 1]
@@ -82,8 +83,13 @@ def main() -> None:
     moving = [c for c in all_combinations() if c[2] != "still"]
     order = np.random.default_rng(0).permutation(len(moving))[: args.prompts]
     prompts = prompts_for_combinations([moving[i] for i in order])
-    preds = {"q–k matching (profile block and step)": [], "classical flow (OpenCV DIS, chained)": [],
-             "zero motion": []}
+    profile_tracking = backbone_for(pipe).default_profile().tracking
+    shipped = (f"q–k matching, profile: block {profile_tracking.block}, step {profile_tracking.step}, "
+               f"{profile_tracking.descriptor}"
+               + (f" (pre-RoPE weight {profile_tracking.content_weight:g})"
+                  if profile_tracking.descriptor == "qk_mixed" else ""))
+    difftrack = f"q–k matching after RoPE (DiffTrack's descriptor), block {profile_tracking.block}"
+    preds = {shipped: [], difftrack: [], "classical flow (OpenCV DIS, chained)": [], "zero motion": []}
     refs, visibles, on_flags, skipped, seconds = [], [], [], [], []
     grid = query_grid(64, 64)
     for prompt in prompts:
@@ -95,6 +101,8 @@ def main() -> None:
             start = time.perf_counter()
             tracks, out = track_generation(pipe, grid, **call)
             seconds.append(time.perf_counter() - start)
+            call["generator"] = torch.Generator().manual_seed(seed)  # the same video again, read with DiffTrack's q-k
+            post_rope, _ = track_generation(pipe, grid, descriptor="qk", **call)
             frames = to_uint8(out.frames[0])
             first = detect_object(frames[0], color)
             if first is None:
@@ -103,7 +111,8 @@ def main() -> None:
             keep, on_object = split_queries(grid, first.mask)
             points = grid[keep]
             reference, visible = reference_tracks(frames, color, points, on_object)
-            preds["q–k matching (profile block and step)"].append(np.asarray(tracks, np.float32)[keep])
+            preds[shipped].append(np.asarray(tracks, np.float32)[keep])
+            preds[difftrack].append(np.asarray(post_rope, np.float32)[keep])
             preds["classical flow (OpenCV DIS, chained)"].append(flow_chain_tracks(frames, points).astype(np.float32))
             preds["zero motion"].append(zero_motion_tracks(points, len(frames)))
             refs.append(reference)

@@ -287,8 +287,11 @@ def stock_state(pipe):
     return pipe.transformer, procs, dict(pipe.config)
 
 
-@pytest.mark.parametrize("which,w,renormalize", [("wan", 5.0, False), ("wan", 1.0, False), ("cog", 6.0, True)])
-def test_cag_equals_three_separate_passes_inside_the_window_and_cfg_outside(which, w, renormalize, wan_pipe,
+@pytest.mark.parametrize("which,w,renormalize,blocks", [
+    ("wan", 5.0, False, [0, 1]), ("wan", 1.0, False, [0, 1]), ("cog", 6.0, True, [0, 1]),
+    ("wan", 5.0, False, [1]), ("cog", 6.0, False, [1]),  # block 0 is a prefix the perturbed pass reuses
+])
+def test_cag_equals_three_separate_passes_inside_the_window_and_cfg_outside(which, w, renormalize, blocks, wan_pipe,
                                                                            cog_pipe):
     pipe = wan_pipe if which == "wan" else cog_pipe
     max_len = 16
@@ -296,7 +299,7 @@ def test_cag_equals_three_separate_passes_inside_the_window_and_cfg_outside(whic
     before = stock_state(pipe)
     seen = record_scheduler_inputs(pipe)
     try:
-        with correspondence_guided(pipe, scale=0.7, blocks=[0, 1], window=(0.5, 1.0), renormalize=renormalize) as proxy:
+        with correspondence_guided(pipe, scale=0.7, blocks=blocks, window=(0.5, 1.0), renormalize=renormalize) as proxy:
             pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=w,
                  generator=torch.Generator().manual_seed(0), **{k: v for k, v in PIPE_KW.items()
                                                                  if k != "max_sequence_length"})
@@ -305,7 +308,7 @@ def test_cag_equals_three_separate_passes_inside_the_window_and_cfg_outside(whic
     assert proxy.perturbed_calls == 1  # two steps; the window [0.5, 1) holds only step 1
     assert len(seen) == 2
     for i, (guided, t, latents) in enumerate(seen):
-        ref = three_pass_reference(pipe, latents, t, cond, uncond, w, 0.7, [0, 1], renormalize, in_window=i == 1)
+        ref = three_pass_reference(pipe, latents, t, cond, uncond, w, 0.7, blocks, renormalize, in_window=i == 1)
         torch.testing.assert_close(guided.float(), ref.float(), atol=1e-5, rtol=1e-5)
     after = stock_state(pipe)
     assert after[0] is before[0] and all(a is b for a, b in zip(after[1], before[1])) and after[2] == before[2]
@@ -321,9 +324,34 @@ def test_guided_pipelines_run_end_to_end_and_leave_the_stock_pipeline_unchanged(
         assert pipe.transformer is transformer and type(pipe.transformer).__name__.endswith("Model")
         assert [backbone_for(pipe).video_self_attention(i).processor for i in range(2)] == procs
         assert dict(pipe.config) == config
-        assert not getattr(transformer, "_diffusers_hook", None) or not transformer._diffusers_hook.hooks
+        for module in [transformer, *backbone_for(pipe).blocks]:  # prefix-reuse hooks on block 0 are gone
+            assert not getattr(module, "_diffusers_hook", None) or not module._diffusers_hook.hooks
         again = pipe("a red circle", generator=torch.Generator().manual_seed(0), **PIPE_KW).frames
         assert torch.equal(again, stock)
+
+
+@pytest.mark.parametrize("which", ["wan", "cog"])
+def test_prefix_reuse_skips_the_blocks_before_the_first_guidance_block_and_changes_nothing(which, wan_pipe, cog_pipe):
+    pipe = wan_pipe if which == "wan" else cog_pipe
+    calls = []
+    hook = backbone_for(pipe).video_self_attention(0).register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        outputs = {}
+        for reuse in (True, False):
+            calls.clear()
+            guide = get_guidance("correspondence", scale=1.0, blocks=[1], reuse_prefix=reuse)
+            outputs[reuse] = guide(pipe, prompt="a red circle", generator=torch.Generator().manual_seed(0),
+                                   guidance_scale=5.0, **PIPE_KW).frames
+            outputs[f"calls{reuse}"] = len(calls)
+    finally:
+        hook.remove()
+    # Wan: cond + uncond + perturbed passes per step, 2 steps; CogVideoX: one batched CFG pass + perturbed
+    passes = 3 if which == "wan" else 2
+    assert outputs["callsFalse"] == 2 * passes and outputs["callsTrue"] == 2 * (passes - 1)
+    if which == "wan":  # the same computation on the same rows: bit-identical
+        assert torch.equal(outputs[True], outputs[False])
+    else:  # the prefix ran on the [uncond; cond] batch, not the conditional row alone: equal up to rounding
+        torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=1e-5)
 
 
 def test_guidance_needs_a_profile_when_none_ships_and_refuses_other_backends(wan_pipe):

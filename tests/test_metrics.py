@@ -218,3 +218,22 @@ def test_adherence_survives_mp4_and_blur(tmp_path):
     blurred = np.stack([cv2.GaussianBlur(frame, (0, 0), 1.0) for frame in frames])
     (result,) = toy_prompt_adherence(blurred, clip.caption, token_px=8)
     assert result.presence == 1.0 and result.direction_correct and result.still_threshold_px == 8
+
+
+def test_object_consistency_of_a_clean_clip_and_of_planted_inconsistencies():
+    from motionguide.metrics import object_consistency
+
+    clean = _toy()
+    scores = object_consistency(clean.frames, clean.caption)
+    assert scores["colour_drift"] < 2.0 and scores["shape_consistency"] > 0.9 and scores["trajectory_jerk"] < 0.6
+    jittered = object_consistency(_toy(defect="jitter").frames, clean.caption)
+    assert jittered["trajectory_jerk"] > 3 * scores["trajectory_jerk"] + 1.0
+    recoloured = clean.frames.copy()
+    for f in range(0, len(recoloured), 2):  # every other frame: the object darker (still nearest to red)
+        recoloured[f][clean.masks[f, 0]] = (recoloured[f][clean.masks[f, 0]] * 0.75).astype(np.uint8)
+    assert object_consistency(recoloured, clean.caption)["colour_drift"] > scores["colour_drift"] + 10
+    square = _toy(shape="square")
+    spliced = np.stack([square.frames[f] if f % 2 else clean.frames[f] for f in range(len(clean.frames))])
+    assert object_consistency(spliced, clean.caption)["shape_consistency"] < scores["shape_consistency"] - 0.05
+    missing = object_consistency(clean.frames, "a blue circle moves right")
+    assert all(np.isnan(v) for v in missing.values())

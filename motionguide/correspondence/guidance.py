@@ -15,6 +15,10 @@ Which calls are conditional comes from the pipeline's `cache_context` (diffusers
 half is conditional) and a conditional-only batch when it is off. The step index comes from the cache context
 (Wan) or from the timestep's place in `pipe.scheduler.timesteps` (CogVideoX).
 
+The perturbed pass reuses the conditional pass's blocks before the first guidance block (`prefix_reuse.py`): they
+see identical inputs, so their output is kept from the conditional call instead of being recomputed
+(`reuse_prefix=False` runs the whole forward again).
+
 The stock pipeline is untouched afterwards: `pipe.transformer` is the original module again (set without
 rewriting the pipeline config), and the attention processors are the stock objects.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 import torch
@@ -32,6 +36,7 @@ from ..attention import AttentionController, InstrumentError
 from ..backbones import LayerProfile, backbone_for
 from ..errors import ConfigError
 from ..sampling.guidance import register_guidance
+from .prefix_reuse import PrefixReuse
 from .settings import CAGSettings, _check_window, check_attention_backend, resolve_cag_settings
 
 #: cache-context name of the perturbed pass, so caching hooks keep its state apart from the conditional pass
@@ -46,8 +51,9 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
     """
 
     def __init__(self, transformer: torch.nn.Module, pipe: Any, controller: AttentionController,
-                 settings: CAGSettings):
+                 settings: CAGSettings, prefix: PrefixReuse | None = None):
         super().__init__()
+        self._prefix = prefix
         self.inner = transformer
         self._pipe = pipe
         self._controller = controller
@@ -139,15 +145,21 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         """Call the real transformer; inside the window, guide its conditional rows with a frame-local pass."""
         if args:
             kwargs = {**dict(zip(self._parameter_names, args)), **kwargs}
-        output = self.inner(**kwargs)
         batch = kwargs["hidden_states"].shape[0]
         rows = self._conditional_rows(kwargs["hidden_states"])
         if rows is None:
-            return output
+            return self.inner(**kwargs)
         step, total = self._step(kwargs.get("timestep"))
         if not self._settings.active_at(step, total):
-            return output
-        perturbed = self._perturbed_prediction(kwargs, rows, batch, step, total)
+            return self.inner(**kwargs)
+        if self._prefix is None or not self._prefix.saves_blocks:
+            output = self.inner(**kwargs)
+            perturbed = self._perturbed_prediction(kwargs, rows, batch, step, total)
+        else:
+            with self._prefix.recording(rows, batch):
+                output = self.inner(**kwargs)
+            with self._prefix.replaying():
+                perturbed = self._perturbed_prediction(kwargs, rows, batch, step, total)
         return self._guided_output(output, perturbed, rows)
 
     def _perturbed_prediction(self, kwargs: dict, rows: slice, batch: int, step: int, total: int) -> torch.Tensor:
@@ -201,11 +213,15 @@ def correspondence_guided(
     blocks=None,
     window=None,
     renormalize: bool | None = None,
+    reuse_prefix: bool = True,
 ) -> Iterator[CorrespondenceGuidedTransformer]:
     """Within the block, calls of the stock `pipe` apply correspondence guidance (see the module docstring).
 
         with correspondence_guided(pipe, scale=1.0, profile="wan2.1-t2v-1.3b"):
             video = pipe(prompt, guidance_scale=5.0, ...).frames[0]
+
+    reuse_prefix: the perturbed pass takes the blocks before the first guidance block from the conditional pass
+        (same result, fewer blocks run); False recomputes them.
     """
     _refuse_unsupported(pipe)
     backbone = backbone_for(pipe)
@@ -214,9 +230,10 @@ def correspondence_guided(
     check_attention_backend(backbone, settings.blocks)
     transformer = pipe.transformer
     controller = AttentionController(backbone)
-    proxy = CorrespondenceGuidedTransformer(transformer, pipe, controller, settings)
+    prefix = PrefixReuse(backbone.blocks, min(settings.blocks)) if reuse_prefix else None
+    proxy = CorrespondenceGuidedTransformer(transformer, pipe, controller, settings, prefix)
     # Processors stay installed (pass-through) for the whole call; only the perturbed pass goes frame-local.
-    with controller.installed(settings.blocks, "self"):
+    with controller.installed(settings.blocks, "self"), (prefix.installed() if prefix else nullcontext()):
         # object.__setattr__: DiffusionPipeline.__setattr__ would also rewrite the pipeline config.
         object.__setattr__(pipe, "transformer", proxy)
         try:
@@ -232,15 +249,17 @@ def correspondence_guidance(
     blocks=None,
     window=None,
     renormalize: bool | None = None,
+    reuse_prefix: bool = True,
 ):
     """`--guidance correspondence`: a guidance callable `guide(pipe, **call_kwargs)` (see `correspondence_guided`).
 
     Options: scale (s, default the profile's), profile (name, YAML path or LayerProfile; default the model's
-    shipped one), and blocks / window / renormalize overrides.
+    shipped one), blocks / window / renormalize overrides, and reuse_prefix.
     """
     if window is not None:
         _check_window(window)
-    options = dict(scale=scale, profile=profile, blocks=blocks, window=window, renormalize=renormalize)
+    options = dict(scale=scale, profile=profile, blocks=blocks, window=window, renormalize=renormalize,
+                   reuse_prefix=reuse_prefix)
 
     def guide(pipe: Any, **call_kwargs: Any):
         if call_kwargs.get("use_dynamic_cfg"):

@@ -6,6 +6,7 @@ from motionguide.metrics.adherence import (
     toy_prompt_adherence,
 )
 from motionguide.metrics.flow import FLOW_METHODS, flow_between, flow_magnitude, optical_flow
+from motionguide.metrics.object_consistency import aligned_mask_iou, object_consistency
 from motionguide.metrics.masks import binarize_saliency, mask_iou, pointing_game, resize_map
 from motionguide.metrics.tracking import delta_avg, pck, pck_tokens, point_errors
 from motionguide.metrics.video_quality import (
@@ -20,5 +21,5 @@ __all__ = [
     "point_errors", "pck", "pck_tokens", "delta_avg",
     "mask_iou", "binarize_saliency", "resize_map", "pointing_game",
     "parse_toy_caption", "ObjectDetection", "detect_object", "guess_shape", "ObjectAdherence",
-    "toy_prompt_adherence", "summarize_adherence",
+    "toy_prompt_adherence", "summarize_adherence", "object_consistency", "aligned_mask_iou",
 ]
