@@ -59,8 +59,9 @@ def parse_args() -> argparse.Namespace:
                              "13 latents -> 12 on CogVideoX)")
     parser.add_argument("--max-points", type=int, default=0, help="query points per clip (0 = all visible)")
     parser.add_argument("--no-block-sweep", action="store_true", help="skip the per-block rows")
-    parser.add_argument("--descriptors", default="qk,qk_no_rope",
-                        help="q-k descriptors to compare (qk: after RoPE as DiffTrack, qk_no_rope: before it)")
+    parser.add_argument("--descriptors", default="qk,qk_no_rope,qk_mixed",
+                        help="q-k descriptors to compare (qk: after RoPE as DiffTrack, qk_no_rope: before it, "
+                             "qk_mixed: both, pre-RoPE weighted by the profile's content weight)")
     parser.add_argument("--name", default="difftrack_tracking", help="result file name")
     return parser.parse_args()
 
@@ -85,7 +86,9 @@ def tracking_setup(args: argparse.Namespace, backbone, settings) -> dict:
         timestep, t_source = ev.last_step_timestep(backbone, steps), f"no profile: last of {steps} steps"
     chunk = args.chunk_size or max(1, backbone.num_latent_frames(settings.num_frames) - 1)
     descriptor = section.descriptor if section is not None else "qk"
+    weight = section.content_weight if section is not None else 4.0
     return {"block": int(block), "block_source": block_source, "timestep": float(timestep), "descriptor": descriptor,
+            "content_weight": float(weight),
             "timestep_source": t_source, "chunk_size": int(chunk),
             "profile": profile.name if profile is not None else None}
 
@@ -122,7 +125,8 @@ def track_all(pipe, clips, setup: dict, blocks: list[int], descriptors: list[str
         preds.setdefault(name, []).append(np.asarray(fn(), np.float32))
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
-    common = dict(timestep=setup["timestep"], chunk_size=setup["chunk_size"], prompt_embeds=embeds)
+    common = dict(timestep=setup["timestep"], chunk_size=setup["chunk_size"], prompt_embeds=embeds,
+                  content_weight=setup["content_weight"])
     for clip in clips:
         rows = query_rows(clip["visibility"], max_points)
         queries, frames = clip["tracks"][rows, 0], clip["frames"]
@@ -150,7 +154,8 @@ def main() -> None:
     delta_scale = min(height, width) / TAPVID_SIZE
     with torch.no_grad():
         embeds = backbone.encode_prompt([""], max_sequence_length=settings.max_sequence_length or 512)
-    descriptors = sorted({*args.descriptors.split(","), setup["descriptor"]}, key=["qk", "qk_no_rope"].index)
+    descriptors = sorted({*args.descriptors.split(","), setup["descriptor"]},
+                         key=["qk", "qk_no_rope", "qk_mixed"].index)
     preds, seconds = track_all(pipe, clips, setup, blocks, descriptors, embeds, args.max_points)
     gt = np.concatenate([c["tracks"][query_rows(c["visibility"], args.max_points)] for c in clips])
     vis = np.concatenate([c["visibility"][query_rows(c["visibility"], args.max_points)] for c in clips])
@@ -158,7 +163,8 @@ def main() -> None:
               for name, p in preds.items()}
 
     main_block, main_descriptor = setup["block"], setup["descriptor"]
-    names = {"qk": "q–k matching, after RoPE (DiffTrack)", "qk_no_rope": "q–k matching, RoPE removed"}
+    names = {"qk": "q–k matching, after RoPE (DiffTrack)", "qk_no_rope": "q–k matching, RoPE removed",
+             "qk_mixed": f"q–k matching, after RoPE + {setup['content_weight']:g} × RoPE removed"}
     labels = {f"{main_descriptor}@{main_block}": f"**{names[main_descriptor]}** (profile: block {main_block}, "
                                                  f"t = {setup['timestep']:.0f})"}
     for d in descriptors:

@@ -63,7 +63,7 @@ def ranks(a: np.ndarray) -> np.ndarray:
 
 
 def test_fwht_matches_explicit_hadamard():
-    for n in (1, 2, 4, 8, 16, 32, 64):
+    for n in (1, 2, 4, 8, 16, 32, 64, 512):
         x = torch.randn(3, 2, n)
         before = x.clone()
         assert torch.allclose(fwht(x), x @ hadamard(n), atol=1e-4)
@@ -112,6 +112,19 @@ def test_streaming_sum_equals_project_full_in_any_order(name):
     assert torch.equal(flat, before)  # gradients are read, never modified
     with pytest.raises(ValueError, match="named_parameters"):
         proj.project_parameter(0, torch.randn(4))
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_project_many_equals_the_sum_of_per_parameter_projections(name):
+    sizes = [3, 700, 1024, 1024, 2500, 5, 1024]  # dense-branch sizes, repeated block lengths, a chunked tensor
+    proj = make_projector(name, sizes, dim=64, seed=5, **({"block_size": 1024} if "fastfood" in name else {}))
+    grads = [torch.randn(n) for n in sizes]
+    order = [6, 2, 0, 4, 1, 5, 3]
+    expected = sum(proj.project_parameter(i, grads[i]) for i in order)
+    torch.testing.assert_close(proj.project_many([(i, grads[i]) for i in order]), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(proj.project_many([(i, grads[i]) for i in order]), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="elements"):
+        proj.project_many([(1, torch.randn(3))])
 
 
 def test_fastfood_global_needs_the_full_vector():

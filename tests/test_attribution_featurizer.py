@@ -102,3 +102,33 @@ def test_loss_and_scopes(backbone):
         select_parameters(backbone.transformer, "lora")
     blocks = select_parameters(backbone.transformer, "blocks", [1])
     assert blocks and all(n.startswith("blocks.1.") for n, _ in blocks)
+
+
+def test_batched_small_tensors_give_the_per_parameter_feature(backbone):
+    """The default projector batches small gradients after backward: same feature as projecting the flat
+    autograd gradient parameter by parameter."""
+    from motionguide.attribution import make_projector
+
+    latents, embeds = inputs(2)
+    randomness = CommonRandomness(timestep=751.0, seed=5)
+    featurizer = GradientFeaturizer(
+        backbone, lambda sizes: make_projector("fastfood_blockwise", sizes, dim=64, seed=1, block_size=4096),
+        randomness)
+    assert any(n <= 2**16 for n in featurizer.sizes)  # the batched path is exercised
+    result = featurizer.featurize(latents, embeds, None, num_pixel_frames=17)
+    ref, _ = reference_feature(backbone, latents, embeds, None, randomness, featurizer.projector)
+    torch.testing.assert_close(result.feature, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_a_non_finite_gradient_is_skipped_with_its_reason(backbone):
+    latents, embeds = inputs(3)
+    featurizer = GradientFeaturizer(backbone, lambda s: MatrixProjector(s), CommonRandomness())
+    weight = next(backbone.transformer.parameters())
+    handle = weight.register_hook(lambda g: g * float("nan"))
+    try:
+        result = featurizer.featurize(latents, embeds, None)
+    finally:
+        handle.remove()
+    assert result.feature is None and result.skip_reason == "non-finite gradient"
+    assert result.flags == ["nonfinite_gradient"]
+    assert all(p.grad is None for p in backbone.transformer.parameters())

@@ -7,7 +7,7 @@
   paper's "w/o MM" baseline. The mask weights only the loss, never the input or the noise.
 - `GradientFeaturizer`: backward with a post-accumulate-grad hook per parameter that projects (or copies into
   one flat buffer, for non-streaming projectors) and frees each `.grad` at once, so two full gradient copies
-  never coexist. Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
+  never coexist; tensors of at most `SMALL_TENSOR_BATCH` numbers are projected together once backward ends. Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
   feature flagged "zero_gradient" (it scores 0, never NaN); a non-finite gradient is skipped with the reason.
 """
 
@@ -25,6 +25,10 @@ import torch
 from ..errors import ConfigError
 
 PARAM_SCOPES = ("all", "lora", "blocks")
+#: gradients of at most this many numbers (norms, biases, LoRA factors) wait until the backward pass ends and are
+#: projected together (`Projector.project_many`): one stacked transform instead of one call per tensor. Bounded:
+#: in a full model these tensors are a small share of the parameters.
+SMALL_TENSOR_BATCH = 2**16
 
 
 @dataclass
@@ -148,23 +152,27 @@ class GradientFeaturizer:
         previous = {p: p.requires_grad for p in transformer.parameters()}
         device = params[0].device
         state = {"acc": torch.zeros(self.projector.dim, dtype=torch.float32, device=device),
-                 "sumsq": torch.zeros((), dtype=torch.float64, device=device), "finite": True}
+                 "sumsq": torch.zeros((), dtype=torch.float64, device=device)}
         buffer = None if self.projector.streaming else torch.zeros(sum(self.sizes), dtype=torch.float32, device=device)
+        batched = hasattr(self.projector, "project_many")
         offsets = [0]
         for n in self.sizes[:-1]:
             offsets.append(offsets[-1] + n)
 
+        pending: list[tuple[int, torch.Tensor]] = []  # small gradients, projected together after backward
+
         def on_grad(index: int):
             def hook(p: torch.nn.Parameter) -> None:
                 g = p.grad.detach().float().flatten()
-                if not torch.isfinite(g).all():
-                    state["finite"] = False
+                # NaN / inf anywhere make the running sum non-finite: checked once after backward, when the
+                # feature (which they also spoil) is discarded
+                state["sumsq"] += g.double().square().sum()
+                if buffer is not None:
+                    buffer[offsets[index]: offsets[index] + g.numel()] = g
+                elif g.numel() <= SMALL_TENSOR_BATCH and batched:
+                    pending.append((index, g))  # p.grad is dropped below; this reference keeps g alone
                 else:
-                    state["sumsq"] += g.double().square().sum()
-                    if buffer is None:
-                        state["acc"] += self.projector.project_parameter(index, g).to(device)
-                    else:
-                        buffer[offsets[index]: offsets[index] + g.numel()] = g
+                    state["acc"] += self.projector.project_parameter(index, g).to(device)
                 p.grad = None  # free at once: never two full gradient copies
             return hook
 
@@ -192,9 +200,12 @@ class GradientFeaturizer:
                 p.requires_grad_(flag)
                 p.grad = None
             transformer.train(was_training)
-        if not state["finite"]:
+        if not torch.isfinite(state["sumsq"]):
             return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_gradient"], "non-finite gradient")
         grad_norm = float(state["sumsq"].sqrt())
+        if pending:
+            state["acc"] += self.projector.project_many(pending).to(device)
+            pending.clear()
         acc = state["acc"] if buffer is None else self.projector.project_full(buffer).to(device)
         flags = []
         if grad_norm == 0.0 or float(acc.norm()) == 0.0:

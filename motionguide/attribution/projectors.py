@@ -87,11 +87,27 @@ def _generator(seed: int, *keys: Any) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(derive_seed(seed, *keys))
 
 
+_LOW_BITS = 4  # the first log2(16) butterfly stages as one [*, 16] x [16, 16] product (contiguous, cheap)
+_SMALL_HADAMARD: dict[int, torch.Tensor] = {}
+
+
+def hadamard_matrix(n: int) -> torch.Tensor:
+    """Sylvester's n x n Hadamard matrix (n a power of two), float32, cached; H[i, j] = (-1)^popcount(i & j)."""
+    if n not in _SMALL_HADAMARD:
+        h = torch.ones(1, 1)
+        while h.shape[0] < n:
+            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+        _SMALL_HADAMARD[n] = h
+    return _SMALL_HADAMARD[n]
+
+
 def fwht(x: torch.Tensor) -> torch.Tensor:
     """Unnormalised fast Walsh–Hadamard transform over the last dim (a power of two), batched, O(n log n).
 
     Returns ``x @ H`` with Sylvester's H[i, j] = (-1)^popcount(i & j) (symmetric); ``x`` is not modified.
-    Uses two ping-pong buffers, so peak memory is about three times the input.
+    The four lowest-bit stages are one product with the 16 x 16 Hadamard matrix over contiguous groups of 16
+    (H_n = H_{n/16} ⊗ H_16), the rest are butterflies over two ping-pong buffers (peak memory about three times
+    the input); ~1.5x faster than butterflies alone on a CPU.
     """
     n = x.shape[-1]
     if n & (n - 1) or n == 0:
@@ -100,8 +116,11 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     rows = x.reshape(-1, n)
     if n == 1:
         return rows.clone().reshape(*lead, n)
-    buffers = [torch.empty_like(rows), torch.empty_like(rows)]
-    src, h, turn = rows, 1, 0
+    low = min(n, 1 << _LOW_BITS)
+    small = hadamard_matrix(low).to(rows.device, rows.dtype)
+    src = (rows.reshape(-1, low) @ small).reshape(-1, n)
+    buffers = [torch.empty_like(src), src]
+    h, turn = low, 0
     while h < n:
         dst = buffers[turn]
         a = src.view(-1, n // (2 * h), 2, h)
@@ -284,6 +303,20 @@ class _StreamingProjector(Projector):
             out += self._project_chunk(param_index, chunk_index, x[:, start:start + self.chunk])
         return out[0] if single else out
 
+    def project_many(self, items: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """Sum of the features of several parameters' flat gradients, [(param_index, flat [n]), ...] -> [dim].
+
+        The same number as summing `project_parameter` over the items (up to float rounding); projectors may
+        batch the work (many small tensors are far cheaper together than one by one).
+        """
+        out = None
+        for index, flat in items:
+            part = self.project_parameter(index, flat)
+            out = part if out is None else out + part
+        if out is None:
+            raise ValueError("project_many needs at least one (param_index, gradient) item")
+        return out
+
     def project_full(self, flat: torch.Tensor) -> torch.Tensor:
         """Split the flat gradient by parameter sizes and sum the per-parameter contributions."""
         x, single = _as_batch(flat, "flat")
@@ -439,6 +472,59 @@ class BlockwiseFastfood(_StreamingProjector):
         signs, perm, gauss, row_scale = self._cache.get(
             key, x.device, lambda: self._fastfood_state(param_index, chunk_index, n))
         return _fastfood(x, signs, perm, gauss, row_scale, self.dim, self.permutation)
+
+    def project_many(self, items: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """Batched `project_parameter` over many tensors: chunks of one padded length go through one stacked
+        Fastfood (one FWHT over [k, L] rather than k calls), small ones through one batched product per size.
+        The stacked random state of a group is the per-chunk state, so the result is the per-tensor sum."""
+        if not items:
+            raise ValueError("project_many needs at least one (param_index, gradient) item")
+        if self.permutation != "randperm":
+            return super().project_many(items)
+        groups: dict[tuple[str, int], list[tuple[int, int, torch.Tensor]]] = {}
+        device = items[0][1].device
+        for index, flat in items:
+            flat = flat.reshape(-1).to(torch.float32)
+            if flat.numel() != self.sizes[index]:
+                raise ValueError(f"parameter {index} has {self.sizes[index]} elements in this projector's sizes "
+                                 f"but the gradient has {flat.numel()}")
+            for chunk_index, start in enumerate(range(0, flat.numel(), self.chunk)):
+                x = flat[start:start + self.chunk]
+                length = next_power_of_two(x.numel())
+                kind = ("dense", x.numel()) if length < self.dim else ("fastfood", length)
+                groups.setdefault(kind, []).append((index, chunk_index, x))
+        out = torch.zeros(self.dim, dtype=torch.float32, device=device)
+        for (kind, size), members in sorted(groups.items()):
+            keys = tuple((i, c) for i, c, _ in members)
+            if kind == "dense":
+                (matrices,) = self._cache.get(("dense-stack", keys), device, lambda k=keys, n=size: (torch.stack(
+                    [self._dense_state(i, c, n)[0] for i, c in k]),))
+                xs = torch.stack([x for _, _, x in members])  # [k, n]
+                out += torch.bmm(xs.unsqueeze(1), matrices).sum(dim=0)[0]
+                continue
+            state = self._cache.get(("fastfood-stack", keys), device,
+                                    lambda m=members, L=size: self._stacked_fastfood_state(m, L))
+            signs, perm, gauss, row_scale = state
+            if all(x.numel() == size for _, _, x in members):  # no padding: one stacked product
+                v = torch.stack([x for _, _, x in members]).mul_(signs)
+            else:
+                v = torch.zeros(len(members), size, dtype=torch.float32, device=device)
+                for row, (_, _, x) in enumerate(members):
+                    v[row, :x.numel()] = x * signs[row, :x.numel()]
+            v = fwht(v).gather(1, perm).mul_(gauss)
+            out += (_fold_first_rows(v, self.dim) * row_scale).sum(dim=0)
+        return out
+
+    def _stacked_fastfood_state(self, members, length: int) -> tuple[torch.Tensor, ...]:
+        signs = torch.zeros(len(members), length, dtype=torch.int8)
+        perms, gausses, scales = [], [], []
+        for row, (index, chunk_index, x) in enumerate(members):
+            s, perm, gauss, scale = self._fastfood_state(index, chunk_index, x.numel())
+            signs[row, :x.numel()] = s
+            perms.append(perm.long())
+            gausses.append(gauss)
+            scales.append(scale)
+        return signs, torch.stack(perms), torch.stack(gausses), torch.stack(scales)
 
     def _describe_extra(self) -> dict:
         return {**super()._describe_extra(), "block_size": self.block_size, "permutation": self.permutation}
