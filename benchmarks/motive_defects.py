@@ -3,8 +3,9 @@
 What it measures (toy world, ground truth). A pool of clips (default 500, 25% planted defects spread evenly
 over static / jitter / teleport / reversed / camera_pan; the model's held-out triples never appear) and a
 query set of clean clips of one target motion (default 20 "moves right" clips, another seed). The Motive
-pass runs twice on one shared latent cache: with the motion mask (the method) and with `use_mask=False`
-(the paper's "w/o MM" baseline). For each pass:
+pass runs on one shared latent cache with the motion mask (the method), with `use_mask=False` (the paper's
+"w/o MM" baseline), at t = 500 instead of 751, and with the temporal-difference loss (a deviation: the change
+of the prediction error between latent frames, so appearance errors cancel). For each pass:
 
 * ROC-AUC of "defect" vs "clean" with defect score = -(mean score over the queries). Orientation: a
   defective clip should help the query motion less than a clean one, so a low mean score means "likely
@@ -34,7 +35,13 @@ from _motive import (DEFAULT_MODEL, is_target, load_pipeline, pool_and_queries, 
 from motionguide.attribution import AttributionConfig, roc_auc, run_attribution
 from motionguide.toy import DEFECTS
 
-PASSES = {"with mask": True, "w/o MM": False}
+#: pass name -> AttributionConfig overrides; the first is the method as the paper specifies it
+PASSES = {
+    "with mask": {},
+    "w/o MM": {"use_mask": False},
+    "with mask, t = 500": {"timestep": 500.0},
+    "temporal-difference loss (deviation)": {"loss": "temporal_difference"},
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -128,12 +135,13 @@ def main() -> None:
         meta = read_metadata(pool)
         pipe = load_pipeline(args.model)
         rows = {}
-        for name, use_mask in PASSES.items():
-            cfg = AttributionConfig(model=args.model, data=str(pool), queries=str(queries),
-                                    out=str(work / ("with_mask" if use_mask else "without_mask")),
-                                    cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
-                                    projector=args.projector, dim=args.dim, fraction=args.fraction,
-                                    use_mask=use_mask, seed=args.seed)
+        for name, overrides in PASSES.items():
+            folder = {"with mask": "with_mask", "w/o MM": "without_mask"}.get(name) or "pass_" + "_".join(
+                f"{k}-{v}" for k, v in overrides.items())
+            settings = dict(model=args.model, data=str(pool), queries=str(queries), out=str(work / folder),
+                            cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
+                            projector=args.projector, dim=args.dim, fraction=args.fraction, seed=args.seed)
+            cfg = AttributionConfig(**{**settings, **overrides})
             start = time.perf_counter()
             result = run_attribution(cfg, progress=False, pipeline=pipe)
             rows[name] = {"seconds": time.perf_counter() - start, "counts": result["counts"],

@@ -98,6 +98,17 @@ def test_loss_and_scopes(backbone):
     assert float(motion_weighted_loss(pred, target, torch.zeros(3, 2, 2))) == 0.0
     with pytest.raises(ValueError, match="latent grid"):
         motion_weighted_loss(pred, target, torch.ones(2, 2, 2))
+    # temporal difference, written out: frame-to-frame change of the error, weighted by the larger mask value
+    mask = torch.rand(3, 2, 2)
+    err = pred - target
+    change = torch.stack([(err[:, :, f + 1] - err[:, :, f]).square().mean(dim=1) for f in range(2)], dim=1)
+    weight = torch.stack([torch.maximum(mask[f], mask[f + 1]) for f in range(2)])
+    torch.testing.assert_close(motion_weighted_loss(pred, target, mask, 17, kind="temporal_difference"),
+                               (change * weight).mean() / 17)
+    same_error = target + torch.randn(1, 4, 1, 2, 2)  # one error repeated on every frame: nothing changes
+    assert float(motion_weighted_loss(same_error.expand_as(target), target, None, kind="temporal_difference")) < 1e-12
+    with pytest.raises(ConfigError, match="temporal_difference"):
+        motion_weighted_loss(pred, target, None, kind="delta")
     with pytest.raises(ConfigError, match="no LoRA"):
         select_parameters(backbone.transformer, "lora")
     blocks = select_parameters(backbone.transformer, "blocks", [1])

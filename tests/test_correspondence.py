@@ -462,6 +462,20 @@ def test_track_video_returns_finite_tracks_for_every_frame(wan_pipe, cog_pipe):
     assert cog.shape == (3, 5, 2) and np.isfinite(cog).all()
 
 
+def test_tracking_refuses_points_off_the_frame_and_one_frame_videos(wan_pipe):
+    frames = np.zeros((5, 64, 64, 3), np.uint8)
+    kw = dict(block=1, timestep=50.0, max_sequence_length=16)
+    with pytest.raises(ValueError, match=r"query point 1 \(x=64, y=3\) is outside the 64x64 frame; valid: "
+                                         r"-0.5 <= x <= 63.5"):
+        track_video(wan_pipe, frames, [[3.0, 3.0], [64.0, 3.0]], **kw)
+    with pytest.raises(ValueError, match="outside"):
+        track_video(wan_pipe, frames, [[3.0, float("nan")]], **kw)
+    with pytest.raises(ValueError, match="at least 2 frames; this one has 1"):
+        track_video(wan_pipe, frames[:1], [[3.0, 3.0]], **kw)
+    with pytest.raises(ValueError, match=r"outside the 16x16 frame"):
+        track_generation(wan_pipe, [[20.0, 1.0]], block=1, step=-1, prompt="a red circle", **PIPE_KW)
+
+
 def test_track_generation_reads_the_requested_step_and_covers_every_frame(wan_pipe):
     queries = np.array([[8.0, 8.0], [30.0, 41.0]])
     kw = dict(PIPE_KW, prompt="a red circle", height=64, width=64)  # 4x4 tokens per latent frame

@@ -43,6 +43,9 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", help="all (default, as in the paper), lora, blocks")
     p.add_argument("--blocks", help="with --params blocks: comma-separated block indices")
     p.add_argument("--no_mask", action="store_true", help="the paper's 'w/o MM' baseline: unweighted loss")
+    p.add_argument("--loss", choices=["motion_weighted", "temporal_difference"],
+                   help="motion_weighted (default, the paper) or temporal_difference (a deviation: the change of "
+                        "the prediction error between latent frames; appearance errors cancel)")
     p.add_argument("--flow", help="dis (default), farneback, raft, raft_large, framediff")
     p.add_argument("--flow_weights", help="local RAFT weights file")
     p.add_argument("--mask_anchor", choices=["consecutive", "anchored"])

@@ -75,10 +75,35 @@ class CommonRandomness:
         return cls(timestep=float(data["timestep"]), seed=int(data["seed"]))
 
 
+#: losses the featurizer can differentiate: the paper's, and a temporal-difference variant (a deviation)
+LOSSES = ("motion_weighted", "temporal_difference")
+
+
 def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-                         num_pixel_frames: int | None = None) -> torch.Tensor:
-    """pred/target [B, C, F', h, w]; mask [F', h, w] or [B, F', h, w] in [0, 1] (None: unweighted)."""
-    per_location = (pred.float() - target.float()).square().mean(dim=1)  # channel mean -> [B, F', h, w]
+                         num_pixel_frames: int | None = None, kind: str = "motion_weighted") -> torch.Tensor:
+    """pred/target [B, C, F', h, w]; mask [F', h, w] or [B, F', h, w] in [0, 1] (None: unweighted).
+
+    kind "motion_weighted" (the paper): W * channel-mean squared error. "temporal_difference" (a deviation):
+    the squared change of the prediction error between consecutive latent frames, weighted by the larger mask
+    value of the two frames; an error the model makes alike on every frame (appearance) cancels, so the gradient
+    carries what the clip teaches about change over time.
+    """
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown attribution loss {kind!r}; valid: {', '.join(LOSSES)}")
+    error = pred.float() - target.float()
+    if kind == "temporal_difference":
+        if error.shape[2] < 2:
+            raise ValueError("the temporal-difference loss needs at least 2 latent frames")
+        per_location = (error[:, :, 1:] - error[:, :, :-1]).square().mean(dim=1)  # [B, F'-1, h, w]
+        if mask is not None:
+            mask = mask.to(per_location.device, per_location.dtype)
+            if mask.shape[-3:] != error.shape[-3:]:
+                raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latent grid "
+                                 f"{tuple(error.shape[-3:])}")
+            per_location = per_location * torch.maximum(mask[..., 1:, :, :], mask[..., :-1, :, :])
+        loss = per_location.mean()
+        return loss / num_pixel_frames if num_pixel_frames else loss
+    per_location = error.square().mean(dim=1)  # channel mean -> [B, F', h, w]
     if mask is not None:
         mask = mask.to(per_location.device, per_location.dtype)
         if mask.shape[-3:] != per_location.shape[-3:]:
@@ -128,7 +153,10 @@ class GradientFeaturizer:
     """Projected, normalised gradients of the motion-weighted loss for one model (see module docstring)."""
 
     def __init__(self, backbone: Any, projector_factory, randomness: CommonRandomness, scope: str = "all",
-                 blocks: Sequence[int] | None = None):
+                 blocks: Sequence[int] | None = None, loss: str = "motion_weighted"):
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown attribution loss {loss!r}; valid: {', '.join(LOSSES)}")
+        self.loss = loss
         self.backbone = backbone
         self.randomness = randomness
         self.scope = scope
@@ -139,7 +167,8 @@ class GradientFeaturizer:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the parameter scope, projector, randomness and model family."""
-        return {"scope": self.scope, "num_parameters": int(sum(self.sizes)), "num_tensors": len(self.sizes),
+        extra = {} if self.loss == "motion_weighted" else {"loss": self.loss}  # old stores keep their hash
+        return {**extra, "scope": self.scope, "num_parameters": int(sum(self.sizes)), "num_tensors": len(self.sizes),
                 "projector": self.projector.describe(), "randomness": self.randomness.describe(),
                 "family": self.backbone.family}
 
@@ -189,7 +218,7 @@ class GradientFeaturizer:
             noisy = self.backbone.add_noise(x0, noise, t)
             target = self.backbone.training_target(x0, noise, t)
             pred = self.backbone.predict(noisy.to(params[0].dtype), t, prompt_embeds[None].to(device, params[0].dtype))
-            loss = motion_weighted_loss(pred, target, mask, num_pixel_frames)
+            loss = motion_weighted_loss(pred, target, mask, num_pixel_frames, kind=self.loss)
             if not torch.isfinite(loss):
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")
             loss.backward()

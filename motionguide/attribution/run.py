@@ -44,6 +44,7 @@ class AttributionConfig:
     dim: int = 512
     params: str = "all"
     blocks: list[int] = field(default_factory=list)
+    loss: str = "motion_weighted"  # or "temporal_difference" (a deviation from the paper)
     use_mask: bool = True
     flow: str = "dis"
     flow_weights: str | None = None
@@ -180,7 +181,7 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
     randomness = CommonRandomness(timestep=cfg.timestep, seed=cfg.seed)
     featurizer = GradientFeaturizer(
         backbone, lambda sizes: make_projector(cfg.projector, sizes, dim=cfg.dim, seed=cfg.seed), randomness,
-        scope=cfg.params, blocks=cfg.blocks)
+        scope=cfg.params, blocks=cfg.blocks, loss=cfg.loss)
     store_config = cfg.feature_config(featurizer.describe(), model_identity(backbone))
     counts = {}
     for split in ("train", "query"):

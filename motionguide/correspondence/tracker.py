@@ -23,7 +23,7 @@ from ..backbones import LayerProfile, TrackingProfile, VideoBackbone, backbone_f
 from ..errors import ConfigError
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
-from .tracks import latent_to_pixel_tracks
+from .tracks import check_query_points, latent_to_pixel_tracks
 
 
 def _backbone(model: Any) -> VideoBackbone:
@@ -128,9 +128,14 @@ def track_video(
     matching = _descriptor_settings(backbone, resolved, descriptor, content_weight)
     frames = np.asarray(frames_uint8)
     s = backbone.pixels_per_token
-    if frames.ndim == 4 and (frames.shape[1] % s or frames.shape[2] % s):
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got shape {frames.shape}")
+    if frames.shape[0] < 2:
+        raise ValueError(f"tracking needs a video of at least 2 frames; this one has {frames.shape[0]}")
+    if frames.shape[1] % s or frames.shape[2] % s:
         raise ValueError(f"frame size {frames.shape[1]}x{frames.shape[2]} must be divisible by {s} px per token; "
                          "resize or crop the video first")
+    check_query_points(query_points_px, frames.shape[1], frames.shape[2])
     device, dtype = _module_device_dtype(backbone.transformer)
     queries = np.asarray(query_points_px, dtype=np.float32).reshape(-1, 2)
     controller = AttentionController(backbone)
@@ -193,6 +198,9 @@ def track_generation(
     if not -num_steps <= step < num_steps:
         raise ValueError(f"step {step} is outside the {num_steps} sampling steps")
     wanted = step % num_steps
+    height, width = call_kwargs.get("height"), call_kwargs.get("width")
+    if height is not None and width is not None:  # else the pipeline's default size, checked after sampling
+        check_query_points(query_points_px, int(height), int(width))
     acc = CorrespondenceAccumulator([block], direction=direction, temperature=temperature, **matching)
     gate = {"active": wanted == 0}
 

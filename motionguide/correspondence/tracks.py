@@ -85,6 +85,23 @@ def bilinear_sample(field: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return top * (1 - fy) + bottom * fy
 
 
+def check_query_points(query_points_px, height: int, width: int) -> np.ndarray:
+    """[N, 2] float32 (x, y) pixel points, refused with the offending point and the valid range when any lies
+    outside the frame (pixel centres at integers: -0.5 <= x <= W - 0.5, -0.5 <= y <= H - 0.5) or is not finite."""
+    points = np.asarray(query_points_px, dtype=np.float32)
+    if points.size == 0 or points.reshape(-1).size % 2:
+        raise ValueError(f"query points must be [N, 2] (x, y) pixels with N >= 1, got shape {points.shape}")
+    points = points.reshape(-1, 2)
+    bad = ~np.isfinite(points).all(axis=1)
+    bad |= (points[:, 0] < -0.5) | (points[:, 0] > width - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"query point {i} (x={points[i, 0]:g}, y={points[i, 1]:g}) is outside the {width}x{height} "
+                         f"frame; valid: -0.5 <= x <= {width - 0.5:g}, -0.5 <= y <= {height - 0.5:g} "
+                         f"({int(bad.sum())} of {len(points)} points are outside)")
+    return points
+
+
 def tracks_from_costs(
     costs: Iterable[torch.Tensor],
     query_points_px,
@@ -101,7 +118,8 @@ def tracks_from_costs(
         grid: token grid (frames, height, width) the costs were computed on.
         pixels_per_token: side of one token in pixels (16 on Wan2.1 / CogVideoX).
     """
-    queries = torch.as_tensor(np.asarray(query_points_px, dtype=np.float32)).reshape(-1, 2)
+    points = check_query_points(query_points_px, grid.height * pixels_per_token, grid.width * pixels_per_token)
+    queries = torch.as_tensor(points)
     coords = pixels_to_token_coords(queries, pixels_per_token)
     identity = _token_xy(grid.height, grid.width).view(grid.height, grid.width, 2)
     out = [queries]
