@@ -354,6 +354,24 @@ def test_prefix_reuse_skips_the_blocks_before_the_first_guidance_block_and_chang
         torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=1e-5)
 
 
+def test_prefix_reuse_steps_aside_for_other_diffusers_hooks(wan_pipe):
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    block = backbone_for(wan_pipe).blocks[0]
+    registry = HookRegistry.check_if_exists_or_initialize(block)
+    registry.register_hook(ModelHook(), "someone_elses_cache")
+    calls = []
+    hook = backbone_for(wan_pipe).video_self_attention(0).register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        guide = get_guidance("correspondence", scale=1.0, blocks=[1])
+        guide(wan_pipe, prompt="a red circle", generator=torch.Generator().manual_seed(0), guidance_scale=5.0,
+              **PIPE_KW)
+    finally:
+        hook.remove()
+        registry.remove_hook("someone_elses_cache", recurse=False)
+    assert len(calls) == 2 * 3  # block 0 ran in the perturbed pass too: its hooks saw every pass
+
+
 def test_guidance_needs_a_profile_when_none_ships_and_refuses_other_backends(wan_pipe):
     with pytest.raises(ConfigError, match="analyze-layers"):
         with correspondence_guided(wan_pipe, scale=1.0):

@@ -106,8 +106,8 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
 
     Returns ``x @ H`` with Sylvester's H[i, j] = (-1)^popcount(i & j) (symmetric); ``x`` is not modified.
     The four lowest-bit stages are one product with the 16 x 16 Hadamard matrix over contiguous groups of 16
-    (H_n = H_{n/16} ⊗ H_16), the rest are butterflies over two ping-pong buffers (peak memory about three times
-    the input); ~1.5x faster than butterflies alone on a CPU.
+    (H_n = H_{n/16} ⊗ H_16) on a CPU (~1.5x faster than butterflies alone), the rest are butterflies over two
+    ping-pong buffers (peak memory about three times the input); on other devices all stages are butterflies.
     """
     n = x.shape[-1]
     if n & (n - 1) or n == 0:
@@ -116,10 +116,12 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     rows = x.reshape(-1, n)
     if n == 1:
         return rows.clone().reshape(*lead, n)
-    low = min(n, 1 << _LOW_BITS)
-    small = hadamard_matrix(low).to(rows.device, rows.dtype)
-    src = (rows.reshape(-1, low) @ small).reshape(-1, n)
-    buffers = [torch.empty_like(src), src]
+    if rows.device.type == "cpu":  # exact here; on GPUs a TF32 matmul setting would round it, so butterflies only
+        low = min(n, 1 << _LOW_BITS)
+        src = (rows.reshape(-1, low) @ hadamard_matrix(low).to(rows.dtype)).reshape(-1, n)
+    else:
+        low, src = 1, rows
+    buffers = [torch.empty_like(src), torch.empty_like(src) if src is rows else src]
     h, turn = low, 0
     while h < n:
         dst = buffers[turn]
@@ -484,7 +486,7 @@ class BlockwiseFastfood(_StreamingProjector):
         groups: dict[tuple[str, int], list[tuple[int, int, torch.Tensor]]] = {}
         device = items[0][1].device
         for index, flat in items:
-            flat = flat.reshape(-1).to(torch.float32)
+            flat = flat.reshape(-1).to(device, torch.float32)
             if flat.numel() != self.sizes[index]:
                 raise ValueError(f"parameter {index} has {self.sizes[index]} elements in this projector's sizes "
                                  f"but the gradient has {flat.numel()}")

@@ -216,7 +216,7 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
                    help="sqrt_dim (default), sqrt_heads or a number")
     p.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed", "output"],
                    help="qk: after RoPE (DiffTrack), qk_no_rope: before it, qk_mixed: both, output: attention "
-                        "output (default: the profile's)")
+                        "output (default: the profile's when it supplies the block, else qk)")
     p.add_argument("--content-weight", type=float,
                    help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
     p.add_argument("--max-sequence-length", type=int, help="text length for the empty prompt")

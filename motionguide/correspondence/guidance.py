@@ -36,7 +36,7 @@ from ..attention import AttentionController, InstrumentError
 from ..backbones import LayerProfile, backbone_for
 from ..errors import ConfigError
 from ..sampling.guidance import register_guidance
-from .prefix_reuse import PrefixReuse
+from .prefix_reuse import PrefixReuse, reuse_blocker
 from .settings import CAGSettings, _check_window, check_attention_backend, resolve_cag_settings
 
 #: cache-context name of the perturbed pass, so caching hooks keep its state apart from the conditional pass
@@ -152,7 +152,8 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         step, total = self._step(kwargs.get("timestep"))
         if not self._settings.active_at(step, total):
             return self.inner(**kwargs)
-        if self._prefix is None or not self._prefix.saves_blocks:
+        # with gradients on, a checkpointed recomputation would run the skipped blocks for real: recompute instead
+        if self._prefix is None or not self._prefix.saves_blocks or torch.is_grad_enabled():
             output = self.inner(**kwargs)
             perturbed = self._perturbed_prediction(kwargs, rows, batch, step, total)
         else:
@@ -221,7 +222,8 @@ def correspondence_guided(
             video = pipe(prompt, guidance_scale=5.0, ...).frames[0]
 
     reuse_prefix: the perturbed pass takes the blocks before the first guidance block from the conditional pass
-        (same result, fewer blocks run); False recomputes them.
+        (the same result up to rounding, fewer blocks run); False recomputes them. Turned off by itself when other
+        diffusers hooks (block caches, group offloading) sit on the transformer or those blocks.
     """
     _refuse_unsupported(pipe)
     backbone = backbone_for(pipe)
@@ -230,7 +232,9 @@ def correspondence_guided(
     check_attention_backend(backbone, settings.blocks)
     transformer = pipe.transformer
     controller = AttentionController(backbone)
-    prefix = PrefixReuse(backbone.blocks, min(settings.blocks)) if reuse_prefix else None
+    prefix = None
+    if reuse_prefix and reuse_blocker(transformer, backbone.blocks[:min(settings.blocks)]) is None:
+        prefix = PrefixReuse(backbone.blocks, min(settings.blocks))
     proxy = CorrespondenceGuidedTransformer(transformer, pipe, controller, settings, prefix)
     # Processors stay installed (pass-through) for the whole call; only the perturbed pass goes frame-local.
     with controller.installed(settings.blocks, "self"), (prefix.installed() if prefix else nullcontext()):

@@ -59,19 +59,32 @@ class _PrefixBlockHook(ModelHook):
         state = self.state
         if state.mode == "replay":
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            if state.stored is None or _batch_of(state.stored) != hidden.shape[0]:
+                raise InstrumentError("the perturbed pass found no matching conditional-pass output to reuse; call "
+                                      "correspondence guidance with reuse_prefix=False")
             if not self.last:  # skipped: hand the input on in the block's own output layout
                 if isinstance(state.stored, tuple):
                     text = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
                     return hidden, text
                 return hidden
-            if state.stored is None or _batch_of(state.stored) != hidden.shape[0]:
-                raise InstrumentError("the perturbed pass found no matching conditional-pass output to reuse; call "
-                                      "correspondence guidance with reuse_prefix=False")
             return state.stored
         output = self.fn_ref.original_forward(*args, **kwargs)
         if state.mode == "record" and self.last:
             state.stored = _select_rows(output, state.rows, state.batch)
         return output
+
+
+def reuse_blocker(transformer: torch.nn.Module, blocks: Sequence[torch.nn.Module]) -> str | None:
+    """Why the prefix cannot be reused here (None when it can): other diffusers hooks on the transformer or its
+    blocks (block caches, group offloading) expect every block to run in every pass."""
+    for module in (transformer, *blocks):
+        registry = getattr(module, "_diffusers_hook", None)
+        names = registry.hooks if registry is not None else {}
+        foreign = [name for name in names if not name.startswith("motionguide")]
+        if foreign:
+            names = ", ".join(foreign)
+            return f"diffusers hooks are registered ({names}); they expect every block to run in every pass"
+    return None
 
 
 class PrefixReuse:
@@ -105,6 +118,8 @@ class PrefixReuse:
     def _mode(self, mode: str, rows: slice = slice(None), batch: int = 0) -> Iterator[None]:
         state = self.state
         state.mode, state.rows, state.batch = mode, rows, batch
+        if mode == "record":
+            state.stored = None  # never replay an output from an earlier call
         try:
             yield
         finally:

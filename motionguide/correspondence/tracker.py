@@ -20,7 +20,6 @@ import torch
 
 from ..attention import AttentionController
 from ..backbones import LayerProfile, TrackingProfile, VideoBackbone, backbone_for
-from ..errors import ConfigError
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
 from .tracks import check_query_points, latent_to_pixel_tracks
@@ -59,16 +58,11 @@ def _empty_prompt(backbone: VideoBackbone, max_sequence_length: int | None, devi
     return backbone.encode_prompt([""], max_sequence_length=max_sequence_length, device=device)
 
 
-def _descriptor_settings(backbone, resolved: LayerProfile | None, descriptor: str | None,
+def _descriptor_settings(resolved: LayerProfile | None, descriptor: str | None,
                          content_weight: float | None) -> dict[str, Any]:
-    """Descriptor and content weight: as given, else the profile's (the read one, else the model's shipped one),
-    else DiffTrack's "qk"."""
+    """Descriptor and content weight: as given, else the profile's when one was read (a profile was passed or
+    supplied the block), else DiffTrack's "qk": a profile's descriptor was chosen together with its block."""
     tracking = resolved.tracking if resolved is not None else None
-    if tracking is None:
-        try:
-            tracking = backbone.default_profile().tracking
-        except ConfigError:
-            tracking = None
     default = tracking if tracking is not None else TrackingProfile(block=0)
     return {"descriptor": descriptor or default.descriptor,
             "content_weight": default.content_weight if content_weight is None else content_weight}
@@ -121,11 +115,11 @@ def track_video(
     resolved = None
     if block is None or timestep is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and timestep=")
-        if resolved.tracking is None:
+        if resolved.tracking is None and (block is None or timestep is None):
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and timestep=")
         block = resolved.tracking.block if block is None else block
         timestep = default_tracking_timestep(backbone, resolved) if timestep is None else timestep
-    matching = _descriptor_settings(backbone, resolved, descriptor, content_weight)
+    matching = _descriptor_settings(resolved, descriptor, content_weight)
     frames = np.asarray(frames_uint8)
     s = backbone.pixels_per_token
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -179,7 +173,7 @@ def track_generation(
     q/k of `block` are captured at sampling step `step` (negative counts from the end) of the conditional pass;
     defaults come from the layer profile. Returns (tracks [N, F, 2] in pixels over all generated frames, the
     pipeline output). Pass the pipeline's own arguments (prompt, num_frames, num_inference_steps, ...).
-    descriptor, content_weight: as in `track_video` (default the profile's, else the shipped one's, else "qk").
+    descriptor, content_weight: as in `track_video` (default the read profile's, else DiffTrack's "qk").
     """
     if "callback_on_step_end" in call_kwargs:
         raise ValueError("track_generation drives the step gate with callback_on_step_end; do not pass your own")
@@ -188,13 +182,13 @@ def track_generation(
     resolved = None
     if block is None or step is None or profile is not None:
         resolved = resolve_profile(backbone, profile, "tracking without block= and step=")
-        if resolved.tracking is None:
+        if resolved.tracking is None and (block is None or step is None):
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and step=")
         block = resolved.tracking.block if block is None else block
         if step is None:  # the profile's step, moved to the same place on this call's schedule
             total = resolved.tracking.num_inference_steps
             step = round((resolved.tracking.step % total) * (num_steps - 1) / max(total - 1, 1))
-    matching = _descriptor_settings(backbone, resolved, descriptor, content_weight)
+    matching = _descriptor_settings(resolved, descriptor, content_weight)
     if not -num_steps <= step < num_steps:
         raise ValueError(f"step {step} is outside the {num_steps} sampling steps")
     wanted = step % num_steps
