@@ -62,7 +62,9 @@ def main() -> None:
     md = ["| arm | blocks | s | window | " + " | ".join(title for _, title, _ in METRICS) + " | time ÷ unguided |",
           "|---|---|---|---|" + "---|" * (len(METRICS) + 1), *rows, "",
           "Paired differences guided − unguided (mean [95% bootstrap interval]) on the same held-out prompt-seed pairs "
-          "as cag_quality; 'other blocks' guides at the three blocks the analysis did not choose."]
+          "(each arm samples its own unguided videos with the same seeds); 'other_blocks' guides at the three blocks "
+          "the analysis did not choose. Time ÷ unguided is indicative only (arms may share the machine with other "
+          "jobs); guidance_cost.py measures cost."]
     write_results("cag_sweep", {"machine": machine(), "arms": data}, "\n".join(md))
 
 

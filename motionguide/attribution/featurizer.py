@@ -195,23 +195,25 @@ class GradientFeaturizer:
                 g = p.grad.detach().float().flatten()
                 # NaN / inf anywhere make the running sum non-finite: checked once after backward, when the
                 # feature (which they also spoil) is discarded
-                state["sumsq"] += g.double().square().sum()
+                state["sumsq"] += torch.linalg.vector_norm(g).double().square()  # no float64 copy of g
                 if buffer is not None:
                     buffer[offsets[index]: offsets[index] + g.numel()] = g
-                elif g.numel() <= SMALL_TENSOR_BATCH and batched:
-                    pending.append((index, g))  # p.grad is dropped below; this reference keeps g alone
                 else:
                     state["acc"] += self.projector.project_parameter(index, g).to(device)
                 p.grad = None  # free at once: never two full gradient copies
             return hook
 
+        # small tensors keep their .grad until backward ends and are projected together (no hook per tensor)
+        small = {i for i, n in enumerate(self.sizes)
+                 if batched and buffer is None and n <= SMALL_TENSOR_BATCH}
         handles = []
         try:
             transformer.eval()
             transformer.requires_grad_(False)
             for i, p in enumerate(params):
                 p.requires_grad_(True)
-                handles.append(p.register_post_accumulate_grad_hook(on_grad(i)))
+                if i not in small:
+                    handles.append(p.register_post_accumulate_grad_hook(on_grad(i)))
             x0 = latents[None].to(device, torch.float32)
             noise = self.randomness.noise_for(latents.shape)[None].to(device)
             t = self.timestep.to(device)
@@ -222,6 +224,13 @@ class GradientFeaturizer:
             if not torch.isfinite(loss):
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")
             loss.backward()
+            for i in sorted(small):
+                grad = params[i].grad
+                if grad is not None:  # None: the parameter did not take part in this loss
+                    g = grad.detach().float().flatten()
+                    state["sumsq"] += torch.linalg.vector_norm(g).double().square()
+                    pending.append((i, g))
+                params[i].grad = None
         finally:
             for h in handles:
                 h.remove()

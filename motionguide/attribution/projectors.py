@@ -513,7 +513,8 @@ class BlockwiseFastfood(_StreamingProjector):
                 v = torch.zeros(len(members), size, dtype=torch.float32, device=device)
                 for row, (_, _, x) in enumerate(members):
                     v[row, :x.numel()] = x * signs[row, :x.numel()]
-            v = fwht(v).gather(1, perm).mul_(gauss)
+            rows = len(members)
+            v = fwht(v).reshape(-1).index_select(0, perm).view(rows, size).mul_(gauss)
             out += (_fold_first_rows(v, self.dim) * row_scale).sum(dim=0)
         return out
 
@@ -523,10 +524,13 @@ class BlockwiseFastfood(_StreamingProjector):
         for row, (index, chunk_index, x) in enumerate(members):
             s, perm, gauss, scale = self._fastfood_state(index, chunk_index, x.numel())
             signs[row, :x.numel()] = s
-            perms.append(perm.long())
+            perms.append(perm.long() + row * length)  # rows flattened: one index_select for the whole group
             gausses.append(gauss)
             scales.append(scale)
-        return signs, torch.stack(perms), torch.stack(gausses), torch.stack(scales)
+        flat_perm = torch.cat(perms)
+        if flat_perm.numel() < 2**31:
+            flat_perm = flat_perm.to(torch.int32)  # index_select takes int32, and it is faster
+        return signs, flat_perm, torch.stack(gausses), torch.stack(scales)
 
     def _describe_extra(self) -> dict:
         return {**super()._describe_extra(), "block_size": self.block_size, "permutation": self.permutation}
