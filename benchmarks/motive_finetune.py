@@ -1,8 +1,9 @@
 """Curated vs random vs full LoRA fine-tunes of the toy model: motion quality on held-out prompts (Table 1 in small).
 
 What it measures. Three LoRA fine-tunes of `--model` with equal steps, batch and seed on the defect-laden pool
-of motive_defects.py: (a) the Motive top 10% (its selection, or a fresh pass with the motion mask), (b) a
-seeded random 10% (`curation="random"`), (c) the full pool. Then the base model and each fine-tune sample the
+of motive_defects.py: (a) the Motive top 10% (its selection, or a fresh pass with the motion mask), (a') the top
+10% of its temporal-difference pass (a deviation; when that pass is in --work), (b) a seeded random 10%
+(`curation="random"`), (c) the full pool. Then the base model and each fine-tune sample the
 same held-out prompts x seeds, and each video is scored with the toy-world direction check (measured
 direction == prompted), the dynamic-degree proxy (VBench rule on OpenCV flow) and the flow-warp smoothness
 proxy. Means carry 95% bootstrap intervals that resample prompts (all seeds of a prompt together, since
@@ -39,7 +40,10 @@ from motionguide.attribution import AttributionConfig, run_attribution
 from motionguide.metrics import dynamic_degree_proxy, flow_warp_smoothness, toy_prompt_adherence
 from motionguide.toy import all_combinations, prompts_for_combinations
 
-ARMS = {"motive": "motive", "random": "random", "full": "none"}  # arm -> TrainConfig.curation
+#: arm -> TrainConfig.curation; "motive_tdiff" trains on the temporal-difference pass of motive_defects.py (a
+#: deviation from the paper), when that pass's selection is in --work
+ARMS = {"motive": "motive", "motive_tdiff": "motive", "random": "random", "full": "none"}
+TDIFF_SELECTION = Path("pass_loss-temporal_difference") / "selection.json"
 METRICS = ("direction_accuracy", "dynamic_degree", "smoothness")
 SPEEDS = ("slowly", "normal", "quickly")
 
@@ -88,11 +92,11 @@ def selection_path(args, pipe, pool: Path, queries: Path, work: Path) -> Path:
 
 
 def fine_tune(args, arm: str, pool: Path, work: Path, selection: Path) -> dict:
-    """One LoRA fine-tune (reused when a finished run with the identical config is already there)."""
+    """One LoRA fine-tune (reused when a finished run with the identical config and selection is already there)."""
     from motionguide.training import TrainConfig, Trainer
 
     out = work / "finetune" / arm
-    options = {"motive": {"selection": str(selection)}} if arm == "motive" else {}
+    options = {"motive": {"selection": str(selection)}} if ARMS[arm] == "motive" else {}
     # Own cache folder: the Trainer trains on every clip of its cache folder, and the attribution pass's
     # cache also holds the query clips, which must not leak into the fine-tunes.
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(out), data_root=str(pool),
@@ -103,8 +107,13 @@ def fine_tune(args, arm: str, pool: Path, work: Path, selection: Path) -> dict:
                       method_options=options)
     summary_file, config_file = out / "train_summary.json", out / "train_config.json"
     start = time.perf_counter()
-    reused = summary_file.is_file() and config_file.is_file() and json.loads(config_file.read_text()) == cfg.to_dict()
+    stamp = out / "selection_used.json"  # the selection's content, so a rerun pass is not silently reused
+    chosen = json.loads(selection.read_text())["selected_ids"] if options else None
+    reused = (summary_file.is_file() and config_file.is_file() and json.loads(config_file.read_text()) == cfg.to_dict()
+              and (not options or (stamp.is_file() and json.loads(stamp.read_text()) == chosen)))
     summary = json.loads(summary_file.read_text()) if reused else Trainer(cfg).run()
+    if options:
+        stamp.write_text(json.dumps(chosen))
     losses = [v for _, v in sorted(((int(k), v) for k, v in summary["losses"].items()))]
     tail = losses[-max(1, len(losses) // 10):]
     return {"lora": str(out), "clips": summary["clips"], "steps": summary["steps"],
@@ -164,10 +173,11 @@ def bootstrap(per_arm: dict[str, dict[str, np.ndarray]], n_boot: int, seed: int)
         return {"mean": float(values.mean()), "ci95": [float(lo), float(hi)]}
 
     out = {"arms": {arm: {m: summarize(v[m]) for m in METRICS} for arm, v in per_arm.items()}, "differences": {}}
-    for other in ("random", "full", "base"):
-        if "motive" in per_arm and other in per_arm:
-            out["differences"][f"motive - {other}"] = {
-                m: summarize(per_arm["motive"][m] - per_arm[other][m]) for m in METRICS}
+    for curated in ("motive", "motive_tdiff"):
+        for other in ("random", "full", "base"):
+            if curated in per_arm and other in per_arm:
+                out["differences"][f"{curated} - {other}"] = {
+                    m: summarize(per_arm[curated][m] - per_arm[other][m]) for m in METRICS}
     return out
 
 
@@ -201,7 +211,9 @@ def main() -> None:
     try:
         pool, queries = pool_and_queries(args, work, args.pool)
         selection = selection_path(args, load_pipeline(args.model), pool, queries, work)
-        training = {arm: fine_tune(args, arm, pool, work, selection) for arm in ARMS}
+        selections = {"motive": selection, "motive_tdiff": work / TDIFF_SELECTION}
+        training = {arm: fine_tune(args, arm, pool, work, selections.get(arm, selection)) for arm in ARMS
+                    if arm != "motive_tdiff" or selections[arm].is_file()}
         prompts = prompt_set(args)
         seeds = list(range(args.seeds))
         settings = SamplingSettings.for_model(args.model, steps=args.sample_steps, cfg=args.cfg,

@@ -7,7 +7,7 @@ blocks at once. Each capture is reduced on the spot to, per block:
 - accuracy: PCK (% of visible (point, frame) pairs within `threshold_px`) of the tracks read from the q-k
   matching cost (`CorrespondenceAccumulator` -> `latent_to_pixel_tracks`; descriptor "qk" after RoPE, as
   DiffTrack, "qk_no_rope" or "qk_mixed"), against reference tracks; also the same PCK over the moving points only
-  ("moving_accuracy": points whose reference track leaves its frame-0 token, i.e. moves >= 1 token), since on
+  ("moving_accuracy": points whose visible reference positions get at least one token from the start), since on
   clips with a static background the all-point PCK rewards matching every token to its own position;
 - cross-frame confidence: for each query point's frame-0 token, a = softmax over ALL keys (text + every frame)
   of q.k/sqrt(d), head-averaged; per latent frame f >= 1 the max of a over frame f's keys, kept where the

@@ -5,7 +5,9 @@
 
 Branches, in the order the denoise loop runs them: pred_cond, pred_uncond (when CFG is on), pred_cond_perturbed
 (when the step is inside the correspondence window). `prepare_models` switches frame-local self-attention on at
-the guidance blocks for the perturbed branch only; `cleanup_models` puts the stock processors back.
+the guidance blocks for the perturbed branch only; `cleanup_models` puts the stock processors back. The perturbed
+branch runs the whole transformer (the classic-pipeline adapter, `correspondence_guided`, also reuses the
+conditional pass's blocks before the first guidance block).
 """
 
 from __future__ import annotations
