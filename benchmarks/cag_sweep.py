@@ -14,12 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from _common import RESULTS, machine, write_results
 
 HERE = Path(__file__).parent
+_TOY_CONFIG = HERE.parent / "assets" / "toy-model" / "transformer" / "config.json"
+_NUM_BLOCKS = json.loads(_TOY_CONFIG.read_text())["num_layers"] if _TOY_CONFIG.is_file() else 6
+#: three blocks drawn at random (seeded), whatever the analysis chose
+RANDOM_BLOCKS = sorted(int(b) for b in np.random.default_rng(0).choice(_NUM_BLOCKS, 3, replace=False))
 ARMS = {  # name: extra cag_quality flags
     "profile": [],
     "other_blocks": ["--blocks", "0,1,5"],
+    "random_blocks": ["--blocks", ",".join(map(str, RANDOM_BLOCKS))],
     "s0.5": ["--scale", "0.5"],
     "s2": ["--scale", "2"],
     "all_steps": ["--window", "0,1"],
@@ -41,9 +47,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=0, help="first N prompts of cag_quality's list (0 = all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="only tabulate the arms' existing results")
+    parser.add_argument("--arms", default=None, help="run only these arms (comma separated), tabulate all")
     args = parser.parse_args()
     if not args.reuse:
-        for name, flags in ARMS.items():
+        wanted = set(args.arms.split(",")) if args.arms else set(ARMS)
+        for name, flags in ((n, f) for n, f in ARMS.items() if n in wanted):
             subprocess.run([sys.executable, str(HERE / "cag_quality.py"), "--seeds", str(args.seeds), "--threads",
                             str(args.threads), "--prompts", str(args.prompts), "--name", f"cag_quality_{name}",
                             *flags], check=True, cwd=HERE)
@@ -63,8 +71,9 @@ def main() -> None:
           "|---|---|---|---|" + "---|" * (len(METRICS) + 1), *rows, "",
           "Paired differences guided − unguided (mean [95% bootstrap interval]) on the same held-out prompt-seed pairs "
           "(each arm samples its own unguided videos with the same seeds); 'other_blocks' guides at the three blocks "
-          "the analysis did not choose. Time ÷ unguided is indicative only (arms may share the machine with other "
-          "jobs); guidance_cost.py measures cost."]
+          f"the analysis did not choose, 'random_blocks' at three drawn at random (seed 0: {RANDOM_BLOCKS}). "
+          "Time ÷ unguided is indicative only (arms may share the machine with other jobs); guidance_cost.py "
+          "measures cost."]
     write_results("cag_sweep", {"machine": machine(), "arms": data}, "\n".join(md))
 
 

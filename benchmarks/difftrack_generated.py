@@ -6,7 +6,7 @@ on the prompted object (its colour blob at frame 0) move with the blob's centroi
 found; background points stay put (toy backgrounds are static) and are hidden where the object covers them.
 Methods: q–k matching at the profile's tracking block, step and descriptor (`track_generation`, captured during
 sampling), the same with DiffTrack's post-RoPE descriptor (the same seed, so the same video),
-chained OpenCV DIS flow on the decoded frames, and zero motion. PCK at ½ and 1 token, on all and on object points.
+chained OpenCV DIS and Farneback flow on the decoded frames, and zero motion. PCK at ½ and 1 token, on all and on object points.
 
     python benchmarks/difftrack_generated.py [--prompts 20 --seeds 1 --threads 1]
 """
@@ -89,7 +89,8 @@ def main() -> None:
                + (f" (pre-RoPE weight {profile_tracking.content_weight:g})"
                   if profile_tracking.descriptor == "qk_mixed" else ""))
     difftrack = f"q–k matching after RoPE (DiffTrack's descriptor), block {profile_tracking.block}"
-    preds = {shipped: [], difftrack: [], "classical flow (OpenCV DIS, chained)": [], "zero motion": []}
+    preds = {shipped: [], difftrack: [], "classical flow (OpenCV DIS, chained)": [],
+             "classical flow (OpenCV Farneback, chained)": [], "zero motion": []}
     refs, visibles, on_flags, skipped, seconds = [], [], [], [], []
     grid = query_grid(64, 64)
     for prompt in prompts:
@@ -114,6 +115,8 @@ def main() -> None:
             preds[shipped].append(np.asarray(tracks, np.float32)[keep])
             preds[difftrack].append(np.asarray(post_rope, np.float32)[keep])
             preds["classical flow (OpenCV DIS, chained)"].append(flow_chain_tracks(frames, points).astype(np.float32))
+            preds["classical flow (OpenCV Farneback, chained)"].append(
+                flow_chain_tracks(frames, points, method="farneback").astype(np.float32))
             preds["zero motion"].append(zero_motion_tracks(points, len(frames)))
             refs.append(reference)
             visibles.append(visible)

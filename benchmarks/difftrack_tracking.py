@@ -8,7 +8,7 @@ ground-truth point visible in frame 0 is tracked through the clip by
   of --block / --timestep (fallback without a profile: the middle block at the last step of the model's
   sampling schedule; the table says which);
 - the intermediate-feature baseline (`descriptor="output"`: attention output before `to_out`, same block);
-- classical flow (OpenCV DIS chained frame to frame, bilinear read-out);
+- classical flow (OpenCV DIS and Farneback, each chained frame to frame, bilinear read-out);
 - zero motion (every point stays put);
 - q-k matching at every block (one row per block), to see which block tracks best, with DiffTrack's descriptor
   (q/k after RoPE) and with q/k before the rotary embedding (`descriptor="qk_no_rope"`).
@@ -136,6 +136,7 @@ def track_all(pipe, clips, setup: dict, blocks: list[int], descriptors: list[str
                     pipe, frames, queries, block=b, descriptor=d, **common))
         run("output", lambda: track_video(pipe, frames, queries, block=setup["block"], descriptor="output", **common))
         run("flow", lambda: flow_chain_tracks(frames, queries))
+        run("farneback", lambda: flow_chain_tracks(frames, queries, method="farneback"))
         run("zero", lambda: zero_motion_tracks(queries, len(frames)))
     return {name: np.concatenate(p, axis=0) for name, p in preds.items()}, seconds
 
@@ -172,6 +173,7 @@ def main() -> None:
     labels.update({
         "output": f"intermediate features (attention output, block {main_block})",
         "flow": "classical flow (OpenCV DIS, chained)",
+        "farneback": "classical flow (OpenCV Farneback, chained)",
         "zero": "zero motion",
     })
     header = ["method", "PCK@½ token", "PCK@1 token", "δ_avg (scaled)", "PCK@1 token, moving points", "s / clip"]
