@@ -290,6 +290,7 @@ def stock_state(pipe):
 @pytest.mark.parametrize("which,w,renormalize,blocks", [
     ("wan", 5.0, False, [0, 1]), ("wan", 1.0, False, [0, 1]), ("cog", 6.0, True, [0, 1]),
     ("wan", 5.0, False, [1]), ("cog", 6.0, False, [1]),  # block 0 is a prefix the perturbed pass reuses
+    ("wan", 1.0, False, [1]), ("cog", 1.0, True, [1]),  # ... also without CFG (conditional-only calls)
 ])
 def test_cag_equals_three_separate_passes_inside_the_window_and_cfg_outside(which, w, renormalize, blocks, wan_pipe,
                                                                            cog_pipe):
