@@ -7,7 +7,8 @@
   paper's "w/o MM" baseline. The mask weights only the loss, never the input or the noise.
 - `GradientFeaturizer`: backward with a post-accumulate-grad hook per parameter that projects (or copies into
   one flat buffer, for non-streaming projectors) and frees each `.grad` at once, so two full gradient copies
-  never coexist; tensors of at most `SMALL_TENSOR_BATCH` numbers are projected together once backward ends. Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
+  never coexist; tensors of at most `SMALL_TENSOR_BATCH` numbers are projected together once backward ends.
+  Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
   feature flagged "zero_gradient" (it scores 0, never NaN); a non-finite gradient is skipped with the reason.
 """
 
@@ -79,6 +80,12 @@ class CommonRandomness:
 LOSSES = ("motion_weighted", "temporal_difference")
 
 
+def _check_loss(kind: str) -> str:
+    if kind not in LOSSES:
+        raise ConfigError(f"unknown attribution loss {kind!r}; valid: {', '.join(LOSSES)}")
+    return kind
+
+
 def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
                          num_pixel_frames: int | None = None, kind: str = "motion_weighted") -> torch.Tensor:
     """pred/target [B, C, F', h, w]; mask [F', h, w] or [B, F', h, w] in [0, 1] (None: unweighted).
@@ -88,27 +95,22 @@ def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     value of the two frames; an error the model makes alike on every frame (appearance) cancels, so the gradient
     carries what the clip teaches about change over time.
     """
-    if kind not in LOSSES:
-        raise ConfigError(f"unknown attribution loss {kind!r}; valid: {', '.join(LOSSES)}")
+    _check_loss(kind)
     error = pred.float() - target.float()
+    if mask is not None:
+        mask = mask.to(error.device, error.dtype)
+        if mask.shape[-3:] != error.shape[-3:]:
+            raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latent grid "
+                             f"{tuple(error.shape[-3:])}")
     if kind == "temporal_difference":
         if error.shape[2] < 2:
             raise ValueError("the temporal-difference loss needs at least 2 latent frames")
         per_location = (error[:, :, 1:] - error[:, :, :-1]).square().mean(dim=1)  # [B, F'-1, h, w]
         if mask is not None:
-            mask = mask.to(per_location.device, per_location.dtype)
-            if mask.shape[-3:] != error.shape[-3:]:
-                raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latent grid "
-                                 f"{tuple(error.shape[-3:])}")
-            per_location = per_location * torch.maximum(mask[..., 1:, :, :], mask[..., :-1, :, :])
-        loss = per_location.mean()
-        return loss / num_pixel_frames if num_pixel_frames else loss
-    per_location = error.square().mean(dim=1)  # channel mean -> [B, F', h, w]
+            mask = torch.maximum(mask[..., 1:, :, :], mask[..., :-1, :, :])
+    else:
+        per_location = error.square().mean(dim=1)  # channel mean -> [B, F', h, w]
     if mask is not None:
-        mask = mask.to(per_location.device, per_location.dtype)
-        if mask.shape[-3:] != per_location.shape[-3:]:
-            raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latent grid "
-                             f"{tuple(per_location.shape[-3:])}")
         per_location = per_location * mask
     loss = per_location.mean()
     return loss / num_pixel_frames if num_pixel_frames else loss
@@ -154,9 +156,7 @@ class GradientFeaturizer:
 
     def __init__(self, backbone: Any, projector_factory, randomness: CommonRandomness, scope: str = "all",
                  blocks: Sequence[int] | None = None, loss: str = "motion_weighted"):
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown attribution loss {loss!r}; valid: {', '.join(LOSSES)}")
-        self.loss = loss
+        self.loss = _check_loss(loss)
         self.backbone = backbone
         self.randomness = randomness
         self.scope = scope
@@ -190,12 +190,16 @@ class GradientFeaturizer:
 
         pending: list[tuple[int, torch.Tensor]] = []  # small gradients, projected together after backward
 
+        def take_grad(p: torch.nn.Parameter) -> torch.Tensor:
+            """The flat float32 gradient; its squared norm joins the total. NaN / inf anywhere make the total
+            non-finite: checked once after backward, when the feature (which they also spoil) is discarded."""
+            g = p.grad.detach().float().flatten()
+            state["sumsq"] += torch.linalg.vector_norm(g).double().square()  # no float64 copy of g
+            return g
+
         def on_grad(index: int):
             def hook(p: torch.nn.Parameter) -> None:
-                g = p.grad.detach().float().flatten()
-                # NaN / inf anywhere make the running sum non-finite: checked once after backward, when the
-                # feature (which they also spoil) is discarded
-                state["sumsq"] += torch.linalg.vector_norm(g).double().square()  # no float64 copy of g
+                g = take_grad(p)
                 if buffer is not None:
                     buffer[offsets[index]: offsets[index] + g.numel()] = g
                 else:
@@ -225,11 +229,8 @@ class GradientFeaturizer:
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")
             loss.backward()
             for i in sorted(small):
-                grad = params[i].grad
-                if grad is not None:  # None: the parameter did not take part in this loss
-                    g = grad.detach().float().flatten()
-                    state["sumsq"] += torch.linalg.vector_norm(g).double().square()
-                    pending.append((i, g))
+                if params[i].grad is not None:  # None: the parameter did not take part in this loss
+                    pending.append((i, take_grad(params[i])))
                 params[i].grad = None
         finally:
             for h in handles:
@@ -243,7 +244,6 @@ class GradientFeaturizer:
         grad_norm = float(state["sumsq"].sqrt())
         if pending:
             state["acc"] += self.projector.project_many(pending).to(device)
-            pending.clear()
         acc = state["acc"] if buffer is None else self.projector.project_full(buffer).to(device)
         flags = []
         if grad_norm == 0.0 or float(acc.norm()) == 0.0:

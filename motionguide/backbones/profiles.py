@@ -27,6 +27,10 @@ SCHEMA_VERSION = 1
 
 #: descriptors a tracking profile may name (see `motionguide.correspondence.matching`)
 TRACKING_DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed")
+#: the descriptors that read q / k from before the rotary embedding
+PRE_ROPE_DESCRIPTORS = ("qk_no_rope", "qk_mixed")
+#: weight of the pre-RoPE logits in "qk_mixed" unless a profile or call says otherwise
+DEFAULT_CONTENT_WEIGHT = 4.0
 
 
 @dataclass
@@ -41,7 +45,7 @@ class TrackingProfile:
     #: matching descriptor: "qk" (DiffTrack's, after RoPE), "qk_no_rope" (before the rotary embedding) or
     #: "qk_mixed" (both logits, the pre-RoPE one weighted by `content_weight`)
     descriptor: str = "qk"
-    content_weight: float = 4.0
+    content_weight: float = DEFAULT_CONTENT_WEIGHT
 
 
 @dataclass

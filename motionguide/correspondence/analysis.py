@@ -39,7 +39,7 @@ import torch
 from ..attention import AttentionController
 from ..attention.capture import AttentionCapture
 from ..backbones import VideoBackbone, backbone_for
-from ..backbones.profiles import TRACKING_DESCRIPTORS
+from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT, PRE_ROPE_DESCRIPTORS, TRACKING_DESCRIPTORS
 from ..backbones.base import TokenGrid
 from ..metrics.tracking import pck
 from .analysis_data import AnalysisClip, load_analysis_clips, read_reference_tracks
@@ -215,9 +215,10 @@ class _ClipScorer:
     spot so no block's q/k outlive its attention call."""
 
     def __init__(self, clip_tracks: np.ndarray, visibility: np.ndarray, threshold_px: float,
-                 pixels_per_token: int, temporal_stride: int, descriptor: str = "qk", content_weight: float = 4.0):
+                 pixels_per_token: int, temporal_stride: int, descriptor: str = "qk",
+                 content_weight: float = DEFAULT_CONTENT_WEIGHT):
         self.descriptor, self.content_weight = descriptor, content_weight
-        self.pre_rope = descriptor != "qk"  # read by controller.capture
+        self.pre_rope = descriptor in PRE_ROPE_DESCRIPTORS  # read by controller.capture
         self.tracks, self.visibility = clip_tracks, visibility
         self.queries = clip_tracks[:, 0]
         self.threshold_px = threshold_px
@@ -302,7 +303,7 @@ def analyze_layers(
     max_points: int = 400,
     seed: int = 0,
     descriptor: str = "qk",
-    content_weight: float = 4.0,
+    content_weight: float = DEFAULT_CONTENT_WEIGHT,
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AnalysisResult:

@@ -200,6 +200,7 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
 
 def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `track` and `analyze-layers` on a parent CLI's subparsers (handlers in `args.func`)."""
+    from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
     p = subparsers.add_parser("track", help="zero-shot point tracks of a video from a video DiT's attention")
     p.add_argument("--model", required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
     p.add_argument("--video", required=True, help="video file; sides divisible by the model's token size")
@@ -246,7 +247,8 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
     a.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed"], default="qk",
                    help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack), qk_no_rope or qk_mixed")
-    a.add_argument("--content-weight", type=float, default=4.0, help="pre-RoPE weight of qk_mixed (default 4)")
+    a.add_argument("--content-weight", type=float, default=DEFAULT_CONTENT_WEIGHT,
+                   help=f"pre-RoPE weight of qk_mixed (default {DEFAULT_CONTENT_WEIGHT:g})")
     a.add_argument("--max-sequence-length", type=int, help="text length (default: the model's sampling default)")
     a.add_argument("--name", help="profile name (default: the --out file name without extension)")
     a.add_argument("--device", help="e.g. cuda; default: CPU")

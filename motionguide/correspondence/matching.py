@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from ..attention.capture import AttentionCapture
+from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT, PRE_ROPE_DESCRIPTORS
 from ..backbones.base import TokenGrid
 
 DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed", "output")
@@ -130,7 +131,7 @@ class CorrespondenceAccumulator:
         direction: str = "bidirectional",
         temperature: str | float = "sqrt_dim",
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-        content_weight: float = 4.0,
+        content_weight: float = DEFAULT_CONTENT_WEIGHT,
     ):
         self.blocks = sorted({int(b) for b in blocks})
         if not self.blocks:
@@ -138,7 +139,7 @@ class CorrespondenceAccumulator:
         self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.descriptor = _check_choice("descriptor", descriptor, DESCRIPTORS)
         #: read by `controller.capture`: keep q / k from before the rotary embedding
-        self.pre_rope = descriptor in ("qk_no_rope", "qk_mixed")
+        self.pre_rope = descriptor in PRE_ROPE_DESCRIPTORS
         if not (isinstance(content_weight, (int, float)) and content_weight > 0):
             raise ValueError(f"content_weight must be a positive number, got {content_weight!r}")
         self.content_weight = float(content_weight)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..attention import AttentionController
-from ..backbones import LayerProfile, TrackingProfile, VideoBackbone, backbone_for
+from ..backbones import LayerProfile, VideoBackbone, backbone_for
+from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
 from .tracks import check_query_points, latent_to_pixel_tracks
@@ -63,9 +64,11 @@ def _descriptor_settings(resolved: LayerProfile | None, descriptor: str | None,
     """Descriptor and content weight: as given, else the profile's when one was read (a profile was passed or
     supplied the block), else DiffTrack's "qk": a profile's descriptor was chosen together with its block."""
     tracking = resolved.tracking if resolved is not None else None
-    default = tracking if tracking is not None else TrackingProfile(block=0)
-    return {"descriptor": descriptor or default.descriptor,
-            "content_weight": default.content_weight if content_weight is None else content_weight}
+    if tracking is not None:
+        descriptor = descriptor or tracking.descriptor
+        content_weight = tracking.content_weight if content_weight is None else content_weight
+    return {"descriptor": descriptor or "qk",
+            "content_weight": DEFAULT_CONTENT_WEIGHT if content_weight is None else content_weight}
 
 
 def _chunks(num_frames: int, chunk_size: int) -> list[list[int]]:
@@ -103,8 +106,9 @@ def track_video(
         chunk_size: later frames per transformer forward (DiffTrack uses 12 on CogVideoX, up to 20 fits Wan).
         prompt_embeds: precomputed empty-prompt embeddings (when the pipeline has no text encoder).
         add_noise: forward-noise the clean latents to `timestep` (DiffTrack's default is clean latents).
-        descriptor: "qk", "qk_no_rope" or "output" (see `CorrespondenceAccumulator`); default the profile's
-            else the shipped one's, else "qk".
+        descriptor, content_weight: "qk", "qk_no_rope", "qk_mixed" or "output" and the pre-RoPE weight of
+            "qk_mixed" (see `CorrespondenceAccumulator`); default the profile's when one is read (passed, or the
+            model's shipped one supplying the block), else DiffTrack's "qk".
     """
     backbone = _backbone(pipe_or_backbone)
     if backbone.patch_size[0] != 1:
