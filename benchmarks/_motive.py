@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from motionguide.toy import DEFECTS, make_dataset
@@ -66,16 +67,19 @@ def make_pool(folder: Path, num_clips: int, seed: int, defect_rate: float,
     return folder
 
 
-def make_queries(folder: Path, num_clips: int, seed: int, motion: str,
+def make_queries(folder: Path, num_clips: int, seed: int, motions: str | Sequence[str],
                  holdout: Sequence[Sequence[str]] = ()) -> Path:
-    """Clean single-object clips of one target motion, motion over the whole clip (the paper's query clips);
-    ids are query_* (never clip_*: the pass caches pool and queries under one key)."""
-    params = {"kind": "queries", "num_clips": num_clips, "seed": seed, "motion": motion,
-              "holdout": [list(c) for c in holdout]}
+    """Clean single-object clips of the given motion(s), motion over the whole clip (the paper's query clips);
+    ids are query_* for one motion, query_every_* for several (never clip_*: the passes cache the pool and
+    every query set under one key)."""
+    motions = [motions] if isinstance(motions, str) else list(motions)
+    params = {"kind": "queries", "num_clips": num_clips, "seed": seed,
+              "motion": motions[0] if len(motions) == 1 else motions, "holdout": [list(c) for c in holdout]}
     if _reusable(folder, params):
         return folder
-    make_dataset(folder, num_clips=num_clips, seed=seed, motions=[motion], partial_motion_rate=0.0,
-                 id_prefix="query", holdout=[tuple(c) for c in holdout], fmt=("jsonl",), overwrite=True,
+    make_dataset(folder, num_clips=num_clips, seed=seed, motions=motions, partial_motion_rate=0.0,
+                 id_prefix="query" if len(motions) == 1 else "query_every", holdout=[tuple(c) for c in holdout],
+                 fmt=("jsonl",), overwrite=True,
                  progress=False)
     _mark_done(folder, params)
     return folder
@@ -98,6 +102,18 @@ def read_metadata(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
 def is_target(row: dict[str, Any], motion: str) -> bool:
     """A clip that really shows the target motion: captioned with it and free of planted defects."""
     return row["defect"] == "none" and row["motion"] == motion
+
+
+def pass_features(out: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray, list[dict]]:
+    """(ids, float64 features [N, dim], records) stored by a finished Motive pass whose --out is `out`."""
+    from motionguide.attribution import FeatureStore
+
+    configs = sorted(Path(out, "features").glob("*/config.json"))
+    if len(configs) != 1:
+        raise RuntimeError(f"expected one feature config under {out}/features, found {len(configs)}")
+    info = json.loads(configs[0].read_text())
+    ids, features, records = FeatureStore(Path(out, "features"), info["config"], dim=info["dim"], split=split).load()
+    return ids, features.double().numpy(), records
 
 
 def load_pipeline(model: str):
