@@ -1,6 +1,6 @@
 """Motive's ablations in small: JL fidelity of each projector, and one timestep vs an average over ten.
 
-What it measures (toy world; the paper's numbers are in reference/motive.md sec. 8):
+What it measures (toy world; the paper's ablation numbers, Wu et al., arXiv 2601.08828, are quoted below):
 
 * JL fidelity. For N pool clips (default 200, 25% planted defects) and Q clean query clips of the target
   motion, the exact gradient of the motion-weighted loss at the shared (t = 751, eps) is computed with

@@ -1,6 +1,6 @@
 """Tiny random diffusers models built offline, for tests, examples and cost checks.
 
-Configs follow diffusers' own test suite (see reference/ecosystem.md, "tiny offline test models"), scaled
+Configs follow the sizes of diffusers' own tiny test models, scaled
 just enough to have several latent frames and heads. Everything is seeded and built in-process.
 """
 

@@ -34,18 +34,27 @@ def workspace(tmp_path_factory):
 
 
 def config(root: Path, out: str, **kw) -> AttributionConfig:
+    kw = {"projector": "dense_gaussian", "dim": 64, "fraction": 0.25, **kw}
     return AttributionConfig(model=str(root / "model"), data=str(root / "data"), queries=str(root / "queries"),
-                             out=str(root / out), cache_dir=str(root / "cache"), projector="dense_gaussian", dim=64,
-                             fraction=0.25, **kw)
+                             out=str(root / out), cache_dir=str(root / "cache"), **kw)
+
+
+def store_of(out: Path, split: str = "train"):
+    """The pass's feature store under `out` (exactly one config there)."""
+    from motionguide.attribution.store import FeatureStore
+
+    configs = sorted((out / "features").glob("*/config.json"))
+    assert len(configs) == 1, f"expected one feature store under {out}, found {configs}"
+    saved = json.loads(configs[0].read_text())
+    store = FeatureStore(out / "features", saved["config"], dim=saved["dim"], split=split)
+    assert store.dir == configs[0].parent
+    return store
 
 
 def features(out: Path):
-    store = sorted((out / "features").glob("*/train"))
-    assert store, "no train feature store"
-    from motionguide.attribution.store import FeatureStore
-
-    cfg = json.loads((store[0].parent / "config.json").read_text())
-    return FeatureStore(out / "features", cfg, dim=64, split="train").load()
+    ids, feats, records = store_of(out).load()
+    assert ids, f"no stored training features under {out}"
+    return ids, feats, records
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +70,18 @@ def test_pass_selects_and_records_bad_clips(workspace, single):
     assert "broken" not in ids
     skipped = json.loads((workspace / "single" / "selection.json").read_text())
     assert skipped["counts"]["train"]["featurised"] == 8
+    assert skipped["counts"]["train"]["skipped"] == 1  # the unreadable clip, counted and recorded with its reason
+    (broken,) = store_of(workspace / "single").skipped()
+    assert broken["clip_id"] == "broken" and broken["skip_reason"] and broken["path"].endswith("broken.mp4")
+    # every clip, training and query, used one shared noise, whose hash is in its record
+    _, _, query_records = store_of(workspace / "single", "query").load()
+    hashes = {r["noise"]["hash"] for r in records + query_records}
+    assert len(hashes) == 1 and all(r["noise"]["shape"] == records[0]["noise"]["shape"] for r in query_records)
+    # the merged file next to the rank shards holds the same rows
+    from motionguide.attribution import read_merged
+
+    merged_ids, merged, _, manifest = read_merged(store_of(workspace / "single").dir / "train" / "merged")
+    assert merged_ids == ids and torch.equal(merged, feats) and manifest["skipped"][0]["clip_id"] == "broken"
     norms = feats.norm(dim=1)
     static = [r for r in records if "zero_gradient" in r.get("flags", [])]
     assert all(abs(float(n) - 1) < 1e-4 or float(n) == 0.0 for n in norms)
@@ -106,6 +127,109 @@ def test_curated_dataset_wraps_a_users_dataset(workspace, single):
         CuratedDataset(["x"], workspace / "single", ids=["unknown"])
 
 
+def test_nan_gradient_and_failing_mask_are_recorded_and_the_pass_goes_on(workspace, monkeypatch):
+    import motionguide.motion as motion
+    from motionguide.attribution.featurizer import FeatureResult, GradientFeaturizer
+
+    real_featurize, real_mask = GradientFeaturizer.featurize, motion.motion_mask
+    calls = {"featurize": 0, "mask": 0}
+
+    def nan_on_second(self, *args, **kwargs):  # what the featurizer returns for a NaN / inf gradient
+        calls["featurize"] += 1
+        if calls["featurize"] == 2:
+            return FeatureResult(None, float("nan"), float("nan"), ["nonfinite_gradient"], "non-finite gradient")
+        return real_featurize(self, *args, **kwargs)
+
+    def mask_fails_on_fourth(*args, **kwargs):
+        calls["mask"] += 1
+        if calls["mask"] == 4:
+            raise ValueError("flow magnitude has non-finite values")
+        return real_mask(*args, **kwargs)
+
+    monkeypatch.setattr(GradientFeaturizer, "featurize", nan_on_second)
+    monkeypatch.setattr(motion, "motion_mask", mask_fails_on_fourth)
+    result = run_attribution(config(workspace, "bad-values"), progress=False)
+    assert len(result["train_ids"]) == 6 and result["counts"]["train"] == {"featurised": 6, "skipped": 3,
+                                                                           "flagged": result["counts"]["train"]["flagged"]}
+    reasons = {r["clip_id"]: r for r in store_of(workspace / "bad-values").skipped()}
+    assert len(reasons) == 3 and "broken" in reasons
+    nan_clip = next(r for r in reasons.values() if r["skip_reason"] == "non-finite gradient")
+    assert nan_clip["grad_norm"] is None and nan_clip["loss"] is None and nan_clip["flags"] == ["nonfinite_gradient"]
+    assert any(r["skip_reason"].startswith("motion mask failed: flow magnitude") for r in reasons.values())
+    # the manifest stays strict JSON
+    for part in (workspace / "bad-values" / "features").glob("*/train/rank0/part-*.json"):
+        json.loads(part.read_text(), parse_constant=lambda c: pytest.fail(f"{part} holds {c}"))
+
+
+def test_reweight_uses_the_selection_percentile_and_rescoring_reuses_features(workspace, single):
+    shutil.copytree(workspace / "single", workspace / "reweighted")
+    cfg = config(workspace, "reweighted", mode="reweight", percentile=50.0, floor=0.1)
+    result = run_attribution(cfg, progress=False)
+    assert result["counts"]["train"]["featurised"] == 0  # every feature was already stored
+    scores = np.load(workspace / "reweighted" / "scores.npy")
+    votes = (scores > np.percentile(scores, 50.0, axis=1, keepdims=True)).sum(axis=0)
+    expected = 0.1 + 0.9 * votes / votes.max()
+    assert result["selected_ids"] == result["train_ids"]
+    np.testing.assert_allclose(result["weights"], expected, rtol=0, atol=1e-12)
+    zscore = run_attribution(config(workspace, "reweighted", mode="reweight", reweight_mode="zscore"),
+                             progress=False)
+    mean = scores.mean(axis=0)
+    z = np.clip((mean - mean.mean()) / mean.std(), 0, None)
+    np.testing.assert_allclose(zscore["weights"], 0.05 + 0.95 * z / z.max(), atol=1e-6)
+
+
+def test_missing_raft_weights_fail_before_any_encoding(workspace):
+    from motionguide.errors import ConfigError
+
+    cfg = config(workspace, "raft", flow="raft", flow_weights=str(workspace / "no-such-raft.pth"))
+    cfg.cache_dir = str(workspace / "raft-cache")
+    with pytest.raises(ConfigError, match="no-such-raft.pth"):
+        run_attribution(cfg, progress=False)
+    assert not (workspace / "raft-cache").exists()
+
+
+def test_lora_scope_differentiates_a_loaded_adapter_and_leaves_the_pipeline_as_it_was(workspace, single):
+    from diffusers import WanPipeline
+
+    from motionguide.training.lora import add_lora, save_lora
+
+    donor = WanPipeline.from_pretrained(workspace / "model")
+    add_lora(donor.transformer, rank=2, alpha=2, target_modules=["to_q", "to_v"])
+    for name, p in donor.transformer.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # a trained-looking adapter (B = 0 would be a no-op adapter)
+    lora = save_lora(WanPipeline, donor.transformer, workspace / "lora")
+    pipe = WanPipeline.from_pretrained(workspace / "model")
+    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    result = run_attribution(config(workspace, "lora-scope", params="lora", lora=str(lora)), progress=False,
+                             pipeline=pipe)
+    assert len(result["train_ids"]) == 8
+    stored = json.loads(next((workspace / "lora-scope" / "features").glob("*/config.json")).read_text())
+    lora_numel = sum(p.numel() for n, p in donor.transformer.named_parameters() if "lora_" in n)
+    assert stored["config"]["featurizer"]["scope"] == "lora"
+    assert stored["config"]["featurizer"]["num_parameters"] == lora_numel
+    _, feats, _ = features(workspace / "lora-scope")
+    assert (feats.norm(dim=1) > 0).any()
+    after = pipe.transformer.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_the_feature_store_follows_the_transformer_weights(workspace):
+    from motionguide.training.identity import module_identity
+
+    pipe = tiny_wan_pipeline()
+    first = module_identity(pipe.transformer)
+    with torch.no_grad():
+        next(pipe.transformer.parameters()).view(-1)[0] += 1.0
+    assert module_identity(pipe.transformer) != first
+    cfg = config(workspace, "ident")
+    a = cfg.feature_config({"x": 1}, {"model_hash": "m"}, first)
+    b = cfg.feature_config({"x": 1}, {"model_hash": "m"}, module_identity(pipe.transformer))
+    from motionguide.attribution import config_hash
+
+    assert config_hash(a) != config_hash(b)
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_features_without_duplicates(workspace, single):
     reference_ids, reference, _ = features(workspace / "single")
@@ -128,25 +252,30 @@ def test_sigkill_then_rerun_gives_identical_features_without_duplicates(workspac
     ids, feats, _ = features(out)
     assert ids == reference_ids and len(set(ids)) == len(ids)
     assert np.array_equal(feats.numpy(), reference.numpy())
+    # no clip was written twice: every raw part on disk, not just the deduplicating reader
+    raw = [r["clip_id"] for part in sorted(out.glob("features/*/train/rank*/part-*.json"))
+           for r in json.loads(part.read_text())["records"]]
+    assert len(raw) == len(set(raw)) == len(reference_ids) + 1  # + the unreadable clip's record
 
 
 @pytest.mark.slow
-def test_two_ranks_give_the_same_features_and_selection(workspace, single):
+def test_two_ranks_give_the_same_features_and_selection(workspace):
+    # the default projector (block-wise Fastfood, seeded per block): both ranks must build the same sketch
+    reference = run_attribution(config(workspace, "one-rank", projector="fastfood_blockwise"), progress=False)
     out = workspace / "two-ranks"
     job = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "motionguide.cli", "curate", "--model", str(workspace / "model"), "--data", str(workspace / "data"),
            "--queries", str(workspace / "queries"), "--out", str(out), "--cache_dir", str(workspace / "cache"),
-           "--projector", "dense_gaussian", "--dim", "64", "--fraction", "0.25"]
+           "--projector", "fastfood_blockwise", "--dim", "64", "--fraction", "0.25"]
     proc = subprocess.run(job, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     ids, feats, _ = features(out)
-    ref_ids, ref, _ = features(workspace / "single")
-    assert ids == ref_ids and np.array_equal(feats.numpy(), ref.numpy())
+    ref_ids, ref, _ = features(workspace / "one-rank")
+    assert len(ids) == 8 and ids == ref_ids and np.array_equal(feats.numpy(), ref.numpy())
     assert sorted((out / "features").glob("*/train/rank1/part-*.json")), "rank 1 wrote no shard"
-    one = json.loads((workspace / "single" / "selection.json").read_text())
     two = json.loads((out / "selection.json").read_text())
-    assert one["selected_ids"] == two["selected_ids"] and one["ranking"] == two["ranking"]
+    assert reference["selected_ids"] == two["selected_ids"] and reference["ranking"] == two["ranking"]
 
 
 def _free_port() -> int:
@@ -171,3 +300,38 @@ def test_curation_motive_in_the_training_loop(workspace, single):
     selected = json.loads((workspace / "single" / "selection.json").read_text())["selected_ids"]
     curated = json.loads((workspace / "loop-out" / "curation.json").read_text())
     assert len(curated["indices"]) == len(selected)
+
+
+def test_curation_mode_and_fraction_reach_the_pass_and_stale_selections_are_refused(workspace, single, tmp_path):
+    from motionguide.errors import ConfigError
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    yaml_file = tmp_path / "cfg.yaml"
+    yaml_file.write_text(f"pretrained_model_name_or_path: {workspace / 'model'}\noutput_dir: {tmp_path / 'run'}\n"
+                         f"data_root: {workspace / 'data'}\ncache_dir: {workspace / 'cache'}\n")
+    parsed = TrainConfig.load(yaml_file, ["--curation", "motive", "--curation_mode", "reweight",
+                                          "--curation_fraction", "0.5"])
+    assert parsed.curation_mode == "reweight" and parsed.curation_fraction == 0.5
+    with pytest.raises(ConfigError, match="curation_mode"):
+        TrainConfig.load(yaml_file, ["--curation_mode", "keep-best"])
+
+    common = dict(pretrained_model_name_or_path=str(workspace / "model"), data_root=str(workspace / "data"),
+                  cache_dir=str(workspace / "cache"), train_steps=1, train_batch_size=2, checkpointing_steps=0,
+                  report_to="none", rank=4, max_sequence_length=16, curation="motive")
+    # a finished selection made at 25% / filter, asked for at 50%: refused with the command that fixes it
+    stale = TrainConfig(output_dir=str(tmp_path / "stale"), curation_fraction=0.5,
+                        method_options={"motive": {"selection": str(workspace / "single")}}, **common)
+    with pytest.raises(ConfigError, match="fraction 0.25.*--curation_fraction 0.5"):
+        Trainer(stale).run()
+    # with queries, the pass runs with the asked mode: reweight keeps every clip, with weights
+    shutil.copytree(workspace / "single", tmp_path / "reweight" / "motive")
+    reweighted = TrainConfig(output_dir=str(tmp_path / "reweight"), curation_mode="reweight",
+                             method_options={"motive": {"queries": str(workspace / "queries"), "dim": 64,
+                                                        "projector": "dense_gaussian"}}, **common)
+    summary = Trainer(reweighted).run()
+    curated = json.loads((tmp_path / "reweight" / "curation.json").read_text())
+    assert summary["curation"]["mode"] == "reweight" and len(curated["indices"]) == 8
+    assert curated["weights"] is not None and min(curated["weights"]) >= 0.05 and max(curated["weights"]) == 1.0
+    saved = json.loads((tmp_path / "reweight" / "motive" / "selection.json").read_text())
+    assert saved["counts"]["train"]["featurised"] == 0  # the copied features were reused: only rescoring ran

@@ -1,4 +1,5 @@
-"""Motive: motion-aware gradient attribution for curating fine-tuning clips (see reference/motive.md)."""
+"""Motive: motion-aware gradient attribution for curating fine-tuning clips (Wu et al., "Motion Attribution for
+Video Generation", arXiv 2601.08828; the choices where the paper is silent are documented where they are made)."""
 
 from .curation import MotiveCuration  # registers --curation motive
 from .dataset import CuratedDataset

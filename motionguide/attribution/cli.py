@@ -53,6 +53,12 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask_gate", choices=["change", "none"])
     p.add_argument("--fraction", type=float, help="share of clips to keep (default 0.1)")
     p.add_argument("--percentile", type=float, help="per-query vote threshold percentile (default 90)")
-    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--mode", choices=MODES, help="filter (default: keep the top --fraction), reweight (sampling "
+                   "weights for every clip), prune-negative (drop clips with a negative mean score)")
+    p.add_argument("--reweight_mode", choices=["votes", "zscore"],
+                   help="with --mode reweight: weights from the vote share (default) or the z-scored mean score")
+    p.add_argument("--floor", type=float, help="with --mode reweight: the smallest weight (default 0.05)")
+    p.add_argument("--lora", help="a saved LoRA (folder or .safetensors) loaded for the pass; --params lora "
+                   "differentiates only its weights")
     p.add_argument("--flush_every", type=int, help="clips per feature-store part (default 8)")
     p.set_defaults(func=_run)

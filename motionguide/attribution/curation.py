@@ -3,7 +3,13 @@
 Options (YAML `method_options: {motive: {...}}` or the CLI's JSON): `selection` (a selection.json or its
 folder), `queries` (a dataset folder of query clips; needed when no selection exists), `toy_queries`
 (generate `queries` on first use as clean toy clips, e.g. `{num_clips: 8, seed: 1, motions: [right]}`),
-`mode` (filter | reweight | prune-negative), and any `AttributionConfig` field (flow, projector, ...).
+and any `AttributionConfig` field (flow, projector, lora, ...). The mode and the kept fraction come from
+`--curation_mode filter|reweight|prune-negative` and `--curation_fraction`.
+
+With `queries` set, the pass runs in `<output_dir>/motive` every time: it reuses every stored feature that
+still applies (same model weights, settings and clips), so an unchanged rerun, or one that changes only the
+fraction or the mode, just rescores. A finished selection given as `selection` (or found there without
+`queries`) is used as is, after checking it was made with the asked mode and fraction.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..training.callbacks import Curation, CurationResult, TrainContext, register_curation
-from .run import AttributionConfig, load_selection, run_attribution
+from .run import SELECTION_FILE, AttributionConfig, load_selection, run_attribution
 
 
 @register_curation("motive")
@@ -37,9 +43,29 @@ class MotiveCuration(Curation):
         base = dict(model=cfg.pretrained_model_name_or_path, data=cfg.data_root, out=str(ctx.output_dir / "motive"),
                     num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                     max_sequence_length=cfg.max_sequence_length, cache_dir=cfg.cache_dir,
-                    fraction=cfg.curation_fraction, seed=cfg.seed)
-        base.update(options)
-        return AttributionConfig(**base)
+                    fraction=cfg.curation_fraction, seed=cfg.seed, mode=self._mode(ctx))
+        base.update({k: v for k, v in options.items() if k != "mode"})
+        return AttributionConfig(**base).check()
+
+    def _mode(self, ctx: TrainContext) -> str:
+        """--curation_mode, or the older `method_options.motive.mode` (they must agree when both are set)."""
+        mode, legacy = ctx.config.curation_mode, self.options.get("mode")
+        if legacy is not None and mode != "filter" and legacy != mode:
+            raise ConfigError(f"--curation_mode {mode} disagrees with method_options.motive.mode={legacy}; "
+                              "keep one of them (--curation_mode is the documented one)")
+        return legacy if legacy is not None and mode == "filter" else mode
+
+    def _check_settings(self, ctx: TrainContext, selection: dict, where: Path | str) -> None:
+        """A finished selection used as is must have been made with the mode and fraction asked for."""
+        mode, fraction = self._mode(ctx), ctx.config.curation_fraction
+        made_mode, made_fraction = selection.get("mode"), selection.get("fraction")
+        if made_mode != mode or (mode == "filter" and made_fraction is not None
+                                 and abs(float(made_fraction) - fraction) > 1e-9):
+            raise ConfigError(
+                f"the Motive selection {where} was made with mode {made_mode}, fraction {made_fraction}, but this "
+                f"run asks for --curation_mode {mode} --curation_fraction {fraction}. Rerun `motionguide curate` "
+                f"with --mode {mode} --fraction {fraction} and the same --out (its stored features are reused, only "
+                "the scoring runs), or ask for the selection's settings.")
 
     def _make_toy_queries(self, ctx: TrainContext, folder: Path) -> None:
         """Generate the toy query set named by `toy_queries` when its folder does not exist yet."""
@@ -58,13 +84,17 @@ class MotiveCuration(Curation):
 
     def select(self, ctx: TrainContext) -> CurationResult:
         """Load (or compute) the Motive selection and map its clip ids onto this dataset's indices and weights."""
-        path = self.options.get("selection")
-        default = ctx.output_dir / "motive" / "selection.json"
-        if path is None and default.is_file():
-            path = default
-        if path is not None:
-            selection = load_selection(path)
+        explicit = self.options.get("selection")
+        default = ctx.output_dir / "motive" / SELECTION_FILE
+        if explicit is not None:
+            selection = load_selection(explicit)
+            self._check_settings(ctx, selection, explicit)
+        elif "queries" not in self.options and default.is_file():
+            selection = load_selection(default)
+            self._check_settings(ctx, selection, default)
         else:
+            # always through the pass: it skips every clip whose stored feature still applies (same model,
+            # settings and data), so an unchanged rerun only rescores, and changed settings are never ignored
             cfg = self._config(ctx)
             self._make_toy_queries(ctx, Path(cfg.queries))
             result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))

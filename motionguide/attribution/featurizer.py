@@ -129,7 +129,9 @@ def select_parameters(transformer: torch.nn.Module, scope: str = "all",
     elif scope == "lora":
         chosen = [(n, p) for n, p in named if "lora_" in n]
         if not chosen:
-            raise ConfigError("--params lora: the transformer has no LoRA adapter; load or add one first")
+            raise ConfigError("--params lora: the transformer has no LoRA adapter. Pass a saved one with "
+                              "`motionguide curate --lora PATH` (method_options.motive.lora in the fine-tuning "
+                              "config), or add one before building the featurizer")
     elif scope == "blocks":
         if not blocks:
             raise ConfigError("--params blocks needs --blocks (e.g. 10,11,12)")

@@ -24,6 +24,8 @@ COVARIATES = {
     "mask coverage": lambda r: (r.get("mask") or {}).get("coverage"),
     "motion magnitude (mean flow, px)": lambda r: (r.get("mask") or {}).get("raw_mean"),
     "gradient norm": lambda r: r.get("grad_norm"),
+    # low = motion spread evenly over the frame (camera-only motion), high = motion concentrated on objects
+    "camera diagnostic (spatial CoV of the mask)": lambda r: (r.get("mask") or {}).get("camera_cov"),
 }
 
 

@@ -8,7 +8,9 @@ a rerun skips finished clips (resume after a crash); the main process merges, sc
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from ..errors import ConfigError
 
 SELECTION_FILE = "selection.json"
 MODES = ("filter", "reweight", "prune-negative")
+#: settings that change only the selection, not the features: a finished pass re-selects without featurising
+SELECTION_SETTINGS = ("fraction", "percentile", "mode", "reweight_mode", "floor")
 
 
 @dataclass
@@ -54,19 +58,65 @@ class AttributionConfig:
     fraction: float = 0.1
     percentile: float = 90.0
     mode: str = "filter"
+    reweight_mode: str = "votes"  # with mode "reweight": "votes" (vote share) or "zscore" (z-scored mean score)
     floor: float = 0.05
+    lora: str | None = None  # a saved LoRA to load for the pass (what --params lora differentiates)
     flush_every: int = 8  # clips per feature-store part (a crash loses at most this many)
     report: bool = True  # write report.md with thumbnails next to selection.json
 
-    def feature_config(self, featurizer_description: dict, model_identity: dict) -> dict[str, Any]:
-        """Everything that determines a feature vector (the feature store's config hash)."""
+    def feature_config(self, featurizer_description: dict, model_identity: dict,
+                       transformer_identity: dict | None = None) -> dict[str, Any]:
+        """Everything that determines a feature vector (the feature store's config hash): the featurizer, the
+        VAE / text encoder (`model_identity`), the transformer's weights (LoRA included), clip sampling, mask."""
+        mask: dict[str, Any] = {"use": False}
+        if self.use_mask:
+            mask = {"use": True, "flow": self.flow, "anchor": self.mask_anchor, "temporal": self.mask_temporal,
+                    "gate": self.mask_gate}
+            if self.flow_weights:
+                mask["flow_weights"] = _file_identity(self.flow_weights)
         return {
             "featurizer": featurizer_description,
             "model": model_identity,
+            "transformer": transformer_identity,
             "clip": [self.num_frames, self.height, self.width, self.max_sequence_length],
-            "mask": {"use": self.use_mask, "flow": self.flow, "anchor": self.mask_anchor,
-                     "temporal": self.mask_temporal, "gate": self.mask_gate} if self.use_mask else {"use": False},
+            "mask": mask,
         }
+
+    def check(self) -> "AttributionConfig":
+        """Self, after checking the choices that would otherwise fail only after the cache is built."""
+        from .selection import REWEIGHT_MODES
+
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown curation mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.reweight_mode not in REWEIGHT_MODES:
+            raise ConfigError(f"unknown reweight mode {self.reweight_mode!r}; valid: {', '.join(REWEIGHT_MODES)}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+        if not 0.0 <= self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in [0, 100], got {self.percentile}")
+        if not 0.0 < self.floor <= 1.0:
+            raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
+        if self.lora is not None and not Path(self.lora).exists():
+            raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
+                              "e.g. <output_dir>/lora, or a .safetensors file)")
+        return self
+
+
+def _file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size and sha256 of a file (e.g. flow weights): two different files never share a feature store."""
+    path = Path(path)
+    if not path.is_file():
+        return {"name": path.name, "missing": True}
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()[:16]}
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON-safe number for a manifest: NaN / inf become None (the flags and skip reason say why)."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -94,87 +144,136 @@ def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
 
 
 def featurize_split(split: str, dataset, cache, featurizer, store, cfg: AttributionConfig, backbone,
-                    rank: int, world: int, progress: bool = True) -> dict[str, int]:
-    """Featurise this rank's share of one split (train or query) into `store`; returns counts."""
+                    rank: int, world: int, progress: bool = True, estimator=None) -> dict[str, int]:
+    """Featurise this rank's share of one split (train or query) into `store`; returns counts.
+
+    A bad clip (unreadable, too short, no caption, not encodable, a failing motion mask, a NaN / inf loss or
+    gradient) is recorded with its reason and the pass goes on.
+    """
     from ..motion import get_flow_estimator, motion_mask
     from ..video import VideoReadError
 
+    counts = {"featurised": 0, "skipped": 0, "flagged": 0}
     done = store.done_ids()
     for skipped in dataset.skipped:  # unreadable / too short / no caption: recorded once, by rank 0
         key = skipped.clip_id or str(skipped.path)
         if rank == 0 and key not in done:
-            store.add(key, None, {"skip_reason": skipped.reason, "category": skipped.category, "split": split})
-    estimator = get_flow_estimator(cfg.flow, cfg.flow_weights) if cfg.use_mask else None
+            store.add(key, None, {"skip_reason": skipped.reason, "category": skipped.category, "split": split,
+                                  "path": str(skipped.path)})
+            counts["skipped"] += 1
+    if cfg.use_mask and estimator is None:
+        estimator = get_flow_estimator(cfg.flow, cfg.flow_weights)
     cached = set(cache.ids)
     mine = [i for i, entry in enumerate(dataset.entries) if i % world == rank and entry.clip_id not in done]
-    counts = {"featurised": 0, "skipped": 0, "flagged": 0}
+
+    def skip(clip_id: str, record: dict, reason: str) -> None:
+        record["skip_reason"] = reason
+        store.add(clip_id, None, record)
+        counts["skipped"] += 1
+
     for i in tqdm(mine, desc=f"motive {split} (rank {rank})", disable=not progress):
         entry = dataset.entries[i]
         record: dict[str, Any] = {"split": split, "caption": entry.caption, "path": str(entry.path),
                                   "num_frames": entry.probe.num_frames if entry.probe else None}
         if entry.clip_id not in cached:
-            record["skip_reason"] = "not in the latent cache (encoding failed; see the cache manifest)"
-            store.add(entry.clip_id, None, record)
-            counts["skipped"] += 1
+            skip(entry.clip_id, record, "not in the latent cache (encoding failed; see the cache manifest)")
             continue
         mask = None
         if cfg.use_mask:
             try:
                 frames = _pixels_to_uint8(dataset[i]["pixels"])
+                m = motion_mask(frames, backbone, estimator, anchor=cfg.mask_anchor, temporal=cfg.mask_temporal,
+                                gate=cfg.mask_gate)
             except VideoReadError as exc:
-                record["skip_reason"] = str(exc)
-                store.add(entry.clip_id, None, record)
-                counts["skipped"] += 1
+                skip(entry.clip_id, record, str(exc))
                 continue
-            m = motion_mask(frames, backbone, estimator, anchor=cfg.mask_anchor, temporal=cfg.mask_temporal,
-                            gate=cfg.mask_gate)
+            except (ValueError, ArithmeticError) as exc:  # e.g. non-finite flow from a damaged frame
+                skip(entry.clip_id, record, f"motion mask failed: {exc}")
+                continue
             mask = m.latent
             record["mask"] = m.stats
         tensors = cache.load(entry.clip_id)
-        result = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], mask,
-                                      num_pixel_frames=cfg.num_frames)
-        record.update({"loss": result.loss, "grad_norm": result.grad_norm, "flags": result.flags})
+        latents = tensors["latents"]
+        result = featurizer.featurize(latents, tensors["prompt_embeds"], mask, num_pixel_frames=cfg.num_frames)
+        record.update({"loss": _finite_or_none(result.loss), "grad_norm": _finite_or_none(result.grad_norm),
+                       "flags": result.flags,
+                       "noise": {"shape": list(latents.shape), "hash": featurizer.randomness.fingerprint(latents.shape)}})
         if result.feature is None:
-            record["skip_reason"] = result.skip_reason
-            counts["skipped"] += 1
-        else:
-            counts["featurised"] += 1
-            counts["flagged"] += bool(result.flags)
+            skip(entry.clip_id, record, result.skip_reason or "no feature")
+            continue
+        counts["featurised"] += 1
+        counts["flagged"] += bool(result.flags)
         store.add(entry.clip_id, result.feature, record)
     store.flush()
     return counts
 
 
+def check_common_noise(*record_lists: list[dict]) -> None:
+    """Every clip of one latent shape, training and query, on every rank, must have used the same noise."""
+    seen: dict[tuple, str] = {}
+    for records in record_lists:
+        for record in records:
+            noise = record.get("noise")
+            if not noise:
+                continue
+            shape = tuple(noise["shape"])
+            if seen.setdefault(shape, noise["hash"]) != noise["hash"]:
+                raise ConfigError(
+                    f"clips of latent shape {shape} were featurised with different noise (hashes {seen[shape]} and "
+                    f"{noise['hash']}): ranks or runs disagree on the shared (t, eps). Use one torch version on "
+                    "every rank and the same --seed / --timestep, or start over in a new --out.")
+
+
 def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None) -> dict[str, Any] | None:
-    """The whole pass; returns the selection summary on the main process (None on other ranks)."""
+    """The whole pass; returns the selection summary on the main process (None on other ranks).
+
+    `pipeline`: an already loaded pipeline to reuse (the fine-tuning loop passes its own); with `cfg.lora` the
+    adapter is loaded into it for the pass and unloaded afterwards.
+    """
     from diffusers import DiffusionPipeline
 
+    from ..motion import get_flow_estimator
+
+    cfg.check()
+    # a missing RAFT weights file (or an unknown estimator) fails now, not after the latent cache is built
+    estimator = get_flow_estimator(cfg.flow, cfg.flow_weights) if cfg.use_mask else None
+    rank, world = _dist_info()
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    pipe = pipeline if pipeline is not None else DiffusionPipeline.from_pretrained(cfg.model)
+    pipe.set_progress_bar_config(disable=True)
+    adapter = None
+    if cfg.lora is not None:
+        if not hasattr(pipe, "load_lora_weights"):
+            raise ConfigError(f"lora={cfg.lora}: {type(pipe).__name__} cannot load LoRA weights")
+        adapter = "motive_attribution"
+        pipe.load_lora_weights(cfg.lora, adapter_name=adapter)
+    try:
+        return _featurize_and_select(cfg, pipe, estimator, rank, world, progress)
+    finally:
+        if adapter is not None:
+            pipe.unload_lora_weights()
+
+
+def _featurize_and_select(cfg: AttributionConfig, pipe, estimator, rank: int, world: int,
+                          progress: bool) -> dict[str, Any] | None:
     from ..training.cache import LatentCache
     from ..training.data import VideoDataset
-    from ..training.identity import model_identity
+    from ..training.identity import model_identity, module_identity
     from .featurizer import CommonRandomness, GradientFeaturizer
     from .projectors import make_projector
     from .store import FeatureStore
 
-    if cfg.mode not in MODES:
-        raise ConfigError(f"unknown curation mode {cfg.mode!r}; valid: {', '.join(MODES)}")
-    rank, world = _dist_info()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = pipeline if pipeline is not None else DiffusionPipeline.from_pretrained(cfg.model)
-    pipe.set_progress_bar_config(disable=True)
     backbone = backbone_for(pipe)
     datasets = {
         "train": VideoDataset(cfg.data, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width),
         "query": VideoDataset(cfg.queries, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width),
     }
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    caches = {}
     for split, ds in datasets.items():
-        cache = LatentCache.for_dataset(cache_root, ds, backbone, cfg.max_sequence_length)
         if rank == 0:
-            cache.build(ds, backbone, cfg.max_sequence_length, progress=progress)
-        caches[split] = cache
+            LatentCache.for_dataset(cache_root, ds, backbone, cfg.max_sequence_length).build(
+                ds, backbone, cfg.max_sequence_length, progress=progress)
     _barrier()
     caches = {s: LatentCache.for_dataset(cache_root, datasets[s], backbone, cfg.max_sequence_length) for s in datasets}
 
@@ -182,16 +281,19 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
     featurizer = GradientFeaturizer(
         backbone, lambda sizes: make_projector(cfg.projector, sizes, dim=cfg.dim, seed=cfg.seed), randomness,
         scope=cfg.params, blocks=cfg.blocks, loss=cfg.loss)
-    store_config = cfg.feature_config(featurizer.describe(), model_identity(backbone))
+    store_config = cfg.feature_config(featurizer.describe(), model_identity(backbone),
+                                      module_identity(backbone.transformer))
     counts = {}
     for split in ("train", "query"):
         with FeatureStore(out / "features", store_config, rank=rank, world_size=world, dim=cfg.dim,
                           flush_every=cfg.flush_every, split=split) as store:
             counts[split] = featurize_split(split, datasets[split], caches[split], featurizer, store, cfg, backbone,
-                                            rank, world, progress)
+                                            rank, world, progress, estimator=estimator)
     _barrier()
     if rank != 0:
         return None
+    for split in ("train", "query"):  # one deduplicated file per split, next to the rank shards
+        FeatureStore(out / "features", store_config, dim=cfg.dim, split=split).merge()
     return select_from_store(cfg, store_config, counts)
 
 
@@ -211,12 +313,14 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
                           f"under {out / 'features'})")
     if not len(train_ids):
         raise ConfigError(f"no usable training clips in {cfg.data}")
+    check_common_noise(train_records, query_records)
     scores = score_matrix(query_feats, train_feats)
     selection = majority_vote_selection(scores, fraction=cfg.fraction, percentile=cfg.percentile)
     weights = None
     kept = [int(i) for i in selection.indices]
     if cfg.mode == "reweight":
-        weights = [float(w) for w in reweight(scores, mode="votes", floor=cfg.floor)]
+        # the votes behind the weights use the same per-query percentile as the selection
+        weights = [float(w) for w in reweight(selection, mode=cfg.reweight_mode, floor=cfg.floor)]
         kept = list(range(len(train_ids)))
     elif cfg.mode == "prune-negative":
         kept = [int(i) for i in prune_negative(scores)]

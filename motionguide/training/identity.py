@@ -16,7 +16,7 @@ import torch
 
 from motionguide.errors import ConfigError
 
-__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "model_identity", "cache_fields"]
+__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "model_identity", "module_identity", "cache_fields"]
 
 #: bump when the files a cache holds change meaning; old caches then get new keys
 CACHE_FORMAT_VERSION = 1
@@ -82,6 +82,11 @@ def _module_identity(module: Any) -> dict[str, Any] | None:
         first = next(module.parameters(), None)
         identity["dtype"] = str(first.dtype) if first is not None else None
     return identity
+
+
+def module_identity(module: Any) -> dict[str, Any] | None:
+    """Class, config hash, dtype and a sample hash of the weights of one module (None for None)."""
+    return _module_identity(module)
 
 
 def _tokenizer_identity(tokenizer: Any) -> dict[str, Any] | None:
