@@ -198,6 +198,7 @@ def test_store_round_trip_with_skips(tmp_path):
     assert ids == ["c1", "c2", "c3"]
     assert torch.equal(feats, torch.stack([feature(1), feature(2), feature(3)]))
     assert [r["grad_norm"] for r in records] == [1.0, 2.0, 3.0]
+    assert {r["config_hash"] for r in records + store.skipped()} == {store.config_hash}  # a manifest per clip
     assert [(r["clip_id"], r["skip_reason"]) for r in store.skipped()] == [
         ("c0", "static_mask"), ("c4", "non_finite_feature")]
     assert store.done_ids() == {"c0", "c1", "c2", "c3", "c4"}

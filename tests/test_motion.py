@@ -64,7 +64,11 @@ def test_normalisation_and_temporal_mapping():
     peak = to_latent_grid(ramp, 3, 4, 4, frames_of, "max")
     torch.testing.assert_close(mean[:, 0, 0], torch.tensor([0.0, 2.5 / 8, 6.5 / 8]))
     torch.testing.assert_close(peak[:, 0, 0], torch.tensor([0.0, 4 / 8, 8 / 8]))
-    assert to_latent_grid(ramp, 3, 4, 4, frames_of, "trilinear").shape == (3, 4, 4)
+    # the literal reading: 9 frames resampled to 3 at cell centres, latent k <- pixel position 3k + 1 (no causal
+    # alignment), and on a linear ramp interpolation is exact
+    trilinear = to_latent_grid(ramp, 3, 4, 4, frames_of, "trilinear")
+    assert trilinear.shape == (3, 4, 4)
+    torch.testing.assert_close(trilinear, torch.tensor([1 / 8, 4 / 8, 7 / 8])[:, None, None].expand(3, 4, 4))
     with pytest.raises(ConfigError, match="trilinear"):
         to_latent_grid(ramp, 3, 4, 4, frames_of, "nearest")
 

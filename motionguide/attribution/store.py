@@ -168,7 +168,7 @@ class FeatureStore:
         if not isinstance(clip_id, str) or not clip_id:
             raise ValueError(f"clip_id must be a non-empty string, got {clip_id!r}")
         record = dict(record or {})
-        for reserved in ("clip_id", "row"):
+        for reserved in ("clip_id", "row", "config_hash"):
             if reserved in record:
                 raise ValueError(f"record key {reserved!r} is set by the store; rename it")
         if clip_id in self._seen:
@@ -205,7 +205,7 @@ class FeatureStore:
             return None
         rows, records = [], []
         for clip_id, feature, record in self._buffer:
-            entry = {**record, "clip_id": clip_id, "row": None}
+            entry = {**record, "clip_id": clip_id, "row": None, "config_hash": self.config_hash}  # per-clip manifest
             if feature is not None:
                 entry["row"] = len(rows)
                 rows.append(feature)
