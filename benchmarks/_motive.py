@@ -108,10 +108,8 @@ def pass_features(out: str | os.PathLike, split: str) -> tuple[list[str], np.nda
     """(ids, float64 features [N, dim], records) stored by a finished Motive pass whose --out is `out`."""
     from motionguide.attribution import FeatureStore
 
-    configs = sorted(Path(out, "features").glob("*/config.json"))
-    if len(configs) != 1:
-        raise RuntimeError(f"expected one feature config under {out}/features, found {len(configs)}")
-    info = json.loads(configs[0].read_text())
+    selection = json.loads(Path(out, "selection.json").read_text())
+    info = json.loads((Path(selection["feature_store"]) / "config.json").read_text())  # the store it scored
     ids, features, records = FeatureStore(Path(out, "features"), info["config"], dim=info["dim"], split=split).load()
     return ids, features.double().numpy(), records
 

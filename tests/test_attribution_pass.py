@@ -149,8 +149,8 @@ def test_nan_gradient_and_failing_mask_are_recorded_and_the_pass_goes_on(workspa
     monkeypatch.setattr(GradientFeaturizer, "featurize", nan_on_second)
     monkeypatch.setattr(motion, "motion_mask", mask_fails_on_fourth)
     result = run_attribution(config(workspace, "bad-values"), progress=False)
-    assert len(result["train_ids"]) == 6 and result["counts"]["train"] == {"featurised": 6, "skipped": 3,
-                                                                           "flagged": result["counts"]["train"]["flagged"]}
+    assert len(result["train_ids"]) == 6
+    assert result["counts"]["train"]["featurised"] == 6 and result["counts"]["train"]["skipped"] == 3
     reasons = {r["clip_id"]: r for r in store_of(workspace / "bad-values").skipped()}
     assert len(reasons) == 3 and "broken" in reasons
     nan_clip = next(r for r in reasons.values() if r["skip_reason"] == "non-finite gradient")
@@ -188,9 +188,18 @@ def test_missing_raft_weights_fail_before_any_encoding(workspace):
     assert not (workspace / "raft-cache").exists()
 
 
+def _forward(pipe) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, pipe.transformer.config.in_channels, 2, 8, 8, generator=g)
+    text = torch.randn(1, 6, pipe.transformer.config.text_dim, generator=g)
+    with torch.no_grad():
+        return pipe.transformer(x, torch.tensor([500.0]), text, return_dict=False)[0]
+
+
 def test_lora_scope_differentiates_a_loaded_adapter_and_leaves_the_pipeline_as_it_was(workspace, single):
     from diffusers import WanPipeline
 
+    from motionguide.errors import ConfigError
     from motionguide.training.lora import add_lora, save_lora
 
     donor = WanPipeline.from_pretrained(workspace / "model")
@@ -200,7 +209,10 @@ def test_lora_scope_differentiates_a_loaded_adapter_and_leaves_the_pipeline_as_i
             torch.nn.init.normal_(p, std=0.02)  # a trained-looking adapter (B = 0 would be a no-op adapter)
     lora = save_lora(WanPipeline, donor.transformer, workspace / "lora")
     pipe = WanPipeline.from_pretrained(workspace / "model")
-    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    pipe.transformer.requires_grad_(False)
+    pipe.transformer.blocks[0].attn1.to_q.weight.requires_grad_(True)  # the caller's own flags
+    flags = {n: p.requires_grad for n, p in pipe.transformer.named_parameters()}
+    before, output = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}, _forward(pipe)
     result = run_attribution(config(workspace, "lora-scope", params="lora", lora=str(lora)), progress=False,
                              pipeline=pipe)
     assert len(result["train_ids"]) == 8
@@ -212,22 +224,50 @@ def test_lora_scope_differentiates_a_loaded_adapter_and_leaves_the_pipeline_as_i
     assert (feats.norm(dim=1) > 0).any()
     after = pipe.transformer.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert {n: p.requires_grad for n, p in pipe.transformer.named_parameters()} == flags
+    assert torch.equal(_forward(pipe), output) and not any(pipe.get_list_adapters().values())
+    # a pipeline that already holds an adapter: refused, not silently stacked or unloaded
+    pipe.load_lora_weights(lora, adapter_name="users")
+    with pytest.raises(ConfigError, match="already holds LoRA adapter.*users"):
+        run_attribution(config(workspace, "lora-scope-2", params="lora", lora=str(lora)), progress=False,
+                        pipeline=pipe)
+    assert pipe.get_list_adapters() == {"transformer": ["users"]}
 
 
-def test_the_feature_store_follows_the_transformer_weights(workspace):
-    from motionguide.training.identity import module_identity
+def test_lora_scope_takes_only_the_active_adapter():
+    from motionguide.attribution.featurizer import select_parameters
+    from motionguide.training.lora import add_lora
 
-    pipe = tiny_wan_pipeline()
-    first = module_identity(pipe.transformer)
+    transformer = tiny_wan_pipeline().transformer
+    add_lora(transformer, rank=2, alpha=2, target_modules=["to_q"], adapter_name="first")
+    add_lora(transformer, rank=2, alpha=2, target_modules=["to_q", "to_k"], adapter_name="second")
+    transformer.set_adapter("first")
+    names = [n for n, _ in select_parameters(transformer, "lora")]
+    assert names and all(".first." in n for n in names)
+    assert len(names) == 2 * 2 * len(transformer.blocks)  # lora_A and lora_B of attn1/attn2 to_q per block
+
+
+def test_wrong_mask_settings_fail_before_any_encoding(workspace):
+    from motionguide.errors import ConfigError
+
+    cfg = config(workspace, "bad-setting", mask_temporal="maxx")
+    cfg.cache_dir = str(workspace / "bad-setting-cache")
+    with pytest.raises(ConfigError, match="mask_temporal='maxx'"):
+        run_attribution(cfg, progress=False)
+    assert not (workspace / "bad-setting-cache").exists()
+
+
+def test_new_transformer_weights_get_a_new_feature_store(workspace, single):
+    from diffusers import WanPipeline
+
+    shutil.copytree(workspace / "single", workspace / "retrained")
+    pipe = WanPipeline.from_pretrained(workspace / "model")
     with torch.no_grad():
-        next(pipe.transformer.parameters()).view(-1)[0] += 1.0
-    assert module_identity(pipe.transformer) != first
-    cfg = config(workspace, "ident")
-    a = cfg.feature_config({"x": 1}, {"model_hash": "m"}, first)
-    b = cfg.feature_config({"x": 1}, {"model_hash": "m"}, module_identity(pipe.transformer))
-    from motionguide.attribution import config_hash
-
-    assert config_hash(a) != config_hash(b)
+        pipe.transformer.proj_out.weight.mul_(1.01)  # "the same model folder, fine-tuned since"
+    result = run_attribution(config(workspace, "retrained"), progress=False, pipeline=pipe)
+    assert result["counts"]["train"]["featurised"] == 8  # nothing reused from the old weights' store
+    assert len(list((workspace / "retrained" / "features").glob("*/config.json"))) == 2
+    assert Path(result["feature_store"]).name != Path(single["feature_store"]).name
 
 
 @pytest.mark.slow
@@ -276,6 +316,7 @@ def test_two_ranks_give_the_same_features_and_selection(workspace):
     assert sorted((out / "features").glob("*/train/rank1/part-*.json")), "rank 1 wrote no shard"
     two = json.loads((out / "selection.json").read_text())
     assert reference["selected_ids"] == two["selected_ids"] and reference["ranking"] == two["ranking"]
+    assert two["counts"]["train"]["featurised"] == 8 and two["counts"]["query"]["featurised"] == 2  # both ranks
 
 
 def _free_port() -> int:
@@ -335,3 +376,29 @@ def test_curation_mode_and_fraction_reach_the_pass_and_stale_selections_are_refu
     assert curated["weights"] is not None and min(curated["weights"]) >= 0.05 and max(curated["weights"]) == 1.0
     saved = json.loads((tmp_path / "reweight" / "motive" / "selection.json").read_text())
     assert saved["counts"]["train"]["featurised"] == 0  # the copied features were reused: only rescoring ran
+
+
+def test_curation_settings_that_contradict_each_other_or_the_resumed_run_are_refused(workspace, single, tmp_path):
+    from motionguide.errors import ConfigError
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    common = dict(pretrained_model_name_or_path=str(workspace / "model"), data_root=str(workspace / "data"),
+                  cache_dir=str(workspace / "cache"), train_batch_size=2, report_to="none", rank=4,
+                  max_sequence_length=16, curation="motive", curation_fraction=0.25)
+    selection = {"selection": str(workspace / "single")}
+    with pytest.raises(ConfigError, match="--curation_mode filter disagrees with method_options.motive.mode=reweight"):
+        Trainer(TrainConfig(output_dir=str(tmp_path / "a"), train_steps=1, checkpointing_steps=0,
+                            curation_mode="filter", method_options={"motive": {**selection, "mode": "reweight"}},
+                            **common)).run()
+    with pytest.raises(ConfigError, match="--curation_fraction"):
+        Trainer(TrainConfig(output_dir=str(tmp_path / "b"), train_steps=1, checkpointing_steps=0,
+                            method_options={"motive": {"queries": str(workspace / "queries"), "fraction": 0.5}},
+                            **common)).run()
+    first = TrainConfig(output_dir=str(tmp_path / "c"), train_steps=2, checkpointing_steps=1,
+                        method_options={"motive": selection}, **common)
+    Trainer(first).run()
+    resumed = TrainConfig(**{**first.to_dict(), "train_steps": 3, "resume_from_checkpoint": "latest",
+                             "curation_fraction": 0.5})
+    with pytest.raises(ConfigError, match="'fraction': 0.25.*'fraction': 0.5"):
+        Trainer(resumed).run()

@@ -30,6 +30,9 @@ class MotiveCuration(Curation):
 
     def _config(self, ctx: TrainContext) -> AttributionConfig:
         cfg = ctx.config
+        if "fraction" in self.options:
+            raise ConfigError("method_options.motive.fraction: set the kept share with --curation_fraction "
+                              f"(now {cfg.curation_fraction}) instead")
         options = {k: v for k, v in self.options.items() if k not in ("selection", "toy_queries")}
         known = {f.name for f in dataclasses.fields(AttributionConfig)}
         unknown = sorted(set(options) - known)
@@ -50,10 +53,10 @@ class MotiveCuration(Curation):
     def _mode(self, ctx: TrainContext) -> str:
         """--curation_mode, or the older `method_options.motive.mode` (they must agree when both are set)."""
         mode, legacy = ctx.config.curation_mode, self.options.get("mode")
-        if legacy is not None and mode != "filter" and legacy != mode:
+        if legacy is not None and mode is not None and legacy != mode:
             raise ConfigError(f"--curation_mode {mode} disagrees with method_options.motive.mode={legacy}; "
                               "keep one of them (--curation_mode is the documented one)")
-        return legacy if legacy is not None and mode == "filter" else mode
+        return mode or legacy or "filter"
 
     def _check_settings(self, ctx: TrainContext, selection: dict, where: Path | str) -> None:
         """A finished selection used as is must have been made with the mode and fraction asked for."""

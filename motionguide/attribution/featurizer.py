@@ -116,6 +116,16 @@ def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     return loss / num_pixel_frames if num_pixel_frames else loss
 
 
+def _active_adapters(transformer: torch.nn.Module) -> list[str]:
+    """Names of the transformer's active LoRA adapters (empty without peft adapters)."""
+    if not getattr(transformer, "_hf_peft_config_loaded", False) or not hasattr(transformer, "active_adapters"):
+        return []
+    try:
+        return list(transformer.active_adapters())
+    except ValueError:  # no adapter loaded
+        return []
+
+
 def select_parameters(transformer: torch.nn.Module, scope: str = "all",
                       blocks: Sequence[int] | None = None) -> list[tuple[str, torch.nn.Parameter]]:
     """The parameters whose gradient is featurised, in `named_parameters()` order (identical on every rank).
@@ -127,7 +137,8 @@ def select_parameters(transformer: torch.nn.Module, scope: str = "all",
     if scope == "all":
         chosen = [(n, p) for n, p in named if "lora_" not in n]
     elif scope == "lora":
-        chosen = [(n, p) for n, p in named if "lora_" in n]
+        active = _active_adapters(transformer)  # an inactive adapter does not shape the output: leave it out
+        chosen = [(n, p) for n, p in named if "lora_" in n and (not active or any(f".{a}." in n for a in active))]
         if not chosen:
             raise ConfigError("--params lora: the transformer has no LoRA adapter. Pass a saved one with "
                               "`motionguide curate --lora PATH` (method_options.motive.lora in the fine-tuning "

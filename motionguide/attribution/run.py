@@ -24,9 +24,8 @@ from ..backbones import backbone_for
 from ..errors import ConfigError
 
 SELECTION_FILE = "selection.json"
+LORA_ADAPTER = "motive_attribution"  # the name `--lora` is loaded under for the pass
 MODES = ("filter", "reweight", "prune-negative")
-#: settings that change only the selection, not the features: a finished pass re-selects without featurising
-SELECTION_SETTINGS = ("fraction", "percentile", "mode", "reweight_mode", "floor")
 
 
 @dataclass
@@ -96,6 +95,14 @@ class AttributionConfig:
             raise ConfigError(f"percentile must be in [0, 100], got {self.percentile}")
         if not 0.0 < self.floor <= 1.0:
             raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
+        from ..motion.flow import ANCHORS
+        from ..motion.masks import GATES, TEMPORAL_MODES
+
+        for key, value, valid in (("mask_anchor", self.mask_anchor, ANCHORS),
+                                  ("mask_temporal", self.mask_temporal, TEMPORAL_MODES),
+                                  ("mask_gate", self.mask_gate, GATES)):
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}")
         if self.lora is not None and not Path(self.lora).exists():
             raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
                               "e.g. <output_dir>/lora, or a .safetensors file)")
@@ -131,6 +138,20 @@ def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _sum_over_ranks(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-split counts summed over every rank (each rank counted only its own share of the clips)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return counts
+    keys = [(split, name) for split in sorted(counts) for name in sorted(counts[split])]
+    total = torch.tensor([counts[split][name] for split, name in keys], dtype=torch.int64)
+    dist.all_reduce(total)
+    summed: dict[str, dict[str, int]] = {split: {} for split in counts}
+    for (split, name), value in zip(keys, total.tolist()):
+        summed[split][name] = int(value)
+    return summed
 
 
 def _barrier() -> None:
@@ -187,11 +208,13 @@ def featurize_split(split: str, dataset, cache, featurizer, store, cfg: Attribut
             except VideoReadError as exc:
                 skip(entry.clip_id, record, str(exc))
                 continue
+            except ConfigError:  # a wrong setting is the user's to fix, not a bad clip
+                raise
             except (ValueError, ArithmeticError) as exc:  # e.g. non-finite flow from a damaged frame
                 skip(entry.clip_id, record, f"motion mask failed: {exc}")
                 continue
             mask = m.latent
-            record["mask"] = m.stats
+            record["mask"] = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in m.stats.items()}
         tensors = cache.load(entry.clip_id)
         latents = tensors["latents"]
         result = featurizer.featurize(latents, tensors["prompt_embeds"], mask, num_pixel_frames=cfg.num_frames)
@@ -241,17 +264,25 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     pipe = pipeline if pipeline is not None else DiffusionPipeline.from_pretrained(cfg.model)
     pipe.set_progress_bar_config(disable=True)
-    adapter = None
-    if cfg.lora is not None:
-        if not hasattr(pipe, "load_lora_weights"):
-            raise ConfigError(f"lora={cfg.lora}: {type(pipe).__name__} cannot load LoRA weights")
-        adapter = "motive_attribution"
-        pipe.load_lora_weights(cfg.lora, adapter_name=adapter)
+    if cfg.lora is None:
+        return _featurize_and_select(cfg, pipe, estimator, rank, world, progress)
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ConfigError(f"lora={cfg.lora}: {type(pipe).__name__} cannot load LoRA weights")
+    existing = sorted({name for names in pipe.get_list_adapters().values() for name in names})
+    if existing:
+        raise ConfigError(f"lora={cfg.lora}: the pipeline already holds LoRA adapter(s) {', '.join(existing)}; "
+                          "attribute one adapter at a time: pass a pipeline without adapters, or drop --lora to "
+                          "differentiate the active adapter already loaded (--params lora)")
+    # loading freezes the base weights and unloading does not thaw them: put every flag back afterwards
+    trainable = {name: p.requires_grad for name, p in pipe.transformer.named_parameters()}
     try:
+        pipe.load_lora_weights(cfg.lora, adapter_name=LORA_ADAPTER)
         return _featurize_and_select(cfg, pipe, estimator, rank, world, progress)
     finally:
-        if adapter is not None:
+        if pipe.get_list_adapters():
             pipe.unload_lora_weights()
+        for name, p in pipe.transformer.named_parameters():
+            p.requires_grad_(trainable.get(name, p.requires_grad))
 
 
 def _featurize_and_select(cfg: AttributionConfig, pipe, estimator, rank: int, world: int,
@@ -289,6 +320,7 @@ def _featurize_and_select(cfg: AttributionConfig, pipe, estimator, rank: int, wo
                           flush_every=cfg.flush_every, split=split) as store:
             counts[split] = featurize_split(split, datasets[split], caches[split], featurizer, store, cfg, backbone,
                                             rank, world, progress, estimator=estimator)
+    counts = _sum_over_ranks(counts)
     _barrier()
     if rank != 0:
         return None
@@ -301,7 +333,7 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
     """Score queries against the corpus and write `selection.json` (atomic)."""
     from .report import clip_summaries, covariate_arrays, write_curation_report
     from .selection import majority_vote_selection, prune_negative, reweight, score_matrix, selection_report
-    from .store import FeatureStore
+    from .store import FeatureStore, config_hash
 
     out = Path(cfg.out)
     train_ids, train_feats, train_records = FeatureStore(out / "features", store_config, dim=cfg.dim,
@@ -332,6 +364,7 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
         "percentile": cfg.percentile,
         "tie_rule": selection.tie_rule,
         "config": asdict(cfg),
+        "feature_store": str(out / "features" / config_hash(store_config)),
         "counts": counts or {},
         "train_ids": train_ids,
         "query_ids": query_ids,

@@ -70,7 +70,7 @@ class TrainConfig:
     # method slots
     curation: str = "none"  # "none" | "random" | a registered curation
     curation_fraction: float = 0.1
-    curation_mode: str = "filter"  # "filter" | "reweight" | "prune-negative" (curations that support modes)
+    curation_mode: str | None = None  # "filter" (default) | "reweight" | "prune-negative", for curations with modes
     monitor: list[str] = field(default_factory=list)  # registered monitors, e.g. ["imap"]
     guidance: str = "none"  # validation sampling guidance: "none" | a registered guidance
     method_options: dict[str, Any] = field(default_factory=dict)  # per-method settings, e.g. {"imap": {...}}
@@ -100,7 +100,7 @@ class TrainConfig:
             raise bad("learning_rate", "must be > 0")
         if not 0.0 < self.curation_fraction <= 1.0:
             raise bad("curation_fraction", "must be in (0, 1]")
-        if self.curation_mode not in ("filter", "reweight", "prune-negative"):
+        if self.curation_mode not in (None, "filter", "reweight", "prune-negative"):
             raise bad("curation_mode", "must be 'filter', 'reweight' or 'prune-negative'")
         return self
 

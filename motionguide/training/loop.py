@@ -220,16 +220,25 @@ class Trainer:
         # Curation runs on the stock model, before LoRA and before any DDP / DeepSpeed wrapper: per-clip
         # gradients must not trigger a wrapper's all-reduce (Motive pitfall P7).
         curation = get_curation(cfg.curation, **cfg.method_options.get(cfg.curation, {}))
+        settings: dict[str, Any] = {"curation": cfg.curation}
+        if cfg.curation != "none":
+            settings.update(fraction=cfg.curation_fraction, mode=cfg.curation_mode)
         if "curation" in saved:
             selection = saved["curation"]
+            made_with = selection.get("settings", settings)
+            if made_with != settings:
+                raise ConfigError(
+                    f"{resume} was trained on the clips a curation chose with {made_with}; this run asks for "
+                    f"{settings}. Resume with the same --curation / --curation_fraction / --curation_mode, or "
+                    "start a new --output_dir")
         elif curation is not None:
             result = curation.select(ctx)
             selection = {"method": cfg.curation, "indices": result.indices, "weights": result.weights,
-                         "summary": result.summary}
+                         "summary": result.summary, "settings": settings}
             if accelerator.is_main_process:
                 (output_dir / "curation.json").write_text(json.dumps(selection, indent=2))
         else:
-            selection = {"method": "none", "indices": list(range(len(dataset))), "weights": None}
+            selection = {"method": "none", "indices": list(range(len(dataset))), "weights": None, "settings": settings}
 
         transformer = pipe.transformer
         if cfg.training_type == "lora":
