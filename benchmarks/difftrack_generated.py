@@ -13,10 +13,10 @@ chained OpenCV DIS and Farneback flow on the decoded frames, and zero motion. PC
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+import _toy_eval as ev
 from _common import limit_threads, machine, write_results
 from _tracking_baselines import flow_chain_tracks, zero_motion_tracks
 
@@ -27,7 +27,6 @@ from motionguide.metrics.adherence import detect_object, parse_toy_caption
 from motionguide.sampling.generate import to_uint8
 from motionguide.toy import all_combinations, prompts_for_combinations
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def query_grid(height: int, width: int, step: int = 4) -> np.ndarray:
@@ -67,18 +66,17 @@ def reference_tracks(frames: np.ndarray, color: str, points: np.ndarray, on_obje
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
+    ev.add_common_args(parser)  # --model, --max-sequence-length, --threads, --results-dir
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--results-dir", default=None)
     args = parser.parse_args()
     limit_threads(args.threads)
     from diffusers import WanPipeline
 
     pipe = WanPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
+    text_length = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length).max_sequence_length
     token_px = backbone_for(pipe).pixels_per_token
     moving = [c for c in all_combinations() if c[2] != "still"]
     order = np.random.default_rng(0).permutation(len(moving))[: args.prompts]
@@ -97,7 +95,7 @@ def main() -> None:
         color = parse_toy_caption(prompt)[0].color
         for seed in range(args.seeds):
             call = dict(prompt=prompt, num_frames=17, height=64, width=64, num_inference_steps=args.steps,
-                        guidance_scale=5.0, max_sequence_length=16, output_type="np",
+                        guidance_scale=5.0, max_sequence_length=text_length, output_type="np",
                         generator=torch.Generator().manual_seed(seed))
             start = time.perf_counter()
             tracks, out = track_generation(pipe, grid, **call)

@@ -17,16 +17,15 @@
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import _toy_eval as ev
 from _common import limit_threads, machine, write_results
 from _peak_memory import peak_bytes, peak_total_bytes
 
 from motionguide.attention.kernels import frame_local_attention
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 2**20
 REAL_SHAPES = {  # name: (latent frames, grid h, grid w, heads, head dim, leading text tokens)
     "cogvideox-2b (13x30x45)": (13, 30, 45, 30, 64, 226),
@@ -42,12 +41,13 @@ def sampling_costs(args) -> dict:
 
     pipe = WanPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
+    text_length = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length).max_sequence_length
     moving = [c for c in all_combinations() if c[2] != "still"][:: max(1, len(all_combinations()) // args.prompts)]
     prompts = prompts_for_combinations(moving[: args.prompts])
 
     def call(prompt: str) -> None:
         pipe(prompt, num_frames=17, height=64, width=64, num_inference_steps=25, guidance_scale=5.0,
-             max_sequence_length=16, output_type="np", generator=torch.Generator().manual_seed(0))
+             max_sequence_length=text_length, output_type="np", generator=torch.Generator().manual_seed(0))
 
     from motionguide.backbones import backbone_for
 
@@ -164,14 +164,12 @@ def markdown(sampling: dict | None, real: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
+    ev.add_common_args(parser)  # --model, --max-sequence-length, --threads, --results-dir
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--real-repeats", type=int, default=2)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-sampling", action="store_true")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--results-dir", default=None)
     args = parser.parse_args()
     limit_threads(args.threads)
     sampling = None if args.skip_sampling else sampling_costs(args)

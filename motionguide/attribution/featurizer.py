@@ -39,6 +39,7 @@ class CommonRandomness:
     timestep: float = 751.0  # on the 0..1000 training scale; sigma = 0.751 for flow models (paper's t_fix)
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _fingerprints: dict = field(default_factory=dict, repr=False, compare=False)
 
     def noise_for(self, shape: Sequence[int]) -> torch.Tensor:
         """Deterministic N(0, I) noise of `shape` (the seed is mixed with the shape: one rule for every shape)."""
@@ -54,11 +55,14 @@ class CommonRandomness:
         return {"timestep": self.timestep, "seed": self.seed, "noise_rule": "sha256(seed, shape) -> torch.randn"}
 
     def fingerprint(self, shape: Sequence[int]) -> str:
-        """Hash of the actual noise tensor for a shape (stored with features; equal across ranks)."""
-        noise = self.noise_for(shape)
-        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
-        h.update(noise.numpy().tobytes())
-        return h.hexdigest()[:16]
+        """Hash of the actual noise tensor for a shape (stored with every clip's features; equal across ranks).
+        Computed once per shape, like the noise itself."""
+        key = tuple(int(s) for s in shape)
+        if key not in self._fingerprints:
+            h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
+            h.update(self.noise_for(key).numpy().tobytes())
+            self._fingerprints[key] = h.hexdigest()[:16]
+        return self._fingerprints[key]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write `describe()` as JSON to `path` atomically; returns the path."""

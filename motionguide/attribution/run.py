@@ -268,7 +268,7 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
         return _featurize_and_select(cfg, pipe, estimator, rank, world, progress)
     if not hasattr(pipe, "load_lora_weights"):
         raise ConfigError(f"lora={cfg.lora}: {type(pipe).__name__} cannot load LoRA weights")
-    existing = sorted({name for names in pipe.get_list_adapters().values() for name in names})
+    existing = _adapter_names(pipe)
     if existing:
         raise ConfigError(f"lora={cfg.lora}: the pipeline already holds LoRA adapter(s) {', '.join(existing)}; "
                           "attribute one adapter at a time: pass a pipeline without adapters, or drop --lora to "
@@ -279,10 +279,15 @@ def run_attribution(cfg: AttributionConfig, progress: bool = True, pipeline=None
         pipe.load_lora_weights(cfg.lora, adapter_name=LORA_ADAPTER)
         return _featurize_and_select(cfg, pipe, estimator, rank, world, progress)
     finally:
-        if pipe.get_list_adapters():
+        if _adapter_names(pipe):
             pipe.unload_lora_weights()
         for name, p in pipe.transformer.named_parameters():
             p.requires_grad_(trainable.get(name, p.requires_grad))
+
+
+def _adapter_names(pipe) -> list[str]:
+    """Every LoRA adapter loaded anywhere in the pipeline."""
+    return sorted({name for names in pipe.get_list_adapters().values() for name in names})
 
 
 def _featurize_and_select(cfg: AttributionConfig, pipe, estimator, rank: int, world: int,

@@ -299,7 +299,9 @@ class FeatureStore:
         """
         split = split or self.split
         self._check_split(split)
-        found, _ = self._first_occurrences(split)
+        return self._rows(self._first_occurrences(split)[0])
+
+    def _rows(self, found: dict[str, tuple[dict, torch.Tensor | None]]) -> tuple[list[str], torch.Tensor, list[dict]]:
         ids = sorted(c for c, (_, f) in found.items() if f is not None)
         assert len(ids) == len(set(ids)), "feature store returned duplicate clip ids"
         features = torch.stack([found[c][1] for c in ids]) if ids else torch.zeros(0, self.dim)
@@ -307,7 +309,10 @@ class FeatureStore:
 
     def skipped(self, split: str | None = None) -> list[dict]:
         """Records of clips recorded without a feature (each with ``skip_reason``), sorted by clip id."""
-        found, _ = self._first_occurrences(split or self.split)
+        return self._skips(self._first_occurrences(split or self.split)[0])
+
+    @staticmethod
+    def _skips(found: dict[str, tuple[dict, torch.Tensor | None]]) -> list[dict]:
         return [_public(found[c][0]) for c in sorted(found) if found[c][1] is None]
 
     def merge(self, out_dir: str | os.PathLike | None = None, split: str | None = None) -> Path:
@@ -317,7 +322,9 @@ class FeatureStore:
         so a reader can tell a finished merge from an interrupted one.
         """
         split = split or self.split
-        ids, features, records = self.load(split)
+        self._check_split(split)
+        found, _ = self._first_occurrences(split)  # one read of the parts for the rows and the skips
+        ids, features, records = self._rows(found)
         out = Path(out_dir) if out_dir is not None else self.dir / split / "merged"
         out.mkdir(parents=True, exist_ok=True)
         meta = {"config_hash": self.config_hash, "split": split}
@@ -326,7 +333,7 @@ class FeatureStore:
         _write_json(out / MERGED_MANIFEST, {
             "format": STORE_FORMAT_VERSION, "config_hash": self.config_hash, "config": self.config,
             "split": split, "dim": self.dim, "count": len(ids), "ids": ids, "records": records,
-            "skipped": self.skipped(split)})
+            "skipped": self._skips(found)})
         return out
 
 

@@ -73,7 +73,8 @@ def _weights_sample(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _module_identity(module: Any) -> dict[str, Any] | None:
+def module_identity(module: Any) -> dict[str, Any] | None:
+    """Class, config hash, dtype and a sample hash of the weights of one module (None for None)."""
     if module is None:
         return None
     identity = {"class": type(module).__name__, "config": _sha(stable_json(_config_dict(module)))}
@@ -82,11 +83,6 @@ def _module_identity(module: Any) -> dict[str, Any] | None:
         first = next(module.parameters(), None)
         identity["dtype"] = str(first.dtype) if first is not None else None
     return identity
-
-
-def module_identity(module: Any) -> dict[str, Any] | None:
-    """Class, config hash, dtype and a sample hash of the weights of one module (None for None)."""
-    return _module_identity(module)
 
 
 def _tokenizer_identity(tokenizer: Any) -> dict[str, Any] | None:
@@ -103,8 +99,8 @@ def model_identity(backbone: Any) -> dict[str, str]:
     name = getattr(pipeline, "name_or_path", None) or getattr(getattr(backbone, "vae", None), "name_or_path", None)
     parts = {
         "family": backbone.family,
-        "vae": _module_identity(backbone.vae),
-        "text_encoder": _module_identity(backbone.text_encoder),
+        "vae": module_identity(backbone.vae),
+        "text_encoder": module_identity(backbone.text_encoder),
         "tokenizer": _tokenizer_identity(backbone.tokenizer),
     }
     return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(stable_json(parts))}
