@@ -29,7 +29,7 @@ def bare_loop(model_dir: str, cache, steps: int, batch: int, cfg: TrainConfig) -
     from accelerate import Accelerator
     from diffusers import DiffusionPipeline
 
-    from motionguide.training.cache import CachedLatentDataset
+    from motionguide.data.cache import CachedLatentDataset
 
     accelerator = Accelerator()
     pipe = DiffusionPipeline.from_pretrained(model_dir)
@@ -73,8 +73,8 @@ def main() -> None:
                           train_batch_size=args.batch, checkpointing_steps=0, report_to="none", caption_dropout=0.1,
                           logging_steps=10)
         ours = Trainer(cfg).run()["step_times_s"]
-        from motionguide.training.cache import LatentCache
-        from motionguide.training.data import VideoDataset
+        from motionguide.data.cache import LatentCache
+        from motionguide.data.dataset import VideoDataset
         from diffusers import DiffusionPipeline
 
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)

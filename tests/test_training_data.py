@@ -16,7 +16,7 @@ from motionguide.backbones import backbone_for
 from motionguide.errors import ConfigError, MotionGuideError
 from motionguide.testing import tiny_cogvideox_pipeline, tiny_wan_pipeline
 from motionguide.toy import make_dataset
-from motionguide.training import (
+from motionguide.data import (
     Bucket,
     BucketBatchSampler,
     CachedLatentDataset,
@@ -24,9 +24,8 @@ from motionguide.training import (
     LatentCache,
     VideoDataset,
     assign_bucket,
-    cache_fields,
-    cache_key,
 )
+from motionguide.identity import cache_fields, cache_key
 from motionguide.video import VideoReadError, read_video, write_video
 
 
@@ -169,7 +168,7 @@ def messy_root(toy_root, tmp_path) -> Path:
 
 
 def test_bad_clips_are_skipped_with_their_reason(messy_root, caplog):
-    with caplog.at_level(logging.WARNING, logger="motionguide.training.data"):
+    with caplog.at_level(logging.WARNING, logger="motionguide.data.dataset"):
         dataset = VideoDataset(messy_root)
     category = {s.clip_id: s.category for s in dataset.skipped}
     assert category == {"zero": "empty", "noise": "corrupt", "short": "too_short", "gone": "missing_file",
@@ -469,3 +468,35 @@ def test_two_datasets_with_colliding_ids_never_share_a_cache_folder(toy_root, wa
         cache.build(ds, backbone, 16, progress=False)
     assert set(caches[0].ids) & set(caches[1].ids) == {"clip_00000", "clip_00001"}
     assert not torch.equal(caches[0].load("clip_00000")["latents"], caches[1].load("clip_00000")["latents"])
+
+
+def test_older_import_paths_name_the_same_objects():
+    """`motionguide.training` re-exports the data layer and the identity keys from their new homes."""
+    import motionguide.data
+    import motionguide.identity
+    import motionguide.training
+
+    for name in motionguide.data.__all__:
+        if name in motionguide.training.__all__:
+            assert getattr(motionguide.training, name) is getattr(motionguide.data, name), name
+    for name in ("cache_key", "cache_fields", "model_identity", "CACHE_FORMAT_VERSION"):
+        assert getattr(motionguide.training, name) is getattr(motionguide.identity, name), name
+
+
+def test_one_stable_json_for_cache_keys_and_the_feature_store():
+    """The feature store and the latent cache hash through the same function: same text for the same content,
+    key order and numpy / torch scalars included, NaN refused unless a cache key allows it."""
+    import numpy as np
+
+    from motionguide.attribution import store
+    from motionguide.identity import key_json, stable_json
+
+    assert store.stable_json is stable_json
+    value = {"b": np.float32(0.5), "a": [1, 2], "dtype": torch.float16, "path": Path("x/y")}
+    assert stable_json(value) == '{"a":[1,2],"b":0.5,"dtype":"torch.float16","path":"x/y"}'
+    assert stable_json(dict(reversed(list(value.items())))) == stable_json(value)
+    with pytest.raises(ValueError):
+        stable_json({"x": float("nan")})
+    assert key_json({"x": float("nan")}) == '{"x":NaN}'
+    with pytest.raises(ConfigError, match="JSON-like"):
+        key_json({"x": object()})

@@ -292,9 +292,9 @@ def _adapter_names(pipe) -> list[str]:
 
 def _featurize_and_select(cfg: AttributionConfig, pipe, estimator, rank: int, world: int,
                           progress: bool) -> dict[str, Any] | None:
-    from ..training.cache import LatentCache
-    from ..training.data import VideoDataset
-    from ..training.identity import model_identity, module_identity
+    from ..data.cache import LatentCache
+    from ..data.dataset import VideoDataset
+    from ..identity import model_identity, module_identity
     from .featurizer import CommonRandomness, GradientFeaturizer
     from .projectors import make_projector
     from .store import FeatureStore

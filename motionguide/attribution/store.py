@@ -35,6 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_write
+from ..identity import stable_json
 from ..errors import ConfigError, MotionGuideError
 
 __all__ = ["FeatureStore", "StoreMismatchError", "config_hash", "read_merged"]
@@ -64,11 +65,6 @@ def _json_default(value: Any) -> Any:
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable; store plain numbers, strings, lists "
                     "and dicts in configs and records")
-
-
-def stable_json(value: Any) -> str:
-    """Sorted-key compact JSON: the same text for the same content, on every machine."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
 
 
 def config_hash(config: dict) -> str:

@@ -107,7 +107,7 @@ def load_analysis_clips(data_dir: str | os.PathLike, tracks: str | os.PathLike |
     Returns (clips, skipped) where skipped lists {"clip", "reason"} for clips without reference tracks.
     Raises when no clip has any, saying how to supply them.
     """
-    from ..training.layouts import read_layout
+    from ..data.layouts import read_layout
 
     root = Path(data_dir)
     layout = read_layout(root)

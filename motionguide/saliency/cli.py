@@ -78,7 +78,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, lora=args.lora, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     if args.video:
-        from ..training.data import frames_to_pixels
+        from ..data.dataset import frames_to_pixels
         from ..video import read_video
 
         frames = read_video(args.video)[: settings.num_frames]

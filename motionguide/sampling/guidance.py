@@ -1,27 +1,23 @@
-"""Registry of sampling guidances (`--guidance <name>`): each wraps a stock pipeline call.
+"""Sampling guidances (`--guidance <name>`): each wraps a stock pipeline call.
 
 A guidance is a callable `guidance(pipe, **call_kwargs) -> pipeline output`; "none" calls the pipeline as is.
-Methods register themselves (`@register_guidance("correspondence")`), so the sampler CLI and the training
-loop's validation sampler pick them up without changes.
+Methods register themselves (`@register_guidance("correspondence")`) in `motionguide.registry.GUIDANCES`,
+which also names the built-in ones, so the sampler CLI and the training loop's validation sampler pick them
+up without importing any method package.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import ConfigError, closest_names
+from ..registry import GUIDANCES
 
 Guidance = Callable[..., Any]
-_GUIDANCES: dict[str, Callable[..., Guidance]] = {}
 
 
 def register_guidance(name: str):
     """Decorator that registers a guidance factory under `name` for `--guidance`."""
-    def wrap(factory: Callable[..., Guidance]):
-        _GUIDANCES[name] = factory
-        return factory
-
-    return wrap
+    return GUIDANCES.register(name)
 
 
 def _plain(pipe, **call_kwargs):
@@ -30,28 +26,10 @@ def _plain(pipe, **call_kwargs):
 
 def get_guidance(name: str | None, **options: Any) -> Guidance:
     """The guidance `name` built with `options`; a plain pipeline call for None, "" or "none"."""
-    if name in (None, "", "none"):
-        return _plain
-    _load_builtin_guidances()
-    if name not in _GUIDANCES:
-        close = closest_names(name, _GUIDANCES)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"--guidance {name!r}: no such guidance.{hint} Registered: none, "
-                          f"{', '.join(sorted(_GUIDANCES)) or '(no others yet)'}")
-    return _GUIDANCES[name](**options)
+    guidance = GUIDANCES.build_or_none(name, **options)
+    return _plain if guidance is None else guidance
 
 
 def registered_guidances() -> list[str]:
     """Names accepted by `--guidance`: "none" first, then the registered ones sorted."""
-    _load_builtin_guidances()
-    return ["none", *sorted(_GUIDANCES)]
-
-
-def _load_builtin_guidances() -> None:
-    import importlib
-
-    try:
-        importlib.import_module("motionguide.correspondence")
-    except ModuleNotFoundError as exc:
-        if exc.name != "motionguide.correspondence":
-            raise
+    return GUIDANCES.names()

@@ -1,24 +1,37 @@
-"""Training data layer: video datasets in the layouts users bring, buckets, and the latent/text cache."""
+"""The fine-tuning loop (`Trainer`), its callback and curation slots, LoRA helpers and validation.
 
-from .buckets import Bucket, BucketBatchSampler, assign_bucket
-from .callbacks import (Curation, CurationResult, RandomCuration, TrainContext, TrainerCallback, get_curation,
-                        get_monitor, register_curation, register_monitor, registered_curations, registered_monitors)
-from .config import TrainConfig
-from .cache import BuildReport, CachedLatentDataset, LatentCache, clip_file_name
-from .data import (
+The data layer it reads (datasets, buckets, latent cache, batch plan) lives in `motionguide.data`, and the
+cache's identity keys in `motionguide.identity`; their public names are re-exported here so imports written
+against the older layout keep working.
+"""
+
+from ..data import (
+    LAYOUTS,
     RESIZE_MODES,
     SKIP_CATEGORIES,
+    VIDEO_EXTENSIONS,
+    Bucket,
+    BucketBatchSampler,
+    BuildReport,
+    CachedLatentDataset,
     ClipEntry,
     EmptyDatasetError,
+    LatentCache,
     SkippedClip,
     VideoDataset,
     VideoProbe,
+    assign_bucket,
     check_num_frames,
+    clip_file_name,
     frames_to_pixels,
     probe_video,
+    read_layout,
 )
-from .identity import CACHE_FORMAT_VERSION, cache_fields, cache_key, model_identity
-from .layouts import LAYOUTS, VIDEO_EXTENSIONS, read_layout
+from ..identity import CACHE_FORMAT_VERSION, cache_fields, cache_key, model_identity
+from .callbacks import (Curation, CurationResult, TrainContext, TrainerCallback, get_curation, get_monitor,
+                        register_curation, register_monitor, registered_curations, registered_monitors)
+from .config import TrainConfig
+from .curations import RandomCuration
 
 __all__ = [
     "TrainConfig", "TrainerCallback", "TrainContext", "Curation", "CurationResult", "RandomCuration",

@@ -5,18 +5,19 @@
 - `Curation`: decides which cached clips the loop samples, and with which weights (`--curation motive`),
   before the first step; its state is checkpointed so a resumed run keeps the same selection.
 
-Each kind has a registry; methods register themselves by name (`@register_monitor("imap")`).
+Each kind has a registry in `motionguide.registry` (which also names the built-in methods); methods register
+themselves by name (`@register_monitor("imap")`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import numpy as np
-
-from ..errors import ConfigError, closest_names
+from ..errors import ConfigError, unknown_key_message
+from ..registry import CURATIONS, MONITORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from accelerate import Accelerator
@@ -89,95 +90,76 @@ class CurationResult:
 
 
 class Curation:
-    """Base class of a data curation: `select` runs once before training (on every rank, same answer)."""
+    """Base class of a data curation: `select` runs once before training (on every rank, same answer).
+
+    Options come from `method_options.<name>` as keyword arguments. A subclass that sets `options_class` (a
+    dataclass) gets them checked against it: an unknown key is a ConfigError naming the valid ones, and
+    `self.settings` is the filled-in dataclass. `fingerprint()` is what a checkpoint stores about the
+    selection; resuming with a different fingerprint is refused, so a resumed run never trains on other clips.
+    """
 
     name: ClassVar[str] = "curation"
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, **options: Any):
         self.options = options
+        self.settings = parse_options(self.options_class, options, f"method_options.{self.name}") \
+            if self.options_class is not None else None
 
     def select(self, ctx: TrainContext) -> CurationResult:
         """The clips to train on and their weights; subclasses must implement it."""
         raise NotImplementedError
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the selection, as JSON-like values (stored in checkpoints, compared on resume)."""
+        settings = dataclasses.asdict(self.settings) if self.settings is not None else dict(self.options)
+        return {"curation": self.name, **settings}
 
-class RandomCuration(Curation):
-    """The baseline: a seeded random fraction of the clips (same budget as a method's top fraction)."""
 
-    name = "random"
-
-    def select(self, ctx: TrainContext) -> CurationResult:
-        """A seeded random `curation_fraction` of the clips (at least one), sorted."""
-        n = len(ctx.dataset)
-        k = max(1, int(round(ctx.config.curation_fraction * n)))
-        rng = np.random.default_rng(ctx.config.seed)
-        chosen = sorted(int(i) for i in rng.choice(n, size=k, replace=False))
-        return CurationResult(indices=chosen, summary={"method": "random", "kept": k, "of": n})
+def parse_options(options_class: type, options: dict[str, Any], where: str) -> Any:
+    """`options_class(**options)`, with an unknown key or a bad value reported as a ConfigError at `where`."""
+    names = [f.name for f in dataclasses.fields(options_class)]
+    for key in options:
+        if key not in names:
+            raise ConfigError(unknown_key_message(key, names, where))
+    try:
+        return options_class(**options)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {error}") from None
 
 
 # ---------------------------------------------------------------------- registries
-_CURATIONS: dict[str, type[Curation]] = {"random": RandomCuration}
-_MONITORS: dict[str, Callable[..., TrainerCallback]] = {}
+# Thin wrappers over motionguide.registry, which names the built-in methods: the loop never imports a
+# method package itself.
 
 
 def register_curation(name: str):
     """Class decorator that registers a `Curation` under `name` for `--curation`."""
-    def wrap(cls: type[Curation]) -> type[Curation]:
-        _CURATIONS[name] = cls
-        return cls
-
-    return wrap
+    return CURATIONS.register(name)
 
 
 def register_monitor(name: str):
     """Decorator that registers a monitor factory under `name` for `--monitor`."""
-    def wrap(factory: Callable[..., TrainerCallback]):
-        _MONITORS[name] = factory
-        return factory
-
-    return wrap
+    return MONITORS.register(name)
 
 
-def _lookup(kind: str, name: str, registry: dict[str, Any], flag: str) -> Any:
-    _load_builtin_methods()
-    if name not in registry:
-        close = closest_names(name, registry)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{flag} {name!r}: no such {kind}.{hint} Registered: {', '.join(sorted(registry)) or '(none)'}")
-    return registry[name]
-
-
-def get_curation(name: str, **options: Any) -> Curation | None:
+def get_curation(name: str | None, **options: Any) -> Curation | None:
     """The curation `name` built with `options`; None for "none", "" or None."""
-    if name in ("none", "", None):
-        return None
-    return _lookup("curation", name, _CURATIONS, "--curation")(**options)
+    return CURATIONS.build_or_none(name, **options)
 
 
 def get_monitor(name: str, **options: Any) -> TrainerCallback:
     """The monitor `name` built with `options`; ConfigError if none is registered under it."""
-    return _lookup("monitor", name, _MONITORS, "--monitor")(**options)
+    return MONITORS.build(name, **options)
 
 
 def registered_curations() -> list[str]:
     """Names accepted by `--curation`: "none" first, then the registered ones sorted."""
-    _load_builtin_methods()
-    return ["none", *sorted(_CURATIONS)]
+    return CURATIONS.names()
 
 
 def registered_monitors() -> list[str]:
     """Names accepted by `--monitor`, sorted."""
-    _load_builtin_methods()
-    return sorted(_MONITORS)
-
-
-def _load_builtin_methods() -> None:
-    """Import the method packages that register themselves (each optional until it exists)."""
-    import importlib
-
-    for module in ("motionguide.attribution", "motionguide.saliency"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    return MONITORS.names()

@@ -6,22 +6,26 @@ rank), so a run resumed from a checkpoint repeats the uninterrupted run's losses
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..backbones import backbone_for
+from ..data.batches import StepBatchPlan
 from ..errors import ConfigError
-from .batches import StepBatchPlan
-from .callbacks import TrainContext, TrainerCallback, get_curation, get_monitor
+from ..files import atomic_write_text
+from ..registry import CURATIONS, DATA_RECIPES
+from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
 from .lora import add_lora, save_lora, trainable_parameters
 
@@ -78,25 +82,28 @@ class Trainer:
         )
 
     def _load_data(self, accelerator, backbone):
-        from .cache import CachedLatentDataset, LatentCache
-        from .data import VideoDataset
+        """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache built on the main
+        process, and the cached-latent dataset the steps sample from (this dataset's clips only)."""
+        from ..data import CachedLatentDataset, LatentCache, VideoDataset
 
         cfg = self.config
-        if cfg.toy_data is not None and not Path(cfg.data_root).exists():
+        recipe_spec = configured_data_recipe(cfg)
+        if recipe_spec is not None and not Path(cfg.data_root).exists():
             if accelerator.is_main_process:
-                from ..toy import make_dataset
-
-                print(f"{cfg.data_root} does not exist: generating the toy dataset {cfg.toy_data}", flush=True)
-                make_dataset(cfg.data_root, **cfg.toy_data)
+                options = {k: v for k, v in recipe_spec.items() if k != "name"}
+                recipe = DATA_RECIPES.build(recipe_spec.get("name", "toy"), **options)
+                print(f"{cfg.data_root} does not exist: generating it with the data recipe {recipe}", flush=True)
+                recipe(cfg.data_root)
             accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                frame_stride=cfg.frame_stride)
-        cache = LatentCache.for_dataset(cfg.cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cache_dir = latent_cache_dir(cfg)
+        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
         if accelerator.is_main_process:
             report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
             print(f"latent cache {cache.dir}: {report}", flush=True)
         accelerator.wait_for_everyone()
-        cache = LatentCache.for_dataset(cfg.cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
         cached = set(cache.ids)
         ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
         return dataset, cache, CachedLatentDataset(cache, ids=sorted(ids))
@@ -191,56 +198,91 @@ class Trainer:
                               f"(no {STATE_FILE}); use 'latest' or a checkpoint-N folder under {output_dir}")
         return path
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the stages
     def run(self) -> dict[str, Any]:
-        """Curate, fine-tune (resuming if asked), checkpoint and save the weights; returns the summary."""
+        """Curate, fine-tune (resuming if asked), checkpoint and save the weights; returns the summary.
+
+        The stages run in this order (which is also the order of every use of the random number generators,
+        so a refactor of one stage must not move a draw into another)."""
         from accelerate.utils import set_seed
-        from diffusers import DiffusionPipeline
-        from diffusers.optimization import get_scheduler
 
         cfg = self.config
         accelerator = self._make_accelerator()
+        output_dir = self._start_output(accelerator)
+        set_seed(cfg.seed)
+        run = _RunState(accelerator=accelerator, output_dir=output_dir)
+        self._load_pipeline(run)
+        _, run.cache, run.dataset = self._load_data(accelerator, run.backbone)
+        run.empty_embeds = run.cache.empty_prompt_embeds(run.backbone)
+        self._read_resume_state(run)
+        run.ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=run.backbone, model=None,
+                               output_dir=output_dir, dataset=run.dataset,
+                               log=lambda values, step: accelerator.log(values, step=step),
+                               log_images=self._image_logger(accelerator),
+                               extras={"pipeline": run.pipe, "cache": run.cache})
+        self._curate(run)
+        self._prepare_model(run)
+        self._start_trackers(run)
+        self._resume(run)
+        self._train_steps(run)
+        return self._finish(run)
+
+    def _start_output(self, accelerator) -> Path:
+        """Stage 0: the output folder and the config it ran with (`train_config.json`), on the main process."""
+        cfg = self.config
         output_dir = Path(cfg.output_dir)
         if accelerator.is_main_process:
             output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        set_seed(cfg.seed)
+            atomic_write_text(output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        return output_dir
 
-        pipe = DiffusionPipeline.from_pretrained(cfg.pretrained_model_name_or_path)
-        pipe.set_progress_bar_config(disable=True)
-        backbone = backbone_for(pipe)
-        _, cache, dataset = self._load_data(accelerator, backbone)
-        empty_embeds = cache.empty_prompt_embeds(backbone)
+    def _load_pipeline(self, run: "_RunState") -> None:
+        """Stage 1: the stock diffusers pipeline and the backbone adapter that knows its family."""
+        from diffusers import DiffusionPipeline
 
-        resume = self._resume_path(output_dir)
-        saved: dict[str, Any] = json.loads((resume / STATE_FILE).read_text()) if resume is not None else {}
-        ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=backbone, model=None, output_dir=output_dir,
-                           dataset=dataset, log=lambda values, step: accelerator.log(values, step=step),
-                           log_images=self._image_logger(accelerator), extras={"pipeline": pipe, "cache": cache})
-        # Curation runs on the stock model, before LoRA and before any DDP / DeepSpeed wrapper: per-clip
-        # gradients must not trigger a wrapper's all-reduce (Motive pitfall P7).
-        curation = get_curation(cfg.curation, **cfg.method_options.get(cfg.curation, {}))
-        settings: dict[str, Any] = {"curation": cfg.curation}
-        if cfg.curation != "none":
-            settings.update(fraction=cfg.curation_fraction, mode=cfg.curation_mode)
-        if "curation" in saved:
-            selection = saved["curation"]
-            made_with = selection.get("settings", settings)
-            if made_with != settings:
+        run.pipe = DiffusionPipeline.from_pretrained(self.config.pretrained_model_name_or_path)
+        run.pipe.set_progress_bar_config(disable=True)
+        run.backbone = backbone_for(run.pipe)
+
+    def _read_resume_state(self, run: "_RunState") -> None:
+        """Stage 3: which checkpoint to resume from (if any) and its trainer state (step, selection, losses)."""
+        run.resume = self._resume_path(run.output_dir)
+        run.saved = json.loads((run.resume / STATE_FILE).read_text()) if run.resume is not None else {}
+
+    def _curate(self, run: "_RunState") -> None:
+        """Stage 4: the clips to train on. A resumed run keeps the checkpoint's selection (refusing a different
+        curation fingerprint); otherwise the curation selects now and `curation.json` records it.
+
+        Curation runs on the stock model, before LoRA and before any DDP / DeepSpeed wrapper: per-clip
+        gradients must not trigger a wrapper's all-reduce (Motive pitfall P7)."""
+        cfg = self.config
+        curation = build_curation(cfg)
+        fingerprint = curation_fingerprint(cfg, curation)
+        if "curation" in run.saved:
+            selection = run.saved["curation"]
+            made_with = selection.get("settings", fingerprint)
+            if made_with != fingerprint:
                 raise ConfigError(
-                    f"{resume} was trained on the clips a curation chose with {made_with}; this run asks for "
-                    f"{settings}. Resume with the same --curation / --curation_fraction / --curation_mode, or "
+                    f"{run.resume} was trained on the clips a curation chose with {made_with}; this run asks for "
+                    f"{fingerprint}. Resume with the same --curation and method_options.{cfg.curation}, or "
                     "start a new --output_dir")
         elif curation is not None:
-            result = curation.select(ctx)
+            result = curation.select(run.ctx)
             selection = {"method": cfg.curation, "indices": result.indices, "weights": result.weights,
-                         "summary": result.summary, "settings": settings}
-            if accelerator.is_main_process:
-                (output_dir / "curation.json").write_text(json.dumps(selection, indent=2))
+                         "summary": result.summary, "settings": fingerprint}
+            if run.accelerator.is_main_process:
+                atomic_write_text(run.output_dir / "curation.json", json.dumps(selection, indent=2))
         else:
-            selection = {"method": "none", "indices": list(range(len(dataset))), "weights": None, "settings": settings}
+            selection = {"method": "none", "indices": list(range(len(run.dataset))), "weights": None,
+                         "settings": fingerprint}
+        run.selection = selection
 
-        transformer = pipe.transformer
+    def _prepare_model(self, run: "_RunState") -> None:
+        """Stage 5: LoRA (or all weights) made trainable, the optimiser and LR schedule, `accelerator.prepare`."""
+        from diffusers.optimization import get_scheduler
+
+        cfg, accelerator = self.config, run.accelerator
+        transformer = run.pipe.transformer
         if cfg.training_type == "lora":
             add_lora(transformer, cfg.rank, cfg.lora_alpha, cfg.target_modules)
         else:
@@ -254,107 +296,239 @@ class Trainer:
                                   num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
                                   num_training_steps=cfg.train_steps * accelerator.num_processes)
         self._configure_deepspeed(accelerator)
-        model, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
+        run.model, run.optimizer, run.scheduler = accelerator.prepare(transformer, optimizer, scheduler)
+        run.ctx.model = run.model
 
+    def _start_trackers(self, run: "_RunState") -> None:
+        """Stage 6: the accelerate trackers (flat config as hyper-parameters) and the callbacks."""
+        cfg = self.config
         if cfg.report_to != "none":
             flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cfg.to_dict().items()}
-            accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None})
-        callbacks = self._callbacks()
-        ctx.model = model
-        ctx.extras["callbacks"] = callbacks
+            run.accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None})
+        run.callbacks = self._callbacks()
+        run.ctx.extras["callbacks"] = run.callbacks
 
-        if resume is not None:
-            accelerator.load_state(str(resume))
-            for callback in callbacks:
-                callback.load_state_dict(saved.get("callbacks", {}).get(type(callback).__name__, {}))
-            print(f"resumed from {resume} at step {saved['step']}", flush=True)
-        start_step = int(saved.get("step", 0))
-        ctx.step = start_step
+    def _resume(self, run: "_RunState") -> None:
+        """Stage 7: model, optimiser, scheduler and callback states from the checkpoint; the start step."""
+        if run.resume is not None:
+            run.accelerator.load_state(str(run.resume))
+            for callback in run.callbacks:
+                callback.load_state_dict(run.saved.get("callbacks", {}).get(type(callback).__name__, {}))
+            print(f"resumed from {run.resume} at step {run.saved['step']}", flush=True)
+        run.start_step = int(run.saved.get("step", 0))
+        run.ctx.step = run.start_step
+        run.losses = {int(k): v for k, v in run.saved.get("losses", {}).items()}
+        run.skipped = list(run.saved.get("skipped_steps", []))
 
-        indices = selection["indices"]
-        all_labels = dataset.bucket_of_index
-        labels = [all_labels[i] for i in indices]
-        plan = StepBatchPlan(labels, cfg.train_batch_size * accelerator.num_processes, cfg.seed, selection["weights"])
-
-        for callback in callbacks:
-            callback.on_train_start(ctx)
-        losses: dict[int, float] = {int(k): v for k, v in saved.get("losses", {}).items()}
-        skipped: list[dict[str, Any]] = list(saved.get("skipped_steps", []))
-        bad_in_a_row = 0
-        step_times: list[float] = []
-        bar = tqdm(total=cfg.train_steps, initial=start_step, desc="fine-tuning", disable=not accelerator.is_main_process)
+    def _batches(self, run: "_RunState", plan: StepBatchPlan) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's micro-batches from the resume point on, in micro-step order, loaded by a DataLoader
+        (`dataloader_num_workers` processes read the cached tensors ahead; 0 reads them in this process)."""
+        cfg, accelerator = self.config, run.accelerator
+        indices = run.selection["indices"]
+        first = run.start_step * cfg.gradient_accumulation_steps
+        last = cfg.train_steps * cfg.gradient_accumulation_steps
         rank, world = accelerator.process_index, accelerator.num_processes
-        device = accelerator.device
-        for step in range(start_step, cfg.train_steps):
+        batch_sampler = _PlanBatches(plan, indices, range(first, last), rank, world)
+        workers = int(getattr(cfg, "dataloader_num_workers", 0) or 0)
+        loader = torch.utils.data.DataLoader(
+            run.dataset, batch_sampler=batch_sampler, collate_fn=_stack_cached_clips, num_workers=workers,
+            # its own generator: building the loader's iterator must not draw from the global torch RNG
+            generator=torch.Generator().manual_seed(cfg.seed))
+        return iter(loader)
+
+    def _train_steps(self, run: "_RunState") -> None:
+        """Stage 8: the optimiser steps, each followed by logging, the callbacks and (maybe) a checkpoint."""
+        cfg, accelerator, ctx = self.config, run.accelerator, run.ctx
+        indices = run.selection["indices"]
+        all_labels = run.dataset.bucket_of_index
+        labels = [all_labels[i] for i in indices]
+        plan = StepBatchPlan(labels, cfg.train_batch_size * accelerator.num_processes, cfg.seed,
+                             run.selection["weights"])
+        for callback in run.callbacks:
+            callback.on_train_start(ctx)
+        batches = self._batches(run, plan)
+        run.bad_in_a_row = 0
+        bar = tqdm(total=cfg.train_steps, initial=run.start_step, desc="fine-tuning",
+                   disable=not accelerator.is_main_process)
+        for step in range(run.start_step, cfg.train_steps):
             t_step = time.perf_counter()
-            data_time, step_losses, grad_norm = 0.0, [], float("nan")
-            for micro in range(cfg.gradient_accumulation_steps):
-                k = step * cfg.gradient_accumulation_steps + micro
-                t_data = time.perf_counter()
-                items = [dataset[indices[i]] for i in plan.rank_indices(k, rank, world)]
-                latents = torch.stack([it["latents"] for it in items]).to(device)
-                embeds = torch.stack([it["prompt_embeds"] for it in items]).to(device)
-                g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, k, rank]).generate_state(1)[0]))
-                drop = torch.rand(len(items), generator=g) < cfg.caption_dropout
-                if drop.any():
-                    embeds[drop] = empty_embeds.to(device, embeds.dtype)
-                noise = torch.randn(latents.shape, generator=g).to(device)
-                sigmas = sample_sigmas(len(items), g, cfg.timestep_sampling, cfg.timestep_shift).to(device)
-                timesteps = sigmas * 1000.0
-                data_time += time.perf_counter() - t_data
-                with accelerator.accumulate(model):
-                    noisy = backbone.add_noise(latents, noise, timesteps)
-                    target = backbone.training_target(latents, noise, timesteps)
-                    with accelerator.autocast():
-                        pred = backbone.predict(noisy, timesteps, embeds, model=model)
-                    loss = (pred.float() - target.float()).square().mean()
-                    if not torch.isfinite(loss):
-                        bad_in_a_row += 1
-                        skipped.append({"step": step, "micro_step": k, "reason": f"non-finite loss {loss.item()}"})
-                        optimizer.zero_grad(set_to_none=True)
-                        if bad_in_a_row >= MAX_CONSECUTIVE_BAD_LOSSES:
-                            raise FloatingPointError(
-                                f"{bad_in_a_row} non-finite losses in a row (last at step {step}); lower "
-                                "--learning_rate, use --mixed_precision bf16 instead of fp16, or check the data")
-                        continue
-                    bad_in_a_row = 0
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        grad_norm = float(norm) if norm is not None else float("nan")
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_losses.append(loss.item())
+            mean_loss, grad_norm, data_time = self._optimizer_step(run, step, batches)
             ctx.step = step + 1
-            mean_loss = float(np.mean(step_losses)) if step_losses else float("nan")
-            losses[ctx.step] = mean_loss
-            logs = {"train/loss": mean_loss, "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
+            run.losses[ctx.step] = mean_loss
+            logs = {"train/loss": mean_loss, "train/grad_norm": grad_norm,
+                    "train/lr": run.scheduler.get_last_lr()[0],
                     "timing/step_s": time.perf_counter() - t_step, "timing/data_s": data_time}
             if ctx.step % cfg.logging_steps == 0 or ctx.step == cfg.train_steps:
                 accelerator.log(logs, step=ctx.step)
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
-            for callback in callbacks:
+            for callback in run.callbacks:
                 callback.on_step_end(ctx, logs)
-            step_times.append(time.perf_counter() - t_step)  # includes callbacks (monitors), not checkpoints
+            run.step_times.append(time.perf_counter() - t_step)  # includes callbacks (monitors), not checkpoints
             if cfg.checkpointing_steps and ctx.step % cfg.checkpointing_steps == 0 and ctx.step < cfg.train_steps:
-                self._save_checkpoint(ctx, {"step": ctx.step, "micro_step": ctx.step * cfg.gradient_accumulation_steps,
-                                            "curation": selection, "losses": losses, "skipped_steps": skipped},
-                                      callbacks)
+                self._save_checkpoint(ctx, {"step": ctx.step,
+                                            "micro_step": ctx.step * cfg.gradient_accumulation_steps,
+                                            "curation": run.selection, "losses": run.losses,
+                                            "skipped_steps": run.skipped},
+                                      run.callbacks)
         bar.close()
-        for callback in callbacks:
+
+    def _optimizer_step(self, run: "_RunState", step: int,
+                        batches: Iterator[dict[str, torch.Tensor]]) -> tuple[float, float, float]:
+        """One optimiser step over `gradient_accumulation_steps` micro-batches: (mean loss, grad norm, data s).
+
+        Noise, timesteps and caption dropout come from a generator keyed by (seed, micro-step, rank)."""
+        cfg, accelerator, backbone, model = self.config, run.accelerator, run.backbone, run.model
+        device, rank = accelerator.device, accelerator.process_index
+        data_time, step_losses, grad_norm = 0.0, [], float("nan")
+        for micro in range(cfg.gradient_accumulation_steps):
+            k = step * cfg.gradient_accumulation_steps + micro
+            t_data = time.perf_counter()
+            batch = next(batches)
+            latents = batch["latents"].to(device)
+            embeds = batch["prompt_embeds"].to(device)
+            size = latents.shape[0]
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, k, rank]).generate_state(1)[0]))
+            drop = torch.rand(size, generator=g) < cfg.caption_dropout
+            if drop.any():
+                embeds[drop] = run.empty_embeds.to(device, embeds.dtype)
+            noise = torch.randn(latents.shape, generator=g).to(device)
+            sigmas = sample_sigmas(size, g, cfg.timestep_sampling, cfg.timestep_shift).to(device)
+            timesteps = sigmas * 1000.0
+            data_time += time.perf_counter() - t_data
+            with accelerator.accumulate(model):
+                noisy = backbone.add_noise(latents, noise, timesteps)
+                target = backbone.training_target(latents, noise, timesteps)
+                with accelerator.autocast():
+                    pred = backbone.predict(noisy, timesteps, embeds, model=model)
+                loss = (pred.float() - target.float()).square().mean()
+                if not torch.isfinite(loss):
+                    run.bad_in_a_row += 1
+                    run.skipped.append({"step": step, "micro_step": k, "reason": f"non-finite loss {loss.item()}"})
+                    run.optimizer.zero_grad(set_to_none=True)
+                    if run.bad_in_a_row >= MAX_CONSECUTIVE_BAD_LOSSES:
+                        raise FloatingPointError(
+                            f"{run.bad_in_a_row} non-finite losses in a row (last at step {step}); lower "
+                            "--learning_rate, use --mixed_precision bf16 instead of fp16, or check the data")
+                    continue
+                run.bad_in_a_row = 0
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    grad_norm = float(norm) if norm is not None else float("nan")
+                run.optimizer.step()
+                run.scheduler.step()
+                run.optimizer.zero_grad(set_to_none=True)
+            step_losses.append(loss.item())
+        mean_loss = float(np.mean(step_losses)) if step_losses else float("nan")
+        return mean_loss, grad_norm, data_time
+
+    def _finish(self, run: "_RunState") -> dict[str, Any]:
+        """Stage 9: the callbacks' end, the trained weights (LoRA or full transformer) and the summary."""
+        cfg, accelerator, ctx = self.config, run.accelerator, run.ctx
+        for callback in run.callbacks:
             callback.on_train_end(ctx)
         accelerator.wait_for_everyone()
-        summary = {"steps": ctx.step, "losses": losses, "skipped_steps": skipped, "curation": selection.get("summary"),
-                   "clips": len(indices), "world_size": world, "step_times_s": step_times}
+        summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped,
+                   "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
+                   "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
+            unwrapped = accelerator.unwrap_model(run.model)
             if cfg.training_type == "lora":
-                summary["lora"] = str(save_lora(backbone.pipeline_class, unwrapped, output_dir))
+                summary["lora"] = str(save_lora(run.backbone.pipeline_class, unwrapped, run.output_dir))
             else:
-                unwrapped.save_pretrained(output_dir / "transformer", safe_serialization=True)
-                summary["transformer"] = str(output_dir / "transformer")
-            (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+                unwrapped.save_pretrained(run.output_dir / "transformer", safe_serialization=True)
+                summary["transformer"] = str(run.output_dir / "transformer")
+            atomic_write_text(run.output_dir / "train_summary.json", json.dumps(summary, indent=2))
         accelerator.end_training()
         return summary
+
+
+@dataclass
+class _RunState:
+    """What the stages of one `Trainer.run` hand each other."""
+
+    accelerator: Any
+    output_dir: Path
+    pipe: Any = None
+    backbone: Any = None
+    cache: Any = None
+    dataset: Any = None
+    empty_embeds: torch.Tensor | None = None
+    resume: Path | None = None
+    saved: dict[str, Any] = field(default_factory=dict)
+    ctx: TrainContext | None = None
+    selection: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+    start_step: int = 0
+    losses: dict[int, float] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    bad_in_a_row: int = 0
+
+
+class _PlanBatches:
+    """The batch plan as a DataLoader batch sampler: this rank's dataset indices for each micro-step, lazily
+    (a run of 100k steps must not compute every batch up front)."""
+
+    def __init__(self, plan: StepBatchPlan, indices: Sequence[int], micro_steps: range, rank: int, world: int):
+        self.plan, self.indices, self.micro_steps, self.rank, self.world = plan, indices, micro_steps, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for k in self.micro_steps:
+            yield [self.indices[i] for i in self.plan.rank_indices(k, self.rank, self.world)]
+
+    def __len__(self) -> int:
+        return len(self.micro_steps)
+
+
+def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings."""
+    return {"latents": torch.stack([it["latents"] for it in items]),
+            "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+
+
+# ---------------------------------------------------------------------- config fields the loop reads
+def latent_cache_dir(cfg: Any) -> str:
+    """`latent_cache_dir`: where the latent + text-embedding cache lives."""
+    # TODO(merge): `cache_dir` is the name before the rename; drop the fallback when TrainConfig has the new one
+    return getattr(cfg, "latent_cache_dir", None) or cfg.cache_dir
+
+
+def configured_data_recipe(cfg: Any) -> dict[str, Any] | None:
+    """`data_recipe`: {name: <registered recipe>, ...options} creating `data_root` when it is missing."""
+    recipe = getattr(cfg, "data_recipe", None)
+    # TODO(merge): `toy_data` is the pre-registry spelling of {name: toy, ...}; drop it with the old field
+    if recipe is None and getattr(cfg, "toy_data", None) is not None:
+        recipe = {"name": "toy", **cfg.toy_data}
+    return recipe
+
+
+def build_curation(cfg: Any) -> Curation | None:
+    """The `--curation` built from `method_options.<name>` (None for "none")."""
+    if cfg.curation in (None, "", "none"):
+        return None
+    options = dict(cfg.method_options.get(cfg.curation, {}))
+    # TODO(merge): curation_fraction / curation_mode leave TrainConfig (they are method options now); until
+    # then they fill the options a curation declares and that method_options did not set.
+    options_class = getattr(CURATIONS.get(cfg.curation), "options_class", None)
+    declared = {f.name for f in dataclasses.fields(options_class)} if options_class is not None else set()
+    for old, key in (("curation_fraction", "fraction"), ("curation_mode", "mode")):
+        if key in declared and key not in options and getattr(cfg, old, None) is not None:
+            options[key] = getattr(cfg, old)
+    return get_curation(cfg.curation, **options)
+
+
+def curation_fingerprint(cfg: Any, curation: Curation | None) -> dict[str, Any]:
+    """What a checkpoint records about the selection, compared on resume: the curation's own fingerprint."""
+    if curation is None:
+        return {"curation": "none"}
+    own = type(curation).fingerprint is not Curation.fingerprint or curation.options_class is not None
+    # TODO(merge): a curation that declares neither options nor a fingerprint (MotiveCuration before its
+    # move) is described by the old generic fields, as checkpoints before the split were
+    if not own and hasattr(cfg, "curation_fraction"):
+        return {"curation": cfg.curation, "fraction": cfg.curation_fraction, "mode": cfg.curation_mode}
+    return curation.fingerprint()

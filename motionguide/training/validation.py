@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from ..sampling import SamplingSettings, generate_videos, save_videos
 from .callbacks import TrainContext, TrainerCallback
 
@@ -82,7 +83,8 @@ class ValidationSampler(TrainerCallback):
 
             ctx.log_images("validation/samples", np.asarray(Image.open(saved["grid"]).convert("RGB")), ctx.step)
             results = {"step": ctx.step, "folder": str(folder), "metrics": summary, "videos": saved["videos"]}
-            (folder / "metrics.json").write_text(json.dumps({"summary": summary, "per_video": per_video}, indent=2))
+            atomic_write_text(folder / "metrics.json",
+                              json.dumps({"summary": summary, "per_video": per_video}, indent=2))
             self.history.append({"step": ctx.step, **summary})
             for callback in ctx.extras.get("callbacks", []):
                 if callback is not self:

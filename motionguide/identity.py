@@ -1,4 +1,7 @@
-"""What a latent cache depends on, reduced to a short stable key.
+"""Identity and hashing: what a cached tensor or a stored feature depends on, reduced to a short stable key.
+
+Used by both the latent cache (`motionguide.data.cache`) and Motive's feature store, so one value always
+hashes the same way wherever it is keyed.
 
 Cached latents and prompt embeddings are only valid for the exact VAE, text encoder, tokenizer, frame
 sampling and sequence length that made them. Every one of these goes into the key, so changing any of them
@@ -12,11 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from motionguide.errors import ConfigError
 
-__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "model_identity", "module_identity", "cache_fields"]
+__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "model_identity", "module_identity", "cache_fields", "stable_json",
+           "key_json"]
 
 #: bump when the files a cache holds change meaning; old caches then get new keys
 CACHE_FORMAT_VERSION = 1
@@ -24,17 +29,31 @@ _WEIGHT_SAMPLE = 16  # values hashed from the start of every parameter tensor
 
 
 def _json_default(value: Any) -> Any:
+    """The stable text form of the non-JSON values keys and records hold (dtypes, buckets, numpy, paths)."""
     if isinstance(value, (torch.dtype, torch.device)):
         return str(value)
     if hasattr(value, "as_tuple"):
         return list(value.as_tuple())
-    raise TypeError(f"{type(value).__name__} has no stable text form")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} has no stable text form; store plain numbers, strings, lists "
+                    "and dicts in configs and records")
 
 
-def stable_json(value: Any) -> str:
-    """Sorted, compact JSON: the same fields always give the same text (and so the same hash)."""
+def stable_json(value: Any, allow_nan: bool = False) -> str:
+    """Sorted-key compact JSON: the same content always gives the same text (and so the same hash), on every
+    machine. TypeError for a value with no stable text form; ValueError for NaN / inf unless `allow_nan`."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=allow_nan)
+
+
+def key_json(value: Any) -> str:
+    """`stable_json` for latent-cache keys and manifests, with a ConfigError that says what a key may hold."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+        return stable_json(value, allow_nan=True)
     except TypeError as error:
         raise ConfigError(f"cache key fields must be JSON-like (str, int, float, bool, None, lists, dicts): "
                           f"{error}") from None
@@ -48,7 +67,7 @@ def _sha(text: str | bytes, length: int = 16) -> str:
 def cache_key(**fields: Any) -> str:
     """A short stable hash (sha256 of the sorted JSON) of the fields; the cache format version is always in."""
     fields.setdefault("format_version", CACHE_FORMAT_VERSION)
-    return _sha(stable_json(fields))
+    return _sha(key_json(fields))
 
 
 def _config_dict(module: Any) -> dict[str, Any]:
@@ -77,7 +96,7 @@ def module_identity(module: Any) -> dict[str, Any] | None:
     """Class, config hash, dtype and a sample hash of the weights of one module (None for None)."""
     if module is None:
         return None
-    identity = {"class": type(module).__name__, "config": _sha(stable_json(_config_dict(module)))}
+    identity = {"class": type(module).__name__, "config": _sha(key_json(_config_dict(module)))}
     if isinstance(module, torch.nn.Module):
         identity["weights"] = _weights_sample(module)
         first = next(module.parameters(), None)
@@ -89,7 +108,7 @@ def _tokenizer_identity(tokenizer: Any) -> dict[str, Any] | None:
     if tokenizer is None:
         return None
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    return {"class": type(tokenizer).__name__, "vocab": _sha(stable_json(sorted(vocab.items())))}
+    return {"class": type(tokenizer).__name__, "vocab": _sha(key_json(sorted(vocab.items())))}
 
 
 def model_identity(backbone: Any) -> dict[str, str]:
@@ -103,7 +122,7 @@ def model_identity(backbone: Any) -> dict[str, str]:
         "text_encoder": module_identity(backbone.text_encoder),
         "tokenizer": _tokenizer_identity(backbone.tokenizer),
     }
-    return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(stable_json(parts))}
+    return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(key_json(parts))}
 
 
 def cache_fields(dataset: Any, backbone: Any, max_sequence_length: int, sample: bool = False,
@@ -112,7 +131,7 @@ def cache_fields(dataset: Any, backbone: Any, max_sequence_length: int, sample: 
     (frames, size, stride, resize mode); `extra` adds your own fields (e.g. a dataset name)."""
     if not hasattr(dataset, "sampling_config"):
         raise ConfigError(f"{type(dataset).__name__} has no sampling_config(); the latent cache needs to know how "
-                          "frames were sampled (use motionguide.training.VideoDataset or add the method)")
+                          "frames were sampled (use motionguide.data.VideoDataset or add the method)")
     root = getattr(dataset, "root", None)
     return {
         "format_version": CACHE_FORMAT_VERSION,

@@ -4,7 +4,7 @@
     root/<key>/_empty_prompt.safetensors the "" prompt's embeddings (caption dropout)
     root/<key>/manifest.json             key fields, counts, and per clip: caption, source, status, reason
 
-The key (see :mod:`motionguide.training.identity`) covers everything that decides the tensors, so one root
+The key (see :mod:`motionguide.identity`) covers everything that decides the tensors, so one root
 can hold caches for several models and settings. Every file is written atomically; each clip file also
 carries its own description in the safetensors header, so a build that dies between a clip file and the
 next manifest write loses nothing. A rebuild encodes only clips that are missing or whose source video or
@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from motionguide.errors import ConfigError, MotionGuideError
 from motionguide.files import atomic_write
-from motionguide.training.buckets import Bucket
-from motionguide.training.identity import CACHE_FORMAT_VERSION, cache_fields, cache_key, model_identity, stable_json
+from motionguide.data.buckets import Bucket
+from motionguide.identity import CACHE_FORMAT_VERSION, cache_fields, cache_key, key_json, model_identity
 
 __all__ = ["LatentCache", "CachedLatentDataset", "BuildReport", "clip_file_name"]
 
@@ -342,7 +342,7 @@ class LatentCache:
 
 def _jsonish(value: Any) -> Any:
     """The value as it reads back from JSON (tuples become lists), for comparing with a saved manifest."""
-    return json.loads(stable_json(value))
+    return json.loads(key_json(value))
 
 
 def _seed_of(clip_id: str) -> int:

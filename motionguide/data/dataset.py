@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from motionguide.errors import ConfigError, MotionGuideError
-from motionguide.training.buckets import Bucket, assign_bucket, frames_needed
-from motionguide.training.layouts import RawEntry, read_layout
+from motionguide.data.buckets import Bucket, assign_bucket, frames_needed
+from motionguide.data.layouts import RawEntry, read_layout
 from motionguide.video import VideoReadError
 
 __all__ = [
@@ -168,7 +168,7 @@ class VideoDataset(torch.utils.data.Dataset):
     """Clips and captions from `root` as dicts {id, caption, path, pixels [3, F, H, W] in [-1, 1]}.
 
     Layouts (auto-detected): metadata.jsonl, metadata.csv, prompts.txt + videos.txt, or videos with same-name
-    .txt captions; see :mod:`motionguide.training.layouts`.
+    .txt captions; see :mod:`motionguide.data.layouts`.
 
     `num_frames` frames are taken from the start, every `frame_stride` frames. With `buckets`, each clip is
     instead sampled at the bucket :func:`assign_bucket` picks for it (needs `validate=True`), and
