@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import backbone_for
 from ..errors import ConfigError
+from ..files import atomic_write_text
 
 SELECTION_FILE = "selection.json"
 LORA_ADAPTER = "motive_attribution"  # the name `--lora` is loaded under for the pass
@@ -384,9 +385,7 @@ def select_from_store(cfg: AttributionConfig, store_config: dict, counts: dict |
         "queries": clip_summaries(query_ids, query_records),
     }
     path = out / SELECTION_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(result, indent=2))
     np.save(out / "scores.npy", scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores))
     if cfg.report:
         write_curation_report(out)

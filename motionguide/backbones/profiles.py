@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..errors import ConfigError, unknown_key_message
+from ..files import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import VideoBackbone
@@ -99,10 +100,7 @@ class LayerProfile:
         """Write atomically (temp file + rename) so a crash never leaves half a profile."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerProfile":

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backbones import GuidanceProfile, LayerProfile, TrackingProfile, VideoBackbone, backbone_for
 from ..errors import ConfigError
+from ..files import atomic_write_text
 
 #: tables of an analysis: the three DiffTrack metrics first, then the extras kept for the report
 METRICS = ("accuracy", "confidence", "attention")
@@ -184,10 +185,7 @@ class AnalysisResult:
         """Write `to_dict()` as JSON to `path` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AnalysisResult":

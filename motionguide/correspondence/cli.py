@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write, atomic_write_text
+
 __all__ = ["add_correspondence_commands", "parse_points", "grid_points", "parse_index_list"]
 
 
@@ -132,14 +134,17 @@ def _run_track(args: argparse.Namespace) -> int:
 def _write_tracks(out: Path, result: dict, queries: np.ndarray, tracks: np.ndarray) -> None:
     """`.npz`: arrays `tracks` [N, F, 2], `queries` [N, 2] and a JSON string `info`; anything else: one JSON file.
     Written to a temporary name first, so a killed run leaves no half file."""
-    tmp = out.with_name(out.name + ".tmp" + out.suffix)
     if out.suffix == ".npz":
         info = {k: v for k, v in result.items() if k not in ("tracks", "queries")}
-        np.savez(tmp, tracks=np.asarray(tracks, np.float32), queries=np.asarray(queries, np.float32),
-                 info=np.array(json.dumps(info)))
+
+        def write_npz(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to a temp name
+                np.savez(handle, tracks=np.asarray(tracks, np.float32), queries=np.asarray(queries, np.float32),
+                         info=np.array(json.dumps(info)))
+
+        atomic_write(out, write_npz)
     else:
-        tmp.write_text(json.dumps(result))
-    os.replace(tmp, out)
+        atomic_write_text(out, json.dumps(result))
 
 
 def _pixels_per_token(pipe) -> int:

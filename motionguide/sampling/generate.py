@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from .guidance import get_guidance
 
 #: written next to a model by the toy recipe: the settings it was trained for
@@ -97,5 +98,5 @@ def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, f
         listing.append({"file": path.name, "prompt": r["prompt"], "seed": r["seed"]})
     grid = save_png(frame_grid([r["frames"] for r in results], [f"{r['prompt']} (seed {r['seed']})" for r in results],
                                frames_per_row=9), out_dir / grid_name)
-    (out_dir / "samples.json").write_text(json.dumps(listing, indent=2))
+    atomic_write_text(out_dir / "samples.json", json.dumps(listing, indent=2))
     return {"videos": listing, "grid": str(grid)}

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_write, atomic_write_text
+
 MAX_SEQUENCE_LENGTH = 16
 SCHEDULER_SHIFT = 3.0
 
@@ -123,12 +125,9 @@ def _save_checkpoint(folder: Path, step: int, transformer, ema, history: list) -
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, module in (("model", transformer), ("ema", ema)):
-        tmp = folder / f"{name}.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
-        os.replace(tmp, folder / f"{name}.safetensors")
-    tmp = folder / "state.json.tmp"
-    tmp.write_text(json.dumps({"step": step, "history": history}))
-    os.replace(tmp, folder / "state.json")
+        state = {k: v.contiguous() for k, v in module.state_dict().items()}
+        atomic_write(folder / f"{name}.safetensors", lambda tmp: save_file(state, tmp))
+    atomic_write_text(folder / "state.json", json.dumps({"step": step, "history": history}))
 
 
 def _load_checkpoint(folder: Path, transformer, ema) -> tuple[int, list]:

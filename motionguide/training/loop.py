@@ -165,7 +165,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks}}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2))
             if cfg.training_type == "lora":
                 save_lora(ctx.backbone.pipeline_class, ctx.transformer, tmp)
             if final.exists():

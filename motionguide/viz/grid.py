@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import atomic_write
+
 
 def _pick(num_frames: int, count: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, min(count, num_frames))})
@@ -43,7 +45,4 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically so a report never links a half-written picture."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
