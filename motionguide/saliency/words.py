@@ -109,21 +109,30 @@ def word_token_positions(tokenizer, prompt: str, words: Sequence[str], subtokens
     return positions
 
 
-#: verbs that the toy captions (and most motion prompts) use for an object's motion
-MOTION_VERBS = ("moves", "stays", "moving", "starts")
-_STOPWORDS = {"a", "an", "the", "and", "then", "of", "in", "on", "at", "to", "with", "is", "are", "its", "it"}
+_STOPWORDS = {"a", "an", "the", "and", "then", "of", "in", "on", "at", "to", "with", "is", "are", "its", "it",
+              "this", "was", "has", "his", "as", "us"}
+
+
+def _reads_as_verb(word: str) -> bool:
+    """English morphology only, no word list: a third-person present (-s, not -ss) or a participle (-ing)."""
+    if word in _STOPWORDS or len(word) <= 3:
+        return False
+    return (word.endswith("s") and not word.endswith("ss")) or word.endswith("ing")
 
 
 def default_caption_words(caption: str) -> list[str]:
-    """Words worth monitoring in a caption: the subject noun and its motion verb when the caption has one of
-    MOTION_VERBS ("a red circle moves left" -> circle, moves; "... starts moving up" -> circle, moving),
-    otherwise its first and last content words."""
+    """Words worth monitoring, read from the caption's own words: the first word that reads as a verb (-s or
+    -ing) with the content word before it as its subject ("a red circle moves left" -> circle, moves; "a dog is
+    running" -> dog, running); a verb followed by a participle names the participle ("... starts moving up"
+    -> circle, moving). Without such a word: the first and last content words ("the ocean at dawn")."""
     words = prompt_words(caption)
     for i, word in enumerate(words):
-        if word in MOTION_VERBS:
-            verb = words[i + 1] if word == "starts" and i + 1 < len(words) and words[i + 1] == "moving" else word
-            noun = words[i - 1] if i > 0 and words[i - 1] not in _STOPWORDS else None
-            return [noun, verb] if noun else [verb]
+        if not _reads_as_verb(word):
+            continue
+        verb = words[i + 1] if i + 1 < len(words) and words[i + 1].endswith("ing") \
+            and _reads_as_verb(words[i + 1]) else word
+        subject = next((w for w in reversed(words[:i]) if w not in _STOPWORDS), None)
+        return [subject, verb] if subject else [verb]
     content = [w for w in words if w not in _STOPWORDS]
     if not content:
         return words[:1]

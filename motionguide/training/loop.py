@@ -28,6 +28,7 @@ from ..registry import CURATIONS, DATA_RECIPES
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
 from .lora import add_lora, save_lora, trainable_parameters
+from .trackers import log_image
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -140,15 +141,8 @@ class Trainer:
     # ------------------------------------------------------------------ logging
     def _image_logger(self, accelerator):
         def log_images(tag: str, image: np.ndarray, step: int) -> None:
-            if not accelerator.is_main_process:
-                return
-            for tracker in accelerator.trackers:
-                if tracker.name == "tensorboard":
-                    tracker.writer.add_image(tag, image, step, dataformats="HWC")
-                elif tracker.name == "wandb":
-                    import wandb
-
-                    tracker.log({tag: wandb.Image(image)}, step=step)
+            if accelerator.is_main_process:
+                log_image(accelerator, tag, image, step)
         return log_images
 
     # ------------------------------------------------------------------ checkpoints
