@@ -10,6 +10,7 @@ import torch
 
 from motionguide.attention import AttentionController
 from motionguide.backbones import TokenGrid
+from motionguide.errors import ConfigError
 from motionguide.saliency import (
     IMAPMonitor,
     SaliencyAccumulator,
@@ -423,10 +424,41 @@ def test_saliency_command_real_video_and_generated(workspace, tmp_path):
 
 
 def test_imap_monitor_reads_toy_ground_truth_from_the_config(workspace):
-    """`method_options: {imap: {masks: toy}}` scores maps against the dataset's gt/ masks without code."""
+    """`method_options: {imap: {masks_fn: motionguide.toy.truth:clip_masks_fn}}` scores maps against the
+    dataset's gt/ masks without code; the older `masks: toy` still works, with a deprecation warning, and gives
+    the same scores."""
     from motionguide.training.loop import Trainer
 
-    Trainer(_config(workspace, "toy-masks", monitor=["imap"],
-                    method_options={"imap": {"every": 1, "num_probes": 1, "words": ["</s>"], "masks": "toy"}})).run()
-    tags = _event_tags(workspace / "toy-masks")
+    options = {"every": 1, "num_probes": 1, "words": ["</s>"]}
+    Trainer(_config(workspace, "toy-masks", monitor=["imap"], report_to="none", method_options={
+        "imap": {**options, "masks_fn": "motionguide.toy.truth:clip_masks_fn"}})).run()
+    with pytest.warns(DeprecationWarning, match="masks: toy is deprecated"):
+        Trainer(_config(workspace, "toy-masks-alias", monitor=["imap"],
+                        method_options={"imap": {**options, "masks": "toy"}})).run()
+    tags = _event_tags(workspace / "toy-masks-alias")
     assert {"saliency/eos/pointing_game", "saliency/eos/iou"} <= tags["scalars"]
+    history = [json.loads((workspace / out / "imap" / "history.json").read_text())["history"]
+               for out in ("toy-masks", "toy-masks-alias")]
+    assert history[0] == history[1] and "saliency/eos/iou" in history[0][0]
+
+
+def test_imap_monitor_rejects_an_unimportable_masks_factory():
+    with pytest.raises(ConfigError, match="masks_fn: cannot import"):
+        IMAPMonitor(masks_fn="motionguide.toy.truth:no_such_function")
+    with pytest.raises(ConfigError, match="masks: only the deprecated 'toy'"):
+        IMAPMonitor(masks="gt")
+
+
+def test_default_words_of_every_toy_clause_are_its_shape_and_verb():
+    """The caption-word rule (morphology, no word list) names the subject and the verb of every toy clause."""
+    from motionguide.toy.vocab import COLORS, MOTIONS, SHAPES
+
+    for color in COLORS:
+        for shape in SHAPES:
+            assert default_caption_words(f"a {color} {shape} stays still") == [shape, "stays"]
+            for motion in MOTIONS[:-1]:
+                assert default_caption_words(f"a {color} {shape} moves {motion} quickly") == [shape, "moves"]
+                assert default_caption_words(f"a {color} {shape} starts moving {motion} then stops") == \
+                    [shape, "moving"]
+    assert default_caption_words("A dog is running on the beach") == ["dog", "running"]
+    assert default_caption_words("a glass of water on a table") == ["glass", "table"]
