@@ -20,11 +20,8 @@ import tempfile
 from pathlib import Path
 
 from _common import RESULTS, limit_threads, machine, write_results
-from _imap_truth import clip_masks_fn
 
-from motionguide.saliency import IMAPMonitor
 from motionguide.toy import make_dataset
-from motionguide.training import TrainerCallback
 from motionguide.training.config import TrainConfig
 from motionguide.training.loop import Trainer
 
@@ -32,31 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "imap_training_monitor"
 
 
-class ToyMasks(TrainerCallback):
-    """Gives the `--monitor imap` instance the toy world's ground-truth masks. `masks_fn` is a callable, so it
-    cannot travel in the (JSON) training config; this attaches it once the Trainer has built the monitor
-    (after the monitor's own on_train_start, before the first step, which is all the monitor needs)."""
-
-    name = "toy_masks"
-
-    def on_train_start(self, ctx) -> None:
-        monitors = [c for c in ctx.extras["callbacks"] if isinstance(c, IMAPMonitor)]
-        if not monitors:
-            raise RuntimeError("no IMAP monitor among the callbacks; is monitor=['imap'] set?")
-        for monitor in monitors:
-            monitor.masks_fn = clip_masks_fn(ctx.config.data_root, ctx.backbone, ctx.config.num_frames)
-
-
 def fine_tune(args, work: Path) -> tuple[dict, Path]:
     """The toy LoRA run with the monitor on; returns the train summary and the tensorboard log folder."""
     data = make_dataset(work / "data", num_clips=args.clips, seed=args.seed, progress=False)
-    imap = {"every": args.every, "num_probes": args.probes}
+    # the toy world's ground-truth masks for pointing game and IoU, named by the monitor's masks_fn factory
+    imap = {"every": args.every, "num_probes": args.probes, "masks_fn": "motionguide.toy.truth:clip_masks_fn"}
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(work / "out"), data_root=str(data),
                       cache_dir=str(work / "cache"), train_steps=args.steps, train_batch_size=args.batch,
                       learning_rate=args.learning_rate, checkpointing_steps=0, report_to="tensorboard",
                       logging_steps=args.every, max_sequence_length=args.max_sequence_length,
                       num_frames=args.num_frames, seed=args.seed, monitor=["imap"], method_options={"imap": imap})
-    summary = Trainer(cfg, callbacks=[ToyMasks()]).run()
+    summary = Trainer(cfg).run()
     events = sorted((work / "out" / "logs").rglob("events.out.tfevents.*"))
     if not events:
         raise RuntimeError(f"no tensorboard event file under {work / 'out' / 'logs'}")

@@ -12,8 +12,10 @@ import pytest
 import torch
 import yaml
 
+from motionguide.errors import ConfigError
 from motionguide.testing import tiny_wan_pipeline
 from motionguide.toy import make_dataset
+from motionguide.training import get_curation
 from motionguide.training.config import TrainConfig
 from motionguide.training.loop import Trainer
 
@@ -120,6 +122,57 @@ def test_random_curation_trains_on_the_selected_fraction(workspace):
     assert summary["clips"] == 3
     selection = json.loads((workspace / "curated" / "curation.json").read_text())
     assert len(selection["indices"]) == 3
+
+
+def test_curation_settings_are_method_options_and_its_fingerprint_guards_resume(workspace):
+    """`method_options.random.fraction` is the curation's own setting (the same selection as the older
+    `curation_fraction`); the checkpoint keeps the curation's fingerprint and a resume asking for another
+    fraction is refused."""
+    cfg = base_config(workspace, "curated-options", train_steps=2, checkpointing_steps=1, curation="random",
+                      method_options={"random": {"fraction": 0.5}})
+    summary = Trainer(cfg).run()
+    selection = json.loads((workspace / "curated-options" / "curation.json").read_text())
+    older = json.loads((workspace / "curated" / "curation.json").read_text())
+    assert summary["clips"] == 3 and selection["indices"] == older["indices"]
+    assert selection["settings"] == {"curation": "random", "fraction": 0.5, "mode": None} == older["settings"]
+    state = json.loads((workspace / "curated-options" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["curation"]["settings"] == selection["settings"]
+
+    other = base_config(workspace, "curated-options", train_steps=3, curation="random",
+                        resume_from_checkpoint="latest", method_options={"random": {"fraction": 0.25}})
+    with pytest.raises(ConfigError, match="'fraction': 0.5.*'fraction': 0.25"):
+        Trainer(other).run()
+    with pytest.raises(ConfigError, match="method_options.random: unknown key 'fractoin'"):
+        get_curation("random", fractoin=0.5)
+    with pytest.raises(ConfigError, match="method_options.random.fraction"):
+        get_curation("random", fraction=1.5)
+
+
+def test_dataloader_workers_load_the_same_batches(workspace):
+    """`dataloader_num_workers` reads the cached clips in worker processes; the losses do not change."""
+    in_process = Trainer(base_config(workspace, "workers-0", train_steps=3)).run()
+    workers = Trainer(base_config(workspace, "workers-2", train_steps=3, dataloader_num_workers=2)).run()
+    assert workers["losses"] == in_process["losses"]
+
+
+def test_data_recipe_and_latent_cache_dir_are_the_fields_the_loop_reads(workspace, tmp_path):
+    """`data_recipe: {name: toy, ...}` creates a missing data_root through the registry; the latent cache goes
+    to `latent_cache_dir`. (Set as attributes here until the config parser declares them.)"""
+    from motionguide.training.loop import configured_data_recipe, latent_cache_dir
+
+    cfg = base_config(workspace, "recipe-run", train_steps=1, data_root=str(tmp_path / "made"))
+    cfg.data_recipe = {"name": "toy", "num_clips": 2, "seed": 4, "progress": False}
+    cfg.latent_cache_dir = str(tmp_path / "latents")
+    assert configured_data_recipe(cfg) == cfg.data_recipe and latent_cache_dir(cfg) == cfg.latent_cache_dir
+    summary = Trainer(cfg).run()
+    assert summary["clips"] == 2 and (tmp_path / "made" / "metadata.jsonl").is_file()
+    made = [m.parent.name for m in (tmp_path / "latents").glob("*/manifest.json")]
+    assert len(made) == 1 and not (workspace / "cache" / made[0]).exists()
+
+    bad = base_config(workspace, "recipe-bad", data_root=str(tmp_path / "never"))
+    bad.data_recipe = {"name": "toy", "num_clips": 2, "seed": 4, "clips": 3}
+    with pytest.raises(ConfigError, match="data_recipe \\(toy\\): unknown key 'clips'"):
+        Trainer(bad).run()
 
 
 def _write_yaml(path: Path, cfg: TrainConfig) -> Path:
