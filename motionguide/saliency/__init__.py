@@ -5,7 +5,8 @@
   cross-attention maps per requested word.
 - :class:`SaliencyAccumulator` is the capture consumer behind both; :func:`gramcol_head` and
   :func:`calinski_harabasz` are the per-head pieces.
-- :class:`IMAPMonitor` is the training monitor (`--monitor imap`).
+- :class:`IMAPMonitor` is the training monitor (`--monitor imap`), usable in any accelerate loop
+  (`set_probes`, `probe`, `log`).
 """
 
 from .compute import encode_clip, resolve_imap_settings, saliency_for_latents, saliency_while_sampling
@@ -13,7 +14,7 @@ from .gramcol import gramcol_head, gramcol_heads
 from .heads import calinski_harabasz, top_k_heads
 from .imap import SaliencyAccumulator
 from .maps import KINDS, SaliencyMaps
-from .monitor import IMAPMonitor
+from .monitor import IMAPMonitor, IMAPProbe
 from .words import EOS_WORD, default_caption_words, word_token_positions
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "default_caption_words",
     "EOS_WORD",
     "IMAPMonitor",
+    "IMAPProbe",
 ]

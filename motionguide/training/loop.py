@@ -91,8 +91,7 @@ class Trainer:
         recipe_spec = configured_data_recipe(cfg)
         if recipe_spec is not None and not Path(cfg.data_root).exists():
             if accelerator.is_main_process:
-                options = {k: v for k, v in recipe_spec.items() if k != "name"}
-                recipe = DATA_RECIPES.build(recipe_spec.get("name", "toy"), **options)
+                recipe = build_data_recipe(recipe_spec)
                 print(f"{cfg.data_root} does not exist: generating it with the data recipe {recipe}", flush=True)
                 recipe(cfg.data_root)
             accelerator.wait_for_everyone()
@@ -499,6 +498,14 @@ def configured_data_recipe(cfg: Any) -> dict[str, Any] | None:
     if recipe is None and getattr(cfg, "toy_data", None) is not None:
         recipe = {"name": "toy", **cfg.toy_data}
     return recipe
+
+
+def build_data_recipe(spec: dict[str, Any]) -> Any:
+    """The registered data recipe `spec["name"]` built with the other keys as its options."""
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise ConfigError(f"data_recipe: expected {{name: <recipe>, ...options}} with name one of "
+                          f"{', '.join(DATA_RECIPES.names())}; got {spec!r}")
+    return DATA_RECIPES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
 
 def build_curation(cfg: Any) -> Curation | None:
