@@ -2,6 +2,12 @@
 
 Everything random in a step (noise, timesteps, caption dropout, which clips) is a function of (seed, micro-step,
 rank), so a run resumed from a checkpoint repeats the uninterrupted run's losses exactly.
+
+`Trainer.run` is a sequence of named stages, each a method: start the output folder, load the pipeline, load
+the data (+ latent cache), read the resume state, curate, prepare the model, start trackers and callbacks,
+resume, train the steps (validation and monitors are callbacks there), finish (save the weights and summary).
+Methods join through `motionguide.registry` by name (curation, monitors, validation guidance, data recipe);
+the loop imports none of them.
 """
 
 from __future__ import annotations
@@ -81,32 +87,6 @@ class Trainer:
             log_with=log_with,
             project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
         )
-
-    def _load_data(self, accelerator, backbone):
-        """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache built on the main
-        process, and the cached-latent dataset the steps sample from (this dataset's clips only)."""
-        from ..data import CachedLatentDataset, LatentCache, VideoDataset
-
-        cfg = self.config
-        recipe_spec = configured_data_recipe(cfg)
-        if recipe_spec is not None and not Path(cfg.data_root).exists():
-            if accelerator.is_main_process:
-                recipe = build_data_recipe(recipe_spec)
-                print(f"{cfg.data_root} does not exist: generating it with the data recipe {recipe}", flush=True)
-                recipe(cfg.data_root)
-            accelerator.wait_for_everyone()
-        dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-                               frame_stride=cfg.frame_stride)
-        cache_dir = latent_cache_dir(cfg)
-        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
-        if accelerator.is_main_process:
-            report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
-            print(f"latent cache {cache.dir}: {report}", flush=True)
-        accelerator.wait_for_everyone()
-        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
-        cached = set(cache.ids)
-        ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
-        return dataset, cache, CachedLatentDataset(cache, ids=sorted(ids))
 
     def _callbacks(self) -> list[TrainerCallback]:
         from ..sampling import SamplingSettings
@@ -205,8 +185,7 @@ class Trainer:
         set_seed(cfg.seed)
         run = _RunState(accelerator=accelerator, output_dir=output_dir)
         self._load_pipeline(run)
-        _, run.cache, run.dataset = self._load_data(accelerator, run.backbone)
-        run.empty_embeds = run.cache.empty_prompt_embeds(run.backbone)
+        self._load_data(run)
         self._read_resume_state(run)
         run.ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=run.backbone, model=None,
                                output_dir=output_dir, dataset=run.dataset,
@@ -236,6 +215,34 @@ class Trainer:
         run.pipe = DiffusionPipeline.from_pretrained(self.config.pretrained_model_name_or_path)
         run.pipe.set_progress_bar_config(disable=True)
         run.backbone = backbone_for(run.pipe)
+
+    def _load_data(self, run: "_RunState") -> None:
+        """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache built on the main
+        process, the cached-latent dataset the steps sample from (this dataset's clips only) and the empty
+        prompt's embeddings (caption dropout)."""
+        from ..data import CachedLatentDataset, LatentCache, VideoDataset
+
+        cfg, accelerator, backbone = self.config, run.accelerator, run.backbone
+        recipe_spec = configured_data_recipe(cfg)
+        if recipe_spec is not None and not Path(cfg.data_root).exists():
+            if accelerator.is_main_process:
+                recipe = build_data_recipe(recipe_spec)
+                print(f"{cfg.data_root} does not exist: generating it with the data recipe {recipe}", flush=True)
+                recipe(cfg.data_root)
+            accelerator.wait_for_everyone()
+        dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                               frame_stride=cfg.frame_stride)
+        cache_dir = latent_cache_dir(cfg)
+        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
+        if accelerator.is_main_process:
+            report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
+            print(f"latent cache {cache.dir}: {report}", flush=True)
+        accelerator.wait_for_everyone()
+        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cached = set(cache.ids)
+        ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
+        run.cache, run.dataset = cache, CachedLatentDataset(cache, ids=sorted(ids))
+        run.empty_embeds = cache.empty_prompt_embeds(backbone)
 
     def _read_resume_state(self, run: "_RunState") -> None:
         """Stage 3: which checkpoint to resume from (if any) and its trainer state (step, selection, losses)."""
