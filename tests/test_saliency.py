@@ -462,3 +462,53 @@ def test_default_words_of_every_toy_clause_are_its_shape_and_verb():
                     [shape, "moving"]
     assert default_caption_words("A dog is running on the beach") == ["dog", "running"]
     assert default_caption_words("a glass of water on a table") == ["glass", "table"]
+
+
+def test_imap_monitor_standalone_probes_any_transformer_and_logs_through_any_tracker():
+    """Outside the Trainer: set_probes from tensors, probe at a step, log to a plain tracker and to a
+    TensorBoard-like one (images there); probing twice is deterministic and gives head stability 1."""
+    pipe = tiny_wan_pipeline()
+    g = torch.Generator().manual_seed(0)
+    latents, embeds = torch.randn(2, 16, 3, 8, 8, generator=g), torch.randn(2, 16, 32, generator=g)
+    captions = ["a red circle moves left", "a blue square stays still"]
+    monitor = IMAPMonitor(every=1, blocks=[0, 1], top_k=1)
+    monitor.set_probes(pipe, latents, embeds, captions, ids=["c0", "c1"])
+    assert [p.clip_id for p in monitor.probes] == ["c0", "c1"]
+    first = monitor.probe(step=1)
+    assert set(first.grids) == {"circle", "moves", "square", "stays"}
+    assert all(len(maps) == 1 and maps[0].shape == (3, 4, 4) for maps in first.maps.values())
+    assert "saliency/head_stability" not in first.scalars
+    second = monitor.probe(pipe.transformer, step=2)
+    assert second.scalars["saliency/head_stability"] == 1.0
+    for tag in first.maps:
+        np.testing.assert_array_equal(first.maps[tag][0], second.maps[tag][0])
+
+    class Plain:
+        def __init__(self):
+            self.logged = []
+
+        def log(self, values, step=None):
+            self.logged.append((step, dict(values)))
+
+    class Writer:
+        def __init__(self):
+            self.images = []
+
+        def add_image(self, tag, image, step, dataformats):
+            self.images.append((tag, step, image.shape, dataformats))
+
+    class TensorBoardLike(Plain):
+        name = "tensorboard"
+
+        def __init__(self):
+            super().__init__()
+            self.writer = Writer()
+
+    plain, board = Plain(), TensorBoardLike()
+    monitor.log(plain)
+    monitor.log(board, step=7)
+    assert plain.logged == [(2, second.scalars)] and board.logged == [(7, second.scalars)]
+    assert sorted(t for t, *_ in board.writer.images) == sorted(f"saliency/{w}" for w in second.grids)
+    assert all(step == 7 and dataformats == "HWC" for _, step, _, dataformats in board.writer.images)
+    with pytest.raises(ConfigError, match="one latent, one prompt embedding and one id per caption"):
+        monitor.set_probes(pipe, latents, embeds, captions[:1])
