@@ -443,6 +443,10 @@ def test_imap_monitor_reads_toy_ground_truth_from_the_config(workspace):
 
 
 def test_imap_monitor_rejects_an_unimportable_masks_factory():
+    from motionguide.training import get_monitor
+
+    with pytest.raises(ConfigError, match="method_options.imap: unknown key 'evry'. Did you mean 'every'"):
+        get_monitor("imap", evry=5)
     with pytest.raises(ConfigError, match="masks_fn: cannot import"):
         IMAPMonitor(masks_fn="motionguide.toy.truth:no_such_function")
     with pytest.raises(ConfigError, match="masks: only the deprecated 'toy'"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -157,8 +158,15 @@ def get_curation(name: str | None, **options: Any) -> Curation | None:
 
 
 def get_monitor(name: str, **options: Any) -> TrainerCallback:
-    """The monitor `name` built with `options`; ConfigError if none is registered under it."""
-    return MONITORS.build(name, **options)
+    """The monitor `name` built with `options`; ConfigError if none is registered under it, or if an option
+    is not one of its factory's keyword arguments (named, with the closest valid ones)."""
+    factory = MONITORS.get(name)
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        for key in options:
+            if key not in parameters:
+                raise ConfigError(unknown_key_message(key, parameters, f"method_options.{name}"))
+    return factory(**options)
 
 
 def registered_curations() -> list[str]:
