@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -132,9 +133,10 @@ def test_curation_settings_are_method_options_and_its_fingerprint_guards_resume(
                       method_options={"random": {"fraction": 0.5}})
     summary = Trainer(cfg).run()
     selection = json.loads((workspace / "curated-options" / "curation.json").read_text())
-    older = json.loads((workspace / "curated" / "curation.json").read_text())
-    assert summary["clips"] == 3 and selection["indices"] == older["indices"]
-    assert selection["settings"] == {"curation": "random", "fraction": 0.5, "mode": None} == older["settings"]
+    expected = sorted(int(i) for i in np.random.default_rng(0).choice(6, size=3, replace=False))  # seed 0
+    assert summary["clips"] == 3 and selection["indices"] == expected
+    # the same fingerprint the older curation_fraction wrote, so checkpoints from before still resume
+    assert selection["settings"] == {"curation": "random", "fraction": 0.5, "mode": None}
     state = json.loads((workspace / "curated-options" / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["curation"]["settings"] == selection["settings"]
 
@@ -142,6 +144,11 @@ def test_curation_settings_are_method_options_and_its_fingerprint_guards_resume(
                         resume_from_checkpoint="latest", method_options={"random": {"fraction": 0.25}})
     with pytest.raises(ConfigError, match="'fraction': 0.5.*'fraction': 0.25"):
         Trainer(other).run()
+    with pytest.raises(ConfigError, match="--curation 'randm': no such curation. Did you mean 'random'"):
+        Trainer(base_config(workspace, "never-made", curation="randm"))  # before any model load
+    assert not (workspace / "never-made").exists()
+    with pytest.raises(ConfigError, match="--monitor 'imapp'"):
+        Trainer(base_config(workspace, "never-made", monitor=["imapp"]))
     with pytest.raises(ConfigError, match="method_options.random: unknown key 'fractoin'"):
         get_curation("random", fractoin=0.5)
     with pytest.raises(ConfigError, match="method_options.random.fraction"):

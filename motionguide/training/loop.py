@@ -30,7 +30,7 @@ from ..backbones import backbone_for
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..registry import CURATIONS, DATA_RECIPES
+from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
 from .lora import add_lora, save_lora, trainable_parameters
@@ -61,6 +61,19 @@ class Trainer:
         self.config = config.validate()
         self.extra_callbacks = list(callbacks)
         self._accelerator = accelerator
+        self._check_method_names()
+
+    def _check_method_names(self) -> None:
+        """Every method the config names is registered: a typo fails here, before any model loads (checking a
+        name imports nothing)."""
+        cfg = self.config
+        CURATIONS.check(cfg.curation)
+        for name in cfg.monitor:
+            MONITORS.check(name)
+        GUIDANCES.check(cfg.guidance)
+        recipe = configured_data_recipe(cfg)
+        if isinstance(recipe, dict) and recipe.get("name"):
+            DATA_RECIPES.check(recipe["name"])
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
