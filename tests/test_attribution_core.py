@@ -95,7 +95,9 @@ def test_projector_is_seeded_and_identical_across_instances(variant):
     assert rank0.describe() == rank1.describe()
     assert rank0.describe() != other.describe()
     json.dumps(rank0.describe())
-    assert torch.equal(rank0.project_full(x[0]), a[0])
+    # one row alone is a different matmul shape than the same row in a batch of two: the BLAS kernel (and its
+    # rounding) may differ, so rows agree to float32 rounding, not bit for bit
+    torch.testing.assert_close(rank0.project_full(x[0]), a[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", STREAMING)
