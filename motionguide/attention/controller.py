@@ -214,9 +214,9 @@ class AttentionController:
     def _release_hook(self) -> None:
         self._hook_users -= 1
         if self._hook_users == 0:
-            hook, self._hook = self._hook, None
             self._info = None
-            detach_hook(hook)
+            detach_hook(self._hook)
+            self._hook = None
 
     # ------------------------------------------------------------------ per forward / per call
     def _begin_forward(self, hidden_states: torch.Tensor, kwargs: dict, context: Any) -> None:

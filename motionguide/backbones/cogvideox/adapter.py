@@ -58,8 +58,8 @@ class CogVideoXBackbone(VideoBackbone):
     def runs_classifier_free_guidance(self, step_index: int | None = None) -> bool | None:
         """CFG as the pipeline decided it at step 0 of the current call.
 
-        `CogVideoXPipeline(use_dynamic_cfg=True)` rewrites its `guidance_scale` after every step (it can fall to 1.0),
-        while the [uncond; cond] batching it chose at the start of the call stays.
+        `CogVideoXPipeline(use_dynamic_cfg=True)` rewrites its `guidance_scale` after every step, to values that no
+        longer say whether it batches [uncond; cond]: the batching it chose at the start of the call stays.
         """
         if step_index is None or step_index == 0 or getattr(self, "_cfg_at_first_step", None) is None:
             cfg = super().runs_classifier_free_guidance(step_index)
