@@ -12,9 +12,9 @@ no fork and is exactly stock again afterwards.
     with controller.frame_local(blocks=[13, 17, 21], renormalize=False):
         v_ptb = transformer(...)                      # video tokens attend within their latent frame only
 
-This module is the mechanism only; every model-specific part comes from the backbone (`motionguide/backbones/<family>/`):
-the attention module of a block, the instrumented processor that stands in for its stock one, which batch rows
-of a call are conditional and the sampling step of a call. On exit the stock processor objects are put back
+This module is the mechanism only; every model-specific part comes from the backbone (a folder
+`motionguide/backbones/<family>/`): the attention module of a block, the instrumented processor that stands in for
+its stock one, which batch rows of a call are conditional and the sampling step of a call. On exit the stock processor objects are put back
 (`module.processor is original`) and the transformer hook is removed with everything it created, so the model is
 exactly as found (hooks other code registered meanwhile keep working). Per-call state (token grid, branch, step)
 comes from a diffusers `ModelHook` on the transformer: its pre-forward reads the latent shape, and as a stateful hook
