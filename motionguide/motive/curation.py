@@ -1,10 +1,16 @@
 """`--curation motive` for the fine-tuning loop: read a finished selection or run the attribution pass first.
 
-Options (YAML `method_options: {motive: {...}}` or the CLI's JSON): `selection` (a selection.json or its
-folder), `queries` (a dataset folder of query clips; needed when no selection exists), `toy_queries`
-(generate `queries` on first use as clean toy clips, e.g. `{num_clips: 8, seed: 1, motions: [right]}`),
-and any `AttributionConfig` field (flow, projector, lora, ...). The mode and the kept fraction come from
-`--curation_mode filter|reweight|prune-negative` and `--curation_fraction`.
+Options (YAML `method_options: {motive: {...}}` or the CLI's JSON), checked by :meth:`MotiveCuration.validate`
+before any model loads:
+
+* `fraction` (default 0.1) and `mode` (`filter` default, `reweight`, `prune-negative`): what the selection
+  keeps (see :mod:`motionguide.motive.selection`);
+* `selection`: a finished selection.json (or its folder) from `motionguide curate`;
+* `queries`: a dataset folder of query clips (needed when no selection exists);
+* `queries_recipe`: `{name: RECIPE, ...options}` creates `queries` on first use through a registered data recipe
+  (`motionguide.registry.DATA_RECIPES`, e.g. `{name: toy, num_clips: 8, seed: 1, motions: [right]}`);
+  `toy_queries: {...}` is its deprecated spelling for the toy recipe;
+* any :class:`~motionguide.motive.config.MotiveConfig` setting (flow, projector, lora, ...).
 
 With `queries` set, the pass runs in `<output_dir>/motive` every time: it reuses every stored feature that
 still applies (same model weights, settings and clips), so an unchanged rerun, or one that changes only the
@@ -14,104 +20,132 @@ fraction or the mode, just rescores. A finished selection given as `selection` (
 
 from __future__ import annotations
 
-import dataclasses
+import warnings
 from pathlib import Path
+from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..training.callbacks import Curation, CurationResult, TrainContext, register_curation
-from .run import SELECTION_FILE, AttributionConfig, load_selection, run_attribution
+from ..registry import CURATIONS, DATA_RECIPES
+from ..training.callbacks import Curation, CurationResult, TrainContext
+from .attributor import run_attribution
+from .config import MotiveConfig
+from .selection import SELECTION_FILE, Selection
+
+__all__ = ["MotiveCuration"]
+
+WHERE = "method_options.motive"
+#: options the curation handles itself (the rest are MotiveConfig settings)
+OWN_OPTIONS = ("selection", "queries_recipe")
+#: what `toy_queries` adds to its spec: clean query clips (no defects, motion over the whole clip)
+TOY_QUERY_DEFAULTS = {"partial_motion_rate": 0.0, "id_prefix": "query", "defect_rate": 0.0}
+#: MotiveConfig fields that the fine-tuning config fills in; placeholders when options are checked alone
+_FROM_TRAINING = {"model": "", "data": "", "queries": "", "out": ""}
 
 
-@register_curation("motive")
+@CURATIONS.register("motive")
 class MotiveCuration(Curation):
     """The `motive` curation: keeps (or reweights) the clips a Motive selection picked."""
 
     name = "motive"
 
-    def _config(self, ctx: TrainContext) -> AttributionConfig:
-        cfg = ctx.config
-        if "fraction" in self.options:
-            raise ConfigError("method_options.motive.fraction: set the kept share with --curation_fraction "
-                              f"(now {cfg.curation_fraction}) instead")
-        options = {k: v for k, v in self.options.items() if k not in ("selection", "toy_queries")}
-        known = {f.name for f in dataclasses.fields(AttributionConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"method_options.motive: unknown option(s) {', '.join(unknown)}; valid: "
-                              f"selection, toy_queries, {', '.join(sorted(known))}")
-        if "queries" not in options:
+    def __init__(self, **options: Any):
+        super().__init__(**self.validate(options))
+        self.fraction = float(self.options.get("fraction", MotiveConfig.fraction))
+        self.mode = str(self.options.get("mode", MotiveConfig.mode))
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options with deprecated names replaced, after checking every key and value; loads nothing.
+
+        An unknown key, a bad mode or fraction, an unknown data recipe: a ConfigError naming the valid choices.
+        """
+        options = dict(options)
+        if "toy_queries" in options:
+            spec = options.pop("toy_queries")
+            warnings.warn(f"{WHERE}.toy_queries is deprecated; use queries_recipe: {{name: toy, ...}}",
+                          DeprecationWarning, stacklevel=2)
+            if "queries_recipe" in options:
+                raise ConfigError(f"{WHERE}: toy_queries and queries_recipe both set; keep queries_recipe")
+            if not isinstance(spec, Mapping):
+                raise ConfigError(f"{WHERE}.toy_queries: expected a mapping such as "
+                                  f"{{num_clips: 8, seed: 1, motions: [right]}}, got {spec!r}")
+            options["queries_recipe"] = {"name": "toy", **TOY_QUERY_DEFAULTS, **spec}
+        options = MotiveConfig.normalize_options(options, WHERE, extra=OWN_OPTIONS)
+        recipe = options.get("queries_recipe")
+        if recipe is not None:
+            if not isinstance(recipe, Mapping) or not isinstance(recipe.get("name"), str):
+                raise ConfigError(f"{WHERE}.queries_recipe: expected a mapping with a recipe name, such as "
+                                  f"{{name: toy, num_clips: 8, seed: 1}}, got {recipe!r}")
+            DATA_RECIPES.check(recipe["name"])
+        settings = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+        MotiveConfig(**{**_FROM_TRAINING, **settings}).check()
+        return options
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it resumes (same clips, same weights)."""
+        return {"fraction": self.fraction, "mode": self.mode}
+
+    def config_for(self, ctx: TrainContext) -> MotiveConfig:
+        """The pass's settings: model, data and clip shape from the training config, the rest from the options."""
+        if "queries" not in self.options:
             raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
                               "{motive: {queries: DIR}} (a dataset folder like the training data) or "
                               "{motive: {selection: PATH}} from `motionguide curate`")
+        cfg = ctx.config
         base = dict(model=cfg.pretrained_model_name_or_path, data=cfg.data_root, out=str(ctx.output_dir / "motive"),
                     num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-                    max_sequence_length=cfg.max_sequence_length, cache_dir=cfg.cache_dir,
-                    fraction=cfg.curation_fraction, seed=cfg.seed, mode=self._mode(ctx))
-        base.update({k: v for k, v in options.items() if k != "mode"})
-        return AttributionConfig(**base).check()
+                    max_sequence_length=cfg.max_sequence_length,
+                    latent_cache_dir=getattr(cfg, "latent_cache_dir", None) or getattr(cfg, "cache_dir", None),
+                    seed=cfg.seed)
+        base.update({k: v for k, v in self.options.items() if k not in OWN_OPTIONS})
+        return MotiveConfig(**base).check()
 
-    def _mode(self, ctx: TrainContext) -> str:
-        """--curation_mode, or the older `method_options.motive.mode` (they must agree when both are set)."""
-        mode, legacy = ctx.config.curation_mode, self.options.get("mode")
-        if legacy is not None and mode is not None and legacy != mode:
-            raise ConfigError(f"--curation_mode {mode} disagrees with method_options.motive.mode={legacy}; "
-                              "keep one of them (--curation_mode is the documented one)")
-        return mode or legacy or "filter"
-
-    def _check_settings(self, ctx: TrainContext, selection: dict, where: Path | str) -> None:
-        """A finished selection used as is must have been made with the mode and fraction asked for."""
-        mode, fraction = self._mode(ctx), ctx.config.curation_fraction
-        made_mode, made_fraction = selection.get("mode"), selection.get("fraction")
-        if made_mode != mode or (mode == "filter" and made_fraction is not None
-                                 and abs(float(made_fraction) - fraction) > 1e-9):
-            raise ConfigError(
-                f"the Motive selection {where} was made with mode {made_mode}, fraction {made_fraction}, but this "
-                f"run asks for --curation_mode {mode} --curation_fraction {fraction}. Rerun `motionguide curate` "
-                f"with --mode {mode} --fraction {fraction} and the same --out (its stored features are reused, only "
-                "the scoring runs), or ask for the selection's settings.")
-
-    def _make_toy_queries(self, ctx: TrainContext, folder: Path) -> None:
-        """Generate the toy query set named by `toy_queries` when its folder does not exist yet."""
-        spec = self.options.get("toy_queries")
-        if spec is None or folder.exists():
+    def _make_queries(self, ctx: TrainContext, folder: Path) -> None:
+        """Create the query set with `queries_recipe` when its folder does not exist yet (main process)."""
+        recipe = self.options.get("queries_recipe")
+        if recipe is None or folder.exists():
             return
-        if not isinstance(spec, dict):
-            raise ConfigError(f"method_options.motive.toy_queries: expected a mapping such as "
-                              f"{{num_clips: 8, seed: 1, motions: [right]}}, got {spec!r}")
         if ctx.is_main_process:
-            from ..toy import make_dataset
-
-            print(f"{folder} does not exist: generating the toy query clips {spec}", flush=True)
-            make_dataset(folder, **{"partial_motion_rate": 0.0, "id_prefix": "query", "defect_rate": 0.0, **spec})
+            options = {k: v for k, v in recipe.items() if k != "name"}
+            print(f"{folder} does not exist: creating the query clips with data recipe {recipe['name']!r} "
+                  f"{options}", flush=True)
+            DATA_RECIPES.get(recipe["name"])(folder, **options)
         ctx.accelerator.wait_for_everyone()
 
-    def select(self, ctx: TrainContext) -> CurationResult:
-        """Load (or compute) the Motive selection and map its clip ids onto this dataset's indices and weights."""
+    def selection(self, ctx: TrainContext) -> Selection:
+        """The Motive selection for this run: the given or finished one, or a fresh pass."""
         explicit = self.options.get("selection")
         default = ctx.output_dir / "motive" / SELECTION_FILE
         if explicit is not None:
-            selection = load_selection(explicit)
-            self._check_settings(ctx, selection, explicit)
-        elif "queries" not in self.options and default.is_file():
-            selection = load_selection(default)
-            self._check_settings(ctx, selection, default)
-        else:
-            # always through the pass: it skips every clip whose stored feature still applies (same model,
-            # settings and data), so an unchanged rerun only rescores, and changed settings are never ignored
-            cfg = self._config(ctx)
-            self._make_toy_queries(ctx, Path(cfg.queries))
-            result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))
-            ctx.accelerator.wait_for_everyone()
-            selection = result if result is not None else load_selection(Path(cfg.out))
-        index_of = {clip_id: i for i, clip_id in enumerate(ctx.dataset.ids)}
-        kept = [index_of[i] for i in selection["selected_ids"] if i in index_of]
-        if not kept:
-            raise ConfigError("the Motive selection shares no clip with the training data: was it computed for "
-                              f"{ctx.config.data_root}?")
-        weights = None
-        if selection.get("weights") is not None:
-            by_id = dict(zip(selection["train_ids"], selection["weights"]))
-            weights = [float(by_id[ctx.dataset.ids[i]]) for i in kept]
-        summary = {"method": "motive", "mode": selection.get("mode"), "kept": len(kept), "of": len(ctx.dataset),
-                   "queries": len(selection.get("query_ids", []))}
-        return CurationResult(indices=kept, weights=weights, summary=summary)
+            return Selection.load(explicit).check_made_with(self.mode, self.fraction, explicit)
+        if "queries" not in self.options and default.is_file():
+            return Selection.load(default).check_made_with(self.mode, self.fraction, default)
+        # always through the pass: it skips every clip whose stored feature still applies (same model,
+        # settings and data), so an unchanged rerun only rescores, and changed settings are never ignored
+        cfg = self.config_for(ctx)
+        self._make_queries(ctx, Path(cfg.queries))
+        result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))
+        ctx.accelerator.wait_for_everyone()
+        return Selection.from_dict(result) if result is not None else Selection.load(cfg.out)
+
+    def select(self, ctx: TrainContext) -> CurationResult:
+        """Load (or compute) the Motive selection and map its clip ids onto this dataset's indices and weights."""
+        selection = self.selection(ctx)
+        try:
+            indices, weights = selection.indices_for(ctx.dataset.ids)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (training data: {ctx.config.data_root})") from exc
+        return CurationResult(indices=indices, weights=weights, summary=selection.summary(len(ctx.dataset),
+                                                                                          len(indices)))
+
+
+def _register_with_the_old_trainer() -> None:
+    """Until the Trainer looks curations up in `motionguide.registry` (issue 14), it reads its own table."""
+    try:
+        from ..training.callbacks import register_curation
+    except ImportError:  # the Trainer uses motionguide.registry: nothing to do
+        return
+    register_curation("motive")(MotiveCuration)
+
+
+_register_with_the_old_trainer()
