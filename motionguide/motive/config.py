@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError, unknown_key_message
-from .selection import check_mode
+from .selection import DEFAULT_MODE, check_mode
 
 __all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS"]
 
@@ -45,7 +45,7 @@ class MotiveConfig:
     mask_gate: str = "change"
     fraction: float = 0.1
     percentile: float = 90.0
-    mode: str = "filter"
+    mode: str = DEFAULT_MODE  # see motionguide.motive.selection.MODES
     reweight_mode: str = "votes"  # with mode "reweight": "votes" (vote share) or "zscore" (z-scored mean score)
     floor: float = 0.05
     lora: str | None = None  # a saved LoRA to load for the pass (what --params lora differentiates)

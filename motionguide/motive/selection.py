@@ -23,10 +23,11 @@ from ..errors import ConfigError
 from ..files import atomic_write_text
 from .scoring import REWEIGHT_MODES, MajorityVote, majority_vote_selection, prune_negative, reweight
 
-__all__ = ["Selection", "MODES", "SELECTION_FILE", "check_mode", "load_selection"]
+__all__ = ["Selection", "MODES", "DEFAULT_MODE", "SELECTION_FILE", "check_mode", "load_selection"]
 
 SELECTION_FILE = "selection.json"
 MODES = ("filter", "reweight", "prune-negative")
+DEFAULT_MODE = "filter"
 #: keys of selection.json in the order they are written (the typed fields first, then the report's details)
 _HEAD = ("method", "mode", "fraction", "percentile", "tie_rule")
 _IDS = ("train_ids", "query_ids", "selected_ids", "weights")
@@ -49,7 +50,7 @@ class Selection:
     train_ids: list[str]
     selected_ids: list[str]
     weights: list[float] | None = None  # one per train id, in train_ids order; only in mode "reweight"
-    mode: str = "filter"
+    mode: str = DEFAULT_MODE
     fraction: float | None = None
     percentile: float | None = None
     tie_rule: str | None = None
@@ -61,7 +62,7 @@ class Selection:
     # ------------------------------------------------------------------------------------ making one
 
     @classmethod
-    def from_scores(cls, scores, train_ids: Sequence[str], query_ids: Sequence[str] = (), mode: str = "filter",
+    def from_scores(cls, scores, train_ids: Sequence[str], query_ids: Sequence[str] = (), mode: str = DEFAULT_MODE,
                     fraction: float = 0.1, percentile: float = 90.0, reweight_mode: str = "votes",
                     floor: float = 0.05) -> tuple["Selection", MajorityVote]:
         """Vote over `scores` [Q, N] and keep clips by `mode`; returns the selection and the vote behind it."""
@@ -101,7 +102,7 @@ class Selection:
         details = {k: v for k, v in data.items() if k not in _HEAD + _IDS}
         return cls(train_ids=list(data["train_ids"]), selected_ids=list(data["selected_ids"]),
                    weights=None if data.get("weights") is None else [float(w) for w in data["weights"]],
-                   mode=data.get("mode") or "filter", fraction=data.get("fraction"), percentile=data.get("percentile"),
+                   mode=data.get("mode") or DEFAULT_MODE, fraction=data.get("fraction"), percentile=data.get("percentile"),
                    tie_rule=data.get("tie_rule"), query_ids=list(data.get("query_ids") or []),
                    method=data.get("method", "motive"), details=details)
 
