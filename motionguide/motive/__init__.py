@@ -13,11 +13,12 @@ The workflow is one object, :class:`Motive` (TRAK's `TRAKer` is the model)::
     cfg = MotiveConfig(model="assets/toy-model", data="data/pool", queries="data/queries", out="out/motive")
     motive = Motive(cfg.model, cfg)             # swappable: projector=..., store=..., masker=...
     with motive:                                # loads cfg.lora for the pass, if any
-        for split, dataset in motive.datasets().items():
+        datasets = motive.datasets()            # {"train": cfg.data, "query": cfg.queries}
+        for split, dataset in datasets.items():
             motive.featurize(split, dataset)    # resumable, one shard per rank
             motive.finalize(split)              # merge the shards
         selection = motive.select(motive.score())   # -> Selection; writes out/motive/selection.json
-    indices, weights = selection.indices_for(my_dataset_ids)
+    indices, weights = selection.indices_for(datasets["train"].ids)   # or any dataset's clip ids
 
 :func:`run_attribution` is the same pass over a config (what `motionguide curate` and `--curation motive` run).
 Modules: `config` (MotiveConfig), `attributor` (Motive), `featurizer` (motion-weighted loss, gradients),

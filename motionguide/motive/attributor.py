@@ -142,7 +142,7 @@ class Motive:
         self._featurizer = None
         self._backbone = None
         self._store_config: dict[str, Any] | None = None
-        self._caches: dict[str, Any] = {}
+        self._caches: dict[str, tuple[Any, Any]] = {}  # split -> (dataset, its latent cache)
         self._trainable: dict[str, bool] | None = None
         self.counts: dict[str, dict[str, int]] = {}
 
@@ -259,9 +259,9 @@ class Motive:
             LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length).build(
                 dataset, self.backbone, cfg.max_sequence_length, progress=self.progress)
         _barrier()
-        self._caches[split] = LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone,
-                                                      cfg.max_sequence_length)
-        return self._caches[split]
+        cache = LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length)
+        self._caches[split] = (dataset, cache)
+        return cache
 
     def featurize(self, split: str, dataset, cache=None) -> dict[str, int]:
         """Featurise this rank's share of `dataset` into the feature store of `split`; returns the counts
@@ -271,7 +271,9 @@ class Motive:
         gradient) is recorded with its reason and the pass goes on.
         """
         if cache is None:
-            cache = self._caches.get(split) or self.prepare(split, dataset)
+            prepared_for, cache = self._caches.get(split, (None, None))
+            if prepared_for is not dataset:
+                cache = self.prepare(split, dataset)
         self.out.mkdir(parents=True, exist_ok=True)
         with self.open_store(split) as store:
             counts = self._featurize_into(store, split, dataset, cache)
