@@ -10,6 +10,11 @@ import warnings
 from ..cli_args import ArgumentParser, parse_index_list
 from .attributor import run_attribution
 from .config import MotiveConfig
+from .featurizer import LOSSES, PARAM_SCOPES
+from .flow import ANCHORS, FLOW_NAMES
+from .masks import GATES, TEMPORAL_MODES
+from .projectors import PROJECTORS
+from .scoring import REWEIGHT_MODES
 from .selection import MODES
 
 __all__ = ["add_curate_command", "config_from_args"]
@@ -75,31 +80,31 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     p.add_argument("--timestep", type=float,
                    help=f"shared timestep on the 0..1000 scale (default {defaults.timestep:g})")
     p.add_argument("--seed", type=int, help=f"seed of the shared noise and the projector (default {defaults.seed})")
-    p.add_argument("--projector", choices=["fastfood_blockwise", "fastfood", "sparse_jl", "dense_gaussian"],
+    p.add_argument("--projector", choices=PROJECTORS,
                    help=f"gradient projector (default {defaults.projector})")
     p.add_argument("--dim", type=int, help=f"feature dimension (default {defaults.dim})")
-    p.add_argument("--params", choices=["all", "lora", "blocks"],
+    p.add_argument("--params", choices=PARAM_SCOPES,
                    help="which parameters' gradients: all (default, as in the paper), lora, blocks")
     p.add_argument("--blocks", help="with --params blocks: block indices, e.g. 10-12 or 10,11,12")
     p.add_argument("--no_mask", action="store_true", help="the paper's 'w/o MM' baseline: unweighted loss")
-    p.add_argument("--loss", choices=["motion_weighted", "temporal_difference"],
+    p.add_argument("--loss", choices=LOSSES,
                    help="motion_weighted (default, the paper) or temporal_difference (a deviation: the change of "
                         "the prediction error between latent frames; appearance errors cancel)")
-    p.add_argument("--flow", choices=["dis", "farneback", "raft", "raft_small", "raft_large", "framediff"],
+    p.add_argument("--flow", choices=[*FLOW_NAMES, "raft_small"],
                    help=f"flow estimator of the motion mask (default {defaults.flow})")
     p.add_argument("--flow_weights", help="local RAFT weights file")
-    p.add_argument("--mask_anchor", choices=["consecutive", "anchored"],
+    p.add_argument("--mask_anchor", choices=ANCHORS,
                    help=f"flow pairs of the mask (default {defaults.mask_anchor})")
-    p.add_argument("--mask_temporal", choices=["mean", "max", "trilinear"],
+    p.add_argument("--mask_temporal", choices=TEMPORAL_MODES,
                    help=f"pixel frames -> latent frames (default {defaults.mask_temporal})")
-    p.add_argument("--mask_gate", choices=["change", "none"],
+    p.add_argument("--mask_gate", choices=GATES,
                    help=f"zero flow far from intensity changes (default {defaults.mask_gate})")
     p.add_argument("--fraction", type=float, help=f"share of clips to keep (default {defaults.fraction})")
     p.add_argument("--percentile", type=float,
                    help=f"per-query vote threshold percentile (default {defaults.percentile:g})")
     p.add_argument("--mode", choices=MODES, help="filter (default: keep the top --fraction), reweight (sampling "
                    "weights for every clip), prune-negative (drop clips with a negative mean score)")
-    p.add_argument("--reweight_mode", choices=["votes", "zscore"],
+    p.add_argument("--reweight_mode", choices=REWEIGHT_MODES,
                    help="with --mode reweight: weights from the vote share (default) or the z-scored mean score")
     p.add_argument("--floor", type=float, help=f"with --mode reweight: the smallest weight (default {defaults.floor})")
     p.add_argument("--lora", help="a saved LoRA (folder or .safetensors) loaded for the pass; --params lora "
