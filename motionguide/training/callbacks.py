@@ -175,7 +175,7 @@ def _load_builtin_methods() -> None:
     """Import the method packages that register themselves (each optional until it exists)."""
     import importlib
 
-    for module in ("motionguide.attribution", "motionguide.saliency"):
+    for module in ("motionguide.motive.curation", "motionguide.saliency"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

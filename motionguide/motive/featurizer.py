@@ -25,6 +25,7 @@ import torch
 
 from ..backbones import backbone_for
 from ..errors import ConfigError
+from ..files import atomic_write_text
 
 PARAM_SCOPES = ("all", "lora", "blocks")
 #: gradients of at most this many numbers (norms, biases, LoRA factors) wait until the backward pass ends and are
@@ -69,10 +70,7 @@ class CommonRandomness:
         """Write `describe()` as JSON to `path` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.describe(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.describe(), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CommonRandomness":
