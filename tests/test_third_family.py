@@ -18,7 +18,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from motionguide.attention import AttentionController, InstrumentedProcessor, InstrumentError, frame_local_attention
 from motionguide.attention.kernels import sdpa_bshd
-from motionguide.attribution.featurizer import select_parameters
+from motionguide.motive.featurizer import select_parameters
 from motionguide.backbones import TokenGrid, VideoBackbone, backbone_for, register_backbone
 
 from helpers import dense_attention, frame_local_mask
