@@ -11,7 +11,15 @@ from typing import Callable
 
 import torch
 
+from motionguide.files import atomic_write_text
+
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(text: str) -> str:
+    """`text` with this checkout's absolute path written relative to the repository (results are committed)."""
+    return text.replace(f"{REPO}/", "").replace(str(REPO), ".")
 
 
 def machine() -> dict:
@@ -47,8 +55,5 @@ def write_results(name: str, data: dict, markdown: str, results_dir: str | Path 
     folder = Path(results_dir) if results_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(data, indent=2)), (".md", markdown.rstrip() + "\n")):
-        path = folder / f"{name}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(folder / f"{name}{suffix}", repo_relative(text))
     print(markdown)

@@ -106,7 +106,7 @@ def is_target(row: dict[str, Any], motion: str) -> bool:
 
 def pass_features(out: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray, list[dict]]:
     """(ids, float64 features [N, dim], records) stored by a finished Motive pass whose --out is `out`."""
-    from motionguide.attribution import FeatureStore
+    from motionguide.motive import FeatureStore
 
     selection = json.loads(Path(out, "selection.json").read_text())
     info = json.loads((Path(selection["feature_store"]) / "config.json").read_text())  # the store it scored

@@ -36,10 +36,10 @@ import torch
 from _common import interleaved_medians, machine, write_results
 from _motive import DEFAULT_MODEL, load_pipeline, single_thread
 
-from motionguide.attribution import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
-                                     make_projector, motion_weighted_loss, select_parameters)
+from motionguide.motive import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
+                                make_projector, motion_weighted_loss, select_parameters)
 from motionguide.backbones import backbone_for
-from motionguide.motion import motion_mask
+from motionguide.motive import motion_mask
 from motionguide.toy import make_dataset
 from motionguide.training import LatentCache, VideoDataset
 from motionguide.training.lora import add_lora

@@ -17,7 +17,7 @@ import torch
 from _common import limit_threads, machine, write_results
 
 from motionguide.attention import AttentionController
-from motionguide.attention.processors import _wan_rotary
+from motionguide.backbones.wan.processor import wan_rotary
 from motionguide.backbones import backbone_for
 from motionguide.toy.model_recipe import encode_pool
 from motionguide.toy.world import render_clip, sample_clip_spec
@@ -65,7 +65,7 @@ def main() -> None:
             q, k = captured[0].video_query().float(), captured[0].video_key().float()
 
             def unrotate(x):
-                return _wan_rotary(x.transpose(1, 2), cos, -sin).transpose(1, 2)
+                return wan_rotary(x.transpose(1, 2), cos, -sin).transpose(1, 2)
 
             result = {"timestep": t, "block": block}
             for name, (qq, kk) in {"with RoPE": (q, k), "RoPE removed": (unrotate(q), unrotate(k))}.items():

@@ -32,11 +32,11 @@ import torch
 from _common import machine, write_results
 from _motive import DEFAULT_MODEL, load_pipeline, pool_and_queries, single_thread, work_folder
 
-from motionguide.attribution import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
-                                     majority_vote_selection, make_projector, motion_weighted_loss,
-                                     select_parameters, spearman)
+from motionguide.motive import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
+                                majority_vote_selection, make_projector, motion_weighted_loss,
+                                select_parameters, spearman)
 from motionguide.backbones import backbone_for
-from motionguide.motion import motion_mask
+from motionguide.motive import motion_mask
 from motionguide.training import LatentCache, VideoDataset
 
 

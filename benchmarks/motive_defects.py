@@ -37,7 +37,7 @@ from _common import machine, write_results
 from _motive import (DEFAULT_MODEL, is_target, load_pipeline, make_queries, pass_features, pool_and_queries,
                      read_metadata, single_thread, work_folder)
 
-from motionguide.attribution import AttributionConfig, roc_auc, run_attribution
+from motionguide.motive import MotiveConfig, roc_auc, run_attribution
 from motionguide.toy import DEFECTS
 from motionguide.toy.vocab import MOTIONS
 
@@ -221,9 +221,9 @@ def main() -> None:
                       EVERY_MOTION_PASS: "with_mask_every_motion"}.get(name) or "pass_" + "_".join(
                 f"{k}-{v}" for k, v in overrides.items())
             settings = dict(model=args.model, data=str(pool), queries=str(query_folder), out=str(work / folder),
-                            cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
+                            latent_cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
                             projector=args.projector, dim=args.dim, fraction=args.fraction, seed=args.seed)
-            cfg = AttributionConfig(**{**settings, **overrides})
+            cfg = MotiveConfig(**{**settings, **overrides})
             start = time.perf_counter()
             result = run_attribution(cfg, progress=False, pipeline=pipe)
             rows[name] = {"seconds": time.perf_counter() - start, "counts": result["counts"],

@@ -36,7 +36,7 @@ import numpy as np
 from _common import machine, write_results
 from _motive import DEFAULT_MODEL, heldout_of, load_pipeline, pool_and_queries, single_thread, work_folder
 
-from motionguide.attribution import AttributionConfig, run_attribution
+from motionguide.motive import MotiveConfig, run_attribution
 from motionguide.metrics import dynamic_degree_proxy, flow_warp_smoothness, toy_prompt_adherence
 from motionguide.toy import all_combinations, prompts_for_combinations
 
@@ -84,9 +84,9 @@ def selection_path(args, pipe, pool: Path, queries: Path, work: Path) -> Path:
     pool_ids = {json.loads(line)["id"] for line in (pool / "metadata.jsonl").read_text().splitlines() if line}
     if path.is_file() and set(json.loads(path.read_text())["train_ids"]) <= pool_ids:
         return path
-    cfg = AttributionConfig(model=args.model, data=str(pool), queries=str(queries), out=str(work / "with_mask"),
-                            cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
-                            fraction=args.fraction, seed=args.seed)
+    cfg = MotiveConfig(model=args.model, data=str(pool), queries=str(queries), out=str(work / "with_mask"),
+                       latent_cache_dir=str(work / "cache"), max_sequence_length=args.max_sequence_length,
+                       fraction=args.fraction, seed=args.seed)
     run_attribution(cfg, progress=False, pipeline=pipe)
     return path
 
@@ -96,15 +96,17 @@ def fine_tune(args, arm: str, pool: Path, work: Path, selection: Path) -> dict:
     from motionguide.training import TrainConfig, Trainer
 
     out = work / "finetune" / arm
-    options = {"motive": {"selection": str(selection)}} if ARMS[arm] == "motive" else {}
+    # a curation takes its own settings in its options; the random arm still reads the top-level fraction
+    options = {"motive": {"selection": str(selection), "fraction": args.fraction}} if ARMS[arm] == "motive" else {}
+    fraction = {} if options else {"curation_fraction": args.fraction}
     # Own cache folder: the Trainer trains on every clip of its cache folder, and the attribution pass's
     # cache also holds the query clips, which must not leak into the fine-tunes.
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(out), data_root=str(pool),
                       cache_dir=str(work / "train-cache"), train_steps=args.steps, train_batch_size=args.batch,
                       learning_rate=args.lr, rank=args.rank, lora_alpha=float(args.rank), seed=args.seed,
                       max_sequence_length=args.max_sequence_length, checkpointing_steps=0, report_to="none",
-                      logging_steps=max(1, args.steps), curation=ARMS[arm], curation_fraction=args.fraction,
-                      method_options=options)
+                      logging_steps=max(1, args.steps), curation=ARMS[arm], method_options=options,
+                      **fraction)
     summary_file, config_file = out / "train_summary.json", out / "train_config.json"
     start = time.perf_counter()
     stamp = out / "selection_used.json"  # the selection's content, so a rerun pass is not silently reused

@@ -29,7 +29,7 @@ from diffusers import DiffusionPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from motionguide.attribution import CuratedDataset
+from motionguide.motive import CuratedDataset
 from motionguide.backbones import backbone_for
 from motionguide.data import CachedLatentDataset, LatentCache, VideoDataset
 from motionguide.saliency import IMAPMonitor

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 
-    from .attribution.cli import add_curate_command
+    from .motive.cli import add_curate_command
     from .correspondence.cli import add_correspondence_commands
     from .saliency.cli import add_saliency_command
 

@@ -125,8 +125,8 @@ def _sample_metrics(folder: Path, token_px: float) -> dict[str, Any]:
 
 def _curation_section(finetune: Path, data_root: Path, target_motion: str = "right") -> tuple[list[str], dict]:
     """What the Motive selection did, checked against the toy world's labels (planted defects, motion)."""
-    from .attribution import load_selection
-    from .attribution.selection import roc_auc
+    from .motive import load_selection
+    from .motive.scoring import roc_auc
 
     motive = finetune / "motive"
     selection = load_selection(motive)

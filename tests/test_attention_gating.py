@@ -96,3 +96,20 @@ def test_cogvideox_captures_know_their_step_and_perturbed_passes_are_not_conditi
         with transformer.cache_context("cond"):
             transformer(**wan_inputs(transformer))
     assert [e.info.branch for e in seen] == ["cond"]
+
+
+
+def test_cogvideox_dynamic_cfg_keeps_the_row_split_chosen_at_the_start_of_the_call():
+    """`use_dynamic_cfg` rewrites the pipeline's guidance scale after every step, to values that no longer say
+    whether the batch is [uncond; cond]: here CFG is off (scale 1) but the scale rises above 1 after step 0."""
+    pipe = tiny_cogvideox_pipeline()
+    kw = dict(PIPE_KW, num_inference_steps=3, guidance_scale=1.0, use_dynamic_cfg=True)
+    cond, everything, scales = [], [], []
+    controller = AttentionController(pipe)
+    with controller.capture(cond.append, blocks=[0]), controller.capture(everything.append, blocks=[0], branches="all"):
+        pipe(["a red circle moves left", "a blue square"],
+             callback_on_step_end=lambda p, i, t, k: scales.append(p.guidance_scale) or {}, **kw)
+    assert max(scales) > 1.0  # what the pipeline reports mid-call would say "CFG on"
+    assert len(cond) == len(everything) == 3
+    for c, a in zip(cond, everything):  # two videos, no CFG: both rows are conditional
+        assert c.query.shape[0] == 2 and torch.equal(c.query, a.query)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from motionguide.attribution.featurizer import (CommonRandomness, GradientFeaturizer, motion_weighted_loss,
+from motionguide.motive.featurizer import (CommonRandomness, GradientFeaturizer, motion_weighted_loss,
                                                 select_parameters)
 from motionguide.backbones import WanBackbone
 from motionguide.errors import ConfigError
@@ -118,7 +118,7 @@ def test_loss_and_scopes(backbone):
 def test_batched_small_tensors_give_the_per_parameter_feature(backbone):
     """The default projector batches small gradients after backward: same feature as projecting the flat
     autograd gradient parameter by parameter."""
-    from motionguide.attribution import make_projector
+    from motionguide.motive import make_projector
 
     latents, embeds = inputs(2)
     randomness = CommonRandomness(timestep=751.0, seed=5)

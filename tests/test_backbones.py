@@ -102,3 +102,35 @@ def test_default_profile_missing_for_tiny_model(wan_pipe):
 
     with pytest.raises(ConfigError, match="analyze-layers"):
         backbone_for(wan_pipe).default_profile()
+
+
+def test_each_family_says_which_rows_are_conditional_from_its_declared_cfg_layout(wan_pipe, cog_pipe):
+    wan, cog = backbone_for(wan_pipe.transformer), backbone_for(cog_pipe.transformer)
+    assert (wan.cfg_layout, cog.cfg_layout) == ("separate", "uncond_cond")
+    for backbone in (wan, cog):
+        assert backbone.conditional_rows("uncond", 2, True) is None
+        assert backbone.conditional_rows("cond_perturbed", 2, True) is None
+        assert backbone.conditional_rows("cond", 2, True) == slice(None)
+        assert backbone.conditional_rows(None, 2, None) == slice(None)  # outside a pipeline: every row
+    assert cog.conditional_rows("cond_uncond", 4, True) == slice(2, None)  # [uncond; cond]
+    assert cog.conditional_rows("cond_uncond", 2, False) == slice(None)  # CFG off: no uncond half
+    assert wan.conditional_rows("cond_uncond", 4, True) == slice(None)  # Wan never batches the two
+
+
+def test_schedule_step_finds_the_timestep_in_the_pipelines_schedule(cog_pipe):
+    backbone = backbone_for(cog_pipe)
+    cog_pipe.scheduler.set_timesteps(4)
+    timesteps = cog_pipe.scheduler.timesteps
+    assert [backbone.schedule_step(t) for t in timesteps] == [0, 1, 2, 3]
+    assert backbone.schedule_step(timesteps[2:3].expand(2)) == 2  # a batch of one timestep
+    assert backbone.schedule_step(float(timesteps[1]) + 0.5) is None and backbone.schedule_step(None) is None
+    assert backbone_for(cog_pipe.transformer).schedule_step(timesteps[0]) is None  # no pipeline, no schedule
+
+
+def test_block_parameter_prefix_names_the_blocks_parameters(wan_pipe, cog_pipe):
+    for pipe, attribute in ((wan_pipe, "blocks"), (cog_pipe, "transformer_blocks")):
+        backbone = backbone_for(pipe)
+        assert backbone.block_parameter_prefix(1) == f"{attribute}.1."
+        assert backbone.block_parameter_prefix(-1) == f"{attribute}.{backbone.num_blocks - 1}."
+        names = [n for n, _ in pipe.transformer.named_parameters() if n.startswith(backbone.block_parameter_prefix(0))]
+        assert names == [f"{attribute}.0.{n}" for n, _ in backbone.blocks[0].named_parameters()]

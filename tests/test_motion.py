@@ -7,7 +7,7 @@ import torch
 from motionguide.backbones import WanBackbone
 from motionguide.errors import ConfigError
 from motionguide.metrics import mask_iou, pointing_game
-from motionguide.motion import (FrameDifference, RAFTFlow, camera_motion_cov, get_flow_estimator, motion_mask,
+from motionguide.motive import (FrameDifference, RAFTFlow, camera_motion_cov, get_flow_estimator, motion_mask,
                                 normalize_magnitude, to_latent_grid)
 from motionguide.testing import tiny_wan_transformer
 from motionguide.toy import ClipSpec, ObjectSpec, render_clip

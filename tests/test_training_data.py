@@ -488,7 +488,7 @@ def test_one_stable_json_for_cache_keys_and_the_feature_store():
     key order and numpy / torch scalars included, NaN refused unless a cache key allows it."""
     import numpy as np
 
-    from motionguide.attribution import store
+    from motionguide.motive import store
     from motionguide.identity import key_json, stable_json
 
     assert store.stable_json is stable_json

@@ -1,4 +1,10 @@
-"""`AttentionController`: installs instruments on chosen blocks for the length of a `with` block.
+"""`AttentionController`: installs attention instruments on chosen blocks for the length of a `with` block.
+
+The instruments are how the project's methods read and edit attention inside stock diffusers video transformers:
+DiffTrack-style tracking and layer analysis read per-head q / k (https://arxiv.org/abs/2506.17220), IMAP reads
+video-text attention, and correspondence guidance (CAG, same paper) makes self-attention frame-local. They are
+installed through diffusers' own extension points (`Attention.set_processor`, `ModelHook`) so that the model needs
+no fork and is exactly stock again afterwards.
 
     controller = AttentionController(pipe)           # or a transformer, or a VideoBackbone
     with controller.capture(consumer, blocks=[17], attention="self"):
@@ -6,10 +12,13 @@
     with controller.frame_local(blocks=[13, 17, 21], renormalize=False):
         v_ptb = transformer(...)                      # video tokens attend within their latent frame only
 
-On exit the stock processor objects are put back (`module.processor is original`) and the transformer hook is
-removed, so the model is exactly stock again. Per-call state (token grid, branch, step) comes from a diffusers
-`ModelHook` on the transformer: its pre-forward reads the latent shape, and as a stateful hook it receives the
-pipeline's `cache_context` ("cond" / "uncond" / "cond_uncond", step index, sigma).
+This module is the mechanism only; every model-specific part comes from the backbone (a folder
+`motionguide/backbones/<family>/`): the attention module of a block, the instrumented processor that stands in for
+its stock one, which batch rows of a call are conditional and the sampling step of a call. On exit the stock processor objects are put back
+(`module.processor is original`) and the transformer hook is removed with everything it created, so the model is
+exactly as found (hooks other code registered meanwhile keep working). Per-call state (token grid, branch, step)
+comes from a diffusers `ModelHook` on the transformer: its pre-forward reads the latent shape, and as a stateful hook
+it receives the pipeline's `cache_context` ("cond" / "uncond" / "cond_uncond", step index, sigma).
 
 Gating: captures fire once per transformer forward and block: never during backward (gradient-checkpoint
 recomputation) and, unless asked with `branches="all"`, only for the conditional rows of the batch.
@@ -23,30 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any, Container, Iterable, Iterator, Sequence
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..backbones import VideoBackbone, backbone_for
-from .capture import AttentionCapture, CaptureConsumer, ForwardInfo
-from .processors import INSTRUMENTED_PROCESSORS, InstrumentError
+from .capture import CaptureConsumer, ForwardInfo
+from .hooks import AttachedHook, attach_hook, detach_hook
+from .instrumented import CallPlan, FrameLocalConfig, InstrumentError, Subscription
 
 _HOOK_NAME = "motionguide_attention_controller"
 _ids = itertools.count(1)
-
-
-@dataclass
-class FrameLocalConfig:
-    """Options of one frame-local scope: softmax renormalised over the allowed keys (True) or not."""
-
-    renormalize: bool = True
-
-
-@dataclass
-class _Subscription:
-    consumer: CaptureConsumer
-    branches: str  # "cond" or "all"
-    steps: Container[int] | None
-    pre_rope: bool = False
 
 
 @dataclass
@@ -55,46 +50,9 @@ class _ModuleState:
     original: Any
     processor: Any
     installs: int = 0
-    captures: list[_Subscription] = field(default_factory=list)
+    captures: list[Subscription] = field(default_factory=list)
     frame_local: list[FrameLocalConfig] = field(default_factory=list)
     last_capture_forward: int = -1
-
-
-@dataclass
-class CallPlan:
-    """What one attention call must do beyond the stock computation."""
-
-    controller: "AttentionController"
-    info: ForwardInfo
-    captures: list[_Subscription]
-    frame_local: FrameLocalConfig | None
-
-    @property
-    def wants_pre_rope(self) -> bool:
-        """Whether a consumer asked for q / k before the rotary embedding (the processor then keeps them)."""
-        return any(sub.pre_rope for sub in self.captures)
-
-    def emit(self, processor: Any, query, key, output, text_len: int, query_pre_rope=None, key_pre_rope=None) -> None:
-        """Hand [B, H, S, D] tensors to each consumer, restricted to the rows its branch filter allows."""
-        with torch.no_grad():
-            for sub in self.captures:
-                rows = slice(None) if sub.branches == "all" else self.info.cond_rows
-                if rows is None:
-                    continue
-                pre = sub.pre_rope and query_pre_rope is not None
-                sub.consumer(
-                    AttentionCapture(
-                        block=processor.block,
-                        attention=processor.attention,
-                        info=self.info,
-                        query=query[rows].detach(),
-                        key=key[rows].detach(),
-                        output=output[rows].detach(),
-                        text_len=text_len,
-                        query_pre_rope=query_pre_rope[rows].detach() if pre else None,
-                        key_pre_rope=key_pre_rope[rows].detach() if pre else None,
-                    )
-                )
 
 
 class _NoState(BaseState):
@@ -133,9 +91,8 @@ class AttentionController:
         self.transformer = self.backbone.transformer
         self._states: dict[tuple[int, str], _ModuleState] = {}
         self._hook_users = 0
+        self._hook: AttachedHook | None = None
         self._info: ForwardInfo | None = None
-        #: "auto": infer CogVideoX-style [uncond; cond] batches; or force "separate" / "uncond_cond"
-        self.cfg_layout = "auto"
 
     # ------------------------------------------------------------------ public scopes
     @contextmanager
@@ -169,7 +126,7 @@ class AttentionController:
         if pre_rope is None:
             pre_rope = bool(getattr(consumer, "pre_rope", False))
         keys = self._install(blocks, attention)
-        sub = _Subscription(consumer, branches, steps, pre_rope)
+        sub = Subscription(consumer, branches, steps, pre_rope)
         for key in keys:
             self._states[key].captures.append(sub)
         try:
@@ -202,8 +159,13 @@ class AttentionController:
     # ------------------------------------------------------------------ installation
     def _module_key(self, block: int, attention: str) -> tuple[int, str, torch.nn.Module]:
         module = self.backbone.attention_module(block, attention)
-        role = "joint" if self.backbone.text_layout == "joint_first" else attention
-        return self.backbone.check_block(block), role, module
+        return self.backbone.check_block(block), self.backbone.attention_role(attention), module
+
+    def _instrumented_processor(self, original: Any, index: int, role: str) -> Any:
+        try:
+            return self.backbone.instrumented_processor(self, original, index, role)
+        except NotImplementedError as error:
+            raise InstrumentError(str(error)) from None
 
     def _install(self, blocks: Iterable[int] | None, attention: str | Sequence[str]) -> list[tuple[int, str]]:
         kinds = [attention] if isinstance(attention, str) else list(attention)
@@ -211,9 +173,6 @@ class AttentionController:
             if kind not in ("self", "text"):
                 raise ValueError(f"attention must be 'self' or 'text', got {kind!r}")
         block_list = range(self.backbone.num_blocks) if blocks is None else list(blocks)
-        processor_cls = INSTRUMENTED_PROCESSORS.get(self.backbone.family)
-        if processor_cls is None:
-            raise InstrumentError(f"no instrumented attention processor for family {self.backbone.family!r}")
         keys: list[tuple[int, str]] = []
         try:
             for block in block_list:
@@ -225,7 +184,7 @@ class AttentionController:
                     state = self._states.get(key)
                     if state is None:
                         original = module.processor
-                        processor = processor_cls(self, original, index, role)
+                        processor = self._instrumented_processor(original, index, role)
                         state = _ModuleState(module=module, original=original, processor=processor)
                         self._states[key] = state
                         module.set_processor(processor)
@@ -249,15 +208,15 @@ class AttentionController:
 
     def _acquire_hook(self) -> None:
         if self._hook_users == 0:
-            registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
-            registry.register_hook(_ForwardInfoHook(self), _HOOK_NAME)
+            self._hook = attach_hook(self.transformer, _ForwardInfoHook(self), _HOOK_NAME)
         self._hook_users += 1
 
     def _release_hook(self) -> None:
         self._hook_users -= 1
         if self._hook_users == 0:
-            HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(_HOOK_NAME, recurse=False)
             self._info = None
+            detach_hook(self._hook)
+            self._hook = None
 
     # ------------------------------------------------------------------ per forward / per call
     def _begin_forward(self, hidden_states: torch.Tensor, kwargs: dict, context: Any) -> None:
@@ -268,7 +227,8 @@ class AttentionController:
             timestep = float(timestep.flatten()[0])
         step_index = getattr(context, "step_index", None)
         if step_index is None and branch is not None:
-            step_index = self._step_from_scheduler(timestep)
+            step_index = self.backbone.schedule_step(timestep)
+        cfg = self.backbone.runs_classifier_free_guidance(step_index) if branch is not None else None
         self._info = ForwardInfo(
             forward_id=next(_ids),
             grid=self.backbone.token_grid(hidden_states.shape),
@@ -278,39 +238,11 @@ class AttentionController:
             num_inference_steps=getattr(context, "num_inference_steps", None),
             timestep=float(timestep) if isinstance(timestep, (int, float)) else None,
             sigma=getattr(context, "sigma", None),
-            cond_rows=self._cond_rows(branch, hidden_states),
+            cond_rows=self.backbone.conditional_rows(branch, batch, cfg),
         )
 
-    def _step_from_scheduler(self, timestep: Any) -> int | None:
-        """Pipelines whose cache context carries no step index (CogVideoX): find the timestep in the schedule."""
-        pipe = getattr(self.backbone, "_pipeline", None)
-        timesteps = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
-        if timestep is None or timesteps is None or not len(timesteps):
-            return None
-        matches = (timesteps.float() - float(timestep)).abs() < 1e-3
-        return int(matches.nonzero()[0, 0]) if matches.any() else None
-
-    def _cond_rows(self, branch: str | None, hidden_states: torch.Tensor) -> slice | None:
-        """Batch rows that belong to the conditional branch of this forward.
-
-        Unconditional passes and perturbed passes (guidance adds e.g. "cond_perturbed") have none.
-        """
-        if branch == "uncond" or (branch is not None and branch.endswith("_perturbed")):
-            return None
-        layout = self.cfg_layout
-        if layout == "auto":
-            layout = "separate"
-            if branch == "cond_uncond" and hidden_states.shape[0] % 2 == 0:
-                half = hidden_states.shape[0] // 2
-                # The stock CogVideoX pipeline batches the same latents twice: [uncond; cond].
-                if torch.equal(hidden_states[:half], hidden_states[half:]):
-                    layout = "uncond_cond"
-        if layout == "uncond_cond":
-            return slice(hidden_states.shape[0] // 2, None)
-        return slice(None)
-
-    def _plan_call(self, processor: Any, batch: int) -> CallPlan | None:
-        """None when the call should run the stock processor untouched."""
+    def plan_call(self, processor: Any, batch: int) -> CallPlan | None:
+        """What an instrumented processor's call must do; None when it should run the stock processor untouched."""
         key = (processor.block, processor.attention)
         state = self._states.get(key)
         if state is None or (not state.captures and not state.frame_local):
@@ -321,7 +253,7 @@ class AttentionController:
                 "an instrumented attention ran outside a transformer forward; call the transformer itself, "
                 "not its blocks, while instruments are active"
             )
-        captures: list[_Subscription] = []
+        captures: list[Subscription] = []
         in_backward = torch._C._current_graph_task_id() != -1
         if state.captures and not in_backward and state.last_capture_forward != info.forward_id:
             captures = [s for s in state.captures if s.steps is None or info.step_index in s.steps]
@@ -330,4 +262,4 @@ class AttentionController:
         frame_local = state.frame_local[-1] if state.frame_local else None
         if not captures and frame_local is None:
             return None
-        return CallPlan(self, info, captures, frame_local)
+        return CallPlan(info, captures, frame_local)

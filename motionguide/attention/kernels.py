@@ -1,4 +1,8 @@
-"""Attention maths that never builds a sequence x sequence matrix.
+"""Attention maths that never builds a sequence x sequence matrix: the frame-local attention of DiffTrack.
+
+DiffTrack (https://arxiv.org/abs/2506.17220) finds that a few blocks of a video DiT carry cross-frame point
+correspondence in their query-key attention; restricting each video token to the keys of its own latent frame
+removes it, which is the perturbation correspondence guidance (CAG) steers away from.
 
 Layout everywhere here is diffusers' dispatch convention: [batch, sequence, heads, head_dim].
 

@@ -1,7 +1,10 @@
-"""Model-family adapters: everything that differs between Wan and CogVideoX lives here."""
+"""Model families: everything that differs between video transformers (Wan, CogVideoX, ...) lives here.
+
+Each family is a folder (`wan/`, `cogvideox/`) with its adapter (a :class:`VideoBackbone`) and its instrumented
+attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
+"""
 
 from .base import TokenGrid, VideoBackbone
-from .cogvideox import CogVideoXBackbone
 from .profiles import (
     GuidanceProfile,
     LayerProfile,
@@ -11,8 +14,14 @@ from .profiles import (
     load_profile,
     shipped_profiles,
 )
-from .registry import adapter_for_transformer, backbone_for, register_backbone, supported_families
-from .wan import WanBackbone
+from .registry import (
+    CogVideoXBackbone,
+    WanBackbone,
+    adapter_for_transformer,
+    backbone_for,
+    register_backbone,
+    supported_families,
+)
 
 __all__ = [
     "TokenGrid",

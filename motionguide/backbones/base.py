@@ -1,7 +1,10 @@
 """The `VideoBackbone` protocol: everything that differs between video DiT families, in one place.
 
-Method code (attribution, correspondence, saliency) asks the backbone for token grids, attention modules,
-latent normalisation and training targets, and never branches on a diffusers class itself.
+Method code (attribution, correspondence, saliency) and the attention instruments ask the backbone for token grids,
+attention modules and their instrumented processors, which batch rows are conditional, the sampling step of a call,
+the parameters of a block, latent normalisation and training targets, and never branch on a diffusers class
+themselves. Each family is a folder next to this file (`wan/`, `cogvideox/`: adapter + instrumented processor);
+`registry.py` is the one place that lists them.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class VideoBackbone(ABC):
     text_layout: ClassVar[str]
     #: axis order of the latents the transformer consumes: "BCFHW" (Wan) or "BFCHW" (CogVideoX)
     latent_layout: ClassVar[str]
-    #: how the stock pipeline runs classifier-free guidance: "separate" passes or one "uncond_cond" batch
+    #: how the stock pipeline runs classifier-free guidance: "separate" passes (cache contexts "cond" and
+    #: "uncond") or one "uncond_cond" batch [uncond; cond] in a "cond_uncond" context (see `conditional_rows`)
     cfg_layout: ClassVar[str]
     #: what the transformer predicts: "flow" (velocity noise - x0) or "v_prediction"
     prediction_type: ClassVar[str]
@@ -160,6 +164,77 @@ class VideoBackbone(ABC):
         if which == "text":
             return self.text_attention(index)
         raise ValueError(f"attention kind must be 'self' or 'text', got {which!r}")
+
+    def block_parameter_prefix(self, index: int) -> str:
+        """Prefix of block `index`'s names in `transformer.named_parameters()` (e.g. "blocks.3.")."""
+        block = self.blocks[self.check_block(index)]
+        for name, module in self.transformer.named_modules():
+            if module is block:
+                return f"{name}."
+        raise ValueError(f"block {index} is not a submodule of {type(self.transformer).__name__}")
+
+    # ------------------------------------------------------------------ instruments
+    def instrumented_processor(self, controller: Any, original: Any, block: int, attention: str) -> Any:
+        """The family's instrumented processor standing in for `original` at `block` ("self", "text" or "joint").
+
+        Each family returns its own :class:`~motionguide.attention.instrumented.InstrumentedProcessor` subclass
+        (see `backbones/wan/processor.py`); it raises `InstrumentError` for a processor it cannot reproduce.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} ({self.family}) provides no instrumented attention processor: override "
+            "instrumented_processor() with an InstrumentedProcessor subclass written for its stock processor"
+        )
+
+    def attention_role(self, which: str) -> str:
+        """Role of the module behind `attention_module(i, which)`: "joint" when text and video share one attention."""
+        return "joint" if self.text_layout == "joint_first" else which
+
+    # ------------------------------------------------------------------ sampling calls
+    def runs_classifier_free_guidance(self, step_index: int | None = None) -> bool | None:
+        """Whether the pipeline this backbone was built from runs CFG in its current call (None: no pipeline).
+
+        Read from the pipeline's own `do_classifier_free_guidance`, else its `guidance_scale > 1` (the stock rule).
+        `step_index` is the call's step, for families whose pipeline changes its scale during the loop.
+        """
+        pipe = self._pipeline
+        if pipe is None:
+            return None
+        try:
+            return bool(pipe.do_classifier_free_guidance)
+        except AttributeError:
+            pass
+        try:
+            return float(pipe.guidance_scale) > 1.0
+        except (AttributeError, TypeError):
+            return None
+
+    def conditional_rows(self, branch: str | None, batch: int, cfg: bool | None) -> slice | None:
+        """Rows of a `batch`-row transformer call that belong to the conditional branch; None when none do.
+
+        branch: the pipeline's cache-context name (None outside a pipeline: every row counts). Unconditional and
+        perturbed passes ("uncond", "..._perturbed") have none. With `cfg_layout` "uncond_cond", a "cond_uncond"
+        call under CFG (`cfg`, see `runs_classifier_free_guidance`) is the batch [uncond; cond]: its second half.
+        """
+        if branch == "uncond" or (branch is not None and branch.endswith("_perturbed")):
+            return None
+        if self.cfg_layout == "uncond_cond" and branch == "cond_uncond" and cfg:
+            return slice(batch // 2, None)
+        return slice(None)
+
+    def schedule_step(self, timestep: Any, scheduler: Any = None) -> int | None:
+        """Index of `timestep` in `scheduler.timesteps` (default: this backbone's pipeline's); None if absent.
+
+        For pipelines whose cache context carries no step index (CogVideoX).
+        """
+        if scheduler is None:
+            scheduler = getattr(self._pipeline, "scheduler", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        if isinstance(timestep, torch.Tensor):
+            timestep = float(timestep.flatten()[0]) if timestep.numel() else None
+        if timestep is None or timesteps is None or not len(timesteps):
+            return None
+        matches = (timesteps.float().cpu() - float(timestep)).abs() < 1e-3
+        return int(matches.nonzero()[0, 0]) if matches.any() else None
 
     # ------------------------------------------------------------------ shapes
     def num_latent_frames(self, num_frames: int) -> int:

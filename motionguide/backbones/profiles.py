@@ -12,15 +12,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from ..errors import ConfigError, unknown_key_message
 from ..files import atomic_write_text
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import VideoBackbone
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SCHEMA_VERSION = 1
@@ -120,7 +117,7 @@ class LayerProfile:
         return _parse_profile(data, where)
 
     # ------------------------------------------------------------------ checks
-    def check_compatible(self, backbone: "VideoBackbone", where: str | None = None) -> "LayerProfile":
+    def check_compatible(self, backbone: Any, where: str | None = None) -> "LayerProfile":
         """Refuse a profile written for another architecture (block or head counts differ)."""
         where = where or f"profile {self.name!r}"
         if self.family != backbone.family:
@@ -269,7 +266,7 @@ def load_profile(name_or_path: str | os.PathLike) -> LayerProfile:
     )
 
 
-def default_profile_for(backbone: "VideoBackbone") -> LayerProfile:
+def default_profile_for(backbone: Any) -> LayerProfile:
     """The shipped profile with the backbone's family, block and head counts."""
     for path in shipped_profiles().values():
         profile = LayerProfile.load(path)

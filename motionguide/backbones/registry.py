@@ -1,4 +1,9 @@
-"""Look a backbone adapter up from a diffusers transformer (or pipeline)."""
+"""The model families motionguide knows, and looking one up from a diffusers transformer (or pipeline).
+
+`_ADAPTERS` is the only place that names the built-in families; each is a folder next to this file that owns
+everything family-specific (adapter, instrumented attention processor). Another family is one
+:func:`register_backbone` call, from any package.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from .base import VideoBackbone
 from .cogvideox import CogVideoXBackbone
 from .wan import WanBackbone
 
+#: the families, most recently registered first (the first whose transformer class names match is used)
 _ADAPTERS: list[type[VideoBackbone]] = [WanBackbone, CogVideoXBackbone]
 
 
@@ -36,8 +42,9 @@ def adapter_for_transformer(transformer: torch.nn.Module) -> type[VideoBackbone]
     listing = "; ".join(f"{fam} ({', '.join(cls)})" for fam, cls in supported_families().items())
     raise UnsupportedModelError(
         f"motionguide has no backbone adapter for {type(transformer).__name__}. Supported families: {listing}. "
-        "To add one, subclass motionguide.backbones.VideoBackbone (token grid, attention modules, latent "
-        "normalisation, training target) and register it with motionguide.backbones.register_backbone."
+        "To add one, subclass motionguide.backbones.VideoBackbone (token grid, attention modules and their "
+        "instrumented processor, latent normalisation, training target) and register it with "
+        "motionguide.backbones.register_backbone."
     )
 
 

@@ -10,10 +10,16 @@ blocks and returns
 
 so the pipeline's own eps_u + w (eps_c' - eps_u) is exactly eps_u + w (eps_c - eps_u) + s (eps_c - eps_ptb).
 
-Which calls are conditional comes from the pipeline's `cache_context` (diffusers >= 0.35): Wan runs "cond" and
-"uncond" as separate passes; CogVideoX runs one "cond_uncond" batch [uncond; cond] when CFG is on (its second
-half is conditional) and a conditional-only batch when it is off. The step index comes from the cache context
-(Wan) or from the timestep's place in `pipe.scheduler.timesteps` (CogVideoX).
+Which calls are conditional comes from the pipeline's `cache_context` (diffusers >= 0.35) read through the model
+family's declared CFG layout (`VideoBackbone.conditional_rows`): Wan runs "cond" and "uncond" as separate passes;
+CogVideoX runs one "cond_uncond" batch [uncond; cond] when CFG is on (its second half is conditional) and a
+conditional-only batch when it is off. The step index comes from the cache context (Wan) or from the timestep's
+place in `pipe.scheduler.timesteps` (CogVideoX; `VideoBackbone.schedule_step`).
+
+Correspondence guidance and its frame-local perturbation are DiffTrack's (https://arxiv.org/abs/2506.17220):
+video DiTs match points across frames in a few blocks' query-key attention; making those blocks attend within
+each frame only yields a prediction without cross-frame correspondence, and guiding away from it strengthens
+temporal consistency.
 
 The perturbed pass reuses the conditional pass's blocks before the first guidance block (`prefix_reuse.py`): they
 see identical inputs, so their output is kept from the conditional call instead of being recomputed
@@ -104,27 +110,18 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         """The stock pipelines run CFG exactly when their guidance scale exceeds 1."""
         return float(self._pipe.guidance_scale) > 1.0
 
-    def _conditional_rows(self, hidden_states: torch.Tensor) -> slice | None:
-        """Rows of this call that are conditional, from the pipeline's cache-context name."""
+    def _conditional_rows(self, batch: int) -> slice | None:
+        """Rows of this `batch`-row call that are conditional, from the pipeline's cache-context name and the
+        family's CFG layout (the backbone's `conditional_rows`)."""
         name = self._context[0] if self._context else None
-        if name == "uncond":
-            return None
-        if name == "cond":
-            return slice(None)
-        if name == "cond_uncond":
-            if not self._cfg_on():
-                return slice(None)
-            half = hidden_states.shape[0] // 2
-            if hidden_states.shape[0] % 2 or not torch.equal(hidden_states[:half], hidden_states[half:]):
-                raise InstrumentError("expected the CogVideoX-style [uncond; cond] batch (the same latents twice) "
-                                      "in a 'cond_uncond' call with CFG on")
-            return slice(half, None)
-        raise InstrumentError(
-            f"transformer called in cache context {name!r}: correspondence guidance tells conditional from "
-            "unconditional calls by the pipeline's cache_context ('cond', 'uncond', 'cond_uncond'), which the "
-            "stock WanPipeline / CogVideoXPipeline of diffusers >= 0.35 set. Use the modular guider "
-            "(CorrespondenceGuidance) for other pipelines"
-        )
+        if name not in ("cond", "uncond", "cond_uncond"):
+            raise InstrumentError(
+                f"transformer called in cache context {name!r}: correspondence guidance tells conditional from "
+                "unconditional calls by the pipeline's cache_context ('cond', 'uncond', 'cond_uncond'), which the "
+                "stock WanPipeline / CogVideoXPipeline of diffusers >= 0.35 set. Use the modular guider "
+                "(CorrespondenceGuidance) for other pipelines"
+            )
+        return self._controller.backbone.conditional_rows(name, batch, self._cfg_on())
 
     def _step(self, timestep: Any) -> tuple[int, int]:
         """(step index, number of steps) of this call on the pipeline's schedule."""
@@ -132,10 +129,8 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         timesteps = self._pipe.scheduler.timesteps
         total = context.get("num_inference_steps") or getattr(self._pipe, "_num_timesteps", None) or len(timesteps)
         step = context.get("step_index")
-        if step is None and isinstance(timestep, torch.Tensor) and timestep.numel():
-            t = timestep.flatten()[0].float().cpu()
-            hits = torch.nonzero(torch.isclose(timesteps.float().cpu(), t)).flatten()
-            step = int(hits[0]) if len(hits) else None
+        if step is None:
+            step = self._controller.backbone.schedule_step(timestep, self._pipe.scheduler)
         if step is None:
             raise InstrumentError("cannot place this transformer call on the sampling schedule (no step_index in "
                                   "its cache context and its timestep is not in pipe.scheduler.timesteps)")
@@ -146,7 +141,7 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         if args:
             kwargs = {**dict(zip(self._parameter_names, args)), **kwargs}
         batch = kwargs["hidden_states"].shape[0]
-        rows = self._conditional_rows(kwargs["hidden_states"])
+        rows = self._conditional_rows(batch)
         if rows is None:
             return self.inner(**kwargs)
         step, total = self._step(kwargs.get("timestep"))
@@ -234,7 +229,7 @@ def correspondence_guided(
     controller = AttentionController(backbone)
     prefix = None
     if reuse_prefix and reuse_blocker(transformer, backbone.blocks[:min(settings.blocks)]) is None:
-        prefix = PrefixReuse(backbone.blocks, min(settings.blocks))
+        prefix = PrefixReuse(backbone.blocks, min(settings.blocks), root=transformer)
     proxy = CorrespondenceGuidedTransformer(transformer, pipe, controller, settings, prefix)
     # Processors stay installed (pass-through) for the whole call; only the perturbed pass goes frame-local.
     with controller.installed(settings.blocks, "self"), (prefix.installed() if prefix else nullcontext()):

@@ -1,5 +1,9 @@
 """Correspondence guidance (CAG) as a diffusers guider, for modular pipelines (e.g. `WanBlocks`).
 
+CAG is DiffTrack's (https://arxiv.org/abs/2506.17220): a prediction with frame-local self-attention at the blocks
+that carry cross-frame correspondence lacks temporal consistency, so guiding away from it, like CFG guides away
+from the unconditional prediction, strengthens it.
+
     guider = CorrespondenceGuidance.from_profile("wan2.1-t2v-1.3b", guidance_scale=5.0)
     modular_pipe.update_components(guider=guider)
 

@@ -7,7 +7,8 @@ earlier blocks are skipped: each hands its input on, and the last one returns th
 starting at block b of n, the extra pass costs (n - b) / n of a forward instead of a whole one.
 
 Installed as diffusers `ModelHook`s with a `new_forward` (the extension point diffusers' own block caches use) for
-the duration of one guided call, and removed afterwards.
+the duration of one guided call, and removed afterwards with everything they created (`attention/hooks.py`), so the
+blocks are exactly as found and hooks registered meanwhile keep working.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..attention import InstrumentError
+from ..attention.hooks import attach_hook, detach_hook
 
 _HOOK_NAME = "motionguide_cag_prefix_reuse"
 
@@ -90,8 +92,10 @@ def reuse_blocker(transformer: torch.nn.Module, blocks: Sequence[torch.nn.Module
 class PrefixReuse:
     """Hooks on the blocks before `first_guidance_block`; `recording(rows, batch)` and `replaying()` scope them."""
 
-    def __init__(self, blocks: Sequence[torch.nn.Module], first_guidance_block: int):
+    def __init__(self, blocks: Sequence[torch.nn.Module], first_guidance_block: int,
+                 root: torch.nn.Module | None = None):
         self.prefix = list(blocks[:first_guidance_block])
+        self.root = root  # the transformer: its hook registry caches the blocks' registries
         self.state = _PrefixState()
 
     @property
@@ -102,16 +106,15 @@ class PrefixReuse:
     @contextmanager
     def installed(self) -> Iterator["PrefixReuse"]:
         """Register the hooks (pass-through until a scope below is entered); remove them on exit."""
-        registries = []
+        attached = []
         try:
             for index, block in enumerate(self.prefix):
-                registry = HookRegistry.check_if_exists_or_initialize(block)
-                registry.register_hook(_PrefixBlockHook(self.state, last=index == len(self.prefix) - 1), _HOOK_NAME)
-                registries.append(registry)
+                hook = _PrefixBlockHook(self.state, last=index == len(self.prefix) - 1)
+                attached.append(attach_hook(block, hook, _HOOK_NAME))
             yield self
         finally:
-            for registry in registries:
-                registry.remove_hook(_HOOK_NAME, recurse=False)
+            for hook in reversed(attached):
+                detach_hook(hook, root=self.root)
             self.state = _PrefixState()
 
     @contextmanager

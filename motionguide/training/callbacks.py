@@ -12,7 +12,6 @@ themselves by name (`@register_monitor("imap")`).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +112,9 @@ class Curation:
         raise NotImplementedError
 
     def fingerprint(self) -> dict[str, Any]:
-        """What decides the selection, as JSON-like values (stored in checkpoints, compared on resume)."""
-        settings = dataclasses.asdict(self.settings) if self.settings is not None else dict(self.options)
-        return {"curation": self.name, **settings}
+        """What decides the selection, as JSON-like values; the loop stores it with the curation's name in
+        checkpoints and refuses to resume with a different one. Default: the options (or filled-in settings)."""
+        return dataclasses.asdict(self.settings) if self.settings is not None else dict(self.options)
 
 
 def parse_options(options_class: type, options: dict[str, Any], where: str) -> Any:
@@ -135,11 +134,6 @@ def parse_options(options_class: type, options: dict[str, Any], where: str) -> A
 # ---------------------------------------------------------------------- registries
 # Thin wrappers over motionguide.registry, which names the built-in methods: the loop never imports a
 # method package itself.
-
-# TODO(merge): remove these three lines when motionguide/motive/curation.py (the Motive package) lands; until
-# then the older package registers "motive", and the registry must import that one.
-if importlib.util.find_spec("motionguide.motive") is None:
-    CURATIONS.builtins["motive"] = "motionguide.attribution.curation"
 
 
 def register_curation(name: str):

@@ -42,5 +42,5 @@ class RandomCuration(Curation):
         return CurationResult(indices=chosen, summary={"method": "random", "kept": k, "of": n})
 
     def fingerprint(self) -> dict[str, Any]:
-        """{curation, fraction, mode}; random has one mode (None), kept so checkpoints from before resume."""
-        return {"curation": self.name, "fraction": self.settings.fraction, "mode": None}
+        """{fraction, mode}; random has one mode (None), kept so checkpoints from before the split resume."""
+        return {"fraction": self.settings.fraction, "mode": None}

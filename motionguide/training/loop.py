@@ -239,9 +239,7 @@ class Trainer:
         recipe_spec = configured_data_recipe(cfg)
         if recipe_spec is not None and not Path(cfg.data_root).exists():
             if accelerator.is_main_process:
-                recipe = build_data_recipe(recipe_spec)
-                print(f"{cfg.data_root} does not exist: generating it with the data recipe {recipe}", flush=True)
-                recipe(cfg.data_root)
+                create_with_data_recipe(recipe_spec, cfg.data_root)
             accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                frame_stride=cfg.frame_stride)
@@ -520,12 +518,14 @@ def configured_data_recipe(cfg: Any) -> dict[str, Any] | None:
     return recipe
 
 
-def build_data_recipe(spec: dict[str, Any]) -> Any:
-    """The registered data recipe `spec["name"]` built with the other keys as its options."""
+def create_with_data_recipe(spec: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Create `folder` with the registered data recipe `spec["name"]`, the other keys as its options."""
     if not isinstance(spec, dict) or not spec.get("name"):
         raise ConfigError(f"data_recipe: expected {{name: <recipe>, ...options}} with name one of "
                           f"{', '.join(DATA_RECIPES.names())}; got {spec!r}")
-    return DATA_RECIPES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    options = {k: v for k, v in spec.items() if k != "name"}
+    print(f"{folder} does not exist: creating it with the data recipe {spec['name']!r} {options}", flush=True)
+    DATA_RECIPES.get(spec["name"])(folder, **options)
 
 
 def build_curation(cfg: Any) -> Curation | None:
@@ -544,12 +544,8 @@ def build_curation(cfg: Any) -> Curation | None:
 
 
 def curation_fingerprint(cfg: Any, curation: Curation | None) -> dict[str, Any]:
-    """What a checkpoint records about the selection, compared on resume: the curation's own fingerprint."""
+    """What a checkpoint records about the selection, compared on resume: the curation's name and its own
+    fingerprint (`{"curation": "random", "fraction": 0.1, "mode": None}`, the form checkpoints always had)."""
     if curation is None:
         return {"curation": "none"}
-    own = type(curation).fingerprint is not Curation.fingerprint or curation.options_class is not None
-    # TODO(merge): a curation that declares neither options nor a fingerprint (MotiveCuration before its
-    # move) is described by the old generic fields, as checkpoints before the split were
-    if not own and hasattr(cfg, "curation_fraction"):
-        return {"curation": cfg.curation, "fraction": cfg.curation_fraction, "mode": cfg.curation_mode}
-    return curation.fingerprint()
+    return {"curation": cfg.curation, **curation.fingerprint()}

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .base import TokenGrid, VideoBackbone
+from ..base import TokenGrid, VideoBackbone
 
 
 class WanBackbone(VideoBackbone):
@@ -47,6 +47,12 @@ class WanBackbone(VideoBackbone):
         if self.vae is not None:
             return int(self.vae.config.scale_factor_temporal)
         return self.default_vae_scale_temporal
+
+    def instrumented_processor(self, controller, original, block: int, attention: str):
+        """:class:`InstrumentedWanProcessor` (loaded here: the processor module builds on `motionguide.attention`)."""
+        from .processor import InstrumentedWanProcessor
+
+        return InstrumentedWanProcessor(controller, original, block, attention)
 
     def video_self_attention(self, index: int) -> torch.nn.Module:
         """The self-attention `attn1` of block `index`."""

@@ -8,38 +8,33 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..errors import ConfigError
+from .selection import Selection
 
 
 class CuratedDataset(torch.utils.data.Dataset):
-    """`dataset` restricted to the clips a Motive selection kept (filter / prune-negative), or all of them with
-    per-clip weights (reweight: draw batches with :meth:`sampler`).
+    """`dataset` restricted to the clips a Motive :class:`Selection` kept, with per-clip weights when it
+    reweights (draw batches with :meth:`sampler`).
 
     `ids` are the dataset's clip ids in index order (default: `dataset.ids`); they must be the ids the pass
     saw, i.e. the metadata `id` or the video file stem.
     """
 
-    def __init__(self, dataset: Any, selection: str | os.PathLike | Mapping[str, Any],
+    def __init__(self, dataset: Any, selection: "str | os.PathLike | Mapping[str, Any] | Selection",
                  ids: Sequence[str] | None = None):
-        from .run import load_selection
-
         self.dataset = dataset
-        self.selection = dict(selection) if isinstance(selection, Mapping) else load_selection(selection)
+        if isinstance(selection, Selection):
+            self.selection = selection
+        elif isinstance(selection, Mapping):
+            self.selection = Selection.from_dict(selection)
+        else:
+            self.selection = Selection.load(selection)
         ids = list(ids if ids is not None else getattr(dataset, "ids", []))
         if len(ids) != len(dataset):
             raise ConfigError(f"CuratedDataset needs one clip id per dataset item: got {len(ids)} ids for "
                               f"{len(dataset)} items (pass ids=[...] in index order)")
-        index_of = {clip_id: i for i, clip_id in enumerate(ids)}
-        self.ids = [clip_id for clip_id in self.selection["selected_ids"] if clip_id in index_of]
-        if not self.ids:
-            raise ConfigError("the Motive selection shares no clip id with this dataset; was it computed on the "
-                              "same clips (ids are the metadata `id` or the video file stem)?")
-        self.indices = [index_of[clip_id] for clip_id in self.ids]
-        self.missing = [c for c in self.selection["selected_ids"] if c not in index_of]
-        weights = self.selection.get("weights")
-        self.weights = None
-        if weights is not None:
-            by_id = dict(zip(self.selection["train_ids"], weights))
-            self.weights = [float(by_id[clip_id]) for clip_id in self.ids]
+        self.indices, self.weights = self.selection.indices_for(ids)
+        self.ids = [ids[i] for i in self.indices]
+        self.missing = self.selection.missing_from(ids)
 
     def __len__(self) -> int:
         return len(self.indices)

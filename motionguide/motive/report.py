@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from ..files import atomic_write_text
 from ..viz import frame_grid, save_png
+from .selection import load_selection
 
 #: Per-clip numbers kept in selection.json for the report, from the feature store's records.
 COVARIATES = {
@@ -88,8 +89,6 @@ def _vote_histogram_png(histogram: Sequence[int], cut_votes: int, path: Path) ->
 def write_curation_report(out_dir: str | os.PathLike, top: int = 4, max_queries: int = 4,
                           thumbnails: bool = True) -> Path:
     """Render `report.md` (+ PNGs) for the selection in `out_dir`; returns the markdown path."""
-    from .run import load_selection
-
     out = Path(out_dir)
     selection = load_selection(out)
     report = selection.get("report") or {}

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..backbones import backbone_for
 from ..errors import ConfigError
 from ..files import atomic_write_text
 
@@ -148,7 +149,8 @@ def select_parameters(transformer: torch.nn.Module, scope: str = "all",
     elif scope == "blocks":
         if not blocks:
             raise ConfigError("--params blocks needs --blocks (e.g. 10,11,12)")
-        prefixes = tuple(f"blocks.{b}." for b in blocks) + tuple(f"transformer_blocks.{b}." for b in blocks)
+        backbone = backbone_for(transformer)  # the family knows where its blocks' parameters live
+        prefixes = tuple(backbone.block_parameter_prefix(b) for b in blocks)
         chosen = [(n, p) for n, p in named if n.startswith(prefixes) and "lora_" not in n]
     else:
         raise ConfigError(f"unknown parameter scope {scope!r}; valid: {', '.join(PARAM_SCOPES)}")

@@ -1,11 +1,14 @@
-"""Scoring and selection (Motive, sec. 6): cosine scores, per-query percentile vote, top fraction, weights.
+"""Scoring and voting (Motive, sec. 6): cosine scores, per-query percentile vote, top fraction, weights.
+
+The maths only: which clips a curation keeps in which mode, and how that maps onto a dataset, is
+:class:`motionguide.motive.selection.Selection`.
 
 * Score I(n, q) = g̃_qᵀ g̃_n on ℓ2-normalised features, no minus sign: large positive means a step on clip n
   lowers query q's motion loss. A zero feature (static clip, zero mask) scores exactly 0.
 * Many queries (ICONS majority vote): τ_q = the ``percentile`` of query q's scores over the corpus;
   votes_n = Σ_q 1[I(n, q) > τ_q]; rank by votes. Votes take only Q + 1 values, so ties at the cut are common;
   they are broken by the mean within-query percentile rank (average ranks for tied scores, compared exactly
-  as integers), then the mean raw score, then the lower clip index. ``Selection.tie_rule`` states this for logs.
+  as integers), then the mean raw score, then the lower clip index. ``MajorityVote.tie_rule`` states this for logs.
 * Reweighting and negative pruning are extensions the paper did not validate; they are offered for
   experiments and say so.
 
@@ -24,7 +27,7 @@ import torch
 from ..errors import ConfigError
 
 __all__ = [
-    "Selection",
+    "MajorityVote",
     "TIE_RULE",
     "score_matrix",
     "majority_vote_selection",
@@ -91,7 +94,7 @@ def rank_average(a) -> np.ndarray:
 
 
 @dataclass
-class Selection:
+class MajorityVote:
     """The outcome of a majority vote, with everything needed to log and reproduce it."""
 
     indices: np.ndarray  # kept clip indices, best first
@@ -124,7 +127,7 @@ def _keep_count(fraction: float, n: int) -> int:
     return min(n, max(1, int(math.floor(fraction * n + 0.5))))
 
 
-def majority_vote_selection(scores, fraction: float = 0.1, percentile: float = 90.0) -> Selection:
+def majority_vote_selection(scores, fraction: float = 0.1, percentile: float = 90.0) -> MajorityVote:
     """Per-query percentile threshold, votes, deterministic ranking, top ``fraction`` (at least one clip)."""
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
@@ -146,7 +149,7 @@ def majority_vote_selection(scores, fraction: float = 0.1, percentile: float = 9
     order = np.lexsort((np.arange(n), -mean_score, -twice_rank_sum, -votes))
     k = _keep_count(fraction, n)
     boundary_tie = bool(k < n and votes[order[k - 1]] == votes[order[k]])
-    return Selection(indices=order[:k].copy(), order=order, votes=votes, thresholds=thresholds,
+    return MajorityVote(indices=order[:k].copy(), order=order, votes=votes, thresholds=thresholds,
                      mean_rank=mean_rank, mean_score=mean_score, tie_rule=TIE_RULE, fraction=float(fraction),
                      percentile=float(percentile), n_queries=n_queries, boundary_tie=boundary_tie)
 
@@ -164,7 +167,7 @@ def reweight(selection_or_scores, mode: str = "votes", floor: float = 0.05,
     if not 0.0 < floor <= 1.0:
         raise ConfigError(f"floor must be in (0, 1], got {floor}")
     selection = selection_or_scores
-    if not isinstance(selection, Selection):
+    if not isinstance(selection, MajorityVote):
         selection = majority_vote_selection(selection_or_scores, fraction=1.0, percentile=percentile)
     if mode == "votes":
         signal = selection.votes.astype(np.float64)
@@ -215,7 +218,7 @@ def _finite_or_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def selection_report(selection: Selection, covariates: Mapping[str, Sequence[float]] | None = None) -> dict:
+def selection_report(selection: MajorityVote, covariates: Mapping[str, Sequence[float]] | None = None) -> dict:
     """JSON-able report data: vote histogram, the cut, and per covariate (clip length, mask coverage, motion
     magnitude, ...) its Spearman correlation with the mean score and its mean in the kept set vs the rest."""
     n = selection.votes.size

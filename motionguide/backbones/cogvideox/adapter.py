@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .base import TokenGrid, VideoBackbone
+from ..base import TokenGrid, VideoBackbone
 
 
 class CogVideoXBackbone(VideoBackbone):
@@ -48,6 +48,25 @@ class CogVideoXBackbone(VideoBackbone):
         if self.vae is not None:
             return int(self.vae.config.temporal_compression_ratio)
         return self.default_vae_scale_temporal
+
+    def instrumented_processor(self, controller, original, block: int, attention: str):
+        """:class:`InstrumentedCogVideoXProcessor` (loaded here: it builds on `motionguide.attention`)."""
+        from .processor import InstrumentedCogVideoXProcessor
+
+        return InstrumentedCogVideoXProcessor(controller, original, block, attention)
+
+    def runs_classifier_free_guidance(self, step_index: int | None = None) -> bool | None:
+        """CFG as the pipeline decided it at step 0 of the current call.
+
+        `CogVideoXPipeline(use_dynamic_cfg=True)` rewrites its `guidance_scale` after every step, to values that no
+        longer say whether it batches [uncond; cond]: the batching it chose at the start of the call stays.
+        """
+        if step_index is None or step_index == 0 or getattr(self, "_cfg_at_first_step", None) is None:
+            cfg = super().runs_classifier_free_guidance(step_index)
+            if step_index is None:
+                return cfg
+            self._cfg_at_first_step = cfg
+        return self._cfg_at_first_step
 
     def video_self_attention(self, index: int) -> torch.nn.Module:
         """The joint `attn1` of block `index`."""

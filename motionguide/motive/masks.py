@@ -8,7 +8,10 @@ literal trilinear resize. A perfectly static clip gives an all-zero mask, flagge
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .flow import FlowEstimator, get_flow_estimator, pairs_for
+from .flow import ANCHORS, FlowEstimator, get_flow_estimator, pairs_for
 
 ZETA = 1e-6
 TEMPORAL_MODES = ("mean", "max", "trilinear")
@@ -137,3 +140,52 @@ def motion_mask(frames: np.ndarray, backbone: Any, estimator: FlowEstimator | st
         "degenerate": degenerate,
     }
     return MotionMask(pixel=weights, latent=latent, stats=stats)
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size and sha256 of a file (e.g. flow weights): two different files never share a feature store."""
+    path = Path(path)
+    if not path.is_file():
+        return {"name": path.name, "missing": True}
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()[:16]}
+
+
+class MotionMasker:
+    """The masker a :class:`~motionguide.motive.Motive` pass weights each clip's loss with: a flow estimator
+    and the mask settings, built once (a missing RAFT weights file fails here, before any encoding).
+
+    Any object with the same two methods can replace it: ``masker(frames, backbone) -> MotionMask`` and
+    ``describe() -> dict``, whose content goes into the feature store's config hash.
+    """
+
+    def __init__(self, flow: str = "dis", flow_weights: str | None = None, anchor: str = "consecutive",
+                 temporal: str = "mean", gate: str = "change", estimator: FlowEstimator | None = None):
+        check_mask_settings(anchor, temporal, gate)
+        self.flow, self.flow_weights = flow, flow_weights
+        self.anchor, self.temporal, self.gate = anchor, temporal, gate
+        self.estimator = estimator if estimator is not None else get_flow_estimator(flow, flow_weights)
+
+    def __call__(self, frames: np.ndarray, backbone: Any) -> MotionMask:
+        """The motion mask of uint8 frames [F, H, W, 3] on `backbone`'s latent grid."""
+        return motion_mask(frames, backbone, self.estimator, anchor=self.anchor, temporal=self.temporal,
+                           gate=self.gate)
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the mask (flow estimator and its weights file, anchor, temporal map, gate)."""
+        mask: dict[str, Any] = {"use": True, "flow": self.flow, "anchor": self.anchor, "temporal": self.temporal,
+                                "gate": self.gate}
+        if self.flow_weights:
+            mask["flow_weights"] = file_identity(self.flow_weights)
+        return mask
+
+
+def check_mask_settings(anchor: str, temporal: str, gate: str) -> None:
+    """ConfigError naming the first unknown mask setting (checked before any model or cache work)."""
+    for key, value, valid in (("mask_anchor", anchor, ANCHORS), ("mask_temporal", temporal, TEMPORAL_MODES),
+                              ("mask_gate", gate, GATES)):
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}")

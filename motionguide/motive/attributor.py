@@ -1,0 +1,430 @@
+"""`Motive`: the attribution pass as one object whose verbs are the workflow (TRAK's `TRAKer` is the model).
+
+    motive = Motive(pipeline, config)            # projector, store and masker: from the config, or passed in
+    with motive:                                 # loads `config.lora` for the pass, puts the pipeline back after
+        motive.featurize("train", train_set)     # this rank's share of the clips -> feature-store shards
+        motive.featurize("query", query_set)
+        motive.finalize("train"); motive.finalize("query")   # merge the ranks' shards (main process)
+        scores = motive.score()                  # [queries, clips] cosine scores from the store
+        selection = motive.select(scores)        # majority vote, mode -> Selection; writes selection.json
+
+Runs in one process or under `torchrun` / `accelerate launch` with the clips split across ranks (no DDP wrapper:
+each rank needs its own per-example gradients, pitfall P7). Each rank appends to its own feature-store shard;
+a rerun skips finished clips (resume after a crash); the main process merges, scores and selects. Bad clips are
+recorded with the reason and the pass continues. :func:`run_attribution` is the whole pass over a config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..backbones import backbone_for
+from ..errors import ConfigError
+from ..files import atomic_write
+from .config import MotiveConfig
+from .selection import SELECTION_FILE, Selection
+
+__all__ = ["Motive", "ScoreTable", "run_attribution", "check_common_noise", "LORA_ADAPTER"]
+
+LORA_ADAPTER = "motive_attribution"  # the name `config.lora` is loaded under for the pass
+SPLITS = ("train", "query")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON-safe number for a manifest: NaN / inf become None (the flags and skip reason say why)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun / accelerate launch prepared, if any.
+
+    The pass needs barriers (cache built before reading, every shard written before scoring), so a launch
+    with several ranks initialises the group itself: gloo on CPUs, nccl on GPUs. No DDP wrapper is used.
+    """
+    dist = torch.distributed
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
+    """Counts summed over every rank (each rank counted only its own share of the clips)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return counts
+    names = sorted(counts)
+    total = torch.tensor([counts[name] for name in names], dtype=torch.int64)
+    dist.all_reduce(total)
+    return {name: int(value) for name, value in zip(names, total.tolist())}
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
+    return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def _adapter_names(pipe) -> list[str]:
+    """Every LoRA adapter loaded anywhere in the pipeline."""
+    return sorted({name for names in pipe.get_list_adapters().values() for name in names})
+
+
+def check_common_noise(*record_lists: list[dict]) -> None:
+    """Every clip of one latent shape, training and query, on every rank, must have used the same noise."""
+    seen: dict[tuple, str] = {}
+    for records in record_lists:
+        for record in records:
+            noise = record.get("noise")
+            if not noise:
+                continue
+            shape = tuple(noise["shape"])
+            if seen.setdefault(shape, noise["hash"]) != noise["hash"]:
+                raise ConfigError(
+                    f"clips of latent shape {shape} were featurised with different noise (hashes {seen[shape]} and "
+                    f"{noise['hash']}): ranks or runs disagree on the shared (t, eps). Use one torch version on "
+                    "every rank and the same --seed / --timestep, or start over in a new --out.")
+
+
+@dataclass
+class ScoreTable:
+    """What :meth:`Motive.score` read from the store: scores [Q, N] with the clip ids and records behind them."""
+
+    scores: torch.Tensor
+    train_ids: list[str]
+    query_ids: list[str]
+    train_records: list[dict]
+    query_records: list[dict]
+
+
+class Motive:
+    """Motive's attribution pass for one pipeline and one :class:`MotiveConfig` (see the module docstring).
+
+    Swappable parts, each built from the config when not given:
+
+    * ``projector``: a function ``sizes -> Projector`` (the sizes of the differentiated parameters), or a built
+      :class:`~motionguide.motive.projectors.Projector`;
+    * ``store``: a function ``(config: dict, split: str, rank: int, world_size: int) -> FeatureStore``-like
+      object (`add`, `flush`, `done_ids`, `load`, `merge`, a context manager);
+    * ``masker``: ``masker(frames, backbone) -> MotionMask`` with ``describe()``
+      (:class:`~motionguide.motive.masks.MotionMasker`); ``False`` for the unweighted loss.
+    """
+
+    def __init__(self, pipeline, config: MotiveConfig, projector=None, store=None, masker=None,
+                 progress: bool = True):
+        config.check()
+        self.config = config
+        # a missing RAFT weights file (or an unknown estimator) fails now, not after the latent cache is built
+        self.masker = None if masker is False else (masker if masker is not None else config.make_masker())
+        if isinstance(pipeline, (str, os.PathLike)):
+            from diffusers import DiffusionPipeline
+
+            pipeline = DiffusionPipeline.from_pretrained(pipeline)
+        self.pipeline = pipeline
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.progress = progress
+        self.rank, self.world_size = _dist_info()
+        self.out = Path(config.out)
+        self._projector = projector
+        self._store = store
+        self._featurizer = None
+        self._backbone = None
+        self._store_config: dict[str, Any] | None = None
+        self._caches: dict[str, tuple[Any, Any]] = {}  # split -> (dataset, its latent cache)
+        self._trainable: dict[str, bool] | None = None
+        self.counts: dict[str, dict[str, int]] = {}
+
+    # --------------------------------------------------------------------------- the adapter (lora)
+
+    def __enter__(self) -> "Motive":
+        """Load `config.lora` into the pipeline for the pass (nothing to do without it)."""
+        lora, pipe = self.config.lora, self.pipeline
+        if lora is None:
+            return self
+        if not hasattr(pipe, "load_lora_weights"):
+            raise ConfigError(f"lora={lora}: {type(pipe).__name__} cannot load LoRA weights")
+        existing = _adapter_names(pipe)
+        if existing:
+            raise ConfigError(f"lora={lora}: the pipeline already holds LoRA adapter(s) {', '.join(existing)}; "
+                              "attribute one adapter at a time: pass a pipeline without adapters, or drop --lora "
+                              "to differentiate the active adapter already loaded (--params lora)")
+        # loading freezes the base weights and unloading does not thaw them: put every flag back afterwards
+        self._trainable = {name: p.requires_grad for name, p in pipe.transformer.named_parameters()}
+        try:
+            pipe.load_lora_weights(lora, adapter_name=LORA_ADAPTER)
+        except BaseException:
+            self.__exit__()
+            raise
+        self._featurizer = self._store_config = None  # the differentiated weights changed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Unload the adapter `__enter__` loaded and restore every parameter's `requires_grad`."""
+        if self._trainable is None:
+            return
+        pipe = self.pipeline
+        if _adapter_names(pipe):
+            pipe.unload_lora_weights()
+        for name, p in pipe.transformer.named_parameters():
+            p.requires_grad_(self._trainable.get(name, p.requires_grad))
+        self._trainable = None
+        self._featurizer = self._store_config = None
+
+    # -------------------------------------------------------------------------------- the parts
+
+    @property
+    def backbone(self):
+        """The backbone adapter of the pipeline's model family."""
+        if self._backbone is None:
+            self._backbone = backbone_for(self.pipeline)
+        return self._backbone
+
+    @property
+    def featurizer(self):
+        """The gradient featurizer (built on first use, after the adapter is loaded)."""
+        if self._featurizer is None:
+            from .featurizer import CommonRandomness, GradientFeaturizer
+
+            cfg = self.config
+            factory = self._projector if self._projector is not None else cfg.make_projector_factory()
+            if hasattr(factory, "project_full"):  # a projector built already (for these parameters' sizes)
+                built = factory
+                factory = lambda sizes: built  # noqa: E731
+            self._featurizer = GradientFeaturizer(
+                self.backbone, factory, CommonRandomness(timestep=cfg.timestep, seed=cfg.seed),
+                scope=cfg.params, blocks=cfg.blocks, loss=cfg.loss)
+        return self._featurizer
+
+    @property
+    def dim(self) -> int:
+        """The feature dimension (the projector's)."""
+        return int(self.featurizer.projector.dim)
+
+    @property
+    def store_config(self) -> dict[str, Any]:
+        """Everything that determines a feature vector (the feature store's config hash): the featurizer, the
+        VAE / text encoder, the transformer's weights (LoRA included), clip sampling, mask."""
+        if self._store_config is None:
+            from ..identity import model_identity, module_identity
+
+            cfg = self.config
+            self._store_config = {
+                "featurizer": self.featurizer.describe(),
+                "model": model_identity(self.backbone),
+                "transformer": module_identity(self.backbone.transformer),
+                "clip": [cfg.num_frames, cfg.height, cfg.width, cfg.max_sequence_length],
+                "mask": self.masker.describe() if self.masker is not None else {"use": False},
+            }
+        return self._store_config
+
+    def open_store(self, split: str, rank: int | None = None, world_size: int | None = None):
+        """The feature store of `split` for this config (this rank's shard unless told otherwise)."""
+        rank = self.rank if rank is None else rank
+        world_size = self.world_size if world_size is None else world_size
+        if self._store is not None:
+            return self._store(self.store_config, split, rank, world_size)
+        from .store import FeatureStore
+
+        return FeatureStore(self.out / "features", self.store_config, rank=rank, world_size=world_size,
+                            dim=self.dim, flush_every=self.config.flush_every, split=split)
+
+    def datasets(self) -> dict[str, Any]:
+        """The config's training (`data`) and query (`queries`) datasets."""
+        from ..data import VideoDataset
+
+        cfg = self.config
+        return {split: VideoDataset(root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)
+                for split, root in (("train", cfg.data), ("query", cfg.queries))}
+
+    # -------------------------------------------------------------------------------- the verbs
+
+    def prepare(self, split: str, dataset) -> Any:
+        """Encode `dataset` into the latent cache (main process; the others wait) and return the cache."""
+        from ..data import LatentCache
+
+        cfg = self.config
+        if self.rank == 0:
+            LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length).build(
+                dataset, self.backbone, cfg.max_sequence_length, progress=self.progress)
+        _barrier()
+        cache = LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length)
+        self._caches[split] = (dataset, cache)
+        return cache
+
+    def featurize(self, split: str, dataset, cache=None) -> dict[str, int]:
+        """Featurise this rank's share of `dataset` into the feature store of `split`; returns the counts
+        (featurised, skipped, flagged) summed over ranks. Clips already stored are skipped (resume).
+
+        A bad clip (unreadable, too short, no caption, not encodable, a failing motion mask, a NaN / inf loss or
+        gradient) is recorded with its reason and the pass goes on.
+        """
+        if cache is None:
+            prepared_for, cache = self._caches.get(split, (None, None))
+            if prepared_for is not dataset:
+                cache = self.prepare(split, dataset)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.open_store(split) as store:
+            counts = self._featurize_into(store, split, dataset, cache)
+        self.counts[split] = _sum_over_ranks(counts)
+        return self.counts[split]
+
+    def _featurize_into(self, store, split: str, dataset, cache) -> dict[str, int]:
+        from ..video import VideoReadError
+
+        cfg, rank, world = self.config, self.rank, self.world_size
+        featurizer, backbone = self.featurizer, self.backbone
+        counts = {"featurised": 0, "skipped": 0, "flagged": 0}
+        done = store.done_ids()
+        for skipped in dataset.skipped:  # unreadable / too short / no caption: recorded once, by rank 0
+            key = skipped.clip_id or str(skipped.path)
+            if rank == 0 and key not in done:
+                store.add(key, None, {"skip_reason": skipped.reason, "category": skipped.category, "split": split,
+                                      "path": str(skipped.path)})
+                counts["skipped"] += 1
+        cached = set(cache.ids)
+        mine = [i for i, entry in enumerate(dataset.entries) if i % world == rank and entry.clip_id not in done]
+
+        def skip(clip_id: str, record: dict, reason: str) -> None:
+            record["skip_reason"] = reason
+            store.add(clip_id, None, record)
+            counts["skipped"] += 1
+
+        for i in tqdm(mine, desc=f"motive {split} (rank {rank})", disable=not self.progress):
+            entry = dataset.entries[i]
+            record: dict[str, Any] = {"split": split, "caption": entry.caption, "path": str(entry.path),
+                                      "num_frames": entry.probe.num_frames if entry.probe else None}
+            if entry.clip_id not in cached:
+                skip(entry.clip_id, record, "not in the latent cache (encoding failed; see the cache manifest)")
+                continue
+            mask = None
+            if self.masker is not None:
+                try:
+                    m = self.masker(_pixels_to_uint8(dataset[i]["pixels"]), backbone)
+                except VideoReadError as exc:
+                    skip(entry.clip_id, record, str(exc))
+                    continue
+                except ConfigError:  # a wrong setting is the user's to fix, not a bad clip
+                    raise
+                except (ValueError, ArithmeticError) as exc:  # e.g. non-finite flow from a damaged frame
+                    skip(entry.clip_id, record, f"motion mask failed: {exc}")
+                    continue
+                mask = m.latent
+                record["mask"] = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in m.stats.items()}
+            tensors = cache.load(entry.clip_id)
+            latents = tensors["latents"]
+            result = featurizer.featurize(latents, tensors["prompt_embeds"], mask, num_pixel_frames=cfg.num_frames)
+            record.update({"loss": _finite_or_none(result.loss), "grad_norm": _finite_or_none(result.grad_norm),
+                           "flags": result.flags,
+                           "noise": {"shape": list(latents.shape),
+                                     "hash": featurizer.randomness.fingerprint(latents.shape)}})
+            if result.feature is None:
+                skip(entry.clip_id, record, result.skip_reason or "no feature")
+                continue
+            counts["featurised"] += 1
+            counts["flagged"] += bool(result.flags)
+            store.add(entry.clip_id, result.feature, record)
+        store.flush()
+        return counts
+
+    def finalize(self, split: str) -> Path | None:
+        """Wait for every rank's shards of `split`, then merge them into one deduplicated file next to them
+        (main process; returns its folder, None on the other ranks)."""
+        _barrier()
+        if self.rank != 0:
+            return None
+        return self.open_store(split, rank=0, world_size=1).merge()
+
+    def score(self, train: str = "train", query: str = "query") -> ScoreTable:
+        """Cosine scores [queries, training clips] from the stored features of the two splits."""
+        from .scoring import score_matrix
+
+        cfg = self.config
+        train_ids, train_feats, train_records = self.open_store(train, rank=0, world_size=1).load()
+        query_ids, query_feats, query_records = self.open_store(query, rank=0, world_size=1).load()
+        if not len(query_ids):
+            raise ConfigError(f"no usable query clips in {cfg.queries}: every query was skipped (see the "
+                              f"manifest under {self.out / 'features'})")
+        if not len(train_ids):
+            raise ConfigError(f"no usable training clips in {cfg.data}")
+        check_common_noise(train_records, query_records)
+        return ScoreTable(score_matrix(query_feats, train_feats), train_ids, query_ids, train_records,
+                          query_records)
+
+    def select(self, table: ScoreTable | None = None, save: bool = True) -> Selection:
+        """The selection the config's mode asks for; with `save`, write selection.json (atomic), scores.npy
+        and (with `config.report`) report.md into `config.out`."""
+        from .report import clip_summaries, covariate_arrays, write_curation_report
+        from .scoring import selection_report
+        from .store import config_hash
+
+        cfg = self.config
+        table = table if table is not None else self.score()
+        selection, vote = Selection.from_scores(
+            table.scores, table.train_ids, table.query_ids, mode=cfg.mode, fraction=cfg.fraction,
+            percentile=cfg.percentile, reweight_mode=cfg.reweight_mode, floor=cfg.floor)
+        clips = clip_summaries(table.train_ids, table.train_records)
+        selection.details = {
+            "config": asdict(cfg),
+            "feature_store": str(self.out / "features" / config_hash(self.store_config)),
+            "counts": {split: dict(c) for split, c in self.counts.items()},
+            "ranking": [table.train_ids[int(i)] for i in vote.order],
+            "votes": [int(v) for v in vote.votes],
+            "mean_score": [float(s) for s in vote.mean_score],
+            "flags": {tid: rec.get("flags", []) for tid, rec in zip(table.train_ids, table.train_records)
+                      if rec.get("flags")},
+            "report": selection_report(vote, covariate_arrays(table.train_ids, clips)),
+            "clips": clips,
+            "queries": clip_summaries(table.query_ids, table.query_records),
+        }
+        if save:
+            self.out.mkdir(parents=True, exist_ok=True)
+            selection.save(self.out / SELECTION_FILE)
+            scores = table.scores
+            scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
+
+            def write_scores(tmp: str) -> None:
+                with open(tmp, "wb") as handle:  # a handle: np.save would append ".npy" to the temp name
+                    np.save(handle, scores)
+
+            atomic_write(self.out / "scores.npy", write_scores)
+            if cfg.report:
+                write_curation_report(self.out)
+        return selection
+
+
+def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> dict[str, Any] | None:
+    """The whole pass over `cfg`; returns the selection.json content on the main process (None elsewhere).
+
+    `pipeline`: an already loaded pipeline to reuse (the fine-tuning loop passes its own; default: loaded from
+    `cfg.model`); with `cfg.lora` the adapter is loaded into it for the pass and unloaded afterwards.
+    """
+    cfg.check()
+    masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    motive = Motive(pipeline if pipeline is not None else cfg.model, cfg, masker=masker if masker else False,
+                    progress=progress)
+    with motive:
+        datasets = motive.datasets()
+        for split in SPLITS:  # every cache first, so a bad setting or clip shows before the long part
+            motive.prepare(split, datasets[split])
+        for split in SPLITS:
+            motive.featurize(split, datasets[split])
+        for split in SPLITS:
+            motive.finalize(split)
+        if motive.rank != 0:
+            return None
+        return motive.select().to_dict()
+

@@ -1,0 +1,132 @@
+"""`MotiveConfig`: the settings of one Motive pass (model, data, queries, masking, projection, selection)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, unknown_key_message
+from .selection import DEFAULT_MODE, check_mode
+
+__all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS"]
+
+#: old option names still accepted, with a DeprecationWarning: old name -> new name
+DEPRECATED_KEYS = {"cache_dir": "latent_cache_dir"}
+
+
+@dataclass
+class MotiveConfig:
+    """Settings of one Motive attribution pass: model, data, queries, masking, projection and selection."""
+
+    model: str
+    data: str
+    queries: str
+    out: str
+    num_frames: int = 17
+    height: int = 64
+    width: int = 64
+    max_sequence_length: int = 16
+    latent_cache_dir: str | None = None  # default: <out>/cache (shareable with training via --latent_cache_dir)
+    timestep: float = 751.0
+    seed: int = 0
+    projector: str = "fastfood_blockwise"
+    dim: int = 512
+    params: str = "all"
+    blocks: list[int] = field(default_factory=list)
+    loss: str = "motion_weighted"  # or "temporal_difference" (a deviation from the paper)
+    use_mask: bool = True
+    flow: str = "dis"
+    flow_weights: str | None = None
+    mask_anchor: str = "consecutive"
+    mask_temporal: str = "mean"
+    mask_gate: str = "change"
+    fraction: float = 0.1
+    percentile: float = 90.0
+    mode: str = DEFAULT_MODE  # see motionguide.motive.selection.MODES
+    reweight_mode: str = "votes"  # with mode "reweight": "votes" (vote share) or "zscore" (z-scored mean score)
+    floor: float = 0.05
+    lora: str | None = None  # a saved LoRA to load for the pass (what --params lora differentiates)
+    flush_every: int = 8  # clips per feature-store part (a crash loses at most this many)
+    report: bool = True  # write report.md with thumbnails next to selection.json
+    #: deprecated spelling of `latent_cache_dir` (diffusers' `cache_dir` is the hub download cache)
+    cache_dir: dataclasses.InitVar[str | None] = None
+
+    def __post_init__(self, cache_dir: str | None) -> None:
+        if cache_dir is not None:
+            warnings.warn("MotiveConfig(cache_dir=...) is deprecated; use latent_cache_dir", DeprecationWarning,
+                          stacklevel=3)
+            if self.latent_cache_dir not in (None, cache_dir):
+                raise ConfigError("cache_dir and latent_cache_dir are the same setting; keep latent_cache_dir")
+            self.latent_cache_dir = cache_dir
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Every setting's name, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], where: str = "MotiveConfig") -> "MotiveConfig":
+        """A config from a mapping that may use deprecated names (warned about); unknown names are an error."""
+        return cls(**cls.normalize_options(options, where))
+
+    @classmethod
+    def normalize_options(cls, options: Mapping[str, Any], where: str = "MotiveConfig",
+                          extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        """`options` with deprecated names renamed; a ConfigError for a name that is neither a setting nor in
+        `extra` (names a caller handles itself)."""
+        valid = set(cls.field_names()) | set(extra)
+        out: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in DEPRECATED_KEYS:
+                new = DEPRECATED_KEYS[key]
+                warnings.warn(f"{where}.{key} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+                if new in options:
+                    raise ConfigError(f"{where}: {key} and {new} are the same setting; keep {new}")
+                key = new
+            if key not in valid:
+                raise ConfigError(unknown_key_message(key, valid, where))
+            out[key] = value
+        return out
+
+    def check(self) -> "MotiveConfig":
+        """Self, after checking the choices that would otherwise fail only after the cache is built."""
+        from .masks import check_mask_settings
+
+        check_mode(self.mode, self.reweight_mode)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+        if not 0.0 <= self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in [0, 100], got {self.percentile}")
+        if not 0.0 < self.floor <= 1.0:
+            raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
+        check_mask_settings(self.mask_anchor, self.mask_temporal, self.mask_gate)
+        if self.lora is not None and not Path(self.lora).exists():
+            raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
+                              "e.g. <output_dir>/lora, or a .safetensors file)")
+        return self
+
+    def make_masker(self):
+        """The motion masker these settings describe, or None with `use_mask` off (the paper's "w/o MM")."""
+        from .masks import MotionMasker
+
+        if not self.use_mask:
+            return None
+        return MotionMasker(self.flow, self.flow_weights, anchor=self.mask_anchor, temporal=self.mask_temporal,
+                            gate=self.mask_gate)
+
+    def make_projector_factory(self):
+        """`sizes -> Projector` for these settings (the parameter sizes are known once the model is loaded)."""
+        from .projectors import make_projector
+
+        return lambda sizes: make_projector(self.projector, sizes, dim=self.dim, seed=self.seed)
+
+    def cache_root(self) -> Path:
+        """Where the latent cache lives: `latent_cache_dir`, or `<out>/cache`."""
+        return Path(self.latent_cache_dir) if self.latent_cache_dir else Path(self.out) / "cache"
+
+
+#: the name before issue 14 (kept so old imports and scripts keep working)
+AttributionConfig = MotiveConfig

@@ -1,0 +1,151 @@
+"""`--curation motive` for the fine-tuning loop: read a finished selection or run the attribution pass first.
+
+Options (YAML `method_options: {motive: {...}}` or the CLI's JSON), checked by :meth:`MotiveCuration.validate`
+before any model loads:
+
+* `fraction` (default 0.1) and `mode` (`filter` default, `reweight`, `prune-negative`): what the selection
+  keeps (see :mod:`motionguide.motive.selection`);
+* `selection`: a finished selection.json (or its folder) from `motionguide curate`;
+* `queries`: a dataset folder of query clips (needed when no selection exists);
+* `queries_recipe`: `{name: RECIPE, ...options}` creates `queries` on first use through a registered data recipe
+  (`motionguide.registry.DATA_RECIPES`, e.g. `{name: toy, num_clips: 8, seed: 1, motions: [right]}`);
+  `toy_queries: {...}` is its deprecated spelling for the toy recipe;
+* any :class:`~motionguide.motive.config.MotiveConfig` setting (flow, projector, lora, ...).
+
+With `queries` set, the pass runs in `<output_dir>/motive` every time: it reuses every stored feature that
+still applies (same model weights, settings and clips), so an unchanged rerun, or one that changes only the
+fraction or the mode, just rescores. A finished selection given as `selection` (or found there without
+`queries`) is used as is, after checking it was made with the asked mode and fraction.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..registry import CURATIONS, DATA_RECIPES
+from ..training.callbacks import Curation, CurationResult, TrainContext
+from .attributor import run_attribution
+from .config import MotiveConfig
+from .selection import SELECTION_FILE, Selection
+
+__all__ = ["MotiveCuration"]
+
+WHERE = "method_options.motive"
+#: options the curation handles itself (the rest are MotiveConfig settings)
+OWN_OPTIONS = ("selection", "queries_recipe")
+#: what `toy_queries` adds to its spec: clean query clips (no defects, motion over the whole clip)
+TOY_QUERY_DEFAULTS = {"partial_motion_rate": 0.0, "id_prefix": "query", "defect_rate": 0.0}
+#: MotiveConfig fields that the fine-tuning config fills in; placeholders when options are checked alone
+_FROM_TRAINING = {"model": "", "data": "", "queries": "", "out": ""}
+
+
+@CURATIONS.register("motive")
+class MotiveCuration(Curation):
+    """The `motive` curation: keeps (or reweights) the clips a Motive selection picked."""
+
+    name = "motive"
+
+    def __init__(self, **options: Any):
+        super().__init__(**self.validate(options))
+        self.fraction = float(self.options.get("fraction", MotiveConfig.fraction))
+        self.mode = str(self.options.get("mode", MotiveConfig.mode))
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options with deprecated names replaced, after checking every key and value; loads nothing.
+
+        An unknown key, a bad mode or fraction, an unknown data recipe: a ConfigError naming the valid choices.
+        """
+        options = dict(options)
+        if "toy_queries" in options:
+            spec = options.pop("toy_queries")
+            warnings.warn(f"{WHERE}.toy_queries is deprecated; use queries_recipe: {{name: toy, ...}}",
+                          DeprecationWarning, stacklevel=2)
+            if "queries_recipe" in options:
+                raise ConfigError(f"{WHERE}: toy_queries and queries_recipe both set; keep queries_recipe")
+            if not isinstance(spec, Mapping):
+                raise ConfigError(f"{WHERE}.toy_queries: expected a mapping such as "
+                                  f"{{num_clips: 8, seed: 1, motions: [right]}}, got {spec!r}")
+            options["queries_recipe"] = {"name": "toy", **TOY_QUERY_DEFAULTS, **spec}
+        options = MotiveConfig.normalize_options(options, WHERE, extra=OWN_OPTIONS)
+        recipe = options.get("queries_recipe")
+        if recipe is not None:
+            if not isinstance(recipe, Mapping) or not isinstance(recipe.get("name"), str):
+                raise ConfigError(f"{WHERE}.queries_recipe: expected a mapping with a recipe name, such as "
+                                  f"{{name: toy, num_clips: 8, seed: 1}}, got {recipe!r}")
+            DATA_RECIPES.check(recipe["name"])
+        settings = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+        MotiveConfig(**{**_FROM_TRAINING, **settings}).check()
+        return options
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it resumes (same clips, same weights)."""
+        return {"fraction": self.fraction, "mode": self.mode}
+
+    def config_for(self, ctx: TrainContext) -> MotiveConfig:
+        """The pass's settings: model, data and clip shape from the training config, the rest from the options."""
+        if "queries" not in self.options:
+            raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
+                              "{motive: {queries: DIR}} (a dataset folder like the training data) or "
+                              "{motive: {selection: PATH}} from `motionguide curate`")
+        cfg = ctx.config
+        base = dict(model=cfg.pretrained_model_name_or_path, data=cfg.data_root, out=str(ctx.output_dir / "motive"),
+                    num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                    max_sequence_length=cfg.max_sequence_length,
+                    latent_cache_dir=getattr(cfg, "latent_cache_dir", None) or getattr(cfg, "cache_dir", None),
+                    seed=cfg.seed)
+        base.update({k: v for k, v in self.options.items() if k not in OWN_OPTIONS})
+        return MotiveConfig(**base).check()
+
+    def _make_queries(self, ctx: TrainContext, folder: Path) -> None:
+        """Create the query set with `queries_recipe` when its folder does not exist yet (main process)."""
+        recipe = self.options.get("queries_recipe")
+        if recipe is None or folder.exists():
+            return
+        if ctx.is_main_process:
+            options = {k: v for k, v in recipe.items() if k != "name"}
+            print(f"{folder} does not exist: creating the query clips with data recipe {recipe['name']!r} "
+                  f"{options}", flush=True)
+            DATA_RECIPES.get(recipe["name"])(folder, **options)
+        ctx.accelerator.wait_for_everyone()
+
+    def selection(self, ctx: TrainContext) -> Selection:
+        """The Motive selection for this run: the given or finished one, or a fresh pass."""
+        explicit = self.options.get("selection")
+        default = ctx.output_dir / "motive" / SELECTION_FILE
+        if explicit is not None:
+            return Selection.load(explicit).check_made_with(self.mode, self.fraction, explicit)
+        if "queries" not in self.options and default.is_file():
+            return Selection.load(default).check_made_with(self.mode, self.fraction, default)
+        # always through the pass: it skips every clip whose stored feature still applies (same model,
+        # settings and data), so an unchanged rerun only rescores, and changed settings are never ignored
+        cfg = self.config_for(ctx)
+        self._make_queries(ctx, Path(cfg.queries))
+        result = run_attribution(cfg, progress=ctx.is_main_process, pipeline=ctx.extras.get("pipeline"))
+        ctx.accelerator.wait_for_everyone()
+        return Selection.from_dict(result) if result is not None else Selection.load(cfg.out)
+
+    def select(self, ctx: TrainContext) -> CurationResult:
+        """Load (or compute) the Motive selection and map its clip ids onto this dataset's indices and weights."""
+        selection = self.selection(ctx)
+        try:
+            indices, weights = selection.indices_for(ctx.dataset.ids)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (training data: {ctx.config.data_root})") from exc
+        return CurationResult(indices=indices, weights=weights, summary=selection.summary(len(ctx.dataset),
+                                                                                          len(indices)))
+
+
+def _register_with_the_old_trainer() -> None:
+    """Until the Trainer looks curations up in `motionguide.registry` (issue 14), it reads its own table."""
+    try:
+        from ..training.callbacks import register_curation
+    except ImportError:  # the Trainer uses motionguide.registry: nothing to do
+        return
+    register_curation("motive")(MotiveCuration)
+
+
+_register_with_the_old_trainer()
