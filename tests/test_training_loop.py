@@ -287,7 +287,8 @@ def test_older_config_fields_fill_the_new_ones():
                             method_options={}, curation_fraction=0.5, curation_mode=None)
     assert configured_data_recipe(older) == {"name": "toy", "num_clips": 3, "seed": 4}
     assert latent_cache_dir(older) == "c"
-    assert build_curation(older).settings.fraction == 0.5
+    with pytest.warns(DeprecationWarning, match="curation_fraction is deprecated; set method_options.random.fraction"):
+        assert build_curation(older).settings.fraction == 0.5
     older.method_options = {"random": {"fraction": 0.25}}  # the method's own option wins
     assert build_curation(older).settings.fraction == 0.25
     newer = SimpleNamespace(data_recipe=None, latent_cache_dir="l", curation="random", method_options={})

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -534,12 +535,22 @@ def build_curation(cfg: Any) -> Curation | None:
         return None
     options = dict(cfg.method_options.get(cfg.curation, {}))
     # TODO(merge): curation_fraction / curation_mode leave TrainConfig (they are method options now); until
-    # then they fill the options a curation declares and that method_options did not set.
+    # then they fill the options method_options did not set: always for a curation whose options_class
+    # declares them, otherwise only when set to something other than their default (with a deprecation
+    # warning), so a curation that has no such option is not handed one.
     options_class = getattr(CURATIONS.get(cfg.curation), "options_class", None)
     declared = {f.name for f in dataclasses.fields(options_class)} if options_class is not None else set()
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else {}
     for old, key in (("curation_fraction", "fraction"), ("curation_mode", "mode")):
-        if key in declared and key not in options and getattr(cfg, old, None) is not None:
-            options[key] = getattr(cfg, old)
+        value = getattr(cfg, old, None)
+        if value is None or key in options:
+            continue
+        if value != defaults.get(old, dataclasses.MISSING):
+            warnings.warn(f"{old} is deprecated; set method_options.{cfg.curation}.{key} instead",
+                          DeprecationWarning, stacklevel=2)
+        elif key not in declared:
+            continue
+        options[key] = value
     return get_curation(cfg.curation, **options)
 
 
