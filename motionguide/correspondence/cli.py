@@ -192,7 +192,8 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     where = p.add_mutually_exclusive_group()
     where.add_argument("--points", type=str, help="query points in frame 0: 'x,y;x,y' (pixels)")
     where.add_argument("--grid", type=int, default=8, help="an N x N grid of query points (default 8)")
-    where.add_argument("--gt", type=str, help="ground-truth npz (tracks, visibility): query its frame-0 points, report PCK")
+    where.add_argument("--gt", type=str,
+                       help="ground-truth npz (tracks, visibility): query its frame-0 points, report PCK")
     p.add_argument("--block", type=int, help="tracking block (default: the layer profile's)")
     p.add_argument("--timestep", type=float, help="transformer timestep 0..1000 (default: the profile's step)")
     p.add_argument("--profile", type=str, help="layer profile name or YAML (default: the model's shipped one)")
@@ -208,28 +209,31 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
                    help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
     p.add_argument("--max_sequence_length", type=int, help="text length for the empty prompt")
     p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
-    p.add_argument("--out", type=str, default="tracks.npz", help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) "
-                   "or a .json file with the same content")
+    p.add_argument("--out", type=str, default="tracks.npz",
+                   help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) or a .json file with the "
+                        "same content")
     p.add_argument("--viz", type=str, help="also write the video with the tracks drawn on it (e.g. tracks.mp4)")
     p.set_defaults(func=_run_track)
 
     a = add_subcommand(subparsers, "analyze-layers", help="score every block and step for correspondence -> a layer "
-                              "profile (+ analysis.json and analysis.png next to it)")
+                       "profile (+ analysis.json and analysis.png next to it)")
     a.add_argument("--model", type=str, required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
-    a.add_argument("--data", type=str, required=True, help="dataset folder (metadata.jsonl/csv, ...); toy datasets carry "
-                   "reference tracks as gt_file")
-    a.add_argument("--tracks", type=str, help="reference tracks: a folder of <clip id>.npz (tracks [N, F, 2] px + visibility "
-                   "[N, F], or CoTracker's pred_tracks / pred_visibility), or one npz for a one-clip dataset")
+    a.add_argument("--data", type=str, required=True,
+                   help="dataset folder (metadata.jsonl/csv, ...); toy datasets carry reference tracks as gt_file")
+    a.add_argument("--tracks", type=str,
+                   help="reference tracks: a folder of <clip id>.npz (tracks [N, F, 2] px + visibility [N, F], or "
+                        "CoTracker's pred_tracks / pred_visibility), or one npz for a one-clip dataset")
     a.add_argument("--blocks", type=str, help="blocks to analyse, e.g. '0-29' or '10-20,25' (default: all)")
-    a.add_argument("--steps", type=str, help="step indices of the schedule, e.g. '0,12,24,36,49' (default: 5 spread over it, "
-                   "the last included; 0 = noisiest)")
+    a.add_argument("--steps", type=str,
+                   help="step indices of the schedule, e.g. '0,12,24,36,49' (default: 5 spread over it, the last "
+                        "included; 0 = noisiest)")
     a.add_argument("--num_inference_steps", type=int, default=50, help="schedule the steps index (default 50)")
     a.add_argument("--max_clips", type=int, help="analyse at most this many clips")
     a.add_argument("--max_points", type=int, default=400, help="query points per clip (default 400)")
     a.add_argument("--threshold_px", type=float, help="PCK threshold (default: 8 px at 480p scaled to the clip, "
                    "one token for clips too small for that)")
-    a.add_argument("--prompt", type=str, choices=["caption", "empty"], default="caption", help="condition on each clip's "
-                   "caption (default) or the empty prompt")
+    a.add_argument("--prompt", type=str, choices=["caption", "empty"], default="caption",
+                   help="condition on each clip's caption (default) or the empty prompt")
     a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
     a.add_argument("--descriptor", type=str, choices=["qk", "qk_no_rope", "qk_mixed"], default="qk",
                    help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack), qk_no_rope or qk_mixed")
@@ -239,6 +243,7 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     a.add_argument("--name", type=str, help="profile name (default: the --out file name without extension)")
     a.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
     a.add_argument("--dtype", type=str, choices=_DTYPES, help="load the model in this dtype (e.g. bfloat16 on GPU)")
-    a.add_argument("--out", type=str, required=True, help="profile YAML to write; analysis.json and analysis.png go next to it")
+    a.add_argument("--out", type=str, required=True,
+                   help="profile YAML to write; analysis.json and analysis.png go next to it")
     a.set_defaults(func=_run_analyze_layers)
     return p

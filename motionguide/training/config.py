@@ -519,7 +519,8 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
         return value
-    if origin is dict or (origin in (typing.Union, types.UnionType) and any(typing.get_origin(a) is dict for a in args)):
+    if origin is dict or (origin in (typing.Union, types.UnionType)
+                          and any(typing.get_origin(a) is dict for a in args)):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
         return value
