@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli_args import ArgumentParser, run_command
+from ..registry import GUIDANCES
 
 
 def build_parser() -> ArgumentParser:
@@ -32,7 +33,8 @@ def build_parser() -> ArgumentParser:
                    help="classifier-free guidance scale, as in diffusers (default: the model's)")
     p.add_argument("--max_sequence_length", type=int, help="text tokens per prompt (default: the model's)")
     p.add_argument("--seed", type=int, action="append", help="seed (repeatable; default 0)")
-    p.add_argument("--guidance", type=str, default="none", help="none or a registered guidance, e.g. correspondence")
+    p.add_argument("--guidance", type=str, default="none",
+                   help=f"none or a registered guidance; choices: {', '.join(GUIDANCES.names())}")
     p.add_argument("--correspondence_scale", type=float,
                    help="scale s of the correspondence guidance term (default: the layer profile's)")
     p.add_argument("--profile", type=str, help="layer profile name or YAML for the guidance")
@@ -56,7 +58,6 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..registry import GUIDANCES
     from .generate import SamplingSettings, generate_videos, load_pipeline, save_videos
 
     prompts = read_prompts(args)

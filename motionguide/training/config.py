@@ -85,8 +85,7 @@ class TrainConfig:
     caption_dropout: float = _flag(0.1, help="probability of training on the empty prompt")
     # optimisation
     learning_rate: float = _flag(1e-4, help="AdamW learning rate")
-    lr_scheduler: str = _flag("constant_with_warmup", help="a diffusers.optimization scheduler name: "
-                              "linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, ...")
+    lr_scheduler: str = _flag("constant_with_warmup", help="a diffusers.optimization scheduler name")
     lr_warmup_steps: int = _flag(0, help="scheduler warm-up steps")
     adam_weight_decay: float = _flag(1e-4, help="AdamW weight decay")
     max_grad_norm: float = _flag(1.0, help="gradient clipping norm")
@@ -115,11 +114,10 @@ class TrainConfig:
     tracker_name: str = _flag("motionguide", help="project name in the tracker")
     logging_steps: int = _flag(10, help="log the loss every n steps")
     # method slots (names checked against motionguide.registry without importing the methods)
-    curation: str = _flag("none", help="which clips to train on: none, random or a registered curation "
-                          "(e.g. motive); its settings go in method_options.<name>")
-    monitor: list[str] = _flag(help="registered monitors, e.g. imap (comma separated)", factory=list)
-    guidance: str = _flag("none", help="guidance of the validation samples: none or a registered guidance "
-                          "(e.g. correspondence)")
+    curation: str = _flag("none", help="which clips to train on (a registered curation or none); its settings go "
+                          "in method_options.<name>")
+    monitor: list[str] = _flag(help="registered monitors (comma separated)", factory=list)
+    guidance: str = _flag("none", help="guidance of the validation samples (a registered guidance or none)")
     method_options: dict[str, Any] = _flag(
         help="per-method settings, a YAML/JSON mapping merged per method over the config file's, e.g. "
              "'{motive: {queries: DIR, fraction: 0.1}}'", factory=dict)
@@ -359,18 +357,29 @@ def build_parser(base: dict[str, Any] | None = None, prog: str = "train/finetune
     if with_config:
         parser.add_argument("--config", type=str, required=True, help="YAML training config (e.g. configs/toy.yaml)")
     hints = typing.get_type_hints(TrainConfig)
+    choices = _named_choices()
     for f in dataclasses.fields(TrainConfig):
         if f.name in base:
             default = base[f.name]
         else:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         extra = {"nargs": "?", "const": True} if hints[f.name] is bool else {}
-        parser.add_argument(*_spellings(f.name), dest=f.name, type=hints[f.name], default=default,
-                            help=f.metadata["help"], **extra)
+        text = f.metadata["help"] + (f"; choices: {', '.join(choices[f.name])}" if f.name in choices else "")
+        parser.add_argument(*_spellings(f.name), dest=f.name, type=hints[f.name], default=default, help=text,
+                            **extra)
     for old, new in DEPRECATED_KEYS.items():
         parser.add_argument(*_spellings(old), dest=old, type=_init_var_type(hints[old]), default=base.get(old),
                             help=f"deprecated: use {new}")
     return parser
+
+
+def _named_choices() -> dict[str, list[str]]:
+    """The names the string-valued method and scheduler flags accept, for --help (checked in `validate`; a
+    registry lists its names without importing any method)."""
+    from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
+
+    return {"curation": CURATIONS.names(), "monitor": MONITORS.names(), "guidance": GUIDANCES.names(),
+            "lr_scheduler": lr_scheduler_names(), "data_recipe": [f"name: {n}" for n in DATA_RECIPES.names()]}
 
 
 def _init_var_type(hint: Any) -> Any:
