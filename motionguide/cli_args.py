@@ -27,6 +27,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         extras = []
         kind = getattr(action.type, "__name__", None)
+        if action.type is None and action.nargs != 0:
+            kind = "str"  # argparse's own conversion of a value-taking option without a type
         if kind and kind != "<lambda>" and "type:" not in text:
             extras.append(f"type: {kind}")
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
