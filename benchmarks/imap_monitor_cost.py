@@ -75,7 +75,7 @@ def train_once(args, work: Path, monitored: bool, run: int) -> dict:
     """One Trainer run; per step the loop's own time (`step_times_s`) and the inclusive wall time."""
     options = {} if args.every is None else {"every": args.every}
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(work / f"out-{run}"),
-                      data_root=str(work / "data"), cache_dir=str(work / "cache"), train_steps=args.steps,
+                      data_root=str(work / "data"), latent_cache_dir=str(work / "cache"), train_steps=args.steps,
                       train_batch_size=args.batch, checkpointing_steps=0, report_to=args.report_to,
                       logging_steps=10, max_sequence_length=args.max_sequence_length,
                       monitor=["imap"] if monitored else [],

@@ -35,7 +35,7 @@ def fine_tune(args, work: Path) -> tuple[dict, Path]:
     # the toy world's ground-truth masks for pointing game and IoU, named by the monitor's masks_fn factory
     imap = {"every": args.every, "num_probes": args.probes, "masks_fn": "motionguide.toy.truth:clip_masks_fn"}
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(work / "out"), data_root=str(data),
-                      cache_dir=str(work / "cache"), train_steps=args.steps, train_batch_size=args.batch,
+                      latent_cache_dir=str(work / "cache"), train_steps=args.steps, train_batch_size=args.batch,
                       learning_rate=args.learning_rate, checkpointing_steps=0, report_to="tensorboard",
                       logging_steps=args.every, max_sequence_length=args.max_sequence_length,
                       num_frames=args.num_frames, seed=args.seed, monitor=["imap"], method_options={"imap": imap})

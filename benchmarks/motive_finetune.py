@@ -102,7 +102,7 @@ def fine_tune(args, arm: str, pool: Path, work: Path, selection: Path) -> dict:
     # Own cache folder: the Trainer trains on every clip of its cache folder, and the attribution pass's
     # cache also holds the query clips, which must not leak into the fine-tunes.
     cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(out), data_root=str(pool),
-                      cache_dir=str(work / "train-cache"), train_steps=args.steps, train_batch_size=args.batch,
+                      latent_cache_dir=str(work / "train-cache"), train_steps=args.steps, train_batch_size=args.batch,
                       learning_rate=args.lr, rank=args.rank, lora_alpha=float(args.rank), seed=args.seed,
                       max_sequence_length=args.max_sequence_length, checkpointing_steps=0, report_to="none",
                       logging_steps=max(1, args.steps), curation=ARMS[arm], method_options=options,

@@ -69,7 +69,7 @@ def main() -> None:
     try:
         make_dataset(work / "data", num_clips=16, seed=0, progress=False)
         cfg = TrainConfig(pretrained_model_name_or_path=args.model, output_dir=str(work / "out"),
-                          data_root=str(work / "data"), cache_dir=str(work / "cache"), train_steps=args.steps,
+                          data_root=str(work / "data"), latent_cache_dir=str(work / "cache"), train_steps=args.steps,
                           train_batch_size=args.batch, checkpointing_steps=0, report_to="none", caption_dropout=0.1,
                           logging_steps=10)
         ours = Trainer(cfg).run()["step_times_s"]
@@ -78,7 +78,7 @@ def main() -> None:
         from diffusers import DiffusionPipeline
 
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)
-        cache = LatentCache.for_dataset(cfg.cache_dir, dataset, backbone_for(DiffusionPipeline.from_pretrained(args.model)),
+        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone_for(DiffusionPipeline.from_pretrained(args.model)),
                                         cfg.max_sequence_length)
         bare = bare_loop(args.model, cache, args.steps, args.batch, cfg)
         warm = 3  # drop warm-up steps from both

@@ -1,6 +1,8 @@
 """`motionguide` console entry point: one subcommand per capability, each in its own module.
 
 Commands register lazily so `motionguide --help` stays fast and a missing optional part never breaks the rest.
+Every command speaks one dialect (`motionguide.cli_args`): snake_case flags that also answer to their kebab
+spelling, per-flag help with type and default, and one error policy (one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import argparse
 import json
 import sys
 from typing import Sequence
+
+from .cli_args import ArgumentParser, run_command
 
 
 def _cmd_shapes(args: argparse.Namespace) -> int:
@@ -35,8 +39,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
             print(f"{name:20s} {p.family:10s} {p.num_blocks} blocks x {p.num_heads} heads{note}")
         return 0
     if not args.target:
-        print("give a profile name or a YAML path", file=sys.stderr)
-        return 2
+        raise ValueError(f"profiles {args.action}: give a profile name or a YAML path")
     profile = load_profile(args.target)  # raises ConfigError naming the file and key on a bad profile
     if args.action == "show":
         print(yaml.safe_dump(profile.to_dict(), sort_keys=False))
@@ -51,9 +54,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, quick=args.quick, model=args.model)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The `motionguide` argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="motionguide", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="motionguide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("shapes", help="real-size token grids and attention footprints (meta device, no weights)")
@@ -61,14 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_shapes)
 
     p = sub.add_parser("profiles", help="list, show or check layer profiles")
-    p.add_argument("action", choices=["list", "show", "check"])
+    p.add_argument("action", choices=["list", "show", "check"], help="list the shipped profiles, show one, or check "
+                   "one (a name or a YAML file) for errors")
     p.add_argument("target", nargs="?", help="a shipped profile name or a YAML path")
     p.set_defaults(func=_cmd_profiles)
 
     p = sub.add_parser("demo", help="the main job on the toy model (Motive-curated LoRA fine-tune with the IMAP "
                                     "monitor, guided sampling) and its report")
-    p.add_argument("--out", default="demo-output", help="folder for the report and its files")
-    p.add_argument("--model", default=None, help="pipeline folder to fine-tune (default: assets/toy-model)")
+    p.add_argument("--out", type=str, default="demo-output", help="folder for the report and its files")
+    p.add_argument("--model", type=str, default=None, help="pipeline folder to fine-tune (default: assets/toy-model)")
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 
@@ -89,15 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns its exit code, 2 with a one-line message on a user error."""
-    from .errors import MotionGuideError
-
+    """Run one subcommand; returns its exit code, 2 with a one-line message on stderr for a user error."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (MotionGuideError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

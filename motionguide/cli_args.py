@@ -14,7 +14,8 @@ import re
 import sys
 from typing import Any, Callable, Sequence
 
-__all__ = ["ArgumentParser", "HelpFormatter", "parse_index_list", "run_command", "USER_ERRORS"]
+__all__ = ["ArgumentParser", "HelpFormatter", "add_subcommand", "index_list", "parse_index_list", "run_command",
+           "USER_ERRORS"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -26,6 +27,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         extras = []
         kind = getattr(action.type, "__name__", None)
+        if action.type is None and action.nargs != 0:
+            kind = "str"  # argparse's own conversion of a value-taking option without a type
         if kind and kind != "<lambda>" and "type:" not in text:
             extras.append(f"type: {kind}")
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
@@ -60,6 +63,18 @@ class ArgumentParser(argparse.ArgumentParser):
         plain = group.add_argument
         group.add_argument = lambda *names, **kw: plain(*_with_aliases(names), **kw)  # type: ignore[method-assign]
         return group
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any) -> ArgumentParser:
+    """`subparsers.add_parser(name, **kwargs)` in this dialect even when the parent is a plain argparse parser
+    (a command module registered on someone else's CLI still answers to both spellings and shows its help)."""
+    parser = subparsers.add_parser(name, **kwargs)
+    if not isinstance(parser, ArgumentParser):
+        # ArgumentParser only overrides methods and keeps no state of its own, so the instance can take its class
+        parser.__class__ = ArgumentParser
+        if "formatter_class" not in kwargs:
+            parser.formatter_class = HelpFormatter
+    return parser
 
 
 def _with_aliases(names: Sequence[str]) -> list[str]:
@@ -108,6 +123,19 @@ def parse_index_list(text: str | Sequence[int] | int, what: str = "blocks") -> l
     if not out:
         raise ValueError(f"--{what} {text!r}: write integers and first-last ranges separated by commas, e.g. '0-3,7'")
     return out
+
+
+def index_list(what: str = "blocks") -> Callable[[str], list[int]]:
+    """An argparse `type=` that reads '10-12,14' with :func:`parse_index_list` (its help says "type: index_list")."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            return parse_index_list(text, what)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "index_list"
+    return parse
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -43,12 +43,11 @@ def _quick_config(out: Path, base_config: Path) -> Path:
 
     config = yaml.safe_load(base_config.read_text())
     config.update({
-        "data_root": str(out / "data" / "toy-train"), "cache_dir": str(out / "cache"),
-        "toy_data": {"num_clips": 12, "seed": 0, "defect_rate": 0.25},
+        "data_root": str(out / "data" / "toy-train"), "latent_cache_dir": str(out / "cache"),
+        "data_recipe": {"name": "toy", "num_clips": 12, "seed": 0, "defect_rate": 0.25},
         "train_steps": 4, "train_batch_size": 2, "checkpointing_steps": 0, "logging_steps": 1,
-        "curation_fraction": 0.25,
     })
-    config["method_options"]["motive"].update({"queries": str(out / "data" / "toy-queries"),
+    config["method_options"]["motive"].update({"fraction": 0.25, "queries": str(out / "data" / "toy-queries"),
                                               "toy_queries": {"num_clips": 2, "seed": 1, "motions": ["right"]}})
     config["method_options"]["imap"].update({"every": 2, "num_probes": 2})
     path = out / "demo-config.yaml"

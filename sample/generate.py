@@ -2,10 +2,13 @@
 
     python sample/generate.py --model assets/toy-model --prompt "a red circle moves left" --out out/samples
     python sample/generate.py --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --lora out/lora --prompts_file p.txt \
-        --num_frames 81 --height 480 --width 832 --cfg 5 --guidance correspondence --device cuda
+        --num_frames 81 --height 480 --width 832 --guidance_scale 5 --guidance correspondence \
+        --correspondence_scale 1.0 --device cuda
+
+`--guidance_scale` is classifier-free guidance as in diffusers (`--cfg` is an alias); the correspondence
+guidance's scale is `--correspondence_scale`. Every flag also answers to its kebab spelling; `--help` lists them.
 """
 
-import argparse
 import sys
 from pathlib import Path
 

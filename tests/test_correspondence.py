@@ -410,7 +410,7 @@ def test_generate_script_with_correspondence_guidance_writes_videos(wan_dir, tmp
             "--guidance", "correspondence"]
     assert main([*args, "--out", str(tmp_path / "none")]) == 2
     assert "analyze-layers" in capsys.readouterr().err
-    assert main([*args, "--profile", str(profile), "--guidance_scale", "1.5", "--out", str(tmp_path / "s")]) == 0
+    assert main([*args, "--profile", str(profile), "--correspondence_scale", "1.5", "--out", str(tmp_path / "s")]) == 0
     listing = json.loads((tmp_path / "s" / "samples.json").read_text())
     assert len(listing) == 1 and (tmp_path / "s" / listing[0]["file"]).is_file()
 

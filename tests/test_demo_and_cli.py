@@ -1,15 +1,20 @@
-"""The demo path at reduced size, and the console entry points a user runs."""
+"""The demo path at reduced size, and the console entry points a user runs: one dialect (both spellings of every
+flag, per-flag help with type and default) and one error policy for every command and both scripts."""
 
+import argparse
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from motionguide.cli import main
+from motionguide.cli import build_parser, main
 from motionguide.video import read_video
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
@@ -22,13 +27,32 @@ def test_quick_demo_runs_the_main_job_and_writes_a_report(tmp_path):
     assert "accelerate" in stats["commands"][0]["command"] and "--curation motive" in stats["commands"][0]["command"]
     curation = stats["curation"]
     assert curation["pool"] == 12 and curation["kept"] == 3 and curation["queries"] == 2
-    assert 0 <= curation["defect_share_kept"] <= 1 and 0 < curation["defect_share_pool"] < 1
+    # the reported shares are the toy world's labels of exactly the clips the selection names
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "data" / "toy-train" / "metadata.jsonl").read_text()
+                                    .splitlines())}
+    selection = json.loads((tmp_path / "finetune" / "motive" / "selection.json").read_text())
+    assert len(selection["selected_ids"]) == 3 and sorted(selection["train_ids"]) == sorted(rows)
+    defective = {i for i, r in rows.items() if r.get("defect") not in (None, "", "none")}
+    assert 0 < len(defective) < 12  # defect_rate 0.25 planted some, not all
+    assert curation["defect_share_pool"] == len(defective) / 12
+    assert curation["defect_share_kept"] == len(defective & set(selection["selected_ids"])) / 3
     assert stats["training"]["steps"] == 4 and stats["training"]["clips"] == 3
     assert stats["training"]["imap_probes_logged"] == 2  # every 2 of 4 steps
+    from diffusers import DiffusionPipeline
+
+    from motionguide.backbones import backbone_for
+    from motionguide.metrics import flow_warp_smoothness, toy_prompt_adherence
+
+    token_px = backbone_for(DiffusionPipeline.from_pretrained(REPO / "assets" / "toy-model")).pixels_per_token
     for name in ("base", "finetuned", "guided"):
         summary = stats["samples"][name]
-        assert summary["videos"] == 2
-        assert 0 <= summary["direction_accuracy"] <= 1 and np.isfinite(summary["smoothness"])
+        listing = json.loads((tmp_path / "samples" / name / "samples.json").read_text())
+        assert summary["videos"] == len(listing) == 2
+        videos = [read_video(tmp_path / "samples" / name / entry["file"]) for entry in listing]
+        correct = [bool(toy_prompt_adherence(v, e["prompt"], token_px=float(token_px))[0].direction_correct)
+                   for v, e in zip(videos, listing)]
+        assert summary["direction_accuracy"] == sum(correct) / len(correct)
+        assert summary["smoothness"] == pytest.approx(float(np.mean([flow_warp_smoothness(v) for v in videos])))
     report = (tmp_path / "report.md").read_text()
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(pictures) >= 5
@@ -70,3 +94,118 @@ def test_line_chart_draws_each_series_in_its_colour():
     assert ys[xs < xs.min() + 5].mean() < ys[xs > xs.max() - 5].mean()
     empty = np.asarray(line_chart({}, "nothing"))
     assert empty.shape == (240, 480, 3)
+
+
+# ---------------------------------------------------------------------- one dialect for every command
+def _commands():
+    """(name, parser) for every command a user runs: each `motionguide` subcommand (nested ones too), the
+    standalone toy CLI, and both scripts."""
+    from motionguide.sampling.cli import build_parser as sample_parser
+    from motionguide.toy.cli import build_parser as toy_parser
+    from motionguide.training.cli import build_help_parser
+
+    found = [("train/finetune.py", build_help_parser()), ("sample/generate.py", sample_parser())]
+
+    def walk(prefix, parser):
+        found.append((prefix, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(f"{prefix} {name}", sub)
+
+    walk("motionguide", build_parser())
+    walk("python -m motionguide.toy.cli", toy_parser())
+    return found
+
+
+COMMANDS = _commands()
+
+
+def _options(parser):
+    return [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+
+
+def _converted_elsewhere(name, parser):
+    """`curate` is converted to this dialect on the Motive branch; until that merges its old flags may lack help."""
+    func = parser._defaults.get("func")
+    return name.endswith(" curate") and getattr(func, "__module__", "") == "motionguide.attribution.cli"
+
+
+def _help_entries(parser) -> dict[str, str]:
+    """Each option's help entry as printed by --help (its lines joined), keyed by its first option string."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in parser.format_help().splitlines():
+        match = re.match(r"^  (-{1,2}[\w-]+)", line)
+        if match:
+            current = match[1]
+            entries[current] = line.strip()
+        elif current and line.startswith("    ") and line.strip():
+            entries[current] += " " + line.strip()
+        elif not line.strip() or not line.startswith(" "):
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("name,parser", COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_flag_shows_its_help_type_and_default(name, parser, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    entries = _help_entries(parser)
+    missing = []
+    for action in _options(parser):
+        entry = entries.get(action.option_strings[0], "")
+        shows_default = "default" in entry or (action.required and "required" in entry)
+        ok = bool(action.help) and (("type:" in entry and shows_default) or "(flag)" in entry)
+        if not ok:
+            missing.append(f"{action.option_strings[0]}: {entry!r}")
+    if missing and _converted_elsewhere(name, parser):
+        pytest.xfail("curate is converted on the Motive branch")
+    assert not missing, f"{name}: " + "; ".join(missing)
+
+
+@pytest.mark.parametrize("name,parser", COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_flag_answers_to_both_spellings(name, parser):
+    for action in _options(parser):
+        for option in (o for o in action.option_strings if o.startswith("--")):
+            body = option[2:].rstrip("+")
+            for spelling in (f"--{body.replace('-', '_')}", f"--{body.replace('_', '-')}"):
+                assert parser._option_string_actions.get(spelling) is action, f"{name}: {spelling}"
+
+
+def test_block_lists_read_the_same_everywhere():
+    """One index-list parser: `--blocks 10-12,14` means the same on every command that takes blocks."""
+    from motionguide.cli_args import parse_index_list
+    from motionguide.correspondence.cli import parse_index_list as correspondence_parse
+
+    assert correspondence_parse is parse_index_list
+    parser = build_parser()
+    args = parser.parse_args(["saliency", "--model", "m", "--prompt", "p", "--blocks", "10-12,14"])
+    assert args.blocks == [10, 11, 12, 14]
+    args = parser.parse_args(["toy", "make-dataset", "--out", "o", "--num_clips", "1", "--objects", "1-3"])
+    assert args.objects == [1, 2, 3]
+    args = parser.parse_args(["toy", "make-dataset", "--out", "o", "--num-clips", "1", "--motions", "right,left"])
+    assert args.motions == ["right", "left"]  # motions are checked against the motions, not the defects
+    with pytest.raises(SystemExit):
+        parser.parse_args(["saliency", "--model", "m", "--prompt", "p", "--blocks", "12-10"])
+
+
+def test_user_errors_are_one_line_on_stderr_with_exit_code_2(tmp_path, capsys):
+    from motionguide.sampling.cli import main as sample_main
+    from motionguide.toy.cli import main as toy_main
+    from motionguide.training.cli import main as train_main
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train_steps: [1\n")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    runs = [
+        lambda: main(["profiles", "show"]),
+        lambda: main(["profiles", "check", str(tmp_path / "missing.yaml")]),
+        lambda: sample_main(["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "s")]),
+        lambda: train_main(["--config", str(bad_yaml)]),
+        lambda: toy_main(["make-dataset", "--out", str(tmp_path / "full"), "--num_clips", "1", "--no_progress"]),
+    ]
+    for run in runs:
+        assert run() == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error: "), err

@@ -320,7 +320,7 @@ def _config(root: Path, out: str, **overrides):
     from motionguide.training.config import TrainConfig
 
     values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), cache_dir=str(root / "cache"), train_steps=3, train_batch_size=1,
+                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=3, train_batch_size=1,
                   checkpointing_steps=0, report_to="tensorboard", logging_steps=1, rank=4, lora_alpha=8,
                   max_sequence_length=16, learning_rate=1e-2, lr_scheduler="constant", caption_dropout=0.25)
     values.update(overrides)

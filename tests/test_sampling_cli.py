@@ -70,3 +70,52 @@ def test_script_entry_point_runs(model_dir, tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "s" / "grid.png").is_file()
+
+
+@pytest.fixture
+def captured_call(monkeypatch):
+    """The settings and guidance options the CLI hands to the sampler, without loading or running a model."""
+    from motionguide.sampling import generate
+
+    seen = {}
+
+    def fake_load(model, **kwargs):
+        seen["load"] = (model, kwargs)
+        return object()
+
+    def fake_generate(pipe, prompts, seeds, settings, guidance="none", guidance_options=None, **kwargs):
+        seen.update(prompts=prompts, seeds=seeds, settings=settings, guidance=guidance, options=guidance_options)
+        return []
+
+    monkeypatch.setattr(generate, "load_pipeline", fake_load)
+    monkeypatch.setattr(generate, "generate_videos", fake_generate)
+    monkeypatch.setattr(generate, "save_videos", lambda results, out, fps: {"videos": [], "grid": None})
+    return seen
+
+
+@pytest.mark.parametrize("cfg_flag", ["--guidance_scale", "--guidance-scale", "--cfg"])
+@pytest.mark.parametrize("steps_flag", ["--num_inference_steps", "--num-inference-steps", "--steps"])
+def test_guidance_scale_is_classifier_free_guidance_as_in_diffusers(model_dir, tmp_path, captured_call, cfg_flag,
+                                                                    steps_flag):
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", cfg_flag, "3.5", steps_flag, "7",
+                 "--out", str(tmp_path)]) == 0
+    settings = captured_call["settings"]
+    assert settings.cfg == 3.5 and settings.steps == 7 and captured_call["options"] == {}
+
+
+@pytest.mark.parametrize("flag", ["--correspondence_scale", "--correspondence-scale"])
+def test_correspondence_scale_is_the_guidance_term(model_dir, tmp_path, captured_call, flag):
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--guidance", "correspondence", flag, "1.5",
+                 "--profile", "p.yaml", "--out", str(tmp_path)]) == 0
+    assert captured_call["guidance"] == "correspondence"
+    assert captured_call["options"] == {"scale": 1.5, "profile": "p.yaml"}
+    default_cfg = SamplingSettings.for_model(str(model_dir / "model")).cfg
+    assert captured_call["settings"].cfg == default_cfg  # the CFG scale is untouched by the correspondence scale
+
+
+def test_unknown_guidance_is_refused_before_the_model_loads(model_dir, tmp_path, captured_call, capsys):
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--guidance", "corespondence",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --guidance 'corespondence': no such guidance") and "\n" not in err
+    assert "load" not in captured_call

@@ -33,7 +33,7 @@ def workspace(tmp_path_factory):
 
 def base_config(root: Path, out: str, **overrides) -> TrainConfig:
     values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), cache_dir=str(root / "cache"), train_steps=4, train_batch_size=2,
+                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=4, train_batch_size=2,
                   checkpointing_steps=0, report_to="none", rank=4, lora_alpha=8, max_sequence_length=16,
                   learning_rate=1e-2, lr_scheduler="constant", caption_dropout=0.25)
     values.update(overrides)
@@ -164,20 +164,17 @@ def test_dataloader_workers_load_the_same_batches(workspace):
 
 def test_data_recipe_and_latent_cache_dir_are_the_fields_the_loop_reads(workspace, tmp_path):
     """`data_recipe: {name: toy, ...}` creates a missing data_root through the registry; the latent cache goes
-    to `latent_cache_dir`. (Set as attributes here until the config parser declares them.)"""
-    from motionguide.training.loop import configured_data_recipe, latent_cache_dir
-
-    cfg = base_config(workspace, "recipe-run", train_steps=1, data_root=str(tmp_path / "made"))
-    cfg.data_recipe = {"name": "toy", "num_clips": 2, "seed": 4, "progress": False}
-    cfg.latent_cache_dir = str(tmp_path / "latents")
-    assert configured_data_recipe(cfg) == cfg.data_recipe and latent_cache_dir(cfg) == cfg.latent_cache_dir
+    to `latent_cache_dir`."""
+    cfg = base_config(workspace, "recipe-run", train_steps=1, data_root=str(tmp_path / "made"),
+                      data_recipe={"name": "toy", "num_clips": 2, "seed": 4, "progress": False},
+                      latent_cache_dir=str(tmp_path / "latents"))
     summary = Trainer(cfg).run()
     assert summary["clips"] == 2 and (tmp_path / "made" / "metadata.jsonl").is_file()
     made = [m.parent.name for m in (tmp_path / "latents").glob("*/manifest.json")]
     assert len(made) == 1 and not (workspace / "cache" / made[0]).exists()
 
-    bad = base_config(workspace, "recipe-bad", data_root=str(tmp_path / "never"))
-    bad.data_recipe = {"name": "toy", "num_clips": 2, "seed": 4, "clips": 3}
+    bad = base_config(workspace, "recipe-bad", data_root=str(tmp_path / "never"),
+                      data_recipe={"name": "toy", "num_clips": 2, "seed": 4, "clips": 3})
     with pytest.raises(ConfigError, match="data_recipe \\(toy\\): unknown key 'clips'"):
         Trainer(bad).run()
 
@@ -268,29 +265,10 @@ def test_wandb_offline_and_generated_toy_data_recipe(workspace, tmp_path, monkey
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = base_config(workspace, "wandb-run", train_steps=2, report_to="wandb", logging_steps=1,
-                      data_root=str(tmp_path / "generated"))
-    cfg.data_recipe = {"name": "toy", "num_clips": 3, "seed": 4, "progress": False}  # TODO(merge): a field
+                      data_root=str(tmp_path / "generated"),
+                      data_recipe={"name": "toy", "num_clips": 3, "seed": 4, "progress": False})
     summary = Trainer(cfg).run()
     assert summary["steps"] == 2 and (tmp_path / "generated" / "metadata.jsonl").is_file()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs, "no offline wandb run was written"
 
-
-def test_older_config_fields_fill_the_new_ones():
-    """TODO(merge): remove with the loop's fallbacks once TrainConfig drops toy_data, cache_dir,
-    curation_fraction and curation_mode."""
-    from types import SimpleNamespace
-
-    from motionguide.training.loop import build_curation, configured_data_recipe, latent_cache_dir
-
-    older = SimpleNamespace(toy_data={"num_clips": 3, "seed": 4}, cache_dir="c", curation="random",
-                            method_options={}, curation_fraction=0.5, curation_mode=None)
-    assert configured_data_recipe(older) == {"name": "toy", "num_clips": 3, "seed": 4}
-    assert latent_cache_dir(older) == "c"
-    with pytest.warns(DeprecationWarning, match="curation_fraction is deprecated; set method_options.random.fraction"):
-        assert build_curation(older).settings.fraction == 0.5
-    older.method_options = {"random": {"fraction": 0.25}}  # the method's own option wins
-    assert build_curation(older).settings.fraction == 0.25
-    newer = SimpleNamespace(data_recipe=None, latent_cache_dir="l", curation="random", method_options={})
-    assert configured_data_recipe(newer) is None and latent_cache_dir(newer) == "l"
-    assert build_curation(newer).settings.fraction == 0.1

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
+from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
 
 __all__ = ["add_correspondence_commands", "parse_points", "grid_points", "parse_index_list"]
@@ -49,25 +49,6 @@ def grid_points(n: int, height: int, width: int) -> np.ndarray:
     return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
 
 
-_INDEX_ITEM = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
-
-
-def parse_index_list(text: str, what: str) -> list[int]:
-    """'0-3,7,-1' -> [0, 1, 2, 3, 7, -1]: integers and inclusive 'first-last' ranges, comma separated."""
-    out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        match = _INDEX_ITEM.match(part)
-        if part and not match:
-            out = []
-            break
-        if match:
-            first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
-            out.extend(range(first, last + 1))
-    if not out:
-        raise ValueError(f"--{what} {text!r}: write integers and first-last ranges separated by commas, e.g. '0-3,7'")
-    return out
-
-
 def _temperature(text: str) -> str | float:
     if text in ("sqrt_dim", "sqrt_heads"):
         return text
@@ -75,6 +56,9 @@ def _temperature(text: str) -> str | float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sqrt_dim, sqrt_heads or a number; got {text!r}") from None
+
+
+_temperature.__name__ = "temperature"  # what --help shows as its type
 
 
 def _ground_truth(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -206,58 +190,64 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
 def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `track` and `analyze-layers` on a parent CLI's subparsers (handlers in `args.func`)."""
     from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
-    p = subparsers.add_parser("track", help="zero-shot point tracks of a video from a video DiT's attention")
-    p.add_argument("--model", required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
-    p.add_argument("--video", required=True, help="video file; sides divisible by the model's token size")
+    p = add_subcommand(subparsers, "track", help="zero-shot point tracks of a video from a video DiT's attention")
+    p.add_argument("--model", type=str, required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
+    p.add_argument("--video", type=str, required=True, help="video file; sides divisible by the model's token size")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--points", help="query points in frame 0: 'x,y;x,y' (pixels)")
+    where.add_argument("--points", type=str, help="query points in frame 0: 'x,y;x,y' (pixels)")
     where.add_argument("--grid", type=int, default=8, help="an N x N grid of query points (default 8)")
-    where.add_argument("--gt", help="ground-truth npz (tracks, visibility): query its frame-0 points, report PCK")
+    where.add_argument("--gt", type=str,
+                       help="ground-truth npz (tracks, visibility): query its frame-0 points, report PCK")
     p.add_argument("--block", type=int, help="tracking block (default: the layer profile's)")
     p.add_argument("--timestep", type=float, help="transformer timestep 0..1000 (default: the profile's step)")
-    p.add_argument("--profile", help="layer profile name or YAML (default: the model's shipped one)")
-    p.add_argument("--chunk-size", type=int, default=12, help="frames per forward besides frame 0")
-    p.add_argument("--method", choices=["argmax", "soft_argmax"], default="argmax")
+    p.add_argument("--profile", type=str, help="layer profile name or YAML (default: the model's shipped one)")
+    p.add_argument("--chunk_size", type=int, default=12, help="frames per forward besides frame 0")
+    p.add_argument("--method", type=str, choices=["argmax", "soft_argmax"], default="argmax",
+                   help="argmax (DiffTrack) or soft_argmax over the matching cost")
     p.add_argument("--temperature", type=_temperature, default="sqrt_dim",
                    help="sqrt_dim (default), sqrt_heads or a number")
-    p.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed", "output"],
+    p.add_argument("--descriptor", type=str, choices=["qk", "qk_no_rope", "qk_mixed", "output"],
                    help="qk: after RoPE (DiffTrack), qk_no_rope: before it, qk_mixed: both, output: attention "
                         "output (default: the profile's when it supplies the block, else qk)")
-    p.add_argument("--content-weight", type=float,
+    p.add_argument("--content_weight", type=float,
                    help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
-    p.add_argument("--max-sequence-length", type=int, help="text length for the empty prompt")
-    p.add_argument("--device", help="e.g. cuda; default: CPU")
-    p.add_argument("--out", default="tracks.npz", help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) "
-                   "or a .json file with the same content")
-    p.add_argument("--viz", help="also write the video with the tracks drawn on it (e.g. tracks.mp4)")
+    p.add_argument("--max_sequence_length", type=int, help="text length for the empty prompt")
+    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    p.add_argument("--out", type=str, default="tracks.npz",
+                   help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) or a .json file with the "
+                        "same content")
+    p.add_argument("--viz", type=str, help="also write the video with the tracks drawn on it (e.g. tracks.mp4)")
     p.set_defaults(func=_run_track)
 
-    a = subparsers.add_parser("analyze-layers", help="score every block and step for correspondence -> a layer "
-                              "profile (+ analysis.json and analysis.png next to it)")
-    a.add_argument("--model", required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
-    a.add_argument("--data", required=True, help="dataset folder (metadata.jsonl/csv, ...); toy datasets carry "
-                   "reference tracks as gt_file")
-    a.add_argument("--tracks", help="reference tracks: a folder of <clip id>.npz (tracks [N, F, 2] px + visibility "
-                   "[N, F], or CoTracker's pred_tracks / pred_visibility), or one npz for a one-clip dataset")
-    a.add_argument("--blocks", help="blocks to analyse, e.g. '0-29' or '10-20,25' (default: all)")
-    a.add_argument("--steps", help="step indices of the schedule, e.g. '0,12,24,36,49' (default: 5 spread over it, "
-                   "the last included; 0 = noisiest)")
-    a.add_argument("--num-inference-steps", type=int, default=50, help="schedule the steps index (default 50)")
-    a.add_argument("--max-clips", type=int, help="analyse at most this many clips")
-    a.add_argument("--max-points", type=int, default=400, help="query points per clip (default 400)")
-    a.add_argument("--threshold-px", type=float, help="PCK threshold (default: 8 px at 480p scaled to the clip, "
+    a = add_subcommand(subparsers, "analyze-layers", help="score every block and step for correspondence -> a layer "
+                       "profile (+ analysis.json and analysis.png next to it)")
+    a.add_argument("--model", type=str, required=True, help="local pipeline folder or hub id (Wan or CogVideoX)")
+    a.add_argument("--data", type=str, required=True,
+                   help="dataset folder (metadata.jsonl/csv, ...); toy datasets carry reference tracks as gt_file")
+    a.add_argument("--tracks", type=str,
+                   help="reference tracks: a folder of <clip id>.npz (tracks [N, F, 2] px + visibility [N, F], or "
+                        "CoTracker's pred_tracks / pred_visibility), or one npz for a one-clip dataset")
+    a.add_argument("--blocks", type=str, help="blocks to analyse, e.g. '0-29' or '10-20,25' (default: all)")
+    a.add_argument("--steps", type=str,
+                   help="step indices of the schedule, e.g. '0,12,24,36,49' (default: 5 spread over it, the last "
+                        "included; 0 = noisiest)")
+    a.add_argument("--num_inference_steps", type=int, default=50, help="schedule the steps index (default 50)")
+    a.add_argument("--max_clips", type=int, help="analyse at most this many clips")
+    a.add_argument("--max_points", type=int, default=400, help="query points per clip (default 400)")
+    a.add_argument("--threshold_px", type=float, help="PCK threshold (default: 8 px at 480p scaled to the clip, "
                    "one token for clips too small for that)")
-    a.add_argument("--prompt", choices=["caption", "empty"], default="caption", help="condition on each clip's "
-                   "caption (default) or the empty prompt")
+    a.add_argument("--prompt", type=str, choices=["caption", "empty"], default="caption",
+                   help="condition on each clip's caption (default) or the empty prompt")
     a.add_argument("--seed", type=int, default=0, help="noise seed (clip i uses seed + i)")
-    a.add_argument("--descriptor", choices=["qk", "qk_no_rope", "qk_mixed"], default="qk",
+    a.add_argument("--descriptor", type=str, choices=["qk", "qk_no_rope", "qk_mixed"], default="qk",
                    help="matching descriptor scored for accuracy: qk (after RoPE, DiffTrack), qk_no_rope or qk_mixed")
-    a.add_argument("--content-weight", type=float, default=DEFAULT_CONTENT_WEIGHT,
+    a.add_argument("--content_weight", type=float, default=DEFAULT_CONTENT_WEIGHT,
                    help=f"pre-RoPE weight of qk_mixed (default {DEFAULT_CONTENT_WEIGHT:g})")
-    a.add_argument("--max-sequence-length", type=int, help="text length (default: the model's sampling default)")
-    a.add_argument("--name", help="profile name (default: the --out file name without extension)")
-    a.add_argument("--device", help="e.g. cuda; default: CPU")
-    a.add_argument("--dtype", choices=_DTYPES, help="load the model in this dtype (e.g. bfloat16 on GPU)")
-    a.add_argument("--out", required=True, help="profile YAML to write; analysis.json and analysis.png go next to it")
+    a.add_argument("--max_sequence_length", type=int, help="text length (default: the model's sampling default)")
+    a.add_argument("--name", type=str, help="profile name (default: the --out file name without extension)")
+    a.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    a.add_argument("--dtype", type=str, choices=_DTYPES, help="load the model in this dtype (e.g. bfloat16 on GPU)")
+    a.add_argument("--out", type=str, required=True,
+                   help="profile YAML to write; analysis.json and analysis.png go next to it")
     a.set_defaults(func=_run_analyze_layers)
     return p

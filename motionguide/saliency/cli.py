@@ -14,48 +14,38 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cli_args import add_subcommand, index_list
+
 __all__ = ["add_saliency_command", "run_saliency"]
-
-
-def _blocks(text: str) -> list[int]:
-    """"5-19,21" -> [5, ..., 19, 21]."""
-    blocks: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            blocks.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad --blocks {text!r}; write e.g. 5-19 or 4,6,7,10-23") from None
-    return blocks
 
 
 def add_saliency_command(subparsers: Any) -> None:
     """Register the `saliency` subcommand and its options on `subparsers`."""
-    p = subparsers.add_parser("saliency", help="IMAP / GramCol saliency maps for words of a prompt",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="local pipeline folder or hub id")
-    p.add_argument("--lora", help="folder with pytorch_lora_weights.safetensors")
-    p.add_argument("--prompt", required=True, help="the caption (real video) or the prompt to generate")
-    p.add_argument("--words", nargs="+", help="words to map (default: the prompt's noun and motion verb); "
-                                              "'</s>' is the end token")
-    p.add_argument("--video", help="real-video mode: re-noise this clip's latents and run one forward")
-    p.add_argument("--num_frames", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--profile", help="layer profile name or YAML (default: the model's shipped profile)")
-    p.add_argument("--blocks", type=_blocks, help="blocks instead of a profile, e.g. 5-19")
-    p.add_argument("--top_k", type=int, help="IMAP heads per layer")
+    p = add_subcommand(subparsers, "saliency", help="IMAP / GramCol saliency maps for words of a prompt",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=str, required=True, help="local pipeline folder or hub id")
+    p.add_argument("--lora", type=str, help="folder with pytorch_lora_weights.safetensors")
+    p.add_argument("--prompt", type=str, required=True, help="the caption (real video) or the prompt to generate")
+    p.add_argument("--words", type=str, nargs="+", help="words to map (default: the prompt's noun and motion "
+                                                        "verb); '</s>' is the end token")
+    p.add_argument("--video", type=str, help="real-video mode: re-noise this clip's latents and run one forward")
+    p.add_argument("--num_frames", type=int, help="frames (default: the model's sampling default)")
+    p.add_argument("--height", type=int, help="frame height (default: the model's sampling default)")
+    p.add_argument("--width", type=int, help="frame width (default: the model's sampling default)")
+    p.add_argument("--profile", type=str, help="layer profile name or YAML (default: the model's shipped profile)")
+    p.add_argument("--blocks", type=index_list("blocks"), help="blocks instead of a profile, e.g. 5-19 or 4,6,10-23")
+    p.add_argument("--top_k", type=int, help="IMAP heads per layer (default: the profile's)")
     p.add_argument("--timestep", type=float, help="real video: re-noise level, 0..1000 (default: the profile's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="generation: sampling steps")
-    p.add_argument("--cfg", type=float, help="generation: classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--num_inference_steps", "--steps", type=int, help="generation: sampling steps")
+    p.add_argument("--guidance_scale", "--cfg", type=float, help="generation: classifier-free guidance scale")
     p.add_argument("--window", type=float, nargs=2, metavar=("START", "STOP"),
                    help="generation: average only steps in this fraction of the schedule, e.g. 0.5 1.0")
-    p.add_argument("--max_sequence_length", type=int)
+    p.add_argument("--max_sequence_length", type=int, help="text tokens (default: the model's sampling default)")
     p.add_argument("--real_slots_only", action="store_true",
                    help="z-score over the prompt's real tokens instead of all padded slots (differs from the paper)")
-    p.add_argument("--device", help="e.g. cuda; default: CPU")
-    p.add_argument("--out", default="out/saliency", help="folder for maps.npz, saliency.json and PNGs")
+    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    p.add_argument("--out", type=str, default="out/saliency", help="folder for maps.npz, saliency.json and PNGs")
     p.set_defaults(func=run_saliency)
 
 
@@ -72,7 +62,8 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     settings = SamplingSettings.for_model(
         args.model if Path(args.model).is_dir() else None, num_frames=args.num_frames, height=args.height,
-        width=args.width, steps=args.steps, cfg=args.cfg, max_sequence_length=args.max_sequence_length)
+        width=args.width, steps=args.num_inference_steps, cfg=args.guidance_scale,
+        max_sequence_length=args.max_sequence_length)
     words = args.words or default_caption_words(args.prompt)
     where: Any = args.blocks if args.blocks is not None else args.profile
     pipe = load_pipeline(args.model, lora=args.lora, device=args.device)

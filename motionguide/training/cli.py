@@ -1,31 +1,58 @@
-"""Entry point of `train/finetune.py`: `--config FILE` plus `--key value` overrides of any config field."""
+"""Entry point of `train/finetune.py`: `--config FILE` plus `--key value` overrides of any config field.
+
+The whole config is parsed and checked (types, choices, method and scheduler names) before the trainer is
+imported, so a mistake costs a second, not a model load.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
-from ..errors import MotionGuideError
-from .config import TrainConfig
+from ..cli_args import ArgumentParser, run_command
+from .config import TrainConfig, build_parser
+
+PROG = "train/finetune.py"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Load the config with overrides and run the fine-tuning; returns 0, or 2 on a config or file error."""
-    parser = argparse.ArgumentParser(prog="train/finetune.py", description=__doc__,
-                                     epilog="Any TrainConfig field may follow as --field value: "
-                                            + ", ".join(TrainConfig.field_names()))
-    parser.add_argument("--config", required=True, help="YAML training config (e.g. configs/toy.yaml)")
-    args, rest = parser.parse_known_args(argv)
-    try:
+def build_help_parser():
+    """The parser whose `--help` lists `--config` and every TrainConfig field (type, default, help)."""
+    return build_parser(prog=PROG, with_config=True)
+
+
+def _load_config(argv: Sequence[str]) -> TrainConfig:
+    """`--config FILE` and the overrides after it -> a validated TrainConfig; old keys warned about in one line each."""
+    locate = ArgumentParser(prog=PROG, add_help=False)
+    locate.add_argument("--config", type=str, help="YAML training config")
+    args, rest = locate.parse_known_args(list(argv))
+    if not args.config:
+        raise ValueError("give the training config: --config FILE (e.g. configs/toy.yaml); --help lists every flag")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
         config = TrainConfig.load(args.config, rest)
-        from .loop import Trainer
+    for warning in caught:
+        if issubclass(warning.category, FutureWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return config
 
-        summary = Trainer(config).run()
-    except (MotionGuideError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _run(argv: Sequence[str]) -> int:
+    if any(token in ("-h", "--help") for token in argv):
+        print(build_help_parser().format_help())
+        return 0
+    config = _load_config(argv)
+    from .loop import Trainer
+
+    summary: dict[str, Any] = Trainer(config).run()
     if summary.get("lora") or summary.get("transformer"):
         print(json.dumps({k: summary[k] for k in ("steps", "clips", "lora", "transformer") if k in summary}))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the config with overrides and run the fine-tuning; returns 0, or 2 with one line on a user error."""
+    return run_command(_run, list(sys.argv[1:] if argv is None else argv))

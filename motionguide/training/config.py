@@ -1,20 +1,62 @@
-"""`TrainConfig`: the fine-tuning flags in the vocabulary diffusers users know, from YAML plus `--key value`.
+"""`TrainConfig`: the fine-tuning flags in the vocabulary diffusers users know, from YAML plus command-line flags.
 
-A YAML key or a flag that is not a field is an error naming it and the closest valid keys, so a typo never
-silently falls back to a default.
+`train/finetune.py --config FILE --key value ...` reads the YAML file, then the flags (later wins). A key or flag
+that is not a field is an error naming it and the closest valid keys, so a typo never silently falls back to a
+default; a YAML syntax error, a bad value, an unknown `--lr_scheduler`, `--curation`, `--monitor`, `--guidance` or
+data recipe is a one-line :class:`ConfigError` raised while parsing, before any model is loaded.
+
+Why jsonargparse parses the flags (and not `transformers.HfArgumentParser`): it types every flag from the
+dataclass's own type hints, including the ones this config needs most, mappings (`--method_options '{motive:
+{queries: DIR}}'` is YAML/JSON) and lists (`--validation_prompts '["a ball, bouncing", "a dog"]'`, or the flag
+repeated); its `--help` prints each flag's type and default; and it depends on PyYAML only. HfArgumentParser
+cannot parse a mapping field and turns a list field into `nargs="+"`, which cannot hold a prompt that looks like
+a flag, so it would have needed as much hand-written code as it replaces.
+
+On top of jsonargparse this module keeps only the project's dialect, unchanged from before: snake_case flags
+with kebab aliases, `--flag` alone for true, `none` for an unset optional value, comma-separated lists for
+seeds, monitors and module names (`--validation_seeds 0,1`), YAML 1.1 readings fixed (`mixed_precision: no` is
+the string "no"), and old key names mapped onto their new places with a FutureWarning:
+
+- `cache_dir` -> `latent_cache_dir` (in diffusers `cache_dir` is the hub download cache);
+- `toy_data: {...}` -> `data_recipe: {name: toy, ...}` (how to create `data_root` when it does not exist);
+- `curation_fraction` / `curation_mode` -> `method_options.<curation>.fraction` / `.mode` (each curation
+  validates its own options).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import re
+import types
 import typing
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 
 from ..errors import ConfigError, unknown_key_message
+
+__all__ = ["TrainConfig", "DEPRECATED_KEYS", "build_parser", "parse_overrides", "lr_scheduler_names"]
+
+
+def _flag(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None) -> Any:
+    """A config field with its `--help` text (kept next to the field so the two never drift apart)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+#: old key -> where its value lives now (accepted in YAML, on the command line and as a constructor argument)
+DEPRECATED_KEYS = {
+    "cache_dir": "latent_cache_dir",
+    "toy_data": "data_recipe: {name: toy, ...}",
+    "curation_fraction": "method_options.<curation>.fraction",
+    "curation_mode": "method_options.<curation>.mode",
+}
 
 
 @dataclass
@@ -22,73 +64,93 @@ class TrainConfig:
     """Every fine-tuning flag with its default: model, data, optimisation, checkpoints, logging, methods."""
 
     # model and output
-    pretrained_model_name_or_path: str = "assets/toy-model"
-    output_dir: str = "out/toy-lora"
-    training_type: str = "lora"  # "lora" | "full"
-    rank: int = 16
-    lora_alpha: float = 16.0
-    target_modules: list[str] | str = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    pretrained_model_name_or_path: str = _flag("assets/toy-model", help="pipeline folder or hub id to fine-tune")
+    output_dir: str = _flag("out/toy-lora", help="folder for checkpoints, the LoRA and logs")
+    training_type: Literal["lora", "full"] = _flag("lora", help="train a LoRA adapter or every transformer weight")
+    rank: int = _flag(16, help="LoRA rank")
+    lora_alpha: float = _flag(16.0, help="LoRA alpha (scale = alpha / rank)")
+    target_modules: list[str] | str = _flag(
+        help="modules that get a LoRA: a list (to_q,to_k or [to_q, to_k]) or one regex over module names",
+        factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     # data
-    data_root: str = "data/toy-train"
-    # generate a toy dataset at data_root when it does not exist yet: {num_clips, seed, defect_rate, ...}
-    toy_data: dict[str, Any] | None = None
-    num_frames: int = 17
-    height: int = 64
-    width: int = 64
-    frame_stride: int = 1
-    max_sequence_length: int = 16
-    cache_dir: str = "cache"
-    caption_dropout: float = 0.1
+    data_root: str = _flag("data/toy-train", help="dataset folder (metadata.jsonl/csv or video + txt pairs)")
+    data_recipe: dict[str, Any] | None = _flag(
+        None, help="how to create data_root when it does not exist, e.g. '{name: toy, num_clips: 200, seed: 0}'")
+    num_frames: int = _flag(17, help="frames per clip (4k+1)")
+    height: int = _flag(64, help="frame height in pixels")
+    width: int = _flag(64, help="frame width in pixels")
+    frame_stride: int = _flag(1, help="take every n-th frame of a video")
+    max_sequence_length: int = _flag(16, help="text tokens per prompt")
+    latent_cache_dir: str = _flag("cache", help="folder of the cached latents and prompt embeddings")
+    caption_dropout: float = _flag(0.1, help="probability of training on the empty prompt")
     # optimisation
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization scheduler name
-    lr_warmup_steps: int = 0
-    adam_weight_decay: float = 1e-4
-    max_grad_norm: float = 1.0
-    train_steps: int = 200
-    train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
-    timestep_sampling: str = "logit_normal"  # "logit_normal" | "uniform"
-    timestep_shift: float = 3.0
-    seed: int = 0
-    dataloader_num_workers: int = 0
+    learning_rate: float = _flag(1e-4, help="AdamW learning rate")
+    lr_scheduler: str = _flag("constant_with_warmup", help="a diffusers.optimization scheduler name")
+    lr_warmup_steps: int = _flag(0, help="scheduler warm-up steps")
+    adam_weight_decay: float = _flag(1e-4, help="AdamW weight decay")
+    max_grad_norm: float = _flag(1.0, help="gradient clipping norm")
+    train_steps: int = _flag(200, help="optimiser steps")
+    train_batch_size: int = _flag(4, help="clips per step and process")
+    gradient_accumulation_steps: int = _flag(1, help="micro-batches per optimiser step")
+    gradient_checkpointing: bool = _flag(False, help="recompute block activations in the backward pass")
+    mixed_precision: Literal["no", "fp16", "bf16"] = _flag("no", help="autocast dtype of the training step")
+    timestep_sampling: Literal["logit_normal", "uniform"] = _flag("logit_normal", help="training noise levels")
+    timestep_shift: float = _flag(3.0, help="flow-matching shift of the sampled noise levels")
+    seed: int = _flag(0, help="seed of every random draw of the run")
+    dataloader_num_workers: int = _flag(0, help="worker processes that load cached clips (0: in the main process)")
     # checkpoints
-    checkpointing_steps: int = 100
-    checkpointing_limit: int | None = 3
-    resume_from_checkpoint: str | None = None  # "latest" | a checkpoint folder
+    checkpointing_steps: int = _flag(100, help="save a resumable checkpoint every n steps (0: never)")
+    checkpointing_limit: int | None = _flag(3, help="keep at most this many checkpoints (none: all)")
+    resume_from_checkpoint: str | None = _flag(None, help="'latest' or a checkpoint folder")
     # validation and logging
-    validation_steps: int = 0  # 0: only at the end
-    validation_prompts: list[str] = field(default_factory=list)
-    validation_seeds: list[int] = field(default_factory=lambda: [0])
-    validation_inference_steps: int = 25
-    validation_guidance_scale: float = 5.0
-    report_to: str = "tensorboard"  # "wandb" | "tensorboard" | "none"
-    tracker_name: str = "motionguide"
-    logging_steps: int = 10
-    # method slots
-    curation: str = "none"  # "none" | "random" | a registered curation
-    curation_fraction: float = 0.1
-    curation_mode: str | None = None  # "filter" (default) | "reweight" | "prune-negative", for curations with modes
-    monitor: list[str] = field(default_factory=list)  # registered monitors, e.g. ["imap"]
-    guidance: str = "none"  # validation sampling guidance: "none" | a registered guidance
-    method_options: dict[str, Any] = field(default_factory=dict)  # per-method settings, e.g. {"imap": {...}}
+    validation_steps: int = _flag(0, help="sample the validation prompts every n steps (0: only at the end)")
+    validation_prompts: list[str] = _flag(
+        help="validation prompts: a YAML/JSON list ('[\"a dog, running\", \"a ball\"]') or the flag repeated",
+        factory=list)
+    validation_seeds: list[int] = _flag(help="seeds of the validation samples, e.g. 0,1", factory=lambda: [0])
+    validation_inference_steps: int = _flag(25, help="sampling steps of the validation samples")
+    validation_guidance_scale: float = _flag(5.0, help="classifier-free guidance scale of the validation samples")
+    report_to: Literal["wandb", "tensorboard", "none"] = _flag("tensorboard", help="experiment tracker")
+    tracker_name: str = _flag("motionguide", help="project name in the tracker")
+    logging_steps: int = _flag(10, help="log the loss every n steps")
+    # method slots (names checked against motionguide.registry without importing the methods)
+    curation: str = _flag("none", help="which clips to train on (a registered curation or none); its settings go "
+                          "in method_options.<name>")
+    monitor: list[str] = _flag(help="registered monitors (comma separated)", factory=list)
+    guidance: str = _flag("none", help="guidance of the validation samples (a registered guidance or none)")
+    method_options: dict[str, Any] = _flag(
+        help="per-method settings, a YAML/JSON mapping merged per method over the config file's, e.g. "
+             "'{motive: {queries: DIR, fraction: 0.1}}'", factory=dict)
+
+    # old names, accepted with a FutureWarning and moved to their new places (see DEPRECATED_KEYS)
+    cache_dir: InitVar[str | None] = None
+    toy_data: InitVar[dict[str, Any] | None] = None
+    curation_fraction: InitVar[float | None] = None
+    curation_mode: InitVar[str | None] = None
+
+    def __post_init__(self, cache_dir: Any, toy_data: Any, curation_fraction: Any, curation_mode: Any) -> None:
+        old = {k: v for k, v in (("cache_dir", cache_dir), ("toy_data", toy_data),
+                                 ("curation_fraction", curation_fraction), ("curation_mode", curation_mode))
+               if v is not None}
+        if old:
+            values = migrate_deprecated({**_field_values(self), **old}, "TrainConfig")
+            for name, value in values.items():
+                setattr(self, name, value)
 
     # ------------------------------------------------------------------ checks
     def validate(self, where: str = "config") -> "TrainConfig":
-        """Self, after checking choices and ranges; ConfigError naming the first bad field."""
+        """Self, after checking choices, ranges and method names; ConfigError naming the first bad field.
+
+        Nothing here imports a method or loads a model, so a bad config stops before anything heavy runs."""
+        from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
+
         def bad(key: str, why: str) -> ConfigError:
             return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
-        if self.training_type not in ("lora", "full"):
-            raise bad("training_type", "must be 'lora' or 'full'")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise bad("mixed_precision", "must be 'no', 'fp16' or 'bf16'")
-        if self.report_to not in ("wandb", "tensorboard", "none"):
-            raise bad("report_to", "must be 'wandb', 'tensorboard' or 'none'")
-        if self.timestep_sampling not in ("logit_normal", "uniform"):
-            raise bad("timestep_sampling", "must be 'logit_normal' or 'uniform'")
+        for key in ("training_type", "mixed_precision", "report_to", "timestep_sampling"):
+            choices = typing.get_args(typing.get_type_hints(TrainConfig)[key])
+            if getattr(self, key) not in choices:
+                raise bad(key, "must be " + " or ".join(", ".join(repr(c) for c in choices).rsplit(", ", 1)))
         for key in ("rank", "train_steps", "train_batch_size", "gradient_accumulation_steps", "num_frames"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
@@ -98,15 +160,63 @@ class TrainConfig:
             raise bad("caption_dropout", "must be in [0, 1)")
         if self.learning_rate <= 0:
             raise bad("learning_rate", "must be > 0")
-        if not 0.0 < self.curation_fraction <= 1.0:
-            raise bad("curation_fraction", "must be in (0, 1]")
-        if self.curation_mode not in (None, "filter", "reweight", "prune-negative"):
-            raise bad("curation_mode", "must be 'filter', 'reweight' or 'prune-negative'")
+        if self.dataloader_num_workers < 0:
+            raise bad("dataloader_num_workers", "must be >= 0")
+        names = lr_scheduler_names()
+        if self.lr_scheduler not in names:
+            from ..errors import closest_names
+
+            close = closest_names(self.lr_scheduler, names)
+            raise bad("lr_scheduler", "is not a diffusers scheduler." + (f" Did you mean {close[0]!r}?" if close
+                                                                          else "") + f" Valid: {', '.join(names)}")
+        try:
+            CURATIONS.check(self.curation)
+            for name in self.monitor:
+                MONITORS.check(name)
+            GUIDANCES.check(self.guidance)
+            if self.data_recipe is not None:
+                if not isinstance(self.data_recipe, dict) or not isinstance(self.data_recipe.get("name"), str):
+                    raise ConfigError(f"data_recipe={self.data_recipe!r} must be a mapping with a name, e.g. "
+                                      "{name: toy, num_clips: 200}")
+                DATA_RECIPES.check(self.data_recipe["name"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not isinstance(self.method_options, dict):
+            raise bad("method_options", "must be a mapping of method name to its settings, e.g. "
+                                        "'{motive: {queries: DIR}}'")
+        for name, options in self.method_options.items():
+            if options is not None and not isinstance(options, dict):
+                raise ConfigError(f"{where}: method_options.{name}={options!r} must be a mapping of settings")
         return self
+
+    # ------------------------------------------------------------------ compatibility readers
+    # Code written before the renames reads these; they answer from the new places (DeprecationWarning).
+    @property
+    def _cache_dir(self) -> str:
+        _reading_old_name("cache_dir", "latent_cache_dir")
+        return self.latent_cache_dir
+
+    @property
+    def _toy_data(self) -> dict[str, Any] | None:
+        _reading_old_name("toy_data", "data_recipe")
+        recipe = self.data_recipe
+        if not recipe or recipe.get("name") != "toy":
+            return None
+        return {k: v for k, v in recipe.items() if k != "name"}
+
+    @property
+    def _curation_fraction(self) -> float:
+        _reading_old_name("curation_fraction", f"method_options[{self.curation!r}]['fraction']")
+        return float((self.method_options.get(self.curation) or {}).get("fraction", 0.1))
+
+    @property
+    def _curation_mode(self) -> str | None:
+        _reading_old_name("curation_mode", f"method_options[{self.curation!r}]['mode']")
+        return (self.method_options.get(self.curation) or {}).get("mode")
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict."""
+        """All fields as a plain dict (new names only)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -116,76 +226,272 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
-        """A validated config from a mapping; unknown keys are a ConfigError, values type-checked per field."""
+        """A validated config from a mapping; old keys mapped (FutureWarning), unknown keys a ConfigError, values
+        type-checked per field."""
         names = set(cls.field_names())
         for key in data:
-            if key not in names:
+            if key not in names and key not in DEPRECATED_KEYS:
                 raise ConfigError(unknown_key_message(key, names, where))
+        data = migrate_deprecated(data, where)
         hints = typing.get_type_hints(cls)
         values = {k: _coerce(k, v, hints[k], where) for k, v in data.items()}
         return cls(**values).validate(where)
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
-        """YAML file, then `--key value` overrides (later wins)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        """YAML file, then `--key value` overrides (later wins); ConfigError on any mistake, before any model load."""
+        data = read_yaml_config(path)
+        merged = parse_overrides(overrides, data)
+        return cls.from_dict(merged, where=str(path))
+
+
+# Attach the compatibility readers under the old names (the dataclass keeps those names for its init-only
+# arguments, so the properties are set after the class is built).
+for _old in DEPRECATED_KEYS:
+    setattr(TrainConfig, _old, getattr(TrainConfig, f"_{_old}"))
+
+
+def _reading_old_name(old: str, new: str) -> None:
+    warnings.warn(f"TrainConfig.{old} is deprecated; read {new}", DeprecationWarning, stacklevel=3)
+
+
+def _field_values(config: TrainConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _deprecated(where: str, old: str, new: str) -> None:
+    warnings.warn(f"{where}: '{old}' is deprecated; use {new}", FutureWarning, stacklevel=4)
+
+
+def migrate_deprecated(data: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """`data` with every old key (DEPRECATED_KEYS) moved to its new place, a FutureWarning per old key.
+
+    An old key that disagrees with its new place set in the same config is a ConfigError (keep one of them)."""
+    data = dict(data)
+    if "cache_dir" in data:
+        value = data.pop("cache_dir")
+        _deprecated(where, "cache_dir", "latent_cache_dir (cache_dir is the hub download cache in diffusers)")
+        if value is not None:
+            _set_once(data, "latent_cache_dir", value, "cache_dir", where,
+                      default=TrainConfig.__dataclass_fields__["latent_cache_dir"].default)
+    if "toy_data" in data:
+        value = data.pop("toy_data")
+        _deprecated(where, "toy_data", "data_recipe: {name: toy, ...}")
+        if value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: toy_data={value!r} must be a mapping such as {{num_clips: 200, seed: 0}}")
+            _set_once(data, "data_recipe", {"name": "toy", **value}, "toy_data", where, default=None)
+    for old, key in (("curation_fraction", "fraction"), ("curation_mode", "mode")):
+        if old not in data:
+            continue
+        value = data.pop(old)
+        curation = data.get("curation") or "none"
+        _deprecated(where, old, f"method_options.{curation if curation != 'none' else '<curation>'}.{key}")
+        if value is None or curation == "none":
+            continue  # no curation reads it
+        options = copy.deepcopy(data.get("method_options") or {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: method_options={options!r} must be a mapping")
+        slot = options.setdefault(curation, {})
+        if not isinstance(slot, dict):
+            raise ConfigError(f"{where}: method_options.{curation}={slot!r} must be a mapping")
+        if key in slot and slot[key] != value:
+            raise ConfigError(f"{where}: {old}={value!r} disagrees with method_options.{curation}.{key}="
+                              f"{slot[key]!r}; keep method_options.{curation}.{key} only")
+        slot[key] = value
+        data["method_options"] = options
+    return data
+
+
+def _set_once(data: dict[str, Any], key: str, value: Any, old: str, where: str, default: Any) -> None:
+    if data.get(key, default) not in (default, value):
+        raise ConfigError(f"{where}: {old}={value!r} disagrees with {key}={data[key]!r}; keep {key} only")
+    data[key] = value
+
+
+def lr_scheduler_names() -> list[str]:
+    """The scheduler names diffusers' `get_scheduler` accepts (read from diffusers, never hard-coded here)."""
+    from diffusers.optimization import SchedulerType
+
+    return [s.value for s in SchedulerType]
+
+
+# ---------------------------------------------------------------------------------------------- YAML file
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The config file as a mapping; ConfigError naming the file (and the line of a YAML syntax error) or the
+    first unknown key with the closest valid ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
         data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a training config is a YAML mapping of flags")
-        names = set(cls.field_names())
-        for key in data:
-            if key not in names:
-                raise ConfigError(unknown_key_message(key, names, str(path)))
-        data.update(parse_overrides(overrides, names))
-        return cls.from_dict(data, where=str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{at}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a training config is a YAML mapping of flags")
+    names = set(TrainConfig.field_names())
+    for key in data:
+        if key not in names and key not in DEPRECATED_KEYS:
+            raise ConfigError(unknown_key_message(key, names, str(path)))
+    hints = typing.get_type_hints(TrainConfig)
+    return {k: _coerce(k, v, hints[k], str(path)) for k, v in data.items()}
 
 
-def parse_overrides(args: Sequence[str], names: set[str]) -> dict[str, Any]:
-    """`--key value`, `--key=value` and bare `--flag` (true) into a dict; values parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    i = 0
+# ---------------------------------------------------------------------------------------------- flags
+def _spellings(name: str) -> list[str]:
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def build_parser(base: dict[str, Any] | None = None, prog: str = "train/finetune.py", with_config: bool = False):
+    """The jsonargparse parser of every TrainConfig field (snake_case and kebab spellings), defaults from `base`
+    (a config file's values) over the dataclass defaults; `with_config` adds `--config FILE` for the script."""
+    from jsonargparse import ArgumentParser
+
+    base = base or {}
+    parser = ArgumentParser(prog=prog, exit_on_error=False, default_env=False,
+                            description="Fine-tune a video DiT (LoRA or full) with motion-aware data. Flags "
+                                        "override the --config file; lists and mappings take YAML/JSON.")
+    if with_config:
+        parser.add_argument("--config", type=str, required=True, help="YAML training config (e.g. configs/toy.yaml)")
+    hints = typing.get_type_hints(TrainConfig)
+    choices = _named_choices()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in base:
+            default = base[f.name]
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        extra = {"nargs": "?", "const": True} if hints[f.name] is bool else {}
+        text = f.metadata["help"] + (f"; choices: {', '.join(choices[f.name])}" if f.name in choices else "")
+        parser.add_argument(*_spellings(f.name), dest=f.name, type=hints[f.name], default=default, help=text,
+                            **extra)
+    for old, new in DEPRECATED_KEYS.items():
+        parser.add_argument(*_spellings(old), dest=old, type=_init_var_type(hints[old]), default=base.get(old),
+                            help=f"deprecated: use {new}")
+    return parser
+
+
+def _named_choices() -> dict[str, list[str]]:
+    """The names the string-valued method and scheduler flags accept, for --help (checked in `validate`; a
+    registry lists its names without importing any method)."""
+    from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
+
+    return {"curation": CURATIONS.names(), "monitor": MONITORS.names(), "guidance": GUIDANCES.names(),
+            "lr_scheduler": lr_scheduler_names(), "data_recipe": [f"name: {n}" for n in DATA_RECIPES.names()]}
+
+
+def _init_var_type(hint: Any) -> Any:
+    return hint.type if isinstance(hint, InitVar) else hint
+
+
+_LIST_SPLIT_BY_COMMA = ("validation_seeds", "monitor", "target_modules")
+_REGEX_CHARS = re.compile(r"[\^$*+?()|\\\[\]]")
+
+
+def parse_overrides(args: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--key value`, `--key=value` and a bare `--flag` (true) over `base` (a config file's values) -> the merged
+    mapping, parsed by jsonargparse against the field types. ConfigError (one line) on an unknown flag, with the
+    closest names, or on a value of the wrong type."""
+    base = dict(base or {})
+    hints = typing.get_type_hints(TrainConfig)
+    names = set(TrainConfig.field_names())
+    argv: list[str] = []
+    given: dict[str, str] = {}
     args = list(args)
+    i = 0
     while i < len(args):
         token = args[i]
         if not token.startswith("--"):
             raise ConfigError(f"command line: expected --key value, got {token!r}")
         key, eq, value = token[2:].partition("=")
-        key = key.replace("-", "_")
-        if key not in names:
+        append = key.endswith("+")
+        key = key.rstrip("+").replace("-", "_")
+        if key not in names and key not in DEPRECATED_KEYS:
             raise ConfigError(unknown_key_message(key, names, "command line"))
-        if not eq:
-            if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value = args[i + 1]
-                i += 1
-            else:
-                value = "true"
-        out[key] = _parse_flag_value(key, value)
+        bare = not eq and not (i + 1 < len(args) and not args[i + 1].startswith("--"))
+        if not eq and not bare:
+            value = args[i + 1]
+            i += 1
         i += 1
-    return out
+        if bare:
+            argv.append(f"--{key}")
+            given[key] = ""
+            continue
+        value = _dialect(key, _init_var_type(hints[key]), value)
+        if key == "validation_prompts" and not value.lstrip().startswith("[") and key in given:
+            append = True  # the flag repeated: one prompt each
+        elif key == "validation_prompts" and not value.lstrip().startswith("["):
+            value = json.dumps([value] if value else [])
+        argv += [f"--{key}{'+' if append else ''}", value]
+        given[key] = value
+    parser = build_parser(base)
+    try:
+        namespace = parser.parse_args(argv)
+    except Exception as exc:  # jsonargparse reports bad values as argparse.ArgumentError, several lines long
+        raise ConfigError(_one_line_error(exc, given, hints)) from None
+    merged = {k: v for k, v in vars(namespace).items() if k in names or (k in DEPRECATED_KEYS and v is not None)}
+    merged.pop("__path__", None)
+    if "method_options" in given and isinstance(base.get("method_options"), dict):
+        merged["method_options"] = _merge_per_method(base["method_options"], merged["method_options"])
+    return merged
 
 
-def _parse_flag_value(key: str, raw: str) -> Any:
-    """Command-line text to a value by the field's type: strings stay strings ("no" is not False)."""
-    hint = typing.get_type_hints(TrainConfig)[key]
+def _dialect(key: str, hint: Any, raw: str) -> str:
+    """A flag value in the project's dialect rewritten for jsonargparse (see the module docstring)."""
     args = typing.get_args(hint)
-    if raw.lower() in ("none", "null") and type(None) in args:
-        return None
-    if hint is str or (str in args and list not in {typing.get_origin(a) for a in args}):
-        return raw
-    if raw.strip().startswith(("[", "{")):
-        return yaml.safe_load(raw)
-    if str in args and any(ch in raw for ch in "^$*+?()|\\"):  # a regex, e.g. --target_modules '.*attn1\.to_q'
-        return raw
-    if typing.get_origin(hint) is list or hint is list or typing.get_origin(hint) is typing.Union and any(
-            typing.get_origin(a) is list for a in args):
-        return [part.strip() for part in raw.split(",") if part.strip()]
-    return yaml.safe_load(raw) if raw != "" else ""
+    if type(None) in args and raw.strip().lower() in ("none", "null"):
+        return "null"
+    if hint is bool:
+        parsed = yaml.safe_load(raw) if raw.strip() else raw
+        return ("true" if parsed else "false") if isinstance(parsed, bool) else raw
+    if key in _LIST_SPLIT_BY_COMMA and not raw.lstrip().startswith("["):
+        if key == "target_modules" and _REGEX_CHARS.search(raw):
+            return raw  # one regex over module names, e.g. '.*attn1\.to_q'
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        return json.dumps([int(p) if re.fullmatch(r"-?\d+", p) and key == "validation_seeds" else p for p in parts])
+    return raw
+
+
+def _merge_per_method(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The config file's method options with the command line's merged over them one method at a time."""
+    merged = copy.deepcopy(base)
+    for name, options in given.items():
+        if isinstance(options, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **options}
+        else:
+            merged[name] = options
+    return merged
+
+
+def _one_line_error(exc: Exception, given: dict[str, str], hints: dict[str, Any]) -> str:
+    text = " ".join(str(exc).split())
+    match = re.search(r'Parser key "([^"]+)"', text)
+    if match and match[1] in hints:
+        key = match[1]
+        return f"command line: {key} must be {_kind(_init_var_type(hints[key]))}, got {given.get(key, '')!r}"
+    return f"command line: {text}"
+
+
+def _kind(hint: Any) -> str:
+    """'an integer', 'a list', ... for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return (_kind(inner[0]) if len(inner) == 1 else " or ".join(_kind(a) for a in inner)) + " or none"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, {list: "a list (YAML/JSON, e.g. [a, b])", dict: "a mapping (YAML/JSON, e.g. '{motive: {queries: DIR}}')"}
+        .get(origin, str(hint)))
 
 
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
     """Light type checks with friendly messages (YAML already typed most values)."""
+    hint = _init_var_type(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if value is None:
@@ -196,13 +502,13 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
-    if hint is int or (origin is typing.Union and int in args and float not in args):
+    if hint is int or (origin in (typing.Union, types.UnionType) and int in args and float not in args):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
         return value
-    if hint is float:
+    if hint is float or (origin in (typing.Union, types.UnionType) and float in args):
         if isinstance(value, str):  # YAML 1.1 reads "5e-5" (no dot) as a string
             try:
                 value = float(value)
@@ -211,7 +517,8 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         return float(value)
-    if hint is str:
+    if hint is str or origin is Literal or (origin in (typing.Union, types.UnionType) and str in args
+                                            and not any(typing.get_origin(a) is list for a in args)):
         if isinstance(value, bool):  # YAML reads a bare `no` / `yes` as a boolean
             return "yes" if value else "no"
         return str(value)
@@ -221,4 +528,11 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
         return value
+    if origin is dict or (origin in (typing.Union, types.UnionType)
+                          and any(typing.get_origin(a) is dict for a in args)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+        return value
     return value
+
+

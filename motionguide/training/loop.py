@@ -12,13 +12,11 @@ the loop imports none of them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -72,9 +70,8 @@ class Trainer:
         for name in cfg.monitor:
             MONITORS.check(name)
         GUIDANCES.check(cfg.guidance)
-        recipe = configured_data_recipe(cfg)
-        if isinstance(recipe, dict) and recipe.get("name"):
-            DATA_RECIPES.check(recipe["name"])
+        if isinstance(cfg.data_recipe, dict) and cfg.data_recipe.get("name"):
+            DATA_RECIPES.check(cfg.data_recipe["name"])
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
@@ -237,20 +234,18 @@ class Trainer:
         from ..data import CachedLatentDataset, LatentCache, VideoDataset
 
         cfg, accelerator, backbone = self.config, run.accelerator, run.backbone
-        recipe_spec = configured_data_recipe(cfg)
-        if recipe_spec is not None and not Path(cfg.data_root).exists():
+        if cfg.data_recipe is not None and not Path(cfg.data_root).exists():
             if accelerator.is_main_process:
-                create_with_data_recipe(recipe_spec, cfg.data_root)
+                create_with_data_recipe(cfg.data_recipe, cfg.data_root)
             accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                frame_stride=cfg.frame_stride)
-        cache_dir = latent_cache_dir(cfg)
-        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
         if accelerator.is_main_process:
             report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
             print(f"latent cache {cache.dir}: {report}", flush=True)
         accelerator.wait_for_everyone()
-        cache = LatentCache.for_dataset(cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
         cached = set(cache.ids)
         ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
         run.cache, run.dataset = cache, CachedLatentDataset(cache, ids=sorted(ids))
@@ -504,21 +499,6 @@ def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- config fields the loop reads
-def latent_cache_dir(cfg: Any) -> str:
-    """`latent_cache_dir`: where the latent + text-embedding cache lives."""
-    # TODO(merge): `cache_dir` is the name before the rename; drop the fallback when TrainConfig has the new one
-    return getattr(cfg, "latent_cache_dir", None) or cfg.cache_dir
-
-
-def configured_data_recipe(cfg: Any) -> dict[str, Any] | None:
-    """`data_recipe`: {name: <registered recipe>, ...options} creating `data_root` when it is missing."""
-    recipe = getattr(cfg, "data_recipe", None)
-    # TODO(merge): `toy_data` is the pre-registry spelling of {name: toy, ...}; drop it with the old field
-    if recipe is None and getattr(cfg, "toy_data", None) is not None:
-        recipe = {"name": "toy", **cfg.toy_data}
-    return recipe
-
-
 def create_with_data_recipe(spec: dict[str, Any], folder: str | os.PathLike) -> None:
     """Create `folder` with the registered data recipe `spec["name"]`, the other keys as its options."""
     if not isinstance(spec, dict) or not spec.get("name"):
@@ -530,28 +510,10 @@ def create_with_data_recipe(spec: dict[str, Any], folder: str | os.PathLike) -> 
 
 
 def build_curation(cfg: Any) -> Curation | None:
-    """The `--curation` built from `method_options.<name>` (None for "none")."""
+    """The `--curation` built from `method_options.<name>` (None for "none"); the curation checks them."""
     if cfg.curation in (None, "", "none"):
         return None
-    options = dict(cfg.method_options.get(cfg.curation, {}))
-    # TODO(merge): curation_fraction / curation_mode leave TrainConfig (they are method options now); until
-    # then they fill the options method_options did not set: always for a curation whose options_class
-    # declares them, otherwise only when set to something other than their default (with a deprecation
-    # warning), so a curation that has no such option is not handed one.
-    options_class = getattr(CURATIONS.get(cfg.curation), "options_class", None)
-    declared = {f.name for f in dataclasses.fields(options_class)} if options_class is not None else set()
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else {}
-    for old, key in (("curation_fraction", "fraction"), ("curation_mode", "mode")):
-        value = getattr(cfg, old, None)
-        if value is None or key in options:
-            continue
-        if value != defaults.get(old, dataclasses.MISSING):
-            warnings.warn(f"{old} is deprecated; set method_options.{cfg.curation}.{key} instead",
-                          DeprecationWarning, stacklevel=2)
-        elif key not in declared:
-            continue
-        options[key] = value
-    return get_curation(cfg.curation, **options)
+    return get_curation(cfg.curation, **cfg.method_options.get(cfg.curation, {}))
 
 
 def curation_fingerprint(cfg: Any, curation: Curation | None) -> dict[str, Any]:
