@@ -122,7 +122,8 @@ def test_method_options_from_the_command_line_is_a_mapping_merged_per_method():
                                                   "--method_options", "{motive: {queries: /data/q}}"])
     assert cfg.method_options["motive"]["queries"] == "/data/q"
     assert cfg.method_options["motive"]["fraction"] == 0.1  # the file's other motive settings stay
-    assert cfg.method_options["imap"] == {"every": 50, "num_probes": 4, "masks": "toy"}
+    assert cfg.method_options["imap"] == {"every": 50, "num_probes": 4,
+                                          "masks_fn": "motionguide.toy.truth:clip_masks_fn"}
     cfg = TrainConfig.load(CONFIGS / "toy.yaml", ["--method-options", '{"imap": {"every": 5}}'])
     assert cfg.method_options["imap"]["every"] == 5 and cfg.method_options["motive"]["queries"] == "data/toy-queries"
     with pytest.raises(ConfigError, match="method_options must be a mapping"):
