@@ -48,7 +48,8 @@ def _quick_config(out: Path, base_config: Path) -> Path:
         "train_steps": 4, "train_batch_size": 2, "checkpointing_steps": 0, "logging_steps": 1,
     })
     config["method_options"]["motive"].update({"fraction": 0.25, "queries": str(out / "data" / "toy-queries"),
-                                              "toy_queries": {"num_clips": 2, "seed": 1, "motions": ["right"]}})
+                                              "queries_recipe": {**config["method_options"]["motive"]["queries_recipe"],
+                                                                 "num_clips": 2}})
     config["method_options"]["imap"].update({"every": 2, "num_probes": 2})
     path = out / "demo-config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

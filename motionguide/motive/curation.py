@@ -137,15 +137,3 @@ class MotiveCuration(Curation):
             raise ConfigError(f"{exc} (training data: {ctx.config.data_root})") from exc
         return CurationResult(indices=indices, weights=weights, summary=selection.summary(len(ctx.dataset),
                                                                                           len(indices)))
-
-
-def _register_with_the_old_trainer() -> None:
-    """Until the Trainer looks curations up in `motionguide.registry` (issue 14), it reads its own table."""
-    try:
-        from ..training.callbacks import register_curation
-    except ImportError:  # the Trainer uses motionguide.registry: nothing to do
-        return
-    register_curation("motive")(MotiveCuration)
-
-
-_register_with_the_old_trainer()

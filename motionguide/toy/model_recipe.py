@@ -263,16 +263,3 @@ def train_toy_transformer(vae_dir: str | os.PathLike, out_dir: str | os.PathLike
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the saved pipeline supersedes it
     log(f"saved toy model to {out_dir} after {report['train_minutes']:.1f} min")
     return report
-
-
-def main(argv=None) -> int:
-    """`python -m motionguide.toy.model_recipe` is `motionguide toy train-model` (one definition of the flags)."""
-    import sys
-
-    from .cli import main as toy_main
-
-    return toy_main(["train-model", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -184,16 +184,3 @@ def _previous_report(init_from: str | None) -> dict | None:
         return None
     path = Path(init_from).parent / "vae_report.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def main(argv=None) -> int:
-    """`python -m motionguide.toy.vae_recipe` is `motionguide toy train-vae` (one definition of the flags)."""
-    import sys
-
-    from .cli import main as toy_main
-
-    return toy_main(["train-vae", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
