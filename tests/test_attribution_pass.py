@@ -356,7 +356,7 @@ def _train_config(workspace: Path, output_dir: Path, **kw):
     from motionguide.training.config import TrainConfig
 
     common = dict(pretrained_model_name_or_path=str(workspace / "model"), data_root=str(workspace / "data"),
-                  cache_dir=str(workspace / "cache"), train_batch_size=2, report_to="none", rank=4,
+                  latent_cache_dir=str(workspace / "cache"), train_batch_size=2, report_to="none", rank=4,
                   max_sequence_length=16, curation="motive", train_steps=1, checkpointing_steps=0)
     return TrainConfig(output_dir=str(output_dir), **{**common, **kw})
 
