@@ -401,7 +401,6 @@ def test_curation_options_are_checked_before_any_model_loads():
 
 def test_curation_mode_and_fraction_reach_the_pass_and_stale_selections_are_refused(workspace, single, tmp_path):
     from motionguide.errors import ConfigError
-    from motionguide.motive.curation import MotiveCuration
     from motionguide.registry import DATA_RECIPES
     from motionguide.training.loop import Trainer
 

@@ -33,6 +33,7 @@ from ..backbones.base import TokenGrid
 
 DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed", "output")
 DIRECTIONS = ("bidirectional", "forward", "backward")
+#: named temperatures `resolve_temperature` accepts besides a positive number (the `track --temperature` choices)
 TEMPERATURES = ("sqrt_dim", "sqrt_heads")
 
 #: upper bound on the logits held at once while computing one pair cost (elements, fp32)
@@ -48,7 +49,8 @@ def resolve_temperature(temperature: str | float, head_dim: int, num_heads: int)
         return math.sqrt(num_heads)
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
         return float(temperature)
-    raise ValueError(f"temperature must be 'sqrt_dim', 'sqrt_heads' or a positive number, got {temperature!r}")
+    named = ", ".join(repr(name) for name in TEMPERATURES)
+    raise ValueError(f"temperature must be {named} or a positive number, got {temperature!r}")
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
