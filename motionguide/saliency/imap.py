@@ -1,5 +1,10 @@
 """IMAP aggregation as a capture consumer: per layer, CHI head selection, GramCol maps, baselines.
 
+IMAP is Jun et al., "I'm a Map! Interpretable Motion-Attentive Maps...", arXiv 2603.02919,
+https://arxiv.org/abs/2603.02919. Intuition: heads whose outputs cluster by frame (high Calinski-Harabasz index
+with frame labels) are the motion heads; averaging the GramCol maps of only the top-k of them per layer gives a
+map of where the motion a word names happens.
+
     acc = SaliencyAccumulator({"circle": [2], "moves": [3]}, blocks=[5, 6, 7], top_k=3)
     with AttentionController(pipe).capture(acc, blocks=acc.blocks, attention="text"):
         ...                                    # one forward (real video) or a sampling run (generated video)
