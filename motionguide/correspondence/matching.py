@@ -109,6 +109,19 @@ class CorrespondenceAccumulator:
             pipe(...)                                  # or one transformer forward
         cost = acc.cost(3)                             # [P0, P3], softmax rows over frame 3's tokens
 
+    On a tiny random Wan transformer (one forward, 3 latent frames of 4x4 tokens):
+
+    >>> import torch
+    >>> from motionguide.attention import AttentionController
+    >>> from motionguide.backbones import backbone_for
+    >>> from motionguide.testing import tiny_wan_transformer
+    >>> backbone = backbone_for(tiny_wan_transformer(num_layers=2))
+    >>> acc = CorrespondenceAccumulator(blocks=[1])
+    >>> with torch.no_grad(), AttentionController(backbone).capture(acc, blocks=acc.blocks):
+    ...     _ = backbone.predict(torch.randn(1, 16, 3, 8, 8), torch.tensor([500.0]), torch.randn(1, 8, 32))
+    >>> acc.cost(2).shape  # frame-0 tokens x frame-2 tokens
+    torch.Size([16, 16])
+
     It stores the conditional rows' video q and k (or attention outputs) of each accepted capture, cloned so the
     attention's own tensors are freed; aggregation over blocks / steps concatenates them along channels. Use
     one accumulator per video (or per `reset()`).

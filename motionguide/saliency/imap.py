@@ -10,6 +10,19 @@ map of where the motion a word names happens.
         ...                                    # one forward (real video) or a sampling run (generated video)
     maps = acc.result()                        # SaliencyMaps, maps["imap"]: [words, F', H', W']
 
+The same on a tiny random Wan transformer, words at text slots 2 and 3 of an 8-token prompt embedding:
+
+>>> import torch
+>>> from motionguide.attention import AttentionController
+>>> from motionguide.backbones import backbone_for
+>>> from motionguide.testing import tiny_wan_transformer
+>>> backbone = backbone_for(tiny_wan_transformer(num_layers=2))
+>>> acc = SaliencyAccumulator({"circle": [2], "moves": [3]}, blocks=[0, 1], top_k=1)
+>>> with torch.no_grad(), AttentionController(backbone).capture(acc, blocks=acc.blocks, attention="text"):
+...     _ = backbone.predict(torch.randn(1, 16, 3, 8, 8), torch.tensor([500.0]), torch.randn(1, 8, 32))
+>>> acc.result().maps["imap"].shape  # [words, F', H', W']
+torch.Size([2, 3, 4, 4])
+
 Per capture (one block of one conditional forward): CHI for all heads from the outputs alone, then GramCol
 head chunk by head chunk, adding into three running maps of [T_keep, F', H', W'] (selected heads, all heads,
 cross-attention logits). Only those stay alive; order as in the reference: z-score -> head mean / sum ->
