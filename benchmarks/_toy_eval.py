@@ -25,11 +25,11 @@ DEFAULT_MODEL = ROOT / "assets" / "toy-model"
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Flags every evidence script takes: which model, text length, threads, where results go."""
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="WanPipeline folder (default: the toy model)")
-    parser.add_argument("--max-sequence-length", type=int, default=None,
+    parser.add_argument("--max_sequence_length", type=int, default=None,
                         help="text tokens; default from the model's sampling_defaults.json (16 for the toy model)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch / OpenCV threads (0 = library defaults); use 1 on a shared machine")
-    parser.add_argument("--results-dir", default=None,
+    parser.add_argument("--results_dir", default=None,
                         help="write <name>.json/.md here instead of benchmarks/results (smoke runs)")
 
 

@@ -36,6 +36,7 @@ import torch
 from _common import interleaved_medians, machine, write_results
 from _motive import DEFAULT_MODEL, load_pipeline, single_thread
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.motive import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
                                 make_projector, motion_weighted_loss, select_parameters)
 from motionguide.backbones import backbone_for
@@ -46,7 +47,7 @@ from motionguide.training.lora import add_lora
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--projector", default="fastfood_blockwise", help="projector of the featurizer")
     parser.add_argument("--dim", type=int, default=512)

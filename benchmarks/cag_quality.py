@@ -36,6 +36,7 @@ import _common
 import _toy_eval as ev
 import numpy as np
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.correspondence import resolve_cag_settings
 from motionguide.errors import ConfigError
 from motionguide.metrics import (dynamic_degree_proxy, flow_warp_smoothness, mean_flow_magnitude, object_consistency,
@@ -62,7 +63,7 @@ METRICS = [
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     ev.add_common_args(parser)
     parser.add_argument("--scale", type=float, default=1.0, help="CAG scale s")
     parser.add_argument("--profile", default=None, help="layer profile (name or YAML); default the shipped one")
@@ -70,13 +71,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", default=None, help="guidance window 'start,stop' in fractions of the steps "
                         "(overrides the profile), e.g. '0,0.5'")
     parser.add_argument("--prompts", type=int, default=0, help="use only the first N prompts (0 = all)")
-    parser.add_argument("--all-speeds", action="store_true", help="every held-out combination at all 3 speeds")
+    parser.add_argument("--all_speeds", action="store_true", help="every held-out combination at all 3 speeds")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (the same for both arms)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: model's, 25 on the toy)")
     parser.add_argument("--cfg", type=float, default=None, help="CFG scale w (default: model's, 5 on the toy)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: model's, 17)")
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--bootstrap_seed", type=int, default=0)
     parser.add_argument("--name", default="cag_quality", help="result file name")
     return parser.parse_args()
 

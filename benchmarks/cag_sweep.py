@@ -8,7 +8,6 @@ bootstrap intervals.
     python benchmarks/cag_sweep.py [--seeds 2 --threads 1]
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import RESULTS, machine, write_results
+
+from motionguide.cli_args import ArgumentParser
 
 HERE = Path(__file__).parent
 _TOY_CONFIG = HERE.parent / "assets" / "toy-model" / "transformer" / "config.json"
@@ -42,7 +43,7 @@ def cell(summary: dict, key: str, fmt: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=0, help="first N prompts of cag_quality's list (0 = all)")
     parser.add_argument("--threads", type=int, default=1)

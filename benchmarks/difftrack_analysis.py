@@ -39,6 +39,7 @@ import numpy as np
 
 from motionguide.backbones import SaliencyProfile
 from motionguide.backbones.profiles import PROFILE_DIR
+from motionguide.cli_args import ArgumentParser
 from motionguide.correspondence import analyze_layers
 from motionguide.correspondence.analysis import default_steps
 
@@ -47,24 +48,24 @@ IMAP_RENOISE_FRACTION = 0.4  # the IMAP reference re-noises at step 20 of 50 on 
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     ev.add_common_args(parser)
     parser.add_argument("--clips", type=int, default=24, help="toy clips the profile is chosen on")
-    parser.add_argument("--check-clips", type=int, default=16,
+    parser.add_argument("--check_clips", type=int, default=16,
                         help="fresh toy clips (another seed) to check the chosen block on; 0 skips the check")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the selection clips (check: +1)")
+    parser.add_argument("--data_seed", type=int, default=0, help="seed of the selection clips (check: +1)")
     parser.add_argument("--objects", default="1,2", help="objects per clip to draw from, e.g. '1,2'")
     parser.add_argument("--steps", type=int, default=None, help="schedule length (default: model's sampling steps)")
-    parser.add_argument("--analysis-steps", type=int, default=5, help="steps analysed, spread over the schedule")
-    parser.add_argument("--max-points", type=int, default=400, help="query points per clip")
-    parser.add_argument("--threshold-px", type=float, default=None,
+    parser.add_argument("--analysis_steps", type=int, default=5, help="steps analysed, spread over the schedule")
+    parser.add_argument("--max_points", type=int, default=400, help="query points per clip")
+    parser.add_argument("--threshold_px", type=float, default=None,
                         help="PCK threshold (default: the library's, 1 token on 64 px toy clips)")
-    parser.add_argument("--tracking-descriptors", default="qk,qk_no_rope,qk_mixed:2,qk_mixed:4,qk_mixed:8",
+    parser.add_argument("--tracking_descriptors", default="qk,qk_no_rope,qk_mixed:2,qk_mixed:4,qk_mixed:8",
                         help="candidates for the tracking section: descriptor[:content weight], comma separated")
-    parser.add_argument("--guidance-window", default="0,0.5",
+    parser.add_argument("--guidance_window", default="0,0.5",
                         help="guidance window written to the profile (start,stop fractions of the steps); the "
                              "analysis does not choose it: benchmarks/cag_sweep.py compares windows")
-    parser.add_argument("--profile-name", default="toy-model")
+    parser.add_argument("--profile_name", default="toy-model")
     parser.add_argument("--ship", action="store_true",
                         help=f"write the profile to {PROFILE_DIR.relative_to(ev.ROOT)}/<profile-name>.yaml")
     parser.add_argument("--name", default="difftrack_analysis", help="result file name")

@@ -11,7 +11,6 @@ chained OpenCV DIS and Farneback flow on the decoded frames, and zero motion. PC
     python benchmarks/difftrack_generated.py [--prompts 20 --seeds 1 --threads 1]
 """
 
-import argparse
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from _common import limit_threads, machine, write_results
 from _tracking_baselines import flow_chain_tracks, zero_motion_tracks
 
 from motionguide.backbones import backbone_for
+from motionguide.cli_args import ArgumentParser
 from motionguide.correspondence import track_generation
 from motionguide.metrics import pck_tokens
 from motionguide.metrics.adherence import detect_object, parse_toy_caption
@@ -65,8 +65,8 @@ def reference_tracks(frames: np.ndarray, color: str, points: np.ndarray, on_obje
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ev.add_common_args(parser)  # --model, --max-sequence-length, --threads, --results-dir
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    ev.add_common_args(parser)  # --model, --max_sequence_length, --threads, --results_dir
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=25)

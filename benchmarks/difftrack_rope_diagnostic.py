@@ -9,7 +9,6 @@ post-RoPE matching returns the starting position (error = the zero-motion error)
     python benchmarks/difftrack_rope_diagnostic.py [--clips 12]
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from _common import limit_threads, machine, write_results
 from motionguide.attention import AttentionController
 from motionguide.backbones.wan.processor import wan_rotary
 from motionguide.backbones import backbone_for
+from motionguide.cli_args import ArgumentParser
 from motionguide.toy.model_recipe import encode_pool
 from motionguide.toy.world import render_clip, sample_clip_spec
 
@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--timesteps", default="50,400")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--results_dir", default=None)
     args = parser.parse_args()
     limit_threads(args.threads)
     torch.set_grad_enabled(False)

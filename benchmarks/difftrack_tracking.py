@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from _tracking_baselines import flow_chain_tracks, zero_motion_tracks
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.correspondence import default_tracking_timestep, track_video
 from motionguide.metrics import delta_avg, pck_tokens
 
@@ -44,21 +45,21 @@ TAPVID_SIZE = 256  # TAP-Vid's delta_avg thresholds are pixels at 256x256
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     ev.add_common_args(parser)
     parser.add_argument("--clips", type=int, default=40, help="toy clips to track")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated toy dataset")
+    parser.add_argument("--data_seed", type=int, default=0, help="seed of the generated toy dataset")
     parser.add_argument("--objects", default="1,2", help="objects per clip to draw from, e.g. '1,2'")
     parser.add_argument("--profile", default=None, help="layer profile (name or YAML); default the shipped one")
     parser.add_argument("--block", type=int, default=None, help="tracking block (overrides the profile)")
     parser.add_argument("--timestep", type=float, default=None, help="transformer timestep 0..1000 (overrides)")
     parser.add_argument("--steps", type=int, default=None,
                         help="schedule length for the no-profile timestep fallback (default: model's sampling steps)")
-    parser.add_argument("--chunk-size", type=int, default=0,
+    parser.add_argument("--chunk_size", type=int, default=0,
                         help="later frames per forward; 0 = the model's latent frames per clip - 1 (DiffTrack: "
                              "13 latents -> 12 on CogVideoX)")
-    parser.add_argument("--max-points", type=int, default=0, help="query points per clip (0 = all visible)")
-    parser.add_argument("--no-block-sweep", action="store_true", help="skip the per-block rows")
+    parser.add_argument("--max_points", type=int, default=0, help="query points per clip (0 = all visible)")
+    parser.add_argument("--no_block_sweep", action="store_true", help="skip the per-block rows")
     parser.add_argument("--descriptors", default="qk,qk_no_rope,qk_mixed",
                         help="q-k descriptors to compare (qk: after RoPE as DiffTrack, qk_no_rope: before it, "
                              "qk_mixed: both, pre-RoPE weighted by the profile's content weight)")

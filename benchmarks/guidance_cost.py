@@ -14,7 +14,6 @@
     python benchmarks/guidance_cost.py [--prompts 6 --repeats 3] [--skip-real]
 """
 
-import argparse
 import statistics
 import time
 
@@ -25,6 +24,7 @@ from _common import limit_threads, machine, write_results
 from _peak_memory import peak_bytes, peak_total_bytes
 
 from motionguide.attention.kernels import frame_local_attention
+from motionguide.cli_args import ArgumentParser
 
 MIB = 2**20
 REAL_SHAPES = {  # name: (latent frames, grid h, grid w, heads, head dim, leading text tokens)
@@ -163,13 +163,13 @@ def markdown(sampling: dict | None, real: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ev.add_common_args(parser)  # --model, --max-sequence-length, --threads, --results-dir
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    ev.add_common_args(parser)  # --model, --max_sequence_length, --threads, --results_dir
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--real-repeats", type=int, default=2)
-    parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--real_repeats", type=int, default=2)
+    parser.add_argument("--skip_real", action="store_true")
+    parser.add_argument("--skip_sampling", action="store_true")
     args = parser.parse_args()
     limit_threads(args.threads)
     sampling = None if args.skip_sampling else sampling_costs(args)

@@ -25,7 +25,6 @@ Smoke (tiny random pipeline saved with `motionguide.testing.tiny_wan_pipeline().
 Writes results/imap_localization.{json,md}.
 """
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from _imap_truth import (
 from tqdm.auto import tqdm
 
 from motionguide.backbones import backbone_for
+from motionguide.cli_args import ArgumentParser
 from motionguide.saliency import KINDS, encode_clip, resolve_imap_settings, saliency_for_latents
 from motionguide.saliency.compute import default_renoise_timestep
 from motionguide.saliency.render import mask_scores
@@ -174,21 +174,21 @@ def markdown(spatial: dict, temporal: dict, settings: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--clips", type=int, default=40, help="spatial clips (object 0 moves all clip)")
-    parser.add_argument("--temporal-clips", type=int, default=20, help="clips whose motion starts mid-clip")
+    parser.add_argument("--temporal_clips", type=int, default=20, help="clips whose motion starts mid-clip")
     parser.add_argument("--objects", type=int, default=1, help="objects per spatial clip (extra ones stay still)")
-    parser.add_argument("--num-frames", type=int, default=17)
+    parser.add_argument("--num_frames", type=int, default=17)
     parser.add_argument("--timestep", type=float, default=None, help="0..1000; default: the profile's or 400")
     parser.add_argument("--blocks", default=None, help="IMAP blocks, e.g. '2-4'; default: the model's profile")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--max-sequence-length", type=int, default=None,
+    parser.add_argument("--top_k", type=int, default=None)
+    parser.add_argument("--max_sequence_length", type=int, default=None,
                         help="text slots; default: the model's sampling_defaults.json, else the pipeline's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: their defaults)")
-    parser.add_argument("--results-dir", default=None,
+    parser.add_argument("--results_dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
     limit_threads(args.threads)

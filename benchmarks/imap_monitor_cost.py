@@ -22,7 +22,6 @@ Smoke (tiny pipeline saved with `motionguide.testing.tiny_wan_pipeline().save_pr
 Writes results/imap_monitor_cost.{json,md}.
 """
 
-import argparse
 import inspect
 import shutil
 import statistics
@@ -38,6 +37,7 @@ from _peak_memory import peak_bytes
 
 from motionguide.attention.capture import AttentionCapture, ForwardInfo
 from motionguide.backbones.base import TokenGrid
+from motionguide.cli_args import ArgumentParser
 from motionguide.saliency import KINDS, IMAPMonitor, SaliencyAccumulator, calinski_harabasz, gramcol_heads
 from motionguide.saliency.gramcol import head_chunk_size
 from motionguide.toy import make_dataset
@@ -248,7 +248,7 @@ def _mib(value) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--steps", type=int, default=2 * DEFAULT_EVERY, help="training steps per run")
     parser.add_argument("--every", type=int, default=None,
@@ -257,24 +257,24 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16, help="toy clips in the training set")
     parser.add_argument("--repeats", type=int, default=1, help="pairs of training runs")
     parser.add_argument("--warmup", type=int, default=3, help="first steps of each run left out")
-    parser.add_argument("--max-sequence-length", type=int, default=16)
-    parser.add_argument("--report-to", default="tensorboard", choices=("tensorboard", "none"))
+    parser.add_argument("--max_sequence_length", type=int, default=16)
+    parser.add_argument("--report_to", default="tensorboard", choices=("tensorboard", "none"))
     parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--latent-frames", type=int, default=21)
-    parser.add_argument("--grid-height", type=int, default=30)
-    parser.add_argument("--grid-width", type=int, default=52)
-    parser.add_argument("--text-slots", type=int, default=512)
-    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--latent_frames", type=int, default=21)
+    parser.add_argument("--grid_height", type=int, default=30)
+    parser.add_argument("--grid_width", type=int, default=52)
+    parser.add_argument("--text_slots", type=int, default=512)
+    parser.add_argument("--head_dim", type=int, default=128)
     parser.add_argument("--words", type=int, default=2, help="word slots kept (a noun and a verb)")
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top_k", type=int, default=3)
     parser.add_argument("--chunks", default="1,2,4", help="head chunk sizes (the automatic one is always added)")
-    parser.add_argument("--input-dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    parser.add_argument("--capture-repeats", type=int, default=3)
+    parser.add_argument("--input_dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    parser.add_argument("--capture_repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="for part 2 (part 1 runs where accelerate puts it)")
-    parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--skip-capture", action="store_true")
+    parser.add_argument("--skip_training", action="store_true")
+    parser.add_argument("--skip_capture", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: their defaults)")
-    parser.add_argument("--results-dir", default=None,
+    parser.add_argument("--results_dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
     limit_threads(args.threads)

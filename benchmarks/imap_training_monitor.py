@@ -14,13 +14,13 @@ Smoke (tiny pipeline saved with `motionguide.testing.tiny_wan_pipeline().save_pr
 Writes results/imap_training_monitor.{json,md} and results/imap_training_monitor/*.png.
 """
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
 
 from _common import RESULTS, limit_threads, machine, write_results
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.toy import make_dataset
 from motionguide.training.config import TrainConfig
 from motionguide.training.loop import Trainer
@@ -99,20 +99,20 @@ def markdown(scalars: dict, files: dict, args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--every", type=int, default=10, help="monitor interval in steps")
     parser.add_argument("--probes", type=int, default=4, help="probe clips")
     parser.add_argument("--clips", type=int, default=32, help="toy clips in the fine-tuning set")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--num-frames", type=int, default=17)
-    parser.add_argument("--max-sequence-length", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--num_frames", type=int, default=17)
+    parser.add_argument("--max_sequence_length", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-run", default=None, help="folder to keep the run (data, cache, logs) in")
+    parser.add_argument("--keep_run", default=None, help="folder to keep the run (data, cache, logs) in")
     parser.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: their defaults)")
-    parser.add_argument("--results-dir", default=None,
+    parser.add_argument("--results_dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
     limit_threads(args.threads)

@@ -5,12 +5,12 @@ block (consumer computes a frame-0 -> frame-1 matching cost per head, then drops
 attention at every block in both forms.
 """
 
-import argparse
 
 import torch
 from _common import interleaved_medians, machine, write_results
 
 from motionguide.attention import AttentionController
+from motionguide.cli_args import ArgumentParser
 from motionguide.testing import tiny_wan_transformer
 
 
@@ -51,7 +51,7 @@ def measure(size: int, frames: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     cases = [measure(16, 5, args.repeats), measure(32, 5, max(5, args.repeats // 3))]

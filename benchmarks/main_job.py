@@ -8,13 +8,14 @@ and cache first, so the time includes generating and encoding them (a newcomer's
     python benchmarks/main_job.py [--fresh]
 """
 
-import argparse
 import json
 import shutil
 import time
 from pathlib import Path
 
 from _common import RESULTS, machine, write_results
+
+from motionguide.cli_args import ArgumentParser
 
 ROOT = Path(__file__).resolve().parent.parent
 PICTURES = {"report_samples.png": "samples.png", "finetune/motive/report_top_bottom_q0.png": "motive_top_bottom.png",
@@ -53,7 +54,7 @@ def markdown(report: dict, minutes: float, fresh: bool, words: list[str]) -> str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "main-job"))
     parser.add_argument("--fresh", action="store_true", help="regenerate the toy data and the latent cache too")
     args = parser.parse_args()

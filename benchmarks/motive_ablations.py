@@ -32,6 +32,7 @@ import torch
 from _common import machine, write_results
 from _motive import DEFAULT_MODEL, load_pipeline, pool_and_queries, single_thread, work_folder
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.motive import (PROJECTORS, CommonRandomness, DenseGaussian, GradientFeaturizer,
                                 majority_vote_selection, make_projector, motion_weighted_loss,
                                 select_parameters, spearman)
@@ -41,7 +42,7 @@ from motionguide.training import LatentCache, VideoDataset
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--clips", type=int, default=200, help="pool clips")
     parser.add_argument("--queries", type=int, default=10)

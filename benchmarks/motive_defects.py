@@ -37,6 +37,7 @@ from _common import machine, write_results
 from _motive import (DEFAULT_MODEL, is_target, load_pipeline, make_queries, pass_features, pool_and_queries,
                      read_metadata, single_thread, work_folder)
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.motive import MotiveConfig, roc_auc, run_attribution
 from motionguide.toy import DEFECTS
 from motionguide.toy.vocab import MOTIONS
@@ -53,7 +54,7 @@ EVERY_MOTION_PASS = "with mask, queries of every motion"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--pool", type=int, default=500, help="clips in the training pool")
     parser.add_argument("--defect_rate", type=float, default=0.25)

@@ -36,6 +36,7 @@ import numpy as np
 from _common import machine, write_results
 from _motive import DEFAULT_MODEL, heldout_of, load_pipeline, pool_and_queries, single_thread, work_folder
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.motive import MotiveConfig, run_attribution
 from motionguide.metrics import dynamic_degree_proxy, flow_warp_smoothness, toy_prompt_adherence
 from motionguide.toy import all_combinations, prompts_for_combinations
@@ -49,7 +50,7 @@ SPEEDS = ("slowly", "normal", "quickly")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--pool", type=int, default=500)
     parser.add_argument("--defect_rate", type=float, default=0.25)

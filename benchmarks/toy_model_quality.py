@@ -5,7 +5,6 @@ direction is right for >= 80% of moving prompts; "still" prompts move less than 
 the VAE's held-out reconstruction PSNR. Writes results/toy_model_quality.{json,md} and a frame grid PNG.
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from _common import machine, write_results
 from tqdm.auto import tqdm
 
+from motionguide.cli_args import ArgumentParser
 from motionguide.metrics import toy_prompt_adherence
 from motionguide.toy import prompts_for_combinations
 from motionguide.toy.model_recipe import MAX_SEQUENCE_LENGTH
@@ -34,7 +34,7 @@ def heldout_prompts(model_dir: Path) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=25)

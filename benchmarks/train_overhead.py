@@ -5,7 +5,6 @@ clip, step. Ours adds everything a real run does per step (reading the latent ca
 randomness, caption dropout, logging, progress). Target: <= 1.10 with no callbacks. Also peak RSS.
 """
 
-import argparse
 import resource
 import shutil
 import statistics
@@ -17,6 +16,7 @@ import torch
 from _common import machine, write_results
 
 from motionguide.backbones import backbone_for
+from motionguide.cli_args import ArgumentParser
 from motionguide.toy import make_dataset
 from motionguide.training.config import TrainConfig
 from motionguide.training.lora import add_lora, trainable_parameters
@@ -60,7 +60,7 @@ def bare_loop(model_dir: str, cache, steps: int, batch: int, cfg: TrainConfig) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)

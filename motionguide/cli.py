@@ -51,7 +51,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, quick=args.quick, model=args.model)
+    return run_demo(args.out, quick=args.quick, model=args.model, config=args.config)
 
 
 def build_parser() -> ArgumentParser:
@@ -73,6 +73,8 @@ def build_parser() -> ArgumentParser:
                                     "monitor, guided sampling) and its report")
     p.add_argument("--out", type=str, default="demo-output", help="folder for the report and its files")
     p.add_argument("--model", type=str, default=None, help="pipeline folder to fine-tune (default: assets/toy-model)")
+    p.add_argument("--config", type=str, default=None,
+                   help="training config YAML (default: configs/toy.yaml of the source checkout)")
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 

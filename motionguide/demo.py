@@ -13,6 +13,11 @@ It runs, as separate commands exactly as a user would type them (each printed be
    offline motion metrics of every sample set.
 
 `--quick` runs the same path at a reduced size (the test suite uses it).
+
+The toy model (`assets/toy-model`), its config (`configs/toy.yaml`) and the two scripts live in the source
+checkout, not in the installed package: the demo finds them next to the package when it runs from a checkout
+(`pip install -e .` or `make demo`); from a plain install it needs `--model` and `--config` and runs the package's
+entry modules instead of the scripts, and says so in one line before any work when they are missing.
 """
 
 from __future__ import annotations
@@ -24,17 +29,60 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
+
+#: where the demo looks for the source checkout (its scripts, toy model and configs): the package's parent folder
 ROOT = Path(__file__).resolve().parent.parent
+TOY_MODEL = Path("assets") / "toy-model"
+TOY_CONFIG = Path("configs") / "toy.yaml"
+FINETUNE_SCRIPT = Path("train") / "finetune.py"
+SAMPLE_SCRIPT = Path("sample") / "generate.py"
 
 #: Prompts sampled after fine-tuning: the queries' target motion, its opposite and a still object.
 DEMO_PROMPTS = ("a red circle moves right", "a blue square moves right quickly", "a yellow triangle moves right",
                 "a green circle moves left", "a blue triangle stays still")
 SAMPLE_SETS = (("base", "base model", False, "none"), ("finetuned", "Motive-curated LoRA", True, "none"),
                ("guided", "Motive-curated LoRA + correspondence guidance", True, "correspondence"))
+
+
+@dataclass(frozen=True)
+class DemoInputs:
+    """What the demo runs: the pipeline folder, the training config, the folder the commands run in, and how the
+    fine-tune and the sampler are started (the checkout's scripts, else the installed package's modules)."""
+
+    model: str
+    config: Path
+    workdir: Path
+    finetune: tuple[str, ...]
+    sample: tuple[str, ...]
+
+
+def resolve_inputs(model: str | None = None, config: str | Path | None = None) -> DemoInputs:
+    """The demo's inputs: given ones as they are, missing ones from the source checkout at `ROOT`; a ConfigError
+    saying how to get them when neither is there (a plain `pip install` ships no toy model and no configs)."""
+    checkout = (ROOT / FINETUNE_SCRIPT).is_file() and (ROOT / SAMPLE_SCRIPT).is_file()
+    if model is None and (ROOT / TOY_MODEL).is_dir():
+        model = str(ROOT / TOY_MODEL)
+    if config is None and (ROOT / TOY_CONFIG).is_file():
+        config = ROOT / TOY_CONFIG
+    missing = [name for name, value in (("--model (the toy model, assets/toy-model)", model),
+                                        ("--config (configs/toy.yaml)", config)) if value is None]
+    if missing:
+        raise ConfigError(f"the demo found no source checkout at {ROOT} and was given no {' or '.join(missing)}: "
+                          "clone the motionguide repository and run `make demo` (or `motionguide demo`) from it, "
+                          "or pass --model PIPELINE_DIR --config CONFIG.yaml")
+    config = Path(config)
+    if not config.is_file():
+        raise ConfigError(f"--config {config}: no such file")
+    if checkout:
+        return DemoInputs(model, config.resolve(), ROOT, (str(FINETUNE_SCRIPT),), (str(SAMPLE_SCRIPT),))
+    return DemoInputs(model, config.resolve(), Path.cwd(), ("-m", "motionguide.training.cli"),
+                      ("-m", "motionguide.sampling.cli"))
 
 
 def _quick_config(out: Path, base_config: Path) -> Path:
@@ -56,21 +104,21 @@ def _quick_config(out: Path, base_config: Path) -> Path:
     return path
 
 
-def _run(step: str, command: Sequence[str], log: list[dict[str, Any]], env: dict[str, str]) -> None:
+def _run(step: str, command: Sequence[str], log: list[dict[str, Any]], env: dict[str, str], cwd: Path) -> None:
     """Run one command of the main job with its output streaming through; stop the demo if it fails."""
     print(f"\n>> [{step}] {shlex.join(command)}", flush=True)
     start = time.perf_counter()
-    code = subprocess.call(list(command), cwd=ROOT, env=env)
+    code = subprocess.call(list(command), cwd=cwd, env=env)
     seconds = time.perf_counter() - start
     log.append({"step": step, "command": shlex.join(command), "seconds": round(seconds, 1), "exit_code": code})
     if code != 0:
         raise SystemExit(f"demo step '{step}' failed with exit code {code}: {shlex.join(command)}")
 
 
-def main_job(out: Path, quick: bool, model: str) -> list[dict[str, Any]]:
+def main_job(out: Path, quick: bool, inputs: DemoInputs) -> list[dict[str, Any]]:
     """The commands of the main job; returns their log (command, seconds)."""
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1"}
-    config = ROOT / "configs" / "toy.yaml"
+    model, config = inputs.model, inputs.config
     if quick:
         config = _quick_config(out, config)
     finetune = out / "finetune"
@@ -78,13 +126,13 @@ def main_job(out: Path, quick: bool, model: str) -> list[dict[str, Any]]:
     accelerate = Path(sys.executable).with_name("accelerate")  # the venv's console script: `accelerate launch`
     launch = [str(accelerate) if accelerate.is_file() else "accelerate", "launch", "--num_processes", "1",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    _run("fine-tune", [*launch, "train/finetune.py", "--config", str(config), "--curation", "motive",
+    _run("fine-tune", [*launch, *inputs.finetune, "--config", str(config), "--curation", "motive",
                        "--monitor", "imap", "--output_dir", str(finetune), "--pretrained_model_name_or_path", model],
-         log, env)
+         log, env, inputs.workdir)
     prompts = DEMO_PROMPTS[:2] if quick else DEMO_PROMPTS
     seeds = ["0"] if quick else ["0", "1"]
     for name, _, with_lora, guidance in SAMPLE_SETS:
-        command = [sys.executable, "sample/generate.py", "--model", model, "--out", str(out / "samples" / name),
+        command = [sys.executable, *inputs.sample, "--model", model, "--out", str(out / "samples" / name),
                    "--guidance", guidance]
         for prompt in prompts:
             command += ["--prompt", prompt]
@@ -94,7 +142,7 @@ def main_job(out: Path, quick: bool, model: str) -> list[dict[str, Any]]:
             command += ["--lora", str(finetune)]
         if quick:
             command += ["--steps", "4"]
-        _run(f"sample: {name}", command, log, env)
+        _run(f"sample: {name}", command, log, env, inputs.workdir)
     return log
 
 
@@ -247,7 +295,7 @@ def _samples_section(out: Path, token_px: float) -> tuple[list[str], dict]:
 
 
 def write_report(out: Path, log: Sequence[dict[str, Any]], model: str, data_root: Path,
-                 started: float) -> Path:
+                 started: float, workdir: Path = ROOT) -> Path:
     """report.md + report.json in `out` from the main job's outputs."""
     from .files import atomic_write_text
 
@@ -260,7 +308,7 @@ def write_report(out: Path, log: Sequence[dict[str, Any]], model: str, data_root
     lines = ["# motionguide demo: Motive-curated LoRA fine-tune, IMAP monitor, correspondence-guided samples", "",
              f"Model `{model}`; whole demo {total / 60:.1f} min on this machine. The commands that ran:", "",
              "| step | seconds | command |", "|---|---|---|"]
-    lines += [f"| {e['step']} | {e['seconds']:.0f} | `{e['command'].replace(str(ROOT) + '/', '')}` |" for e in log]
+    lines += [f"| {e['step']} | {e['seconds']:.0f} | `{e['command'].replace(str(workdir) + '/', '')}` |" for e in log]
     lines += ["", *curation_lines, *training_lines, *sample_lines,
               "## Where the files are", "",
               f"- LoRA: `{finetune / 'pytorch_lora_weights.safetensors'}` (loads with the stock pipeline's "
@@ -282,18 +330,19 @@ def _token_px(model: str) -> float:
     return float(backbone_for(DiffusionPipeline.from_pretrained(model)).pixels_per_token)
 
 
-def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | None = None) -> int:
+def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | None = None,
+             config: str | Path | None = None) -> int:
     """Run the main job and write the report; prints where the report is."""
     import yaml
 
     started = time.perf_counter()
+    inputs = resolve_inputs(model, config)  # before any work: says how to get the toy model and configs
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = model or str(ROOT / "assets" / "toy-model")
-    log = main_job(out, quick, model)
-    config = yaml.safe_load((out / "demo-config.yaml" if quick else ROOT / "configs" / "toy.yaml").read_text())
-    data_root = Path(config["data_root"])
-    data_root = data_root if data_root.is_absolute() else ROOT / data_root
-    report = write_report(out, log, model, data_root, started)
+    log = main_job(out, quick, inputs)
+    settings = yaml.safe_load((out / "demo-config.yaml" if quick else inputs.config).read_text())
+    data_root = Path(settings["data_root"])
+    data_root = data_root if data_root.is_absolute() else inputs.workdir / data_root
+    report = write_report(out, log, inputs.model, data_root, started, inputs.workdir)
     print(f"\nreport: {report}\n(whole demo {(time.perf_counter() - started) / 60:.1f} min)")
     return 0

@@ -95,7 +95,19 @@ def test_report_holds_the_selection_covariates_and_thumbnails(workspace, single)
     report = saved["report"]
     assert sum(report["vote_histogram"]) == 8 and report["k"] == 2
     coverage = [saved["clips"][i]["mask coverage"] for i in saved["train_ids"]]
-    assert all(0.0 <= c <= 1.0 for c in coverage)
+    # coverage = share of pixels whose motion weight exceeds 0.5, recomputed from each clip's own frames (17 frames
+    # at 64x64, the pass's size) with the pass's mask settings (DIS flow, consecutive pairs, change gate)
+    from motionguide.backbones import backbone_for
+    from motionguide.motive import motion_mask
+    from motionguide.video import read_video
+
+    backbone = backbone_for(tiny_wan_pipeline())
+    files = {r["id"]: r["file_name"] for r in map(json.loads, (workspace / "data" / "metadata.jsonl").read_text()
+                                                  .splitlines()) if r.get("id")}
+    for clip_id, reported in zip(saved["train_ids"], coverage):
+        frames = read_video(workspace / "data" / files[clip_id])[:17]
+        weights = motion_mask(frames, backbone).pixel
+        assert reported == pytest.approx(np.count_nonzero(weights > 0.5) / weights.size, abs=1e-12), clip_id
     rho = report["covariates"]["mask coverage"]["spearman_with_mean_score"]
     mean_score = np.asarray(saved["mean_score"])
     if len(set(coverage)) > 1 and len(set(mean_score.tolist())) > 1:
@@ -401,7 +413,6 @@ def test_curation_options_are_checked_before_any_model_loads():
 
 def test_curation_mode_and_fraction_reach_the_pass_and_stale_selections_are_refused(workspace, single, tmp_path):
     from motionguide.errors import ConfigError
-    from motionguide.motive.curation import MotiveCuration
     from motionguide.registry import DATA_RECIPES
     from motionguide.training.loop import Trainer
 

@@ -534,7 +534,14 @@ def test_track_command_writes_tracks_and_scores_them_against_ground_truth(wan_di
     args = parser.parse_args([*common, "--gt", str(tmp_path / "gt.npz"), "--out", str(tmp_path / "t.json")])
     assert args.func(args) == 0
     result = json.loads((tmp_path / "t.json").read_text())
-    assert np.asarray(result["tracks"]).shape == (2, 5, 2) and 0 <= result["metrics"]["pck@1tok"] <= 100
+    tracks = np.asarray(result["tracks"])
+    assert tracks.shape == (2, 5, 2)
+    error = np.linalg.norm(tracks - gt, axis=-1)  # every point is visible in every frame
+    token_px = 16  # the tiny Wan: 8x VAE downsampling, 2x2 patches
+    assert result["metrics"]["pck@1tok"] == pytest.approx(100 * np.mean(error <= token_px))
+    assert result["metrics"]["pck@0.5tok"] == pytest.approx(100 * np.mean(error <= token_px / 2))
+    tap_vid = [100 * np.mean(error <= t) for t in (1, 2, 4, 8, 16)]  # TAP-Vid thresholds, in pixels at scale 1
+    assert result["metrics"]["delta_avg"] == pytest.approx(np.mean(tap_vid))
     args = parser.parse_args([*common, "--points", "3,3;9,9;30,2", "--out", str(tmp_path / "p.json")])
     assert args.func(args) == 0 and np.asarray(json.loads((tmp_path / "p.json").read_text())["tracks"]).shape[0] == 3
     args = parser.parse_args([*common, "--points", "3,3;9,9", "--descriptor", "qk_no_rope",

@@ -65,6 +65,40 @@ def test_quick_demo_runs_the_main_job_and_writes_a_report(tmp_path):
     assert np.abs(frames["guided"] - frames["finetuned"]).max() > 0
 
 
+def test_demo_outside_a_checkout_says_how_to_get_the_toy_model_before_any_work(tmp_path, monkeypatch, capsys):
+    """A plain install ships neither the toy model nor the configs: one line on what to do, nothing created."""
+    import motionguide.demo as demo
+    from motionguide.errors import ConfigError
+
+    monkeypatch.setattr(demo, "ROOT", tmp_path / "site-packages")  # an empty folder where the checkout would be
+    (tmp_path / "site-packages").mkdir()
+    assert main(["demo", "--out", str(tmp_path / "out"), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: the demo found no source checkout")
+    assert "clone the motionguide repository" in err and "--model PIPELINE_DIR --config CONFIG.yaml" in err
+    assert not (tmp_path / "out").exists()
+    # given both, it runs the installed package's entry modules from the current folder instead of the scripts
+    config = tmp_path / "toy.yaml"
+    config.write_text((REPO / "configs" / "toy.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    inputs = demo.resolve_inputs(model=str(REPO / "assets" / "toy-model"), config=config)
+    assert inputs.finetune == ("-m", "motionguide.training.cli") and inputs.sample == ("-m", "motionguide.sampling.cli")
+    assert inputs.workdir == tmp_path and inputs.config == config
+    with pytest.raises(ConfigError, match="--config .*missing.yaml: no such file"):
+        demo.resolve_inputs(model="m", config=tmp_path / "missing.yaml")
+
+
+def test_demo_in_the_checkout_finds_the_toy_model_config_and_scripts():
+    from motionguide.demo import resolve_inputs
+
+    inputs = resolve_inputs()
+    assert Path(inputs.model) == REPO / "assets" / "toy-model" and inputs.config == REPO / "configs" / "toy.yaml"
+    assert inputs.workdir == REPO and inputs.finetune == ("train/finetune.py",)
+    assert inputs.sample == ("sample/generate.py",)
+    assert subprocess.run([sys.executable, "-m", "motionguide.training.cli", "--help"], capture_output=True,
+                          cwd=REPO).returncode == 0
+
+
 def test_profiles_and_shapes_commands(capsys, tmp_path):
     assert main(["profiles", "list"]) == 0
     assert "wan2.1-t2v-1.3b" in capsys.readouterr().out

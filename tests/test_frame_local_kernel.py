@@ -25,7 +25,12 @@ def test_nonrenormalized_output_shrinks_by_dropped_mass():
     q, k, v = (torch.randn(1, 12, 2, 4) for _ in range(3))
     ones = torch.ones_like(v)
     kept = frame_local_attention(q, k, ones, frames=3, renormalize=False)
-    assert (kept < 1).all() and (kept > 0).all()
+    # with v = 1 the output is the full softmax's mass on the query's own frame (3 frames of 4 tokens), < 1
+    probs = torch.softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / 4 ** 0.5, dim=-1)  # [1, H, S, S]
+    frame = torch.arange(12) // 4
+    own_mass = (probs * (frame[:, None] == frame[None, :])).sum(dim=-1).transpose(1, 2)  # [1, S, H]
+    torch.testing.assert_close(kept, own_mass[..., None].expand_as(kept), atol=1e-6, rtol=1e-5)
+    assert (own_mass < 1).all()
     torch.testing.assert_close(frame_local_attention(q, k, ones, frames=3, renormalize=True), ones)
 
 

@@ -201,11 +201,33 @@ def wan_model_and_toy_data(tmp_path_factory):
     return root / "model", root / "data"
 
 
-def test_cli_end_to_end_writes_profile_json_and_heatmap(wan_model_and_toy_data, tmp_path, capsys):
+def _pck_by_hand(pred, truth, visible, threshold_px):
+    """Percent of visible (point, frame) pairs whose predicted position lies within threshold_px of the truth."""
+    distance = np.sqrt(((np.asarray(pred, np.float64) - truth) ** 2).sum(axis=-1))
+    hits = [d <= threshold_px for d, v in zip(distance.ravel(), np.asarray(visible).ravel()) if v]
+    return 100.0 * sum(hits) / len(hits) if hits else float("nan")
+
+
+def test_cli_end_to_end_writes_profile_json_and_heatmap(wan_model_and_toy_data, tmp_path, capsys, monkeypatch):
     from motionguide.cli import main
+    from motionguide.correspondence import analysis
 
     model, data = wan_model_and_toy_data
     out = tmp_path / "out" / "profile.yaml"
+    # record what each scorer saw (its reference tracks, the block) and the pixel tracks it read from the q-k costs
+    scored, predicted = [], []
+    real_call, real_to_pixels = analysis._ClipScorer.__call__, analysis.latent_to_pixel_tracks
+
+    def spy_call(scorer, capture):
+        real_call(scorer, capture)
+        scored.append((scorer, capture.block))
+
+    def spy_to_pixels(*args, **kwargs):
+        predicted.append(real_to_pixels(*args, **kwargs).numpy().copy())
+        return torch.from_numpy(predicted[-1].copy())
+
+    monkeypatch.setattr(analysis._ClipScorer, "__call__", spy_call)
+    monkeypatch.setattr(analysis, "latent_to_pixel_tracks", spy_to_pixels)
     code = main(["analyze-layers", "--model", str(model), "--data", str(data), "--steps", "0,1",
                  "--num-inference-steps", "2", "--max-sequence-length", "16", "--descriptor", "qk_no_rope",
                  "--out", str(out)])
@@ -219,7 +241,28 @@ def test_cli_end_to_end_writes_profile_json_and_heatmap(wan_model_and_toy_data, 
     assert report["blocks"] == [0, 1] and report["steps"] == [0, 1]
     for name in ("accuracy", "confidence", "attention", "moving_accuracy"):
         assert np.array(report["tables"][name], dtype=float).shape == (2, 2)
-    assert 0.0 <= min(map(min, report["tables"]["accuracy"])) <= max(map(max, report["tables"]["accuracy"])) <= 100
+    # accuracy = PCK of the recorded tracks against the dataset's ground truth (points visible in frame 0, all 17
+    # frames, 16 px = one token on 64 px clips), recomputed here and averaged over the two clips
+    assert len(scored) == len(predicted) == 2 * 2 * 2  # clips x steps x blocks
+    rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
+    scorers = list(dict.fromkeys(scorer for scorer, _ in scored))  # created per (clip, step), clip-major
+    assert len(scorers) == 4
+    expected = {"accuracy": np.zeros((2, 2, 2)), "moving_accuracy": np.zeros((2, 2, 2))}  # [clip, block, step]
+    for (scorer, block), pred in zip(scored, predicted):
+        clip, step = divmod(scorers.index(scorer), 2)
+        with np.load(data / rows[clip]["gt_file"]) as truth:
+            from_frame0 = truth["visibility"][:, 0]
+            gt_tracks, gt_visible = truth["tracks"][from_frame0], truth["visibility"][from_frame0]
+        np.testing.assert_array_equal(scorer.tracks, gt_tracks)
+        np.testing.assert_array_equal(scorer.visibility, gt_visible)
+        expected["accuracy"][clip, block, step] = _pck_by_hand(pred, gt_tracks, gt_visible, 16.0)
+        travelled = np.linalg.norm(gt_tracks - gt_tracks[:, :1], axis=-1)
+        moving = [bool((travelled[n][gt_visible[n]] >= 16).any()) for n in range(len(gt_tracks))]
+        expected["moving_accuracy"][clip, block, step] = (
+            _pck_by_hand(pred[moving], gt_tracks[moving], gt_visible[moving], 16.0) if any(moving) else np.nan)
+    for name, per_clip in expected.items():
+        np.testing.assert_allclose(np.array(report["tables"][name], dtype=float), per_clip.mean(axis=0),
+                                   rtol=1e-12, err_msg=name)
     assert report["choice"]["tracking"] == {"block": profile.tracking.block, "step": 1}
     with Image.open(out.parent / "analysis.png") as image:
         assert image.size[0] > 100 and image.size[1] > 40

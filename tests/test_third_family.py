@@ -119,9 +119,7 @@ class TinyBackbone(VideoBackbone):
     family = "tinydit"
     transformer_class_names = ("TinyDiTModel",)
     text_layout = "cross"
-    latent_layout = "BCFHW"
     cfg_layout = "separate"
-    prediction_type = "flow"
 
     @property
     def blocks(self):

@@ -54,13 +54,9 @@ class VideoBackbone(ABC):
     transformer_class_names: ClassVar[tuple[str, ...]]
     #: "cross": text only in a separate cross-attention; "joint_first": text tokens precede video in one sequence
     text_layout: ClassVar[str]
-    #: axis order of the latents the transformer consumes: "BCFHW" (Wan) or "BFCHW" (CogVideoX)
-    latent_layout: ClassVar[str]
     #: how the stock pipeline runs classifier-free guidance: "separate" passes (cache contexts "cond" and
     #: "uncond") or one "uncond_cond" batch [uncond; cond] in a "cond_uncond" context (see `conditional_rows`)
     cfg_layout: ClassVar[str]
-    #: what the transformer predicts: "flow" (velocity noise - x0) or "v_prediction"
-    prediction_type: ClassVar[str]
     #: VAE factors used when no VAE is attached (real-model defaults)
     default_vae_scale_spatial: ClassVar[int] = 8
     default_vae_scale_temporal: ClassVar[int] = 4

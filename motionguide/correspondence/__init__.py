@@ -1,5 +1,13 @@
 """DiffTrack: temporal correspondences from video DiT self-attention, point tracks, and correspondence guidance.
 
+Nam et al., "Emergent Temporal Correspondences from Video Diffusion Transformers", arXiv 2506.17220,
+https://arxiv.org/abs/2506.17220 (DiffTrack; its guidance is CAG).
+
+Intuition: in a few blocks, at late steps, a frame-0 token's query attends most to the keys of the same point in
+the other frames, so the q-k matching cost between two frames is a point tracker. CAG guides a sample away from a
+prediction made with those blocks frame-local (cross-frame attention removed), as CFG guides away from the
+unconditional one, which strengthens temporal consistency.
+
 - `CorrespondenceAccumulator` (a capture consumer) -> frame-pair matching costs, never a full attention map.
 - `tracks_from_costs`, `latent_to_pixel_tracks`: costs -> pixel tracks; `track_video` (real videos) and
   `track_generation` (the model's own samples).

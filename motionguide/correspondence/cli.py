@@ -25,6 +25,7 @@ import numpy as np
 
 from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
+from .matching import TEMPERATURES
 
 __all__ = ["add_correspondence_commands", "parse_points", "grid_points", "parse_index_list"]
 
@@ -50,12 +51,12 @@ def grid_points(n: int, height: int, width: int) -> np.ndarray:
 
 
 def _temperature(text: str) -> str | float:
-    if text in ("sqrt_dim", "sqrt_heads"):
+    if text in TEMPERATURES:
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sqrt_dim, sqrt_heads or a number; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {', '.join(TEMPERATURES)} or a number; got {text!r}") from None
 
 
 _temperature.__name__ = "temperature"  # what --help shows as its type
@@ -205,7 +206,7 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--method", type=str, choices=["argmax", "soft_argmax"], default="argmax",
                    help="argmax (DiffTrack) or soft_argmax over the matching cost")
     p.add_argument("--temperature", type=_temperature, default="sqrt_dim",
-                   help="sqrt_dim (default), sqrt_heads or a number")
+                   help=f"{' or '.join(TEMPERATURES)} (default {TEMPERATURES[0]}), or a number")
     p.add_argument("--descriptor", type=str, choices=["qk", "qk_no_rope", "qk_mixed", "output"],
                    help="qk: after RoPE (DiffTrack), qk_no_rope: before it, qk_mixed: both, output: attention "
                         "output (default: the profile's when it supplies the block, else qk)")

@@ -4,7 +4,7 @@ CAG is DiffTrack's (https://arxiv.org/abs/2506.17220): a prediction with frame-l
 that carry cross-frame correspondence lacks temporal consistency, so guiding away from it, like CFG guides away
 from the unconditional prediction, strengthens it.
 
-    guider = CorrespondenceGuidance.from_profile("wan2.1-t2v-1.3b", guidance_scale=5.0)
+    guider = CorrespondenceGuidance.from_profile("wan2.1-t2v-1.3b", modular_pipe.transformer, guidance_scale=5.0)
     modular_pipe.update_components(guider=guider)
 
 Branches, in the order the denoise loop runs them: pred_cond, pred_uncond (when CFG is on), pred_cond_perturbed
@@ -43,6 +43,13 @@ class CorrespondenceGuidance(BaseGuidance):
         correspondence_start, correspondence_stop: window of the perturbed branch, as fractions of the steps.
         renormalize: frame-local softmax renormalised (True) or DiffTrack's dropped cross-frame mass (False).
         guidance_rescale, start, stop, enabled: as in diffusers' `ClassifierFreeGuidance`.
+
+    On a tiny random Wan transformer, without a profile (the blocks given instead):
+
+    >>> from motionguide.testing import tiny_wan_transformer
+    >>> guider = CorrespondenceGuidance.from_profile(None, tiny_wan_transformer(num_layers=2), blocks=[1], scale=0.8)
+    >>> guider.correspondence_blocks, guider.correspondence_scale, guider.num_conditions
+    ([1], 0.8, 3)
     """
 
     _input_predictions = ["pred_cond", "pred_uncond", "pred_cond_perturbed"]

@@ -33,6 +33,7 @@ from ..backbones.base import TokenGrid
 
 DESCRIPTORS = ("qk", "qk_no_rope", "qk_mixed", "output")
 DIRECTIONS = ("bidirectional", "forward", "backward")
+#: named temperatures `resolve_temperature` accepts besides a positive number (the `track --temperature` choices)
 TEMPERATURES = ("sqrt_dim", "sqrt_heads")
 
 #: upper bound on the logits held at once while computing one pair cost (elements, fp32)
@@ -48,7 +49,8 @@ def resolve_temperature(temperature: str | float, head_dim: int, num_heads: int)
         return math.sqrt(num_heads)
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
         return float(temperature)
-    raise ValueError(f"temperature must be 'sqrt_dim', 'sqrt_heads' or a positive number, got {temperature!r}")
+    named = ", ".join(repr(name) for name in TEMPERATURES)
+    raise ValueError(f"temperature must be {named} or a positive number, got {temperature!r}")
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -106,6 +108,19 @@ class CorrespondenceAccumulator:
         with controller.capture(acc, blocks=acc.blocks):
             pipe(...)                                  # or one transformer forward
         cost = acc.cost(3)                             # [P0, P3], softmax rows over frame 3's tokens
+
+    On a tiny random Wan transformer (one forward, 3 latent frames of 4x4 tokens):
+
+    >>> import torch
+    >>> from motionguide.attention import AttentionController
+    >>> from motionguide.backbones import backbone_for
+    >>> from motionguide.testing import tiny_wan_transformer
+    >>> backbone = backbone_for(tiny_wan_transformer(num_layers=2))
+    >>> acc = CorrespondenceAccumulator(blocks=[1])
+    >>> with torch.no_grad(), AttentionController(backbone).capture(acc, blocks=acc.blocks):
+    ...     _ = backbone.predict(torch.randn(1, 16, 3, 8, 8), torch.tensor([500.0]), torch.randn(1, 8, 32))
+    >>> acc.cost(2).shape  # frame-0 tokens x frame-2 tokens
+    torch.Size([16, 16])
 
     It stores the conditional rows' video q and k (or attention outputs) of each accepted capture, cloned so the
     attention's own tensors are freed; aggregation over blocks / steps concatenates them along channels. Use

@@ -1,5 +1,13 @@
 """IMAP / GramCol: per-word, per-frame saliency maps from a video DiT's text attention.
 
+Jun et al., "I'm a Map! Interpretable Motion-Attentive Maps...", CVPR 2026, arXiv 2603.02919,
+https://arxiv.org/abs/2603.02919 (reference code: youngjun-jun/IMAP).
+
+Intuition: a word's peak query-key match marks one token; the Gram column of the attention outputs spreads it to
+every token that looks like that peak (GramCol, `gramcol.py`). Heads whose outputs separate the frames best
+(Calinski-Harabasz index with frame labels) carry the motion, so IMAP averages GramCol over those heads only
+(`imap.py`).
+
 - :func:`saliency_for_latents` (real video: re-noise, one forward) and :func:`saliency_while_sampling`
   (generated video: averaged over sampling steps) return :class:`SaliencyMaps` with IMAP, all-head GramCol and
   cross-attention maps per requested word.

@@ -1,5 +1,8 @@
 """GramCol: a word's saliency as one column of a head's output Gram matrix, per latent frame.
 
+From IMAP (Jun et al., "I'm a Map! Interpretable Motion-Attentive Maps...", arXiv 2603.02919,
+https://arxiv.org/abs/2603.02919).
+
 Query-key matching finds where a text slot peaks (a sharp point); the Gram column spreads that point to every
 token whose attention output resembles the peak's, giving object-shaped maps. Per head and frame f:
 

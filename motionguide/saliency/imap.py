@@ -1,9 +1,27 @@
 """IMAP aggregation as a capture consumer: per layer, CHI head selection, GramCol maps, baselines.
 
+IMAP is Jun et al., "I'm a Map! Interpretable Motion-Attentive Maps...", arXiv 2603.02919,
+https://arxiv.org/abs/2603.02919. Intuition: heads whose outputs cluster by frame (high Calinski-Harabasz index
+with frame labels) are the motion heads; averaging the GramCol maps of only the top-k of them per layer gives a
+map of where the motion a word names happens.
+
     acc = SaliencyAccumulator({"circle": [2], "moves": [3]}, blocks=[5, 6, 7], top_k=3)
     with AttentionController(pipe).capture(acc, blocks=acc.blocks, attention="text"):
         ...                                    # one forward (real video) or a sampling run (generated video)
     maps = acc.result()                        # SaliencyMaps, maps["imap"]: [words, F', H', W']
+
+The same on a tiny random Wan transformer, words at text slots 2 and 3 of an 8-token prompt embedding:
+
+>>> import torch
+>>> from motionguide.attention import AttentionController
+>>> from motionguide.backbones import backbone_for
+>>> from motionguide.testing import tiny_wan_transformer
+>>> backbone = backbone_for(tiny_wan_transformer(num_layers=2))
+>>> acc = SaliencyAccumulator({"circle": [2], "moves": [3]}, blocks=[0, 1], top_k=1)
+>>> with torch.no_grad(), AttentionController(backbone).capture(acc, blocks=acc.blocks, attention="text"):
+...     _ = backbone.predict(torch.randn(1, 16, 3, 8, 8), torch.tensor([500.0]), torch.randn(1, 8, 32))
+>>> acc.result().maps["imap"].shape  # [words, F', H', W']
+torch.Size([2, 3, 4, 4])
 
 Per capture (one block of one conditional forward): CHI for all heads from the outputs alone, then GramCol
 head chunk by head chunk, adding into three running maps of [T_keep, F', H', W'] (selected heads, all heads,

@@ -79,3 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate and save the requested videos; returns 0, or 2 with one line on stderr for a user error."""
     return run_command(_run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # `python -m` / `accelerate launch -m`: the demo from a plain install
+    raise SystemExit(main())

@@ -56,3 +56,7 @@ def _run(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the config with overrides and run the fine-tuning; returns 0, or 2 with one line on a user error."""
     return run_command(_run, list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":  # `python -m` / `accelerate launch -m`: the demo from a plain install
+    raise SystemExit(main())

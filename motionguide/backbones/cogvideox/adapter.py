@@ -19,9 +19,7 @@ class CogVideoXBackbone(VideoBackbone):
     family = "cogvideox"
     transformer_class_names = ("CogVideoXTransformer3DModel",)
     text_layout = "joint_first"
-    latent_layout = "BFCHW"
     cfg_layout = "uncond_cond"
-    prediction_type = "v_prediction"
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:

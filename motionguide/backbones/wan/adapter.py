@@ -19,9 +19,7 @@ class WanBackbone(VideoBackbone):
     family = "wan"
     transformer_class_names = ("WanTransformer3DModel",)
     text_layout = "cross"
-    latent_layout = "BCFHW"
     cfg_layout = "separate"
-    prediction_type = "flow"
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
