@@ -28,7 +28,7 @@ CACHE_FORMAT_VERSION = 1
 _WEIGHT_SAMPLE = 16  # values hashed from the start of every parameter tensor
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """The stable text form of the non-JSON values keys and records hold (dtypes, buckets, numpy, paths)."""
     if isinstance(value, (torch.dtype, torch.device)):
         return str(value)
@@ -47,7 +47,7 @@ def _json_default(value: Any) -> Any:
 def stable_json(value: Any, allow_nan: bool = False) -> str:
     """Sorted-key compact JSON: the same content always gives the same text (and so the same hash), on every
     machine. TypeError for a value with no stable text form; ValueError for NaN / inf unless `allow_nan`."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=allow_nan)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=json_default, allow_nan=allow_nan)
 
 
 def key_json(value: Any) -> str:

@@ -29,13 +29,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_write
-from ..identity import stable_json
+from ..identity import json_default, stable_json
 from ..errors import ConfigError, MotionGuideError
 
 __all__ = ["FeatureStore", "StoreMismatchError", "config_hash", "read_merged"]
@@ -54,19 +53,6 @@ class StoreMismatchError(MotionGuideError, ValueError):
     """A store folder holds features made with a different config or dimension."""
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable; store plain numbers, strings, lists "
-                    "and dicts in configs and records")
-
-
 def config_hash(config: dict) -> str:
     """Short sha256 (16 hex digits) of the sorted-key JSON of a config."""
     try:
@@ -77,7 +63,7 @@ def config_hash(config: dict) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    text = json.dumps(value, sort_keys=True, indent=1, default=_json_default, allow_nan=False)
+    text = json.dumps(value, sort_keys=True, indent=1, default=json_default, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
