@@ -73,3 +73,11 @@ def frame_local_mask(text_len, frames, per_frame):
     mask[:, :text_len] = True
     mask[:text_len, :] = True
     return mask
+
+
+def torchrun_two_ranks(*args) -> list[str]:
+    """`python -m torch.distributed.run` with two local ranks. `--standalone` lets the rendezvous take a free port
+    itself (a port chosen by the test and released before torchrun binds it can be taken in between)."""
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import torchrun_two_ranks
 
 from motionguide.motive import Motive, MotiveConfig, run_attribution
 from motionguide.testing import tiny_wan_pipeline
@@ -331,10 +332,9 @@ def test_two_ranks_give_the_same_features_and_selection(workspace):
     # the default projector (block-wise Fastfood, seeded per block): both ranks must build the same sketch
     reference = run_attribution(config(workspace, "one-rank", projector="fastfood_blockwise"), progress=False)
     out = workspace / "two-ranks"
-    job = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "motionguide.cli", "curate", "--model", str(workspace / "model"), "--data", str(workspace / "data"),
+    job = torchrun_two_ranks("-m", "motionguide.cli", "curate", "--model", str(workspace / "model"), "--data", str(workspace / "data"),
            "--queries", str(workspace / "queries"), "--out", str(out), "--latent-cache-dir", str(workspace / "cache"),
-           "--projector", "fastfood_blockwise", "--dim", "64", "--fraction", "0.25"]
+           "--projector", "fastfood_blockwise", "--dim", "64", "--fraction", "0.25")
     proc = subprocess.run(job, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -347,12 +347,6 @@ def test_two_ranks_give_the_same_features_and_selection(workspace):
     assert two["counts"]["train"]["featurised"] == 8 and two["counts"]["query"]["featurised"] == 2  # both ranks
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _trainer_reads_the_curation_fingerprint() -> bool:

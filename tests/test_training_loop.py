@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import torchrun_two_ranks
 
 from motionguide.errors import ConfigError
 from motionguide.testing import tiny_wan_pipeline
@@ -245,8 +246,7 @@ def test_two_ranks_stay_in_sync(workspace, backend):
     job = REPO / "tests" / "jobs" / "finetune_sync.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     if backend == "ddp":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), str(job), str(config_path), str(out)]
+        cmd = torchrun_two_ranks(job, config_path, out)
         env["ACCELERATE_USE_CPU"] = "1"
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
