@@ -78,6 +78,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 
+    from .backbones.random_pipeline import add_random_pipeline_command
     from .motive.cli import add_curate_command
     from .correspondence.cli import add_correspondence_commands
     from .saliency.cli import add_saliency_command
@@ -85,6 +86,7 @@ def build_parser() -> ArgumentParser:
     add_curate_command(sub)
     add_correspondence_commands(sub)
     add_saliency_command(sub)
+    add_random_pipeline_command(sub)
     try:
         from .toy.cli import add_toy_commands
     except ImportError as exc:  # pragma: no cover - only when the toy package is broken

@@ -1,0 +1,81 @@
+"""CogVideoX-2B as a recipe for a random-weight copy (`motionguide random-pipeline --like cogvideox-2b`).
+
+The numbers are the released diffusers checkpoint's (`THUDM/CogVideoX-2b`): the transformer (shared with
+`motionguide shapes` through `reference_configs`), the 3D VAE (scaling factor 1.15258426), the T5 v1.1 XXL text
+encoder's width (4096, 64 heads, gated-GELU FFN 10240; 24 layers and a 32,128-token vocabulary in the release,
+few layers and a word-level vocabulary here), text length 226, and the CogVideoX DDIM scheduler
+(v-prediction, zero-terminal-SNR betas, SNR shift 3, trailing timesteps).
+"""
+
+from __future__ import annotations
+
+from ..random_weights import ModelRecipe, ReferencePipeline
+from ..reference_configs import COGVIDEOX_2B
+
+#: `AutoencoderKLCogVideoX` of CogVideoX-2B
+COGVIDEOX_2B_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["CogVideoXDownBlock3D"] * 4,
+    "up_block_types": ["CogVideoXUpBlock3D"] * 4,
+    "block_out_channels": [128, 256, 256, 512],
+    "latent_channels": 16,
+    "layers_per_block": 3,
+    "act_fn": "silu",
+    "norm_eps": 1e-6,
+    "norm_num_groups": 32,
+    "temporal_compression_ratio": 4,
+    "sample_height": 480,
+    "sample_width": 720,
+    "scaling_factor": 1.15258426,
+    "force_upcast": True,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+
+#: `google/t5-v1_1-xxl`'s encoder (CogVideoX's text encoder)
+T5_V1_1_XXL = {
+    "vocab_size": 32128,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "dropout_rate": 0.1,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": False,
+}
+
+#: CogVideoX-2B's released scheduler
+COGVIDEOX_2B_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": True,
+    "snr_shift_scale": 3.0,
+    "steps_offset": 0,
+    "timestep_spacing": "trailing",
+}
+
+COGVIDEOX_2B_PIPELINE = ReferencePipeline(
+    name="cogvideox-2b",
+    pipeline_class_path="diffusers.CogVideoXPipeline",
+    transformer=ModelRecipe("diffusers.CogVideoXTransformer3DModel", COGVIDEOX_2B),
+    vae=ModelRecipe("diffusers.AutoencoderKLCogVideoX", COGVIDEOX_2B_VAE),
+    text_encoder=ModelRecipe("transformers.T5EncoderModel", T5_V1_1_XXL, config_class_path="transformers.T5Config"),
+    scheduler_class_path="diffusers.CogVideoXDDIMScheduler",
+    scheduler_config=COGVIDEOX_2B_SCHEDULER,
+    max_sequence_length=226,
+    source="THUDM/CogVideoX-2b configs (transformer, vae, text_encoder width, scheduler)",
+)
+
+__all__ = ["COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL", "COGVIDEOX_2B_SCHEDULER"]
