@@ -171,3 +171,17 @@ def test_refuses_a_non_empty_folder_and_a_bad_depth_before_building(tmp_path, ca
     assert main(["random-pipeline", "--like", "cogvideox-2b", "--out", str(tmp_path / "x"), "--num_layers", "0"]) == 2
     assert "--num_layers" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_fp32_kept_modules_follow_each_librarys_loading_rule():
+    from motionguide.backbones.random_weights import fp32_kept_modules, is_fp32_kept
+    from motionguide.testing import tiny_t5, tiny_wan_transformer
+
+    wan, t5 = tiny_wan_transformer(), tiny_t5(vocab_size=20)
+    for dtype in (torch.bfloat16, torch.float16):  # diffusers keeps its list at any reduced dtype
+        assert set(fp32_kept_modules(wan, dtype)) == {"rope", "time_embedder", "scale_shift_table", "norm1", "norm2",
+                                                      "norm3"}
+    assert fp32_kept_modules(t5, torch.bfloat16) == () and fp32_kept_modules(t5, torch.float16) == ("wo",)
+    assert fp32_kept_modules(wan, torch.float32) == ()
+    assert is_fp32_kept("blocks.3.norm2.weight", ["norm2"]) and not is_fp32_kept("blocks.3.attn1.norm_q.weight",
+                                                                                   ["norm2", "norm1"])

@@ -162,7 +162,8 @@ def _apply_fp32_kept(model: torch.nn.Module, kept: Sequence[str]) -> int:
             count += 1
     persistent = set(model.state_dict(keep_vars=True))
     for name, buffer in model.named_buffers():
-        if name in persistent and buffer.is_floating_point() and is_fp32_kept(name, kept) and buffer.dtype != torch.float32:
+        reduced = buffer.is_floating_point() and buffer.dtype != torch.float32
+        if name in persistent and reduced and is_fp32_kept(name, kept):
             module_name, _, leaf = name.rpartition(".")
             owner = model.get_submodule(module_name) if module_name else model
             owner.register_buffer(leaf, buffer.float())
@@ -262,6 +263,7 @@ def write_reference_pipeline(
     out = Path(out)
     partial = _prepare_folder(out, overwrite)
     dtype_name = str(dtype).removeprefix("torch.")
+    released_depth = recipe.transformer.config[recipe.transformer.depth_key]
     started = time.perf_counter()
     log(f"random {recipe.name} pipeline ({dtype_name}, seed {seed}) -> {out}")
     try:
@@ -279,7 +281,7 @@ def write_reference_pipeline(
             tick = time.perf_counter()
             model = build_in_dtype(model_recipe, dtype, seed, **overrides)
             params = sum(p.numel() for p in model.parameters())
-            kept = sum(p.numel() for n, p in model.named_parameters() if p.dtype == torch.float32) if dtype != torch.float32 else 0
+            kept = sum(p.numel() for p in model.parameters() if p.dtype == torch.float32 and dtype != torch.float32)
             built = time.perf_counter() - tick
             model.save_pretrained(partial / name)
             saved = time.perf_counter() - tick - built
@@ -303,8 +305,8 @@ def write_reference_pipeline(
             "pipeline": recipe.pipeline_class_name,
             "dtype": dtype_name,
             "seed": seed,
-            "num_layers": num_layers if num_layers is not None else recipe.transformer.config[recipe.transformer.depth_key],
-            "real_num_layers": recipe.transformer.config[recipe.transformer.depth_key],
+            "num_layers": num_layers if num_layers is not None else released_depth,
+            "real_num_layers": released_depth,
             "text_layers": text_layers,
             "vocab_size": len(tokenizer),
             "max_sequence_length": recipe.max_sequence_length,
