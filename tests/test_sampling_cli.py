@@ -89,8 +89,8 @@ def captured_call(monkeypatch):
 
     monkeypatch.setattr(generate, "load_pipeline", fake_load)
     monkeypatch.setattr(generate, "generate_videos", fake_generate)
-    def fake_save(results, out, fps):
-        seen["fps"] = fps
+    def fake_save(results, out, fps, lossless=False):
+        seen["fps"], seen["lossless"] = fps, lossless
         return {"videos": [], "grid": None}
 
     monkeypatch.setattr(generate, "save_videos", fake_save)
@@ -108,6 +108,9 @@ def test_a_model_without_flags_samples_at_its_familys_defaults(model_dir, tmp_pa
     assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--fps", "24", "--num_frames", "33",
                  "--out", str(tmp_path)]) == 0
     assert captured_call["fps"] == 24 and captured_call["settings"].num_frames == 33
+    assert captured_call["lossless"] is False
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--lossless", "--out", str(tmp_path)]) == 0
+    assert captured_call["lossless"] is True
 
 
 def test_written_samples_play_in_browsers(model_dir, tmp_path):

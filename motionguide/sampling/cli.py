@@ -41,6 +41,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--profile", type=str, help="layer profile name or YAML for the guidance")
     p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
     p.add_argument("--fps", type=int, help="frames per second of the written mp4s (default: the model's; Wan 16, CogVideoX 8)")
+    p.add_argument("--lossless", action="store_true",
+                   help="write the mp4s lossless (H.264 4:4:4, crf 0) for exact pixels when they are scored "
+                        "later; most browsers and the W&B player do not play them (default: yuv420p, which they do)")
     p.add_argument("--out", type=str, default="out/samples", help="folder for mp4s, grid.png and samples.json")
     return p
 
@@ -73,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     results = generate_videos(pipe, prompts, args.seed or [0], settings, guidance=args.guidance,
                               guidance_options=options)
-    saved = save_videos(results, args.out, fps=settings.fps)
+    saved = save_videos(results, args.out, fps=settings.fps, lossless=args.lossless)
     print(json.dumps({"out": str(Path(args.out).resolve()), "videos": len(saved["videos"]), "grid": saved["grid"]}))
     return 0
 

@@ -98,9 +98,10 @@ def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
     return results
 
 
-def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, fps: int = 8,
-                grid_name: str = "grid.png") -> dict[str, Any]:
-    """An mp4 per video, a PNG frame grid of all, and `samples.json` listing them."""
+def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, fps: float = 8,
+                grid_name: str = "grid.png", lossless: bool = False) -> dict[str, Any]:
+    """An mp4 per video (H.264 yuv420p at `fps`, which browsers play; `lossless` for exact pixels when the
+    files are scored later), a PNG frame grid of all, and `samples.json` listing them."""
     from ..video import write_video
     from ..viz import frame_grid, save_png
 
@@ -109,7 +110,7 @@ def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, f
     listing = []
     for i, r in enumerate(results):
         path = out_dir / f"{i:03d}_seed{r['seed']}.mp4"
-        write_video(path, r["frames"], fps=fps)
+        write_video(path, r["frames"], fps=fps, lossless=lossless)
         listing.append({"file": path.name, "prompt": r["prompt"], "seed": r["seed"]})
     grid = save_png(frame_grid([r["frames"] for r in results], [f"{r['prompt']} (seed {r['seed']})" for r in results],
                                frames_per_row=9), out_dir / grid_name)
