@@ -1,7 +1,10 @@
 """Read and write short RGB clips as mp4.
 
-Writing uses PyAV/libx264 at (near) lossless quality so that the toy world's flat colours survive the
-round trip; reading uses decord, the same reader the training data path uses, so tests exercise it.
+Writing uses PyAV/libx264 in one of two modes. The default is what browsers and the W&B player play: H.264
+yuv420p (High profile), crf 18, even sides (an odd side is padded by one edge row / column), the index at the
+front of the file. `lossless=True` is for the toy world, whose flat colours and exact object masks must survive
+the round trip: H.264 4:4:4 at crf 0, exact in YUV (RGB comes back within a few levels), which most browsers
+do not play. Reading uses decord, the same reader the training data path uses, so tests exercise it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from motionguide.errors import MotionGuideError
 from motionguide.files import atomic_write
 
-__all__ = ["VideoReadError", "write_video", "read_video"]
+__all__ = ["VideoReadError", "write_video", "read_video", "PLAYABLE_CRF"]
 
 
 class VideoReadError(MotionGuideError, ValueError):
@@ -47,21 +50,50 @@ def _pick_pixel_format(codec_name: str, height: int, width: int) -> str:
     return "yuv420p"
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: int = 0) -> Path:
-    """Encode uint8 frames [F, H, W, 3] (RGB) as an H.264 mp4; atomic (temp file, then rename)."""
+#: the default (browser) encoding's quality: visually lossless for natural video, a quarter of crf 0's size
+PLAYABLE_CRF = 18
+
+
+def _pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p halves the chroma resolution, so both sides must be even: repeat the last row / column."""
+    _, height, width, _ = frames.shape
+    return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, crf: int | None = None, *,
+                lossless: bool = False) -> Path:
+    """Encode uint8 frames [F, H, W, 3] (RGB) as an H.264 mp4 playing at `fps`; atomic (temp file, then rename).
+
+    Default: yuv420p at `crf` (default 18), playable in browsers and the W&B player; an odd height or width is
+    padded to the next even number by repeating the last row / column (the file is then one pixel taller /
+    wider). `lossless=True`: yuv444p at crf 0 with the exact size, for data whose pixels are compared later (the
+    toy world's clips); `crf` must then be 0 or None."""
     import av
 
     frames = _check_frames(frames)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _, height, width, _ = frames.shape
-    pix_fmt = _pick_pixel_format("libx264", height, width)
+    if lossless:
+        if crf not in (None, 0):
+            raise ValueError(f"write_video(lossless=True) encodes at crf 0; got crf={crf}")
+        _, height, width, _ = frames.shape
+        pix_fmt = _pick_pixel_format("libx264", height, width)
+        options = {"crf": "0", "preset": "medium"}
+        muxer_options: dict[str, str] = {}
+    else:
+        frames = _pad_to_even(frames)
+        _, height, width, _ = frames.shape
+        pix_fmt = "yuv420p"
+        options = {"crf": str(PLAYABLE_CRF if crf is None else crf), "preset": "medium", "profile": "high",
+                   # the matrix swscale converts RGB with (BT.601), stated so players do not guess BT.709
+                   "x264-params": "colormatrix=smpte170m:colorprim=smpte170m:transfer=smpte170m"}
+        muxer_options = {"movflags": "+faststart"}  # the index first: a browser starts playing at once
 
     def encode(tmp_name: str) -> None:
-        with av.open(tmp_name, mode="w", format="mp4") as container:
+        with av.open(tmp_name, mode="w", format="mp4", options=muxer_options) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-            stream.options = {"crf": str(crf), "preset": "medium"}
+            stream.options = options
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode(None))

@@ -89,8 +89,41 @@ def captured_call(monkeypatch):
 
     monkeypatch.setattr(generate, "load_pipeline", fake_load)
     monkeypatch.setattr(generate, "generate_videos", fake_generate)
-    monkeypatch.setattr(generate, "save_videos", lambda results, out, fps: {"videos": [], "grid": None})
+    def fake_save(results, out, fps, lossless=False):
+        seen["fps"], seen["lossless"] = fps, lossless
+        return {"videos": [], "grid": None}
+
+    monkeypatch.setattr(generate, "save_videos", fake_save)
     return seen
+
+
+def test_a_model_without_flags_samples_at_its_familys_defaults(model_dir, tmp_path, captured_call):
+    """A Wan folder with no sampling_defaults.json: Wan's 81x480x832, 50 steps, CFG 5, 512 tokens, 16 fps (not
+    the toy's 17x64x64 at 8 fps, which made Wan videos play at half speed)."""
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--out", str(tmp_path)]) == 0
+    settings = captured_call["settings"]
+    assert (settings.num_frames, settings.height, settings.width) == (81, 480, 832)
+    assert (settings.steps, settings.cfg, settings.max_sequence_length, settings.fps) == (50, 5.0, 512, 16)
+    assert captured_call["fps"] == 16
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--fps", "24", "--num_frames", "33",
+                 "--out", str(tmp_path)]) == 0
+    assert captured_call["fps"] == 24 and captured_call["settings"].num_frames == 33
+    assert captured_call["lossless"] is False
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--lossless", "--out", str(tmp_path)]) == 0
+    assert captured_call["lossless"] is True
+
+
+def test_written_samples_play_in_browsers(model_dir, tmp_path):
+    """The CLI's mp4s: H.264 yuv420p at the model's fps (PyAV reads the stream independently of decord)."""
+    import av
+
+    out = tmp_path / "samples"
+    assert main(["--model", str(model_dir / "model"), "--prompt", "a red circle", "--out", str(out), *ARGS]) == 0
+    (listed,) = json.loads((out / "samples.json").read_text())
+    with av.open(str(out / listed["file"])) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert stream.average_rate == 16 and sum(1 for _ in container.decode(video=0)) == 9
 
 
 @pytest.mark.parametrize("cfg_flag", ["--guidance_scale", "--guidance-scale", "--cfg"])

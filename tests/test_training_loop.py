@@ -113,6 +113,14 @@ def test_tensorboard_logs_validation_videos_and_checkpoints(workspace):
     assert videos and (out / "validation" / "step-4" / "grid.png").is_file()
     metrics = json.loads((out / "validation" / "step-4" / "metrics.json").read_text())
     assert "validation/flicker_proxy" in metrics["summary"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = set()
+    for path in (out / "logs").rglob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path), size_guidance={"images": 0})
+        events.Reload()
+        images |= set(events.Tags()["images"])
+    assert {"validation/samples", "validation/video_000"} <= images  # the grid, and the video as an animation
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # step 4 is the end, limit 1
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["curation"]["method"] == "none"

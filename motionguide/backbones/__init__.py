@@ -4,7 +4,7 @@ Each family is a folder (`wan/`, `cogvideox/`) with its adapter (a :class:`Video
 attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
 """
 
-from .base import TokenGrid, VideoBackbone
+from .base import SamplingDefaults, TokenGrid, VideoBackbone
 from .profiles import (
     GuidanceProfile,
     LayerProfile,
@@ -17,15 +17,19 @@ from .profiles import (
 from .registry import (
     CogVideoXBackbone,
     WanBackbone,
+    adapter_for_class_name,
     adapter_for_transformer,
     backbone_for,
     register_backbone,
+    sampling_defaults_for,
     supported_families,
+    transformer_class_name,
 )
 
 __all__ = [
     "TokenGrid",
     "VideoBackbone",
+    "SamplingDefaults",
     "WanBackbone",
     "CogVideoXBackbone",
     "LayerProfile",
@@ -39,4 +43,7 @@ __all__ = [
     "adapter_for_transformer",
     "register_backbone",
     "supported_families",
+    "sampling_defaults_for",
+    "adapter_for_class_name",
+    "transformer_class_name",
 ]

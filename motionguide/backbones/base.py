@@ -10,7 +10,7 @@ themselves. Each family is a folder next to this file (`wan/`, `cogvideox/`: ada
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
@@ -42,6 +42,33 @@ class TokenGrid:
         return (self.frames, self.height, self.width)
 
 
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The video a family's released checkpoints make when the user names no size: frames, height, width,
+    denoising steps, classifier-free guidance scale, playback fps and text tokens per prompt.
+
+    They belong to the family because they are what its model cards and stock pipelines use; a model folder's
+    own `sampling_defaults.json` (the toy model ships one) and the user's flags override them.
+    """
+
+    num_frames: int
+    height: int
+    width: int
+    steps: int
+    cfg: float
+    fps: int
+    #: None: the pipeline's own default text length
+    max_sequence_length: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (the keys of `sampling_defaults.json` and `SamplingSettings`)."""
+        return asdict(self)
+
+
+#: for a family that declares none: a short, small clip (a registered family should set its own)
+GENERIC_SAMPLING_DEFAULTS = SamplingDefaults(num_frames=17, height=64, width=64, steps=25, cfg=5.0, fps=8)
+
+
 class VideoBackbone(ABC):
     """Adapter around one diffusers video transformer (plus optional VAE, text encoder, tokenizer, scheduler).
 
@@ -57,6 +84,8 @@ class VideoBackbone(ABC):
     #: how the stock pipeline runs classifier-free guidance: "separate" passes (cache contexts "cond" and
     #: "uncond") or one "uncond_cond" batch [uncond; cond] in a "cond_uncond" context (see `conditional_rows`)
     cfg_layout: ClassVar[str]
+    #: frames, size, steps, CFG, fps and text length of a sample when the user sets none (see SamplingDefaults)
+    sampling_defaults: ClassVar[SamplingDefaults] = GENERIC_SAMPLING_DEFAULTS
     #: VAE factors used when no VAE is attached (real-model defaults)
     default_vae_scale_spatial: ClassVar[int] = 8
     default_vae_scale_temporal: ClassVar[int] = 4

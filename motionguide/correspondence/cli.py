@@ -166,11 +166,11 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
     num_steps = args.num_inference_steps
     steps = parse_index_list(args.steps, "steps") if args.steps else None
     blocks = parse_index_list(args.blocks, "blocks") if args.blocks else None
-    max_len = args.max_sequence_length
-    if max_len is None and Path(args.model).is_dir():
-        max_len = SamplingSettings.for_model(args.model).max_sequence_length
     dtype = getattr(torch, args.dtype) if args.dtype else None
     pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
+    max_len = args.max_sequence_length
+    if max_len is None:
+        max_len = SamplingSettings.for_model(args.model, pipeline=pipe).max_sequence_length
     with torch.inference_mode():
         result = analyze_layers(
             pipe, args.data, reference_tracks=args.tracks, blocks=blocks, steps=steps, num_inference_steps=num_steps,

@@ -60,13 +60,12 @@ def run_saliency(args: argparse.Namespace) -> int:
     from .render import heatmap_grid
     from .words import default_caption_words
 
-    settings = SamplingSettings.for_model(
-        args.model if Path(args.model).is_dir() else None, num_frames=args.num_frames, height=args.height,
-        width=args.width, steps=args.num_inference_steps, cfg=args.guidance_scale,
-        max_sequence_length=args.max_sequence_length)
     words = args.words or default_caption_words(args.prompt)
     where: Any = args.blocks if args.blocks is not None else args.profile
     pipe = load_pipeline(args.model, lora=args.lora, device=args.device)
+    settings = SamplingSettings.for_model(
+        args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
+        steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length)
     pipe.set_progress_bar_config(disable=True)
     if args.video:
         from ..data.dataset import frames_to_pixels

@@ -25,9 +25,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prompt", type=str, action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts_file", type=str, help="one prompt per line")
     p.add_argument("--negative_prompt", type=str, help="negative prompt of classifier-free guidance")
-    p.add_argument("--num_frames", type=int, help="frames per video (default: the model's sampling default)")
-    p.add_argument("--height", type=int, help="frame height (default: the model's sampling default)")
-    p.add_argument("--width", type=int, help="frame width (default: the model's sampling default)")
+    p.add_argument("--num_frames", type=int,
+                   help="frames per video (default: the model's; Wan 81, CogVideoX 49, the toy its own file's)")
+    p.add_argument("--height", type=int, help="frame height (default: the model's; Wan 480, CogVideoX 480)")
+    p.add_argument("--width", type=int, help="frame width (default: the model's; Wan 832, CogVideoX 720)")
     p.add_argument("--num_inference_steps", "--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance_scale", "--cfg", type=float,
                    help="classifier-free guidance scale, as in diffusers (default: the model's)")
@@ -39,7 +40,10 @@ def build_parser() -> ArgumentParser:
                    help="scale s of the correspondence guidance term (default: the layer profile's)")
     p.add_argument("--profile", type=str, help="layer profile name or YAML for the guidance")
     p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
-    p.add_argument("--fps", type=int, help="frames per second of the written mp4s (default: the model's)")
+    p.add_argument("--fps", type=int, help="frames per second of the written mp4s (default: the model's; Wan 16, CogVideoX 8)")
+    p.add_argument("--lossless", action="store_true",
+                   help="write the mp4s lossless (H.264 4:4:4, crf 0) for exact pixels when they are scored "
+                        "later; most browsers and the W&B player do not play them (default: yuv420p, which they do)")
     p.add_argument("--out", type=str, default="out/samples", help="folder for mp4s, grid.png and samples.json")
     return p
 
@@ -62,16 +66,17 @@ def _run(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args)
     GUIDANCES.check(args.guidance)  # before the model loads
-    settings = SamplingSettings.for_model(
-        args.model if Path(args.model).is_dir() else None, num_frames=args.num_frames, height=args.height,
-        width=args.width, steps=args.num_inference_steps, cfg=args.guidance_scale,
-        max_sequence_length=args.max_sequence_length, negative_prompt=args.negative_prompt, fps=args.fps,
-    )
     options = {k: v for k, v in (("scale", args.correspondence_scale), ("profile", args.profile)) if v is not None}
     pipe = load_pipeline(args.model, lora=args.lora, lora_scale=args.lora_scale, device=args.device)
+    # the family's defaults come from the loaded pipeline, so a hub id gets them too
+    settings = SamplingSettings.for_model(
+        args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
+        steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length,
+        negative_prompt=args.negative_prompt, fps=args.fps,
+    )
     results = generate_videos(pipe, prompts, args.seed or [0], settings, guidance=args.guidance,
                               guidance_options=options)
-    saved = save_videos(results, args.out, fps=settings.fps)
+    saved = save_videos(results, args.out, fps=settings.fps, lossless=args.lossless)
     print(json.dumps({"out": str(Path(args.out).resolve()), "videos": len(saved["videos"]), "grid": saved["grid"]}))
     return 0
 

@@ -20,7 +20,10 @@ SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"
 
 @dataclass
 class SamplingSettings:
-    """Video size, steps, CFG scale, text length, negative prompt and fps for one sampling run."""
+    """Video size, steps, CFG scale, text length, negative prompt and fps for one sampling run.
+
+    The class defaults are a short, small clip (the generic family defaults); :meth:`for_model` fills in what
+    a model's family samples at instead."""
 
     num_frames: int = 17
     height: int = 64
@@ -32,11 +35,23 @@ class SamplingSettings:
     fps: int = 8
 
     @classmethod
-    def for_model(cls, model_dir: str | os.PathLike | None, **overrides: Any) -> "SamplingSettings":
-        """Defaults saved with the model (if any), then explicit overrides (None means keep)."""
-        values: dict[str, Any] = {}
-        if model_dir is not None and (Path(model_dir) / SAMPLING_DEFAULTS_FILE).is_file():
-            values.update(json.loads((Path(model_dir) / SAMPLING_DEFAULTS_FILE).read_text()))
+    def for_model(cls, model: str | os.PathLike | None, pipeline: Any = None,
+                  **overrides: Any) -> "SamplingSettings":
+        """The settings for `model` (a pipeline folder or hub id), most specific last:
+
+        1. its family's defaults (`VideoBackbone.sampling_defaults`: Wan 81x480x832 at 16 fps, CogVideoX
+           49x480x720 at 8 fps), the family told by the loaded `pipeline` when given, else by the folder's (or
+           the hub cache's) `model_index.json`, without loading weights; the class defaults if neither tells;
+        2. the model folder's own `sampling_defaults.json` (written next to a model by the toy recipe);
+        3. `overrides`, e.g. the user's flags (None means keep).
+        """
+        from ..backbones import sampling_defaults_for
+
+        family = sampling_defaults_for(pipeline) or sampling_defaults_for(model)
+        values: dict[str, Any] = family.as_dict() if family is not None else {}
+        saved = Path(model) / SAMPLING_DEFAULTS_FILE if model is not None else None
+        if saved is not None and saved.is_file():
+            values.update(json.loads(saved.read_text()))
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -83,9 +98,10 @@ def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
     return results
 
 
-def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, fps: int = 8,
-                grid_name: str = "grid.png") -> dict[str, Any]:
-    """An mp4 per video, a PNG frame grid of all, and `samples.json` listing them."""
+def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, fps: float = 8,
+                grid_name: str = "grid.png", lossless: bool = False) -> dict[str, Any]:
+    """An mp4 per video (H.264 yuv420p at `fps`, which browsers play; `lossless` for exact pixels when the
+    files are scored later), a PNG frame grid of all, and `samples.json` listing them."""
     from ..video import write_video
     from ..viz import frame_grid, save_png
 
@@ -94,7 +110,7 @@ def save_videos(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike, f
     listing = []
     for i, r in enumerate(results):
         path = out_dir / f"{i:03d}_seed{r['seed']}.mp4"
-        write_video(path, r["frames"], fps=fps)
+        write_video(path, r["frames"], fps=fps, lossless=lossless)
         listing.append({"file": path.name, "prompt": r["prompt"], "seed": r["seed"]})
     grid = save_png(frame_grid([r["frames"] for r in results], [f"{r['prompt']} (seed {r['seed']})" for r in results],
                                frames_per_row=9), out_dir / grid_name)

@@ -211,7 +211,7 @@ def make_dataset(
                                 partial_motion_rate=partial_motion_rate)
         clip = render_clip(spec)
         clip_id = f"{id_prefix}_{index:05d}"
-        write_video(out_dir / "videos" / f"{clip_id}.mp4", clip.frames, fps=fps)
+        write_video(out_dir / "videos" / f"{clip_id}.mp4", clip.frames, fps=fps, lossless=True)  # exact masks
         save_ground_truth(out_dir / "gt" / f"{clip_id}.npz", clip)
         rows.append(_metadata_row(clip_id, clip))
     _write_metadata(out_dir, rows, fmt)

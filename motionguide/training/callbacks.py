@@ -40,6 +40,8 @@ class TrainContext:
     step: int = 0
     log: Callable[[dict[str, Any], int], None] = lambda values, step: None
     log_images: Callable[[str, Any, int], None] = lambda tag, images, step: None
+    #: (tag, uint8 frames [F, H, W, 3], step, fps, mp4=..., caption=...): a clip to the trackers
+    log_videos: Callable[..., None] = lambda tag, frames, step, fps, **kwargs: None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

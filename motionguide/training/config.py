@@ -108,8 +108,13 @@ class TrainConfig:
         help="validation prompts: a YAML/JSON list ('[\"a dog, running\", \"a ball\"]') or the flag repeated",
         factory=list)
     validation_seeds: list[int] = _flag(help="seeds of the validation samples, e.g. 0,1", factory=lambda: [0])
-    validation_inference_steps: int = _flag(25, help="sampling steps of the validation samples")
-    validation_guidance_scale: float = _flag(5.0, help="classifier-free guidance scale of the validation samples")
+    validation_inference_steps: int | None = _flag(
+        None, help="sampling steps of the validation samples (none: the model's; Wan and CogVideoX 50, the toy 25)")
+    validation_guidance_scale: float | None = _flag(
+        None, help="classifier-free guidance scale of the validation samples (none: the model's; Wan 5, CogVideoX 6)")
+    validation_num_frames: int | None = _flag(None, help="frames of the validation samples (none: num_frames)")
+    validation_height: int | None = _flag(None, help="height of the validation samples (none: height)")
+    validation_width: int | None = _flag(None, help="width of the validation samples (none: width)")
     report_to: Literal["wandb", "tensorboard", "none"] = _flag("tensorboard", help="experiment tracker")
     tracker_name: str = _flag("motionguide", help="project name in the tracker")
     logging_steps: int = _flag(10, help="log the loss every n steps")

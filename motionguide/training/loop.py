@@ -33,7 +33,7 @@ from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
 from .lora import add_lora, save_lora, trainable_parameters
-from .trackers import log_image
+from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -82,8 +82,6 @@ class Trainer:
             return self._accelerator
         cfg = self.config
         log_with = None if cfg.report_to == "none" else cfg.report_to
-        if cfg.report_to == "wandb":
-            os.environ.setdefault("WANDB_MODE", "offline")
         handlers = []
         if int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available():
             # Launched on several CPU ranks: without CUDA accelerate picks no process-group backend for
@@ -99,19 +97,15 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
         )
 
-    def _callbacks(self) -> list[TrainerCallback]:
-        from ..sampling import SamplingSettings
-        from .validation import ValidationSampler
+    def _callbacks(self, pipeline: Any = None) -> list[TrainerCallback]:
+        from .validation import ValidationSampler, validation_settings
 
         cfg = self.config
         callbacks = []
         for name in cfg.monitor:
             callbacks.append(get_monitor(name, **cfg.method_options.get(name, {})))
         if cfg.validation_prompts:
-            settings = SamplingSettings.for_model(
-                cfg.pretrained_model_name_or_path if Path(cfg.pretrained_model_name_or_path).is_dir() else None,
-                num_frames=cfg.num_frames, height=cfg.height, width=cfg.width, steps=cfg.validation_inference_steps,
-                cfg=cfg.validation_guidance_scale, max_sequence_length=cfg.max_sequence_length)
+            settings = validation_settings(cfg, pipeline)
             callbacks.append(ValidationSampler(cfg.validation_prompts, cfg.validation_seeds, settings,
                                                every=cfg.validation_steps, guidance=cfg.guidance))
         return callbacks + self.extra_callbacks
@@ -134,6 +128,12 @@ class Trainer:
             if accelerator.is_main_process:
                 log_image(accelerator, tag, image, step)
         return log_images
+
+    def _video_logger(self, accelerator):
+        def log_videos(tag: str, frames: np.ndarray, step: int, fps: float, **kwargs: Any) -> None:
+            if accelerator.is_main_process:
+                log_video(accelerator, tag, frames, step, fps, **kwargs)
+        return log_videos
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, ctx: TrainContext, state: dict[str, Any], callbacks) -> Path:
@@ -202,6 +202,7 @@ class Trainer:
                                output_dir=output_dir, dataset=run.dataset,
                                log=lambda values, step: accelerator.log(values, step=step),
                                log_images=self._image_logger(accelerator),
+                               log_videos=self._video_logger(accelerator),
                                extras={"pipeline": run.pipe, "cache": run.cache})
         self._curate(run)
         self._prepare_model(run)
@@ -311,8 +312,14 @@ class Trainer:
         cfg = self.config
         if cfg.report_to != "none":
             flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cfg.to_dict().items()}
-            run.accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None})
-        run.callbacks = self._callbacks()
+            init_kwargs = {"wandb": wandb_init_kwargs()} if cfg.report_to == "wandb" else {}
+            run.accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None},
+                                          init_kwargs=init_kwargs)
+            summary = run.selection.get("summary")
+            if summary and run.accelerator.is_main_process:
+                # at the step the run starts from (a resumed run's tracker gets the checkpoint's selection)
+                log_curation_summary(run.accelerator, summary, int(run.saved.get("step", 0)))
+        run.callbacks = self._callbacks(run.pipe)
         run.ctx.extras["callbacks"] = run.callbacks
 
     def _resume(self, run: "_RunState") -> None:

@@ -1,8 +1,10 @@
 """`ValidationSampler`: fixed-seed samples through the same code path as `sample/generate.py`, plus metrics.
 
-Runs on the main process every `validation_steps` and at the end: videos (mp4 + frame grid) under
-`output_dir/validation/step-N/`, the grid to the tracker, offline motion metrics as scalars (and toy prompt
-adherence when the prompts are toy captions), then every callback's `on_validation` with the results.
+Runs on the main process every `validation_steps` and at the end: videos (H.264 mp4 at the model's fps + frame
+grid) under `output_dir/validation/step-N/`, the grid and each video to the trackers (a W&B video, a TensorBoard
+animation), offline motion metrics as scalars (and toy prompt adherence when the prompts are toy captions), then
+every callback's `on_validation` with the results. Steps, CFG scale and fps default to the model's own
+(`validation_settings`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,24 @@ import torch
 from ..files import atomic_write_text
 from ..sampling import SamplingSettings, generate_videos, save_videos
 from .callbacks import TrainContext, TrainerCallback
+
+
+def validation_settings(config: Any, pipeline: Any = None) -> SamplingSettings:
+    """The validation samples' settings: what the config sets, else the model's own (its family's, or its
+    `sampling_defaults.json`: steps, CFG scale, fps), and the training clip size and text length unless the
+    `validation_num_frames` / `_height` / `_width` fields say otherwise (a LoRA is judged at the size it learnt)."""
+    model = config.pretrained_model_name_or_path
+    return SamplingSettings.for_model(
+        model, pipeline=pipeline,
+        num_frames=_first_set(config.validation_num_frames, config.num_frames),
+        height=_first_set(config.validation_height, config.height),
+        width=_first_set(config.validation_width, config.width),
+        steps=config.validation_inference_steps, cfg=config.validation_guidance_scale,
+        max_sequence_length=config.max_sequence_length)
+
+
+def _first_set(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def video_metrics(frames: np.ndarray, prompt: str, token_px: float | None) -> dict[str, float]:
@@ -82,6 +102,9 @@ class ValidationSampler(TrainerCallback):
             from PIL import Image
 
             ctx.log_images("validation/samples", np.asarray(Image.open(saved["grid"]).convert("RGB")), ctx.step)
+            for index, (video, listed) in enumerate(zip(videos, saved["videos"])):
+                ctx.log_videos(f"validation/video_{index:03d}", video["frames"], ctx.step, self.settings.fps,
+                               mp4=folder / listed["file"], caption=f"{video['prompt']} (seed {video['seed']})")
             results = {"step": ctx.step, "folder": str(folder), "metrics": summary, "videos": saved["videos"]}
             atomic_write_text(folder / "metrics.json",
                               json.dumps({"summary": summary, "per_video": per_video}, indent=2))

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..base import TokenGrid, VideoBackbone
+from ..base import SamplingDefaults, TokenGrid, VideoBackbone
 
 
 class CogVideoXBackbone(VideoBackbone):
@@ -20,6 +20,10 @@ class CogVideoXBackbone(VideoBackbone):
     transformer_class_names = ("CogVideoXTransformer3DModel",)
     text_layout = "joint_first"
     cfg_layout = "uncond_cond"
+    #: CogVideoX-2B/5B as their model cards and `CogVideoXPipeline` sample them: 49 frames of 480x720 at 8 fps,
+    #: 226 text tokens (the joint attention's fixed text length)
+    sampling_defaults = SamplingDefaults(num_frames=49, height=480, width=720, steps=50, cfg=6.0, fps=8,
+                                         max_sequence_length=226)
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:

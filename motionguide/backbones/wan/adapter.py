@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..base import TokenGrid, VideoBackbone
+from ..base import SamplingDefaults, TokenGrid, VideoBackbone
 
 
 class WanBackbone(VideoBackbone):
@@ -20,6 +20,9 @@ class WanBackbone(VideoBackbone):
     transformer_class_names = ("WanTransformer3DModel",)
     text_layout = "cross"
     cfg_layout = "separate"
+    #: Wan2.1 T2V as its model card and `WanPipeline` sample it: 81 frames of 480x832 at 16 fps, 512 text tokens
+    sampling_defaults = SamplingDefaults(num_frames=81, height=480, width=832, steps=50, cfg=5.0, fps=16,
+                                         max_sequence_length=512)
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
