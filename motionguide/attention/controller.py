@@ -22,6 +22,23 @@ it receives the pipeline's `cache_context` ("cond" / "uncond" / "cond_uncond", s
 
 Gating: captures fire once per transformer forward and block: never during backward (gradient-checkpoint
 recomputation) and, unless asked with `branches="all"`, only for the conditional rows of the batch.
+
+`torch.compile`: what compiles and where the graph breaks are.
+
+- Idle instruments (installed, nothing subscribed: `installed()`, or blocks outside every open scope) compile as
+  the stock model does, `fullgraph=True` included, with one compilation for any number of forwards and timesteps
+  and one per block class under regional compilation (`compile_repeated_blocks`). An idle processor hands the
+  call to the stock processor after reading one flag (`InstrumentedProcessor.active`) and the hook one flag
+  (`AttentionController._busy`); both change only when a scope opens or closes, never per forward or per block,
+  so no guard fails between forwards. `torch.export` (AOT) of an idle model works for the same reason.
+- While a scope is open (a capture, a frame-local scope: IMAP probes and correspondence guidance use these) the
+  per-forward bookkeeping (forward id, the pipeline's cache context, the timestep as a number) runs eagerly in
+  `_begin_forward`, and each *active* instrumented attention call runs eagerly too (its processor's
+  `instrumented_call`); both are `torch.compiler.disable`d, so these are the graph breaks: one at the top of the
+  transformer's forward and one around each active attention call. Consumers are arbitrary Python and the
+  once-per-forward and not-in-backward gating reads autograd state, so they cannot live in a graph. Everything
+  between the breaks stays compiled, and the breaks do not recompile per forward: the compiled frames read only
+  the two flags. Opening a scope recompiles once (new flag values) and closing it returns to the cached graph.
 """
 
 from __future__ import annotations
@@ -72,10 +89,14 @@ class _ForwardInfoHook(ModelHook):
         self.state_manager = StateManager(_NoState)
 
     def pre_forward(self, module, *args, **kwargs):
-        """Record the token grid and cache context for this forward; pass the inputs through unchanged."""
-        hidden_states = args[0] if args else kwargs["hidden_states"]
-        context = self.state_manager._context
-        self.controller._begin_forward(hidden_states, kwargs, context)
+        """Record the token grid and cache context for this forward; pass the inputs through unchanged.
+
+        Idle (nothing subscribed) it reads one flag and nothing else, so a compiled transformer neither breaks
+        its graph nor recompiles here; busy, the bookkeeping runs eagerly (a graph break, see the module docstring).
+        """
+        if self.controller._busy:
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            self.controller._begin_forward(hidden_states, kwargs, self.state_manager._context)
         return args, kwargs
 
     def reset_state(self, module):
@@ -93,6 +114,9 @@ class AttentionController:
         self._hook_users = 0
         self._hook: AttachedHook | None = None
         self._info: ForwardInfo | None = None
+        # whether any installed processor has something subscribed: the one value the forward hook reads under
+        # torch.compile (a guard), so it changes only when a scope opens or closes (see the module docstring)
+        self._busy = False
 
     # ------------------------------------------------------------------ public scopes
     @contextmanager
@@ -129,11 +153,13 @@ class AttentionController:
         sub = Subscription(consumer, branches, steps, pre_rope)
         for key in keys:
             self._states[key].captures.append(sub)
+        self._refresh_activity()
         try:
             yield self
         finally:
             for key in keys:
                 self._states[key].captures.remove(sub)
+            self._refresh_activity()
             self._uninstall(keys)
 
     @contextmanager
@@ -144,11 +170,13 @@ class AttentionController:
         config = FrameLocalConfig(renormalize=renormalize)
         for key in keys:
             self._states[key].frame_local.append(config)
+        self._refresh_activity()
         try:
             yield self
         finally:
             for key in keys:
                 self._states[key].frame_local.remove(config)
+            self._refresh_activity()
             self._uninstall(keys)
 
     @property
@@ -157,6 +185,19 @@ class AttentionController:
         return bool(self._states)
 
     # ------------------------------------------------------------------ installation
+    def _refresh_activity(self) -> None:
+        """Set each processor's `active` flag and the controller's `_busy` after a subscription changed.
+
+        These flags are all that idle instruments read in a forward, so a compiled transformer is guarded on
+        them alone. Leaving the busy state drops the last forward's info, so that no stale info outlives it.
+        """
+        busy = False
+        for state in self._states.values():
+            state.processor.active = bool(state.captures or state.frame_local)
+            busy = busy or state.processor.active
+        if not busy:
+            self._info = None
+        self._busy = busy
     def _module_key(self, block: int, attention: str) -> tuple[int, str, torch.nn.Module]:
         module = self.backbone.attention_module(block, attention)
         return self.backbone.check_block(block), self.backbone.attention_role(attention), module
@@ -219,6 +260,7 @@ class AttentionController:
             self._hook = None
 
     # ------------------------------------------------------------------ per forward / per call
+    @torch.compiler.disable
     def _begin_forward(self, hidden_states: torch.Tensor, kwargs: dict, context: Any) -> None:
         batch = hidden_states.shape[0]
         branch = getattr(context, "name", None)

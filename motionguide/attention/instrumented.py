@@ -11,8 +11,11 @@ knows the exact operations of its stock processor; everything a family does *not
   attention backend / context-parallel settings, which are read from and written to the stock processor so that
   `set_attention_backend` on an instrumented model reaches the stock processor too and survives removal.
 
-A subclass's `__call__` asks for a plan, hands the call to `self.original` unchanged when there is none (so idle
-instruments are bit-identical to stock), and otherwise runs its stock processor's operations in the same order.
+A subclass's `__call__` hands the call to `self.original` unchanged unless `self.active` (something is subscribed
+at this module), so idle instruments are bit-identical to stock and compile as stock (that flag is the only thing
+they read); an active call goes to a `torch.compiler.disable`d method that asks for a plan (none: the stock
+processor again) and otherwise runs its stock processor's operations in the same order. A family that asks for a
+plan directly in `__call__` still works eagerly, but breaks the graph of a compiled transformer on every call.
 """
 
 from __future__ import annotations
@@ -102,6 +105,10 @@ class InstrumentedProcessor:
         self.original = original
         self.block = block
         self.attention = attention  # "self", "text" or "joint"
+        #: whether a capture or frame-local scope covers this module (kept by the controller); False: the call
+        #: goes to the stock processor. A flag rather than a lookup keyed by `block`, so that a compiled model
+        #: is guarded on a value that is the same for every idle block (no recompilation per block).
+        self.active = False
 
     def plan(self, batch: int) -> CallPlan | None:
         """This call's plan from the controller; None: hand the call to the stock processor."""

@@ -53,6 +53,13 @@ class InstrumentedWanProcessor(InstrumentedProcessor, WanAttnProcessor):
         return attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if not self.active:  # idle: the stock processor, with nothing read that a compiled graph would guard on
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        return self.instrumented_call(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+    @torch.compiler.disable
+    def instrumented_call(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        """A call at a module some scope covers; eager under torch.compile (captures call arbitrary Python)."""
         plan = self.plan(hidden_states.shape[0])
         if plan is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
