@@ -31,14 +31,18 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
   call to the stock processor after reading one flag (`InstrumentedProcessor.active`) and the hook one flag
   (`AttentionController._busy`); both change only when a scope opens or closes, never per forward or per block,
   so no guard fails between forwards. `torch.export` (AOT) of an idle model works for the same reason.
-- While a scope is open (a capture, a frame-local scope: IMAP probes and correspondence guidance use these) the
-  per-forward bookkeeping (forward id, the pipeline's cache context, the timestep as a number) runs eagerly in
-  `_begin_forward`, and each *active* instrumented attention call runs eagerly too (its processor's
-  `instrumented_call`); both are `torch.compiler.disable`d, so these are the graph breaks: one at the top of the
-  transformer's forward and one around each active attention call. Consumers are arbitrary Python and the
-  once-per-forward and not-in-backward gating reads autograd state, so they cannot live in a graph. Everything
-  between the breaks stays compiled, and the breaks do not recompile per forward: the compiled frames read only
-  the two flags. Opening a scope recompiles once (new flag values) and closing it returns to the cached graph.
+- While a scope is open (a capture, a frame-local scope: IMAP probes and correspondence guidance use these) each
+  *active* instrumented attention call (a module some scope covers) runs eagerly: its processor's
+  `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for a plan
+  directly. These are the graph breaks, one around each active attention call; the rest of the transformer,
+  the idle blocks included, stays compiled. Consumers are arbitrary Python and the once-per-forward and
+  not-in-backward gating reads autograd state, so they cannot live in a graph. The hook does not break: busy, it
+  notes the latent shape, timestep and cache context, and the first active call of the forward turns them into
+  the `ForwardInfo` (forward id, branch, step, the timestep as a number), eagerly. Nothing per forward is read
+  in a compiled frame, so the breaks do not recompile per forward or timestep; opening a scope compiles once
+  (new flag values) and closing it returns to the cached idle graph. With the model compiled as a whole the
+  frame-local path breaks too (it sits in the same eager call); a capture on a compiled model needs
+  `fullgraph=False`.
 """
 
 from __future__ import annotations
@@ -92,11 +96,15 @@ class _ForwardInfoHook(ModelHook):
         """Record the token grid and cache context for this forward; pass the inputs through unchanged.
 
         Idle (nothing subscribed) it reads one flag and nothing else, so a compiled transformer neither breaks
-        its graph nor recompiles here; busy, the bookkeeping runs eagerly (a graph break, see the module docstring).
+        its graph nor recompiles here. Busy, it only notes the latent shape, the timestep and where the cache
+        context is; the first active attention call of the forward turns them into a `ForwardInfo`, eagerly. No
+        graph break here keeps the busy flag among the guards of the compiled forward, so that the idle graph is
+        picked again once the scopes close.
         """
         if self.controller._busy:
             hidden_states = args[0] if args else kwargs["hidden_states"]
-            self.controller._begin_forward(hidden_states, kwargs, self.state_manager._context)
+            timestep = {"timestep": kwargs["timestep"]} if "timestep" in kwargs else {}
+            self.controller._pending_forward = (tuple(hidden_states.shape), timestep, self.state_manager)
         return args, kwargs
 
     def reset_state(self, module):
@@ -117,6 +125,8 @@ class AttentionController:
         # whether any installed processor has something subscribed: the one value the forward hook reads under
         # torch.compile (a guard), so it changes only when a scope opens or closes (see the module docstring)
         self._busy = False
+        # (latent shape, {"timestep": ...} or {}, the hook's state manager) noted by the hook at a busy forward
+        self._pending_forward: tuple | None = None
 
     # ------------------------------------------------------------------ public scopes
     @contextmanager
@@ -197,6 +207,7 @@ class AttentionController:
             busy = busy or state.processor.active
         if not busy:
             self._info = None
+            self._pending_forward = None
         self._busy = busy
     def _module_key(self, block: int, attention: str) -> tuple[int, str, torch.nn.Module]:
         module = self.backbone.attention_module(block, attention)
@@ -260,9 +271,8 @@ class AttentionController:
             self._hook = None
 
     # ------------------------------------------------------------------ per forward / per call
-    @torch.compiler.disable
-    def _begin_forward(self, hidden_states: torch.Tensor, kwargs: dict, context: Any) -> None:
-        batch = hidden_states.shape[0]
+    def _begin_forward(self, shape: tuple[int, ...], kwargs: dict, context: Any) -> None:
+        batch = shape[0]
         branch = getattr(context, "name", None)
         timestep = kwargs.get("timestep", getattr(context, "timestep", None))
         if isinstance(timestep, torch.Tensor) and timestep.numel() > 0:
@@ -273,7 +283,7 @@ class AttentionController:
         cfg = self.backbone.runs_classifier_free_guidance(step_index) if branch is not None else None
         self._info = ForwardInfo(
             forward_id=next(_ids),
-            grid=self.backbone.token_grid(hidden_states.shape),
+            grid=self.backbone.token_grid(shape),
             batch_size=batch,
             branch=branch,
             step_index=step_index,
@@ -283,12 +293,20 @@ class AttentionController:
             cond_rows=self.backbone.conditional_rows(branch, batch, cfg),
         )
 
+    @torch.compiler.disable
     def plan_call(self, processor: Any, batch: int) -> CallPlan | None:
-        """What an instrumented processor's call must do; None when it should run the stock processor untouched."""
+        """What an instrumented processor's call must do; None when it should run the stock processor untouched.
+
+        Eager under torch.compile (a graph break): it keeps per-forward state and reads autograd's.
+        """
         key = (processor.block, processor.attention)
         state = self._states.get(key)
         if state is None or (not state.captures and not state.frame_local):
             return None
+        if self._pending_forward is not None:  # the first active call of a forward
+            shape, kwargs, state_manager = self._pending_forward
+            self._pending_forward = None
+            self._begin_forward(shape, kwargs, state_manager._context)
         info = self._info
         if info is None:
             raise InstrumentError(
