@@ -187,3 +187,25 @@ def test_imap_probe_on_a_compiled_transformer_equals_the_uncompiled_one():
     assert compiled.selected_heads == eager.selected_heads
     for kind, value in eager.maps.items():
         torch.testing.assert_close(compiled.maps[kind], value, **FLOAT32)
+
+
+def test_correspondence_guidance_with_a_compiled_transformer_equals_the_uncompiled_one():
+    from motionguide.correspondence import correspondence_guided
+
+    pipe = tiny_wan_pipeline()
+    settings = dict(num_frames=9, height=16, width=16, num_inference_steps=2, max_sequence_length=16,
+                    output_type="latent")
+
+    def guided():
+        with correspondence_guided(pipe, scale=0.7, blocks=[1], window=(0.0, 1.0), renormalize=False):
+            return pipe("a red circle", generator=torch.Generator().manual_seed(0), **settings).frames
+
+    eager = guided()
+    backend = CountingBackend()
+    pipe.transformer.compile(backend=backend)  # in place: the pipeline keeps its transformer
+    first = guided()
+    graphs = backend.graphs
+    again = guided()
+    assert backend.graphs == graphs  # a second guided generation compiles nothing new
+    torch.testing.assert_close(first, eager, **FLOAT32)
+    torch.testing.assert_close(again, eager, **FLOAT32)
