@@ -2,8 +2,9 @@
 
 Idle instruments (installed, nothing subscribed) must compile as the stock model does: one graph with
 `fullgraph=True`, no recompilation across forwards at different timesteps, none per block under regional
-compilation. Captures, frame-local attention (correspondence guidance) and the IMAP probe run with graph breaks
-at the active attention calls and must give what the uncompiled model gives.
+compilation. Frame-local attention (correspondence guidance) compiles with `fullgraph=True` too; captures (and the
+IMAP probe, a capture) run with graph breaks at the captured attention calls. All must give what the uncompiled
+model gives.
 
 Compiled outputs are compared with `allclose` at float32 tolerance, not bit for bit: inductor fuses and reorders
 floating-point operations, and even `aot_eager` runs AOTAutograd's decompositions of some operators.
@@ -162,13 +163,15 @@ def test_frame_local_on_a_compiled_transformer_equals_the_uncompiled_one(family,
     with controller.frame_local(blocks=[1], renormalize=renormalize):
         eager = _outputs(transformer, inputs)
     backend = CountingBackend()
-    compiled = torch.compile(transformer, backend=backend)
+    compiled = torch.compile(transformer, fullgraph=True, backend=backend)  # frame-local breaks no graph
     with controller.frame_local(blocks=[1], renormalize=renormalize):
         first = _outputs(compiled, inputs)
-        graphs = backend.graphs
         again = _outputs(compiled, inputs)
-    assert backend.graphs == graphs
-    plain = _outputs(compiled, inputs)  # the scope closed: the stock computation again
+    assert backend.graphs == 1  # one graph for every forward and timestep in the scope
+    plain = _outputs(compiled, inputs)  # the scope closed: the stock computation again, in its own graph
+    with controller.frame_local(blocks=[1], renormalize=renormalize):
+        _outputs(compiled, inputs)
+    assert backend.graphs == 2  # reopening the scope reuses its graph
     for got, want, off in zip(first + again, eager + eager, stock + stock):
         torch.testing.assert_close(got, want, **FLOAT32)
         assert not torch.allclose(got, off, **FLOAT32)  # the perturbation is really there

@@ -31,18 +31,20 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
   call to the stock processor after reading one flag (`InstrumentedProcessor.active`) and the hook one flag
   (`AttentionController._busy`); both change only when a scope opens or closes, never per forward or per block,
   so no guard fails between forwards. `torch.export` (AOT) of an idle model works for the same reason.
-- While a scope is open (a capture, a frame-local scope: IMAP probes and correspondence guidance use these) each
-  *active* instrumented attention call (a module some scope covers) runs eagerly: its processor's
-  `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for a plan
-  directly. These are the graph breaks, one around each active attention call; the rest of the transformer,
-  the idle blocks included, stays compiled. Consumers are arbitrary Python and the once-per-forward and
+- Frame-local attention (correspondence guidance's perturbed branch) compiles without a graph break
+  (`fullgraph=True` works): a frame-local module with no capture reads its scope's options from its processor and
+  the latent frames from the shape the hook noted, and its kernel is plain tensor code. Entering and leaving the
+  scope switches between two cached graphs.
+- While a capture is open (tracking, layer analysis, IMAP probes) each attention call it covers runs eagerly: its
+  processor's `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for a
+  plan directly. These are the graph breaks, one around each captured attention call; the rest of the
+  transformer, the uncaptured blocks included, stays compiled. Consumers are arbitrary Python and the once-per-forward and
   not-in-backward gating reads autograd state, so they cannot live in a graph. The hook does not break: busy, it
   notes the latent shape, timestep and cache context, and the first active call of the forward turns them into
   the `ForwardInfo` (forward id, branch, step, the timestep as a number), eagerly. Nothing per forward is read
   in a compiled frame, so the breaks do not recompile per forward or timestep; opening a scope compiles once
-  (new flag values) and closing it returns to the cached idle graph. With the model compiled as a whole the
-  frame-local path breaks too (it sits in the same eager call); a capture on a compiled model needs
-  `fullgraph=False`.
+  (new flag values) and closing it returns to the cached idle graph. A capture on a compiled model needs
+  `fullgraph=False`; a module with both a capture and frame-local attention runs eagerly as a whole.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ class _ForwardInfoHook(ModelHook):
         if self.controller._busy:
             hidden_states = args[0] if args else kwargs["hidden_states"]
             timestep = {"timestep": kwargs["timestep"]} if "timestep" in kwargs else {}
-            self.controller._pending_forward = (tuple(hidden_states.shape), timestep, self.state_manager)
+            shape = tuple(hidden_states.shape)
+            self.controller._forward_shape = shape
+            self.controller._pending_forward = (shape, timestep, self.state_manager)
         return args, kwargs
 
     def reset_state(self, module):
@@ -127,6 +131,7 @@ class AttentionController:
         self._busy = False
         # (latent shape, {"timestep": ...} or {}, the hook's state manager) noted by the hook at a busy forward
         self._pending_forward: tuple | None = None
+        self._forward_shape: tuple[int, ...] | None = None  # latent shape of the busy forward under way
 
     # ------------------------------------------------------------------ public scopes
     @contextmanager
@@ -203,11 +208,15 @@ class AttentionController:
         """
         busy = False
         for state in self._states.values():
-            state.processor.active = bool(state.captures or state.frame_local)
-            busy = busy or state.processor.active
+            processor = state.processor
+            processor.active = bool(state.captures or state.frame_local)
+            processor.capturing = bool(state.captures)
+            processor.frame_local = state.frame_local[-1] if state.frame_local else None
+            busy = busy or processor.active
         if not busy:
             self._info = None
             self._pending_forward = None
+            self._forward_shape = None
         self._busy = busy
     def _module_key(self, block: int, attention: str) -> tuple[int, str, torch.nn.Module]:
         module = self.backbone.attention_module(block, attention)
@@ -292,6 +301,15 @@ class AttentionController:
             sigma=getattr(context, "sigma", None),
             cond_rows=self.backbone.conditional_rows(branch, batch, cfg),
         )
+
+    def forward_frames(self) -> int:
+        """Latent frames of the forward under way (integer arithmetic on its latent shape: traceable)."""
+        if self._forward_shape is None:
+            raise InstrumentError(
+                "an instrumented attention ran outside a transformer forward; call the transformer itself, "
+                "not its blocks, while instruments are active"
+            )
+        return self.backbone.token_grid(self._forward_shape).frames
 
     @torch.compiler.disable
     def plan_call(self, processor: Any, batch: int) -> CallPlan | None:
