@@ -27,7 +27,7 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
 
 - Idle instruments (installed, nothing subscribed: `installed()`, or blocks outside every open scope) compile as
   the stock model does, `fullgraph=True` included, with one compilation for any number of forwards and timesteps
-  and one per block class under regional compilation (`compile_repeated_blocks`). An idle processor hands the
+  and under regional compilation (`compile_repeated_blocks`) as many compilations as the stock blocks need. An idle processor hands the
   call to the stock processor after reading one flag (`InstrumentedProcessor.active`) and the hook one flag
   (`AttentionController._busy`); both change only when a scope opens or closes, never per forward or per block,
   so no guard fails between forwards. `torch.export` (AOT) of an idle model works for the same reason.
@@ -36,15 +36,18 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
   the latent frames from the shape the hook noted, and its kernel is plain tensor code. Entering and leaving the
   scope switches between two cached graphs.
 - While a capture is open (tracking, layer analysis, IMAP probes) each attention call it covers runs eagerly: its
-  processor's `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for a
-  plan directly. These are the graph breaks, one around each captured attention call; the rest of the
-  transformer, the uncaptured blocks included, stays compiled. Consumers are arbitrary Python and the once-per-forward and
-  not-in-backward gating reads autograd state, so they cannot live in a graph. The hook does not break: busy, it
-  notes the latent shape, timestep and cache context, and the first active call of the forward turns them into
-  the `ForwardInfo` (forward id, branch, step, the timestep as a number), eagerly. Nothing per forward is read
-  in a compiled frame, so the breaks do not recompile per forward or timestep; opening a scope compiles once
-  (new flag values) and closing it returns to the cached idle graph. A capture on a compiled model needs
-  `fullgraph=False`; a module with both a capture and frame-local attention runs eagerly as a whole.
+  processor's `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for
+  a plan directly. These are the graph breaks, one around each captured attention call; the rest of the
+  transformer, the uncaptured blocks included, stays compiled. Consumers are arbitrary Python and the
+  once-per-forward and not-in-backward gating reads autograd state, so they cannot live in a graph. The hook does
+  not break: busy, it notes the latent shape, timestep and cache context, and the first captured call of the
+  forward turns them into the `ForwardInfo` (forward id, branch, step, the timestep as a number), eagerly.
+  Nothing per forward is read in a compiled frame, so the breaks do not recompile per forward or timestep;
+  opening a scope compiles once (new flag values) and closing it returns to the cached idle graph. A capture on a
+  compiled model needs `fullgraph=False`; a module with both a capture and frame-local attention runs eagerly.
+- Compile the transformer itself (`torch.compile(transformer)`, `transformer.compile()` in place, or
+  `compile_repeated_blocks`) and give the controller that transformer or its pipeline; `tests/test_compile.py`
+  checks all of the above against the uncompiled model.
 """
 
 from __future__ import annotations
