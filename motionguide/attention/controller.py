@@ -26,11 +26,12 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
 `torch.compile`: what compiles and where the graph breaks are.
 
 - Idle instruments (installed, nothing subscribed: `installed()`, or blocks outside every open scope) compile as
-  the stock model does, `fullgraph=True` included, with one compilation for any number of forwards and timesteps
-  and under regional compilation (`compile_repeated_blocks`) as many compilations as the stock blocks need. An idle processor hands the
-  call to the stock processor after reading one flag (`InstrumentedProcessor.active`) and the hook one flag
-  (`AttentionController._busy`); both change only when a scope opens or closes, never per forward or per block,
-  so no guard fails between forwards. `torch.export` (AOT) of an idle model works for the same reason.
+  the stock model does, `fullgraph=True` included, with one compilation for any number of forwards and
+  timesteps, and under regional compilation (`compile_repeated_blocks`) as many as the stock blocks need. An
+  idle processor hands the call to the stock processor after reading one flag (`InstrumentedProcessor.active`,
+  never its `block`, which would recompile per block) and the hook one flag (`AttentionController._busy`); both
+  change only when a scope opens or closes, never per forward, so no guard fails between forwards.
+  `torch.export` (AOT) of an idle model works for the same reason.
 - Frame-local attention (correspondence guidance's perturbed branch) compiles without a graph break
   (`fullgraph=True` works): a frame-local module with no capture reads its scope's options from its processor and
   the latent frames from the shape the hook noted, and its kernel is plain tensor code. Entering and leaving the
@@ -102,7 +103,7 @@ class _ForwardInfoHook(ModelHook):
 
         Idle (nothing subscribed) it reads one flag and nothing else, so a compiled transformer neither breaks
         its graph nor recompiles here. Busy, it only notes the latent shape, the timestep and where the cache
-        context is; the first active attention call of the forward turns them into a `ForwardInfo`, eagerly. No
+        context is; the first captured attention call of the forward turns them into a `ForwardInfo`, eagerly. No
         graph break here keeps the busy flag among the guards of the compiled forward, so that the idle graph is
         picked again once the scopes close.
         """
@@ -324,7 +325,7 @@ class AttentionController:
         state = self._states.get(key)
         if state is None or (not state.captures and not state.frame_local):
             return None
-        if self._pending_forward is not None:  # the first active call of a forward
+        if self._pending_forward is not None:  # the first planned call of a forward
             shape, kwargs, state_manager = self._pending_forward
             self._pending_forward = None
             self._begin_forward(shape, kwargs, state_manager._context)
