@@ -22,6 +22,33 @@ it receives the pipeline's `cache_context` ("cond" / "uncond" / "cond_uncond", s
 
 Gating: captures fire once per transformer forward and block: never during backward (gradient-checkpoint
 recomputation) and, unless asked with `branches="all"`, only for the conditional rows of the batch.
+
+`torch.compile`: what compiles and where the graph breaks are.
+
+- Idle instruments (installed, nothing subscribed: `installed()`, or blocks outside every open scope) compile as
+  the stock model does, `fullgraph=True` included, with one compilation for any number of forwards and
+  timesteps, and under regional compilation (`compile_repeated_blocks`) as many as the stock blocks need. An
+  idle processor hands the call to the stock processor after reading one flag (`InstrumentedProcessor.active`,
+  never its `block`, which would recompile per block) and the hook one flag (`AttentionController._busy`); both
+  change only when a scope opens or closes, never per forward, so no guard fails between forwards.
+  `torch.export` (AOT) of an idle model works for the same reason.
+- Frame-local attention (correspondence guidance's perturbed branch) compiles without a graph break
+  (`fullgraph=True` works): a frame-local module with no capture reads its scope's options from its processor and
+  the latent frames from the shape the hook noted, and its kernel is plain tensor code. Entering and leaving the
+  scope switches between two cached graphs.
+- While a capture is open (tracking, layer analysis, IMAP probes) each attention call it covers runs eagerly: its
+  processor's `instrumented_call` is `torch.compiler.disable`d, and so is `plan_call` for families that ask for
+  a plan directly. These are the graph breaks, one around each captured attention call; the rest of the
+  transformer, the uncaptured blocks included, stays compiled. Consumers are arbitrary Python and the
+  once-per-forward and not-in-backward gating reads autograd state, so they cannot live in a graph. The hook does
+  not break: busy, it notes the latent shape, timestep and cache context, and the first captured call of the
+  forward turns them into the `ForwardInfo` (forward id, branch, step, the timestep as a number), eagerly.
+  Nothing per forward is read in a compiled frame, so the breaks do not recompile per forward or timestep;
+  opening a scope compiles once (new flag values) and closing it returns to the cached idle graph. A capture on a
+  compiled model needs `fullgraph=False`; a module with both a capture and frame-local attention runs eagerly.
+- Compile the transformer itself (`torch.compile(transformer)`, `transformer.compile()` in place, or
+  `compile_repeated_blocks`) and give the controller that transformer or its pipeline; `tests/test_compile.py`
+  checks all of the above against the uncompiled model.
 """
 
 from __future__ import annotations
@@ -72,10 +99,20 @@ class _ForwardInfoHook(ModelHook):
         self.state_manager = StateManager(_NoState)
 
     def pre_forward(self, module, *args, **kwargs):
-        """Record the token grid and cache context for this forward; pass the inputs through unchanged."""
-        hidden_states = args[0] if args else kwargs["hidden_states"]
-        context = self.state_manager._context
-        self.controller._begin_forward(hidden_states, kwargs, context)
+        """Record the token grid and cache context for this forward; pass the inputs through unchanged.
+
+        Idle (nothing subscribed) it reads one flag and nothing else, so a compiled transformer neither breaks
+        its graph nor recompiles here. Busy, it only notes the latent shape, the timestep and where the cache
+        context is; the first captured attention call of the forward turns them into a `ForwardInfo`, eagerly. No
+        graph break here keeps the busy flag among the guards of the compiled forward, so that the idle graph is
+        picked again once the scopes close.
+        """
+        if self.controller._busy:
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            timestep = {"timestep": kwargs["timestep"]} if "timestep" in kwargs else {}
+            shape = tuple(hidden_states.shape)
+            self.controller._forward_shape = shape
+            self.controller._pending_forward = (shape, timestep, self.state_manager)
         return args, kwargs
 
     def reset_state(self, module):
@@ -93,6 +130,12 @@ class AttentionController:
         self._hook_users = 0
         self._hook: AttachedHook | None = None
         self._info: ForwardInfo | None = None
+        # whether any installed processor has something subscribed: the one value the forward hook reads under
+        # torch.compile (a guard), so it changes only when a scope opens or closes (see the module docstring)
+        self._busy = False
+        # (latent shape, {"timestep": ...} or {}, the hook's state manager) noted by the hook at a busy forward
+        self._pending_forward: tuple | None = None
+        self._forward_shape: tuple[int, ...] | None = None  # latent shape of the busy forward under way
 
     # ------------------------------------------------------------------ public scopes
     @contextmanager
@@ -129,11 +172,13 @@ class AttentionController:
         sub = Subscription(consumer, branches, steps, pre_rope)
         for key in keys:
             self._states[key].captures.append(sub)
+        self._refresh_activity()
         try:
             yield self
         finally:
             for key in keys:
                 self._states[key].captures.remove(sub)
+            self._refresh_activity()
             self._uninstall(keys)
 
     @contextmanager
@@ -144,11 +189,13 @@ class AttentionController:
         config = FrameLocalConfig(renormalize=renormalize)
         for key in keys:
             self._states[key].frame_local.append(config)
+        self._refresh_activity()
         try:
             yield self
         finally:
             for key in keys:
                 self._states[key].frame_local.remove(config)
+            self._refresh_activity()
             self._uninstall(keys)
 
     @property
@@ -157,6 +204,24 @@ class AttentionController:
         return bool(self._states)
 
     # ------------------------------------------------------------------ installation
+    def _refresh_activity(self) -> None:
+        """Set each processor's `active` flag and the controller's `_busy` after a subscription changed.
+
+        These flags are all that idle instruments read in a forward, so a compiled transformer is guarded on
+        them alone. Leaving the busy state drops the last forward's info, so that no stale info outlives it.
+        """
+        busy = False
+        for state in self._states.values():
+            processor = state.processor
+            processor.active = bool(state.captures or state.frame_local)
+            processor.capturing = bool(state.captures)
+            processor.frame_local = state.frame_local[-1] if state.frame_local else None
+            busy = busy or processor.active
+        if not busy:
+            self._info = None
+            self._pending_forward = None
+            self._forward_shape = None
+        self._busy = busy
     def _module_key(self, block: int, attention: str) -> tuple[int, str, torch.nn.Module]:
         module = self.backbone.attention_module(block, attention)
         return self.backbone.check_block(block), self.backbone.attention_role(attention), module
@@ -219,8 +284,8 @@ class AttentionController:
             self._hook = None
 
     # ------------------------------------------------------------------ per forward / per call
-    def _begin_forward(self, hidden_states: torch.Tensor, kwargs: dict, context: Any) -> None:
-        batch = hidden_states.shape[0]
+    def _begin_forward(self, shape: tuple[int, ...], kwargs: dict, context: Any) -> None:
+        batch = shape[0]
         branch = getattr(context, "name", None)
         timestep = kwargs.get("timestep", getattr(context, "timestep", None))
         if isinstance(timestep, torch.Tensor) and timestep.numel() > 0:
@@ -231,7 +296,7 @@ class AttentionController:
         cfg = self.backbone.runs_classifier_free_guidance(step_index) if branch is not None else None
         self._info = ForwardInfo(
             forward_id=next(_ids),
-            grid=self.backbone.token_grid(hidden_states.shape),
+            grid=self.backbone.token_grid(shape),
             batch_size=batch,
             branch=branch,
             step_index=step_index,
@@ -241,12 +306,29 @@ class AttentionController:
             cond_rows=self.backbone.conditional_rows(branch, batch, cfg),
         )
 
+    def forward_frames(self) -> int:
+        """Latent frames of the forward under way (integer arithmetic on its latent shape: traceable)."""
+        if self._forward_shape is None:
+            raise InstrumentError(
+                "an instrumented attention ran outside a transformer forward; call the transformer itself, "
+                "not its blocks, while instruments are active"
+            )
+        return self.backbone.token_grid(self._forward_shape).frames
+
+    @torch.compiler.disable
     def plan_call(self, processor: Any, batch: int) -> CallPlan | None:
-        """What an instrumented processor's call must do; None when it should run the stock processor untouched."""
+        """What an instrumented processor's call must do; None when it should run the stock processor untouched.
+
+        Eager under torch.compile (a graph break): it keeps per-forward state and reads autograd's.
+        """
         key = (processor.block, processor.attention)
         state = self._states.get(key)
         if state is None or (not state.captures and not state.frame_local):
             return None
+        if self._pending_forward is not None:  # the first planned call of a forward
+            shape, kwargs, state_manager = self._pending_forward
+            self._pending_forward = None
+            self._begin_forward(shape, kwargs, state_manager._context)
         info = self._info
         if info is None:
             raise InstrumentError(

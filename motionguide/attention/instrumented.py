@@ -11,8 +11,12 @@ knows the exact operations of its stock processor; everything a family does *not
   attention backend / context-parallel settings, which are read from and written to the stock processor so that
   `set_attention_backend` on an instrumented model reaches the stock processor too and survives removal.
 
-A subclass's `__call__` asks for a plan, hands the call to `self.original` unchanged when there is none (so idle
-instruments are bit-identical to stock), and otherwise runs its stock processor's operations in the same order.
+A subclass's `__call__` hands the call to `self.original` unchanged unless `self.active` (something is subscribed
+at this module), so idle instruments are bit-identical to stock and compile as stock (that flag is the only thing
+they read). A frame-local call without a capture takes :meth:`frame_local_plan` and stays in the graph; a call
+with a capture goes to a `torch.compiler.disable`d method that asks for a plan (none: the stock processor again).
+Both then run the stock processor's operations in the same order. A family that asks for a
+plan directly in `__call__` still works eagerly, but breaks the graph of a compiled transformer on every call.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Subscription:
 class CallPlan:
     """What one attention call must do beyond the stock computation."""
 
-    info: ForwardInfo
+    info: ForwardInfo | None  # None on the frame-local-only path, which runs inside a compiled graph
     captures: list[Subscription]
     frame_local: FrameLocalConfig | None
 
@@ -89,6 +93,9 @@ class Planner(Protocol):
     def plan_call(self, processor: "InstrumentedProcessor", batch: int) -> CallPlan | None:
         """None when the call should run the stock processor untouched."""
 
+    def forward_frames(self) -> int:
+        """Latent frames of the transformer forward under way."""
+
 
 class InstrumentedProcessor:
     """Base of every family's instrumented processor (put it first among the bases, before the stock class).
@@ -102,10 +109,25 @@ class InstrumentedProcessor:
         self.original = original
         self.block = block
         self.attention = attention  # "self", "text" or "joint"
+        #: whether a capture or frame-local scope covers this module (kept by the controller); False: the call
+        #: goes to the stock processor. A flag rather than a lookup keyed by `block`, so that a compiled model
+        #: is guarded on a value that is the same for every idle block (no recompilation per block).
+        self.active = False
+        #: whether a capture covers this module (then the call runs eagerly), and the frame-local scope's
+        #: options if one does (without a capture that path compiles, with no graph break); kept by the controller
+        self.capturing = False
+        self.frame_local: FrameLocalConfig | None = None
 
     def plan(self, batch: int) -> CallPlan | None:
         """This call's plan from the controller; None: hand the call to the stock processor."""
         return self.controller.plan_call(self, batch)
+
+    def frame_local_plan(self) -> tuple[CallPlan, int]:
+        """The plan of an active call with no capture (frame-local only) and the forward's latent frames.
+
+        Read from flags and the latent shape alone (no per-forward Python state), so it traces into a graph.
+        """
+        return CallPlan(None, [], self.frame_local), self.controller.forward_frames()
 
     # diffusers writes these on whatever processor is installed (`set_attention_backend`, context parallelism):
     # keep them on the stock processor, so a setting made while instruments are installed outlives them.

@@ -36,10 +36,25 @@ class InstrumentedCogVideoXProcessor(InstrumentedProcessor, CogVideoXAttnProcess
         InstrumentedProcessor.__init__(self, controller, original, block, "joint")
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        if not self.active:  # idle: the stock processor, with nothing read that a compiled graph would guard on
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if not self.capturing:  # frame-local only: stays in a compiled graph
+            plan, frames = self.frame_local_plan()
+            return self._attend(plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask,
+                                image_rotary_emb)
+        return self.instrumented_call(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    @torch.compiler.disable
+    def instrumented_call(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        """A call at a module a capture covers; eager under torch.compile (captures call arbitrary Python)."""
         plan = self.plan(hidden_states.shape[0])
         if plan is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        frames = plan.info.grid.frames
+        return self._attend(plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
+    def _attend(self, plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb):
+        """The stock processor's operations in its order, with the plan's kernel swap and captures."""
         text_seq_length = encoder_hidden_states.size(1)
         hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
         batch_size, sequence_length, _ = hidden_states.shape
@@ -73,7 +88,7 @@ class InstrumentedCogVideoXProcessor(InstrumentedProcessor, CogVideoXAttnProcess
                 raise InstrumentError("frame-local attention does not support an attention mask")
             out = frame_local_attention(
                 query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                frames=plan.info.grid.frames, text_len=text_seq_length,
+                frames=frames, text_len=text_seq_length,
                 renormalize=plan.frame_local.renormalize, attend=sdpa_bshd,
             ).transpose(1, 2)
         else:

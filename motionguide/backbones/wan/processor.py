@@ -53,10 +53,24 @@ class InstrumentedWanProcessor(InstrumentedProcessor, WanAttnProcessor):
         return attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if not self.active:  # idle: the stock processor, with nothing read that a compiled graph would guard on
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        if not self.capturing:  # frame-local only: stays in a compiled graph
+            plan, frames = self.frame_local_plan()
+            return self._attend(plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        return self.instrumented_call(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+    @torch.compiler.disable
+    def instrumented_call(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        """A call at a module a capture covers; eager under torch.compile (captures call arbitrary Python)."""
         plan = self.plan(hidden_states.shape[0])
         if plan is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        frames = plan.info.grid.frames
+        return self._attend(plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
+    def _attend(self, plan, frames, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb):
+        """The stock processor's operations in its order, with the plan's kernel swap and captures."""
         encoder_hidden_states_img = None
         if attn.add_k_proj is not None:
             image_context_length = encoder_hidden_states.shape[1] - 512
@@ -98,7 +112,7 @@ class InstrumentedWanProcessor(InstrumentedProcessor, WanAttnProcessor):
                 return dispatch_attention_fn(q, k, v, dropout_p=0.0, is_causal=False, backend=backend)
 
             out = frame_local_attention(
-                query, key, value, frames=plan.info.grid.frames, text_len=0,
+                query, key, value, frames=frames, text_len=0,
                 renormalize=plan.frame_local.renormalize, attend=attend,
             )
         else:
