@@ -73,6 +73,19 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _sampling_identity(cfg: Any) -> dict[str, Any]:
+    """How frames were sampled, for the feature store's key: only settings that differ from the defaults, so
+    stores written before these settings existed stay valid (the reader and the columns change no pixels)."""
+    from ..data.buckets import parse_buckets
+
+    changed = {"frame_stride": cfg.frame_stride if cfg.frame_stride != 1 else None,
+               "target_fps": cfg.target_fps,
+               "resize_mode": cfg.resize_mode if cfg.resize_mode != "center_crop" else None,
+               "buckets": [list(b.as_tuple()) for b in parse_buckets(cfg.buckets) or ()] or None}
+    changed = {k: v for k, v in changed.items() if v is not None}
+    return {"sampling": changed} if changed else {}
+
+
 def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
     return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
@@ -226,6 +239,7 @@ class Motive:
                 "model": model_identity(self.backbone),
                 "transformer": module_identity(self.backbone.transformer),
                 "clip": [cfg.num_frames, cfg.height, cfg.width, cfg.max_sequence_length],
+                **_sampling_identity(cfg),
                 "mask": self.masker.describe() if self.masker is not None else {"use": False},
             }
         return self._store_config
@@ -243,10 +257,10 @@ class Motive:
 
     def datasets(self) -> dict[str, Any]:
         """The config's training (`data`) and query (`queries`) datasets."""
-        from ..data import VideoDataset
+        from ..data import VideoDataset, dataset_options
 
         cfg = self.config
-        return {split: VideoDataset(root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)
+        return {split: VideoDataset(root, **dataset_options(cfg))
                 for split, root in (("train", cfg.data), ("query", cfg.queries))}
 
     # -------------------------------------------------------------------------------- the verbs
@@ -325,7 +339,8 @@ class Motive:
                 record["mask"] = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in m.stats.items()}
             tensors = cache.load(entry.clip_id)
             latents = tensors["latents"]
-            result = featurizer.featurize(latents, tensors["prompt_embeds"], mask, num_pixel_frames=cfg.num_frames)
+            result = featurizer.featurize(latents, tensors["prompt_embeds"], mask,
+                                          num_pixel_frames=entry.bucket.num_frames)
             record.update({"loss": _finite_or_none(result.loss), "grad_norm": _finite_or_none(result.grad_norm),
                            "flags": result.flags,
                            "noise": {"shape": list(latents.shape),

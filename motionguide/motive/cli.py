@@ -8,6 +8,8 @@ import sys
 import warnings
 
 from ..cli_args import ArgumentParser, parse_index_list
+from ..data.dataset import RESIZE_MODES
+from ..data.readers import VIDEO_READERS
 from .attributor import run_attribution
 from .config import MotiveConfig
 from .featurizer import LOSSES, PARAM_SCOPES
@@ -74,6 +76,21 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     p.add_argument("--width", type=int, help=f"clip width in pixels (default {defaults.width})")
     p.add_argument("--max_sequence_length", type=int,
                    help=f"prompt tokens (default {defaults.max_sequence_length})")
+    p.add_argument("--frame_stride", type=int,
+                   help=f"take every n-th frame, as in training (default {defaults.frame_stride})")
+    p.add_argument("--target_fps", type=float, help="resample every video in time to this frame rate before "
+                   "--frame_stride and --num_frames pick frames, as in training (default: each video's own)")
+    p.add_argument("--resize_mode", choices=RESIZE_MODES,
+                   help=f"center_crop (crop to the aspect ratio, then scale) or resize (stretch); "
+                        f"default {defaults.resize_mode}")
+    p.add_argument("--buckets", help="resolution-and-length buckets as in training, e.g. 17x480x832,17x832x480 "
+                   "(default: every clip at --num_frames x --height x --width)")
+    p.add_argument("--caption_column", help=f"caption column (jsonl key) of metadata.csv / .jsonl, for --data "
+                   f"and --queries (default {defaults.caption_column}; DiffSynth-Studio's CSV: prompt)")
+    p.add_argument("--video_column", help=f"video path column (jsonl key) of metadata.csv / .jsonl, for --data "
+                   f"and --queries (default {defaults.video_column}; DiffSynth-Studio's CSV: video)")
+    p.add_argument("--video_reader", choices=VIDEO_READERS,
+                   help="auto (default: decord when installed, else PyAV), decord or pyav")
     p.add_argument("--latent_cache_dir", help="latent cache folder, shareable with training (default <out>/cache)")
     p.add_argument("--cache_dir", dest="latent_cache_dir", action=_DeprecatedFlag,
                    help="deprecated spelling of --latent_cache_dir")
