@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from motionguide.data import VideoDataset, dataset_options, open_video, parse_buckets, resolve_reader
+from motionguide.training import TrainConfig
 from motionguide.data.timing import source_indices, timeline_length
 from motionguide.errors import ConfigError
 from motionguide.toy import make_dataset
@@ -248,7 +249,6 @@ def test_target_fps_joins_the_cache_key_only_when_set(toy_root):
 
 # ---------------------------------------------------------------------------------------------- config
 def test_train_config_fields_reach_the_dataset(toy_root, tmp_path):
-    from motionguide.training import TrainConfig
     from motionguide.training.config import parse_overrides
 
     defaults = TrainConfig()
@@ -273,3 +273,39 @@ def test_train_config_fields_reach_the_dataset(toy_root, tmp_path):
                          (["--target_fps", "0"], "target_fps")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict(parse_overrides(bad))
+
+
+def test_fine_tuning_runs_on_a_diffsynth_csv_with_buckets(toy_root, tmp_path, no_decord):
+    """The headline loop on DiffSynth-Studio's layout, read by PyAV, bucketed, at every other frame."""
+    from safetensors.torch import load_file
+
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.training.loop import Trainer
+
+    tiny_wan_pipeline().save_pretrained(tmp_path / "model")
+    root = _diffsynth_root(toy_root, tmp_path / "diffsynth")
+    cfg = TrainConfig.from_dict(dict(
+        pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+        data_root=str(root), latent_cache_dir=str(tmp_path / "cache"), train_steps=2, train_batch_size=2,
+        checkpointing_steps=0, report_to="none", rank=4, max_sequence_length=16, lr_scheduler="constant",
+        video_column="video", caption_column="prompt", buckets=["9x64x64", "9x32x64"], frame_stride=2))
+    summary = Trainer(cfg).run()
+    assert Path(summary["lora"]).is_file()
+    stored = sorted((tmp_path / "cache").rglob("*.safetensors"))
+    latents = [load_file(p)["latents"] for p in stored if "empty" not in p.name]
+    assert len(latents) == 3 and all(x.shape[-3:] == (3, 8, 8) for x in latents)  # 9 frames -> 3 latent frames
+
+
+def test_read_all_frames_is_read_video_without_decord(toy_root, tmp_path, monkeypatch):
+    from motionguide.data.readers import read_all_frames
+    from motionguide.video import VideoReadError
+
+    path = sorted((toy_root / "videos").glob("*.mp4"))[0]
+    with_decord = read_video(path)
+    monkeypatch.setitem(sys.modules, "decord", None)
+    np.testing.assert_array_equal(read_all_frames(path), with_decord)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    for name, message in (("missing.mp4", "does not exist"), ("empty.mp4", "empty"), ("noise.mp4", "regenerate")):
+        with pytest.raises(VideoReadError, match=f"{name}.*{message}"):
+            read_all_frames(tmp_path / name)

@@ -3,16 +3,18 @@
 Why two: decord has no wheel for aarch64 (GH200-class nodes) or Apple silicon, while PyAV is a dependency
 anyway (it writes the mp4s). `video_reader="auto"` uses decord when it imports and PyAV otherwise.
 
-Both give the same uint8 RGB frames for 8-bit sources: they decode with FFmpeg and convert with libswscale's
-table-based YUV->RGB path (BT.601 unless the stream says otherwise, limited range unless tagged full, chroma
-shared by each pixel pair), whose output did not change between decord's bundled FFmpeg 4.1 (libswscale 5.3)
-and PyAV 18's FFmpeg 8 (libswscale 9.5). Tested bit for bit on 8-bit 4:2:0 and 4:4:4 H.264, H.265, VP9 and
-MPEG-4, BT.601 / 709 / 2020 tags, limited and full range, odd sizes, strided and random access.
+Both give the same uint8 RGB frames for 8-bit sources. Both decode with FFmpeg and convert YUV to RGB with
+libswscale (bilinear, the colour matrix and range the stream is tagged with, BT.601 limited range when
+untagged), and for 8-bit input that conversion is the same in decord's bundled FFmpeg 4.1 (libswscale 5.3) and
+PyAV 18's FFmpeg 8 (libswscale 9.5). Tested bit for bit (tests/test_video_readers.py and by hand): 8-bit
+4:2:0 and 4:4:4 H.264, H.265, VP9 and MPEG-4; BT.601 / 709 / 2020 tags; limited and full range (yuvj420p);
+odd sizes; 480x832 and 720x1280; strided, out-of-order and repeated indices.
 
-The one known difference: high-bit-depth sources (e.g. 10-bit `yuv420p10le`, `yuv422p10le`). Those do not take
-the table path; libswscale's generic path interpolates chroma differently in the two FFmpeg versions. Flat
-colours still agree exactly (same matrix and rounding), but pixels next to chroma edges differ, by a few levels
-on smooth content and by up to ~100 on hard colour edges. `VideoSource.bit_depth` says when a source is one.
+The one known difference: high-bit-depth sources (e.g. 10-bit `yuv420p10le`, `yuv422p10le`). Their conversion
+to 8-bit RGB takes another libswscale path, whose chroma interpolation changed between the two FFmpeg versions:
+flat colours still agree exactly (same matrix and rounding), but pixels at chroma edges differ, by up to 5
+levels on smooth gradients and up to ~100 on hard colour edges (measured on synthetic clips; no libswscale
+flag of PyAV's reproduces FFmpeg 4.1's output). `VideoSource.bit_depth` (PyAV) says when a source is one.
 
 Frame positions agree too: decord counts the stream's packets (its seek index) and returns frames in
 presentation order; the PyAV reader counts packets the same way and decodes from the start in presentation
@@ -31,7 +33,7 @@ import numpy as np
 
 from motionguide.errors import ConfigError
 
-__all__ = ["VIDEO_READERS", "VideoSource", "decord_available", "resolve_reader", "open_video"]
+__all__ = ["VIDEO_READERS", "VideoSource", "decord_available", "resolve_reader", "open_video", "read_all_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +163,31 @@ def open_video(path: str | os.PathLike, reader: str = "auto") -> VideoSource:
     """Open `path` with `reader` ("auto", "decord" or "pyav"); raises the reader's own error on a bad file."""
     name = resolve_reader(reader)
     return _DecordSource(Path(path)) if name == "decord" else _PyAVSource(Path(path))
+
+
+def read_all_frames(path: str | os.PathLike, reader: str = "auto") -> np.ndarray:
+    """Every frame of a video as uint8 [F, H, W, 3] RGB, with `motionguide.video.read_video`'s errors
+    (`VideoReadError` naming the file and what to do), through `reader` (so it works without decord)."""
+    from motionguide.video import VideoReadError
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise VideoReadError(f"cannot read video {str(path)!r}: it {what}; check the path "
+                             "(metadata file_name is relative to the dataset folder)")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"cannot read video {str(path)!r}: the file is empty (0 bytes); "
+                             "re-export or regenerate it, or drop it from the metadata")
+    name = resolve_reader(reader)
+    try:
+        source = open_video(path, name)
+        frames = source.frames(range(source.num_frames)) if source.num_frames else None
+    except Exception as error:  # decord raises its own DECORDError (a RuntimeError), PyAV an av.FFmpegError
+        raise VideoReadError(f"cannot decode video {str(path)!r}: {type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''}; the file is probably "
+                             "corrupt or truncated: re-export or regenerate it, or drop it from the "
+                             "metadata") from error
+    if frames is None or frames.shape[0] == 0:
+        raise VideoReadError(f"video {str(path)!r} has 0 decodable frames; re-export or regenerate it, "
+                             "or drop it from the metadata")
+    return np.ascontiguousarray(frames, dtype=np.uint8)
