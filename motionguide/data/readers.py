@@ -4,8 +4,8 @@ Why two: decord has no wheel for aarch64 (GH200-class nodes) or Apple silicon, w
 anyway (it writes the mp4s). `video_reader="auto"` uses decord when it imports and PyAV otherwise.
 
 Both give the same uint8 RGB frames for 8-bit sources. Both decode with FFmpeg and convert YUV to RGB with
-libswscale (bilinear, the colour matrix and range the stream is tagged with, BT.601 limited range when
-untagged), and for 8-bit input that conversion is the same in decord's bundled FFmpeg 4.1 (libswscale 5.3) and
+libswscale (bilinear; the colour matrix the stream is tagged with, BT.601 when untagged; full range for the
+yuvj formats, limited otherwise), and for 8-bit input that conversion is the same in decord's bundled FFmpeg 4.1 (libswscale 5.3) and
 PyAV 18's FFmpeg 8 (libswscale 9.5). Tested bit for bit (tests/test_video_readers.py and by hand): 8-bit
 4:2:0 and 4:4:4 H.264, H.265, VP9 and MPEG-4; BT.601 / 709 / 2020 tags; limited and full range (yuvj420p);
 odd sizes; 480x832 and 720x1280; strided, out-of-order and repeated indices.
