@@ -106,3 +106,25 @@ def test_curate_command_takes_the_sampling_flags():
     plain = config_from_args(parser.parse_args(["curate", "--model", "m", "--data", "d", "--queries", "q",
                                                 "--out", "o"]))
     assert dataset_options(plain) == dataset_options(TrainConfig())  # the same defaults as fine-tuning
+
+
+def test_an_unusable_query_clip_stops_the_pass_before_any_model_loads(workspace, tmp_path):
+    from motionguide.errors import ConfigError
+    from motionguide.motive import MotiveConfig, run_attribution
+    from motionguide.video import write_video
+
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    write_video(queries / "short.mp4", np.full((9, 64, 64, 3), 90, np.uint8))  # 9 frames: enough at stride 1
+    (queries / "short.txt").write_text("a grey square, still")
+    never_loaded = tmp_path / "no-such-model"
+    config = MotiveConfig(model=str(never_loaded), data=str(workspace / "data"), queries=str(queries),
+                          out=str(tmp_path / "out"), num_frames=9, frame_stride=2)
+    with pytest.raises(ConfigError, match=r"no usable query clip; each query clip needs a caption and at least "
+                                          r"17 frames \(9 samples every 2 frame\(s\), as in training\)"):
+        run_attribution(config, progress=False)
+    write_video(queries / "long.mp4", np.full((17, 64, 64, 3), 90, np.uint8))
+    (queries / "long.txt").write_text("a grey square, still")
+    with pytest.raises(ConfigError, match=r"1 of 2 query clips are unusable \(short: too short: 9 frames, need 17"):
+        run_attribution(config, progress=False)
+    assert not (tmp_path / "out").exists()

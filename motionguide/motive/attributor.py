@@ -73,6 +73,34 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def pass_datasets(cfg: MotiveConfig) -> dict[str, Any]:
+    """The training (`data`) and query (`queries`) datasets, sampled as fine-tuning samples them; every clip is
+    probed, and a query set with an unusable clip is a ConfigError (checked before any model loads).
+
+    Query clips show the motion to curate for, so each must be usable: captioned, and at least as long as a
+    training clip (num_frames samples every frame_stride frames, at target_fps when set)."""
+    from ..data import EmptyDatasetError, VideoDataset, dataset_options
+    from ..data.buckets import frames_needed
+
+    options = dataset_options(cfg)
+    train = VideoDataset(cfg.data, **options)
+    lengths = [b.num_frames for b in options["buckets"]] if options["buckets"] else [cfg.num_frames]
+    need = frames_needed(min(lengths), cfg.frame_stride)
+    rule = (f"each query clip needs a caption and at least {need} frames"
+            + (f" at {cfg.target_fps:g} fps" if cfg.target_fps is not None else "")
+            + f" ({min(lengths)} samples every {cfg.frame_stride} frame(s), as in training)")
+    try:
+        query = VideoDataset(cfg.queries, **options)
+    except EmptyDatasetError as exc:
+        raise ConfigError(f"queries {cfg.queries}: no usable query clip; {rule}. {exc}") from None
+    if query.skipped:
+        reasons = "; ".join(f"{s.clip_id or s.path}: {s.reason}" for s in query.skipped[:5])
+        more = f" (and {len(query.skipped) - 5} more)" if len(query.skipped) > 5 else ""
+        raise ConfigError(f"queries {cfg.queries}: {len(query.skipped)} of {len(query.skipped) + len(query)} "
+                          f"query clips are unusable ({reasons}{more}); {rule}. Fix or remove them.")
+    return {"train": train, "query": query}
+
+
 def _sampling_identity(cfg: Any) -> dict[str, Any]:
     """How frames were sampled, for the feature store's key: only settings that differ from the defaults, so
     stores written before these settings existed stay valid (the reader and the columns change no pixels)."""
@@ -257,11 +285,7 @@ class Motive:
 
     def datasets(self) -> dict[str, Any]:
         """The config's training (`data`) and query (`queries`) datasets."""
-        from ..data import VideoDataset, dataset_options
-
-        cfg = self.config
-        return {split: VideoDataset(root, **dataset_options(cfg))
-                for split, root in (("train", cfg.data), ("query", cfg.queries))}
+        return pass_datasets(self.config)
 
     # -------------------------------------------------------------------------------- the verbs
 
@@ -428,11 +452,11 @@ def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> 
     """
     cfg.check()
     masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
+    datasets = pass_datasets(cfg)  # so does a query set that cannot work (every clip probed, nothing decoded)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     motive = Motive(pipeline if pipeline is not None else cfg.model, cfg, masker=masker if masker else False,
                     progress=progress)
     with motive:
-        datasets = motive.datasets()
         for split in SPLITS:  # every cache first, so a bad setting or clip shows before the long part
             motive.prepare(split, datasets[split])
         for split in SPLITS:

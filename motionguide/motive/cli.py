@@ -69,7 +69,9 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     defaults = MotiveConfig(model="", data="", queries="", out="")
     p.add_argument("--model", required=True, help="pipeline folder or hub id (the base you will fine-tune)")
     p.add_argument("--data", required=True, help="training dataset folder (metadata.jsonl/csv or video+txt)")
-    p.add_argument("--queries", required=True, help="query clips showing the motion you want (same layouts)")
+    p.add_argument("--queries", required=True, help="query clips showing the motion you want (same layouts and "
+                   "columns as --data); each needs a caption and at least a training clip's frames (--num_frames "
+                   "samples every --frame_stride frames), checked before the model loads")
     p.add_argument("--out", required=True, help="folder for features, selection.json and scores")
     p.add_argument("--num_frames", type=int, help=f"frames per clip (default {defaults.num_frames})")
     p.add_argument("--height", type=int, help=f"clip height in pixels (default {defaults.height})")
