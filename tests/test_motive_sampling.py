@@ -17,7 +17,7 @@ from motionguide.motive.curation import MotiveCuration
 from motionguide.testing import tiny_wan_pipeline
 from motionguide.toy import make_dataset
 from motionguide.training import TrainConfig
-from motionguide.video import read_video
+from motionguide.data.readers import read_all_frames
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +62,7 @@ def test_the_pass_with_frame_stride_two_sees_the_training_pixels(workspace, tmp_
         pixels = training_data[i]["pixels"]
         as_uint8 = ((pixels.permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
         np.testing.assert_array_equal(seen[i], as_uint8)
-        np.testing.assert_array_equal(seen[i], read_video(entry.path)[0:17:2])  # every other source frame
+        np.testing.assert_array_equal(seen[i], read_all_frames(entry.path)[0:17:2])  # every other source frame
     # one latent cache key: a cache the pass built serves the fine-tuning run (and the other way round)
     from motionguide.backbones import backbone_for
 
@@ -77,6 +77,12 @@ def test_curation_copies_every_sampling_setting_and_checks_it(workspace, tmp_pat
     curation = MotiveCuration(queries=str(workspace / "queries"))
     motive_config = curation.config_for(SimpleNamespace(config=train_config, output_dir=tmp_path))
     assert dataset_options(motive_config) == dataset_options(train_config)
+    from motionguide.motive.attributor import _sampling_identity
+
+    assert _sampling_identity(motive_config) == {"sampling": {"frame_stride": 3, "target_fps": 4.0,
+                                                              "resize_mode": "resize", "buckets": [[9, 64, 64]]}}
+    plain = MotiveCuration(queries="q").config_for(SimpleNamespace(config=TrainConfig(), output_dir=tmp_path))
+    assert _sampling_identity(plain) == {}  # default sampling: the feature-store key of earlier passes
     # an option given to the curation wins over the training config, and is checked before any model loads
     assert MotiveCuration(queries="q", frame_stride=1).config_for(
         SimpleNamespace(config=train_config, output_dir=tmp_path)).frame_stride == 1

@@ -40,10 +40,21 @@ logger = logging.getLogger(__name__)
 VIDEO_READERS = ("auto", "decord", "pyav")
 
 
+def _import_decord():
+    """decord, imported after PyAV. Both wheels bundle their own FFmpeg and libvpx under the same symbol names;
+    whichever loads first serves the other's lookups, and decord's older libvpx makes PyAV's VP8 / VP9 encoders
+    fail to open (EINVAL from avcodec_open2). With PyAV loaded first both work (decord's decoding included,
+    tests/test_video_readers.py)."""
+    import av  # noqa: F401
+    import decord
+
+    return decord
+
+
 def decord_available() -> bool:
     """Whether decord imports here (no aarch64 / macOS-arm wheel exists; a broken build raises OSError)."""
     try:
-        import decord  # noqa: F401
+        _import_decord()
     except (ImportError, OSError):
         return False
     return True
@@ -95,8 +106,7 @@ class _DecordSource(VideoSource):
     reader = "decord"
 
     def __init__(self, path: Path):
-        import decord
-
+        decord = _import_decord()
         self._video = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         self.num_frames = len(self._video)
         self.fps = _as_fraction(self._video.get_avg_fps())
