@@ -6,7 +6,7 @@ through here, so a folder that trains also curates and analyses. Nothing here im
 """
 
 from .batches import StepBatchPlan
-from .buckets import Bucket, BucketBatchSampler, assign_bucket
+from .buckets import Bucket, BucketBatchSampler, assign_bucket, parse_buckets
 from .cache import BuildReport, CachedLatentDataset, LatentCache, clip_file_name
 from .dataset import (
     RESIZE_MODES,
@@ -17,15 +17,18 @@ from .dataset import (
     VideoDataset,
     VideoProbe,
     check_num_frames,
+    dataset_options,
     frames_to_pixels,
     probe_video,
 )
 from .layouts import LAYOUTS, VIDEO_EXTENSIONS, read_layout
+from .readers import VIDEO_READERS, open_video, resolve_reader
 
 __all__ = [
     "VideoDataset", "SkippedClip", "ClipEntry", "VideoProbe", "EmptyDatasetError", "SKIP_CATEGORIES",
-    "RESIZE_MODES", "check_num_frames", "probe_video", "frames_to_pixels",
+    "RESIZE_MODES", "check_num_frames", "probe_video", "frames_to_pixels", "dataset_options",
+    "VIDEO_READERS", "open_video", "resolve_reader",
     "LAYOUTS", "VIDEO_EXTENSIONS", "read_layout",
-    "Bucket", "assign_bucket", "BucketBatchSampler", "StepBatchPlan",
+    "Bucket", "assign_bucket", "parse_buckets", "BucketBatchSampler", "StepBatchPlan",
     "LatentCache", "CachedLatentDataset", "BuildReport", "clip_file_name",
 ]

@@ -19,7 +19,7 @@ import torch
 
 from motionguide.errors import ConfigError
 
-__all__ = ["Bucket", "assign_bucket", "BucketBatchSampler"]
+__all__ = ["Bucket", "assign_bucket", "parse_buckets", "BucketBatchSampler"]
 
 
 @dataclass(frozen=True, order=True)
@@ -42,6 +42,29 @@ class Bucket:
     def as_tuple(self) -> tuple[int, int, int]:
         """The bucket as (num_frames, height, width)."""
         return (self.num_frames, self.height, self.width)
+
+
+def parse_buckets(value: Any, name: str = "buckets") -> tuple[Bucket, ...] | None:
+    """Buckets as a config states them: None / empty (no buckets), a list of [frames, height, width] or of
+    "FxHxW" strings, or one comma-separated string ("17x480x832,49x480x720")."""
+    if value is None or (isinstance(value, (str, list, tuple)) and not value):
+        return None
+    items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) else list(value)
+    buckets = []
+    for item in items:
+        if isinstance(item, Bucket):
+            buckets.append(item)
+            continue
+        parts = item.lower().replace(" ", "").split("x") if isinstance(item, str) else item
+        try:
+            numbers = [int(p) for p in parts]
+            if len(numbers) != 3 or any(isinstance(p, float) and not float(p).is_integer() for p in parts):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {item!r} is not a bucket; write [frames, height, width] or "
+                              "'FRAMESxHEIGHTxWIDTH', e.g. [17, 480, 832] or '17x480x832'") from None
+        buckets.append(Bucket(*numbers))
+    return tuple(buckets)
 
 
 def frames_needed(num_frames: int, frame_stride: int = 1) -> int:

@@ -1,6 +1,8 @@
 """`VideoDataset`: clips + captions from a folder, as VAE-ready pixel tensors, with bad clips skipped.
 
-Frames are decoded with decord and sampled from the start of each clip every `frame_stride` frames. A user's
+Frames are decoded with decord, or PyAV where decord is missing or `video_reader="pyav"` (same frames for
+8-bit videos: see :mod:`motionguide.data.readers`), optionally resampled in time to `target_fps`, and sampled
+from the start of each clip every `frame_stride` frames (:mod:`motionguide.data.timing`). A user's
 folder always holds some broken files; the constructor probes every entry (frame count and first frame, not
 the whole video) and keeps a record of what it skipped and why, so one bad clip never ends a run.
 
@@ -23,13 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from motionguide.errors import ConfigError, MotionGuideError
-from motionguide.data.buckets import Bucket, assign_bucket, frames_needed
+from motionguide.data.buckets import Bucket, assign_bucket, frames_needed, parse_buckets
 from motionguide.data.layouts import RawEntry, read_layout
+from motionguide.data.readers import VideoSource, open_video, resolve_reader
+from motionguide.data.timing import source_indices, timeline_length
 from motionguide.video import VideoReadError
 
 __all__ = [
     "SKIP_CATEGORIES", "RESIZE_MODES", "SkippedClip", "VideoProbe", "ClipEntry", "EmptyDatasetError",
-    "VideoDataset", "check_num_frames", "probe_video", "frames_to_pixels",
+    "VideoDataset", "check_num_frames", "probe_video", "frames_to_pixels", "dataset_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,11 +64,13 @@ class SkippedClip:
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """Frame count and frame size of a video, as `probe_video` reads them (no full decode)."""
+    """Frame count, frame size and frame rate (None when the file states none) of a video, as `probe_video`
+    reads them (no full decode)."""
 
     num_frames: int
     height: int
     width: int
+    fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,8 @@ def _read_error(message: str, category: str) -> VideoReadError:
     return error
 
 
-def _open_reader(path: Path):
-    import decord
-
-    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+def _open_reader(path: Path, reader: str = "auto") -> VideoSource:
+    return open_video(path, reader)
 
 
 def _check_file(path: Path) -> None:
@@ -111,26 +115,29 @@ def _check_file(path: Path) -> None:
         raise _BadClip("empty", f"empty file: {path} has 0 bytes")
 
 
-def probe_video(path: str | os.PathLike) -> VideoProbe:
-    """Frame count and size of a video from its index and first frame (cheap: no full decode).
+def probe_video(path: str | os.PathLike, reader: str = "auto") -> VideoProbe:
+    """Frame count, size and rate of a video from its index and first frame (cheap: no full decode).
 
-    Raises `VideoReadError` whose `.category` is one of SKIP_CATEGORIES.
+    `reader`: "auto" (decord if installed, else PyAV), "decord" or "pyav". Raises `VideoReadError` whose
+    `.category` is one of SKIP_CATEGORIES.
     """
     path = Path(path)
+    name = resolve_reader(reader)
     try:
         _check_file(path)
         try:
-            reader = _open_reader(path)
-            count = len(reader)
-            first = reader[0].shape if count else None
-        except Exception as error:  # decord raises its own DECORDError (a RuntimeError)
+            source = _open_reader(path, name)
+            count = source.num_frames
+            first = source.first_frame_shape() if count else None
+        except Exception as error:  # decord raises its own DECORDError (a RuntimeError), PyAV an av.FFmpegError
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise _BadClip("corrupt", f"corrupt: decord cannot read {path}: {message}") from error
+            raise _BadClip("corrupt", f"corrupt: {name} cannot read {path}: {message}") from error
         if first is None:
             raise _BadClip("empty", f"empty: {path} has 0 frames")
     except _BadClip as bad:
         raise _read_error(bad.reason, bad.category) from bad.__cause__
-    return VideoProbe(int(count), int(first[0]), int(first[1]))
+    fps = float(source.fps) if source.fps is not None else None
+    return VideoProbe(int(count), int(first[0]), int(first[1]), fps)
 
 
 def _crop_to_aspect(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -164,15 +171,35 @@ def frames_to_pixels(frames: np.ndarray | torch.Tensor, height: int, width: int,
     return x.permute(1, 0, 2, 3).contiguous()
 
 
+def dataset_options(config: Any) -> dict[str, Any]:
+    """The `VideoDataset` arguments a config names (TrainConfig, MotiveConfig or any object with these
+    attributes; a missing one keeps the dataset's default), so that fine-tuning and the Motive pass sample the
+    same frames from the same clips."""
+    options = {"num_frames": config.num_frames, "height": config.height, "width": config.width,
+               "frame_stride": getattr(config, "frame_stride", 1),
+               "resize_mode": getattr(config, "resize_mode", "center_crop"),
+               "caption_column": getattr(config, "caption_column", "text"),
+               "video_column": getattr(config, "video_column", "file_name"),
+               "buckets": parse_buckets(getattr(config, "buckets", None)),
+               "target_fps": getattr(config, "target_fps", None),
+               "video_reader": getattr(config, "video_reader", "auto")}
+    return options
+
+
 class VideoDataset(torch.utils.data.Dataset):
     """Clips and captions from `root` as dicts {id, caption, path, pixels [3, F, H, W] in [-1, 1]}.
 
     Layouts (auto-detected): metadata.jsonl, metadata.csv, prompts.txt + videos.txt, or videos with same-name
     .txt captions; see :mod:`motionguide.data.layouts`.
 
-    `num_frames` frames are taken from the start, every `frame_stride` frames. With `buckets`, each clip is
-    instead sampled at the bucket :func:`assign_bucket` picks for it (needs `validate=True`), and
-    `num_frames`, `height` and `width` are not used.
+    `num_frames` frames are taken from the start, every `frame_stride` frames; with `target_fps`, of the clip
+    first resampled in time to that rate (needs `validate=True`: the rate comes from the probe). With
+    `buckets`, each clip is instead sampled at the bucket :func:`assign_bucket` picks for it (needs
+    `validate=True`), and `num_frames`, `height` and `width` are not used.
+
+    `caption_column` / `video_column` / `id_column` name the metadata columns (jsonl keys) of a metadata.csv or
+    metadata.jsonl (DiffSynth-Studio's CSV: `video_column="video", caption_column="prompt"`). `video_reader`:
+    "auto" (decord if installed, else PyAV), "decord" or "pyav".
 
     With `validate=True` (default) every entry is probed now and bad ones are skipped: see `skipped`,
     `skip_counts`. A clip that still fails to decode in `__getitem__` raises `VideoReadError` naming the file
@@ -197,8 +224,16 @@ class VideoDataset(torch.utils.data.Dataset):
         temporal_factor: int = 4,
         validate: bool = True,
         buckets: Sequence[Bucket] | None = None,
+        target_fps: float | None = None,
+        video_reader: str = "auto",
     ):
         self.root = Path(root)
+        self.video_reader = resolve_reader(video_reader)
+        if target_fps is not None and not target_fps > 0:
+            raise ConfigError(f"target_fps must be > 0 (or None to keep each video's own rate), got {target_fps}")
+        if target_fps is not None and not validate:
+            raise ConfigError("target_fps needs validate=True: each clip's frame rate comes from its probe")
+        self.target_fps = float(target_fps) if target_fps is not None else None
         if resize_mode not in RESIZE_MODES:
             raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}; got {resize_mode!r}")
         if frame_stride < 1:
@@ -242,22 +277,35 @@ class VideoDataset(torch.utils.data.Dataset):
         probe = None
         if self.validated:
             try:
-                probe = probe_video(raw.path)
+                probe = probe_video(raw.path, self.video_reader)
             except VideoReadError as error:
                 raise _BadClip(error.category, str(error)) from None
         return ClipEntry(raw.clip_id, raw.path, raw.caption, self._bucket_for(probe), probe)
 
+    def _timeline_length(self, probe: VideoProbe) -> int:
+        """The clip's frame count on the sampling timeline (after resampling to `target_fps`)."""
+        try:
+            return timeline_length(probe.num_frames, probe.fps, self.target_fps)
+        except ValueError as error:
+            raise _BadClip("corrupt", f"no frame rate: {error}") from None
+
+    def _too_short(self, length: int, need: int, suffix: str = "") -> _BadClip:
+        at = f" at {self.target_fps:g} fps" if self.target_fps is not None else ""
+        return _BadClip("too_short", f"too short: {length} frames{at}, need {need}{suffix}")
+
     def _bucket_for(self, probe: VideoProbe | None) -> Bucket:
         if self.buckets is not None:
-            bucket = assign_bucket(probe.num_frames, probe.height, probe.width, self.buckets, self.frame_stride)
+            length = self._timeline_length(probe)
+            bucket = assign_bucket(length, probe.height, probe.width, self.buckets, self.frame_stride)
             if bucket is None:
                 need = min(frames_needed(b.num_frames, self.frame_stride) for b in self.buckets)
-                raise _BadClip("too_short", f"too short: {probe.num_frames} frames, need {need} for the "
-                                            "shortest bucket")
+                raise self._too_short(length, need, " for the shortest bucket")
             return bucket
         need = frames_needed(self.num_frames, self.frame_stride)
-        if probe is not None and probe.num_frames < need:
-            raise _BadClip("too_short", f"too short: {probe.num_frames} frames, need {need}")
+        if probe is not None:
+            length = self._timeline_length(probe)
+            if length < need:
+                raise self._too_short(length, need)
         return Bucket(self.num_frames, self.height, self.width)
 
     def _log_and_check(self, total: int) -> None:
@@ -296,17 +344,27 @@ class VideoDataset(torch.utils.data.Dataset):
             "buckets": None if fixed else [list(b.as_tuple()) for b in self.buckets],
             "frame_stride": self.frame_stride,
             "resize_mode": self.resize_mode,
+            # only when set, so caches built before the option existed keep their key; the reader is no part
+            # of the key: decord and PyAV give the same frames (see motionguide.data.readers)
+            **({"target_fps": self.target_fps} if self.target_fps is not None else {}),
         }
 
+    def frame_indices(self, index: int) -> list[int]:
+        """The source frame indices clip `index` is sampled from (stride, length and `target_fps` applied)."""
+        entry = self.entries[index]
+        fps = entry.probe.fps if entry.probe is not None else None
+        return source_indices(entry.bucket.num_frames, self.frame_stride, fps, self.target_fps)
+
     def _decode(self, entry: ClipEntry) -> np.ndarray:
-        needed = frames_needed(entry.bucket.num_frames, self.frame_stride)
+        fps = entry.probe.fps if entry.probe is not None else None
         try:
+            indices = source_indices(entry.bucket.num_frames, self.frame_stride, fps, self.target_fps)
             _check_file(entry.path)
-            reader = _open_reader(entry.path)
-            count = len(reader)
-            if count < needed:
-                raise _BadClip("too_short", f"too short: {count} frames, need {needed}")
-            return reader.get_batch(list(range(0, needed, self.frame_stride))).asnumpy()
+            source = _open_reader(entry.path, self.video_reader)
+            count = source.num_frames
+            if count <= indices[-1]:
+                raise _BadClip("too_short", f"too short: {count} frames, need {indices[-1] + 1}")
+            return source.frames(indices)
         except _BadClip as bad:
             raise _read_error(f"cannot load clip {entry.clip_id!r} from {entry.path}: {bad.reason}",
                               bad.category) from None
@@ -337,7 +395,7 @@ class VideoDataset(torch.utils.data.Dataset):
                 continue
             try:
                 if entry.probe is None:
-                    probe = probe_video(entry.path)
+                    probe = probe_video(entry.path, self.video_reader)
                     need = frames_needed(entry.bucket.num_frames, self.frame_stride)
                     if probe.num_frames < need:
                         raise _read_error(f"too short: {probe.num_frames} frames, need {need}", "too_short")

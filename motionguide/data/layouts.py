@@ -71,9 +71,12 @@ def _missing_column(file: Path, role: str, column: str, parameter: str, columns:
     close = closest_names(column, columns)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(repr(c) for c in columns) or "(none)"
+    if not close and {"video", "prompt"} <= set(columns):
+        hint = " This looks like DiffSynth-Studio's layout: set video_column: video and caption_column: prompt."
     return ConfigError(
         f"{file}: no {role} column {column!r}.{hint} Columns in the file: {listing}. "
-        f"Pass {parameter}=<name> to VideoDataset (or rename the column)."
+        f"Set {parameter}: <name> in the training config (--{parameter} for `motionguide curate`, "
+        f"{parameter}=<name> for VideoDataset), or rename the column."
     )
 
 

@@ -73,6 +73,47 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def pass_datasets(cfg: MotiveConfig) -> dict[str, Any]:
+    """The training (`data`) and query (`queries`) datasets, sampled as fine-tuning samples them; every clip is
+    probed, and a query set with an unusable clip is a ConfigError (checked before any model loads).
+
+    Query clips show the motion to curate for, so each must be usable: captioned, and at least as long as a
+    training clip (num_frames samples every frame_stride frames, at target_fps when set)."""
+    from ..data import EmptyDatasetError, VideoDataset, dataset_options
+    from ..data.buckets import frames_needed
+
+    options = dataset_options(cfg)
+    train = VideoDataset(cfg.data, **options)
+    lengths = [b.num_frames for b in options["buckets"]] if options["buckets"] else [cfg.num_frames]
+    need = frames_needed(min(lengths), cfg.frame_stride)
+    rule = (f"each query clip needs a caption and at least {need} frames"
+            + (f" at {cfg.target_fps:g} fps" if cfg.target_fps is not None else "")
+            + f" ({min(lengths)} samples every {cfg.frame_stride} frame(s), as in training)")
+    try:
+        query = VideoDataset(cfg.queries, **options)
+    except EmptyDatasetError as exc:
+        raise ConfigError(f"queries {cfg.queries}: no usable query clip; {rule}. {exc}") from None
+    if query.skipped:
+        reasons = "; ".join(f"{s.clip_id or s.path}: {s.reason}" for s in query.skipped[:5])
+        more = f" (and {len(query.skipped) - 5} more)" if len(query.skipped) > 5 else ""
+        raise ConfigError(f"queries {cfg.queries}: {len(query.skipped)} of {len(query.skipped) + len(query)} "
+                          f"query clips are unusable ({reasons}{more}); {rule}. Fix or remove them.")
+    return {"train": train, "query": query}
+
+
+def _sampling_identity(cfg: Any) -> dict[str, Any]:
+    """How frames were sampled, for the feature store's key: only settings that differ from the defaults, so
+    stores written before these settings existed stay valid (the reader and the columns change no pixels)."""
+    from ..data.buckets import parse_buckets
+
+    changed = {"frame_stride": cfg.frame_stride if cfg.frame_stride != 1 else None,
+               "target_fps": cfg.target_fps,
+               "resize_mode": cfg.resize_mode if cfg.resize_mode != "center_crop" else None,
+               "buckets": [list(b.as_tuple()) for b in parse_buckets(cfg.buckets) or ()] or None}
+    changed = {k: v for k, v in changed.items() if v is not None}
+    return {"sampling": changed} if changed else {}
+
+
 def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
     return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
@@ -226,6 +267,7 @@ class Motive:
                 "model": model_identity(self.backbone),
                 "transformer": module_identity(self.backbone.transformer),
                 "clip": [cfg.num_frames, cfg.height, cfg.width, cfg.max_sequence_length],
+                **_sampling_identity(cfg),
                 "mask": self.masker.describe() if self.masker is not None else {"use": False},
             }
         return self._store_config
@@ -243,11 +285,7 @@ class Motive:
 
     def datasets(self) -> dict[str, Any]:
         """The config's training (`data`) and query (`queries`) datasets."""
-        from ..data import VideoDataset
-
-        cfg = self.config
-        return {split: VideoDataset(root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)
-                for split, root in (("train", cfg.data), ("query", cfg.queries))}
+        return pass_datasets(self.config)
 
     # -------------------------------------------------------------------------------- the verbs
 
@@ -325,7 +363,8 @@ class Motive:
                 record["mask"] = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in m.stats.items()}
             tensors = cache.load(entry.clip_id)
             latents = tensors["latents"]
-            result = featurizer.featurize(latents, tensors["prompt_embeds"], mask, num_pixel_frames=cfg.num_frames)
+            result = featurizer.featurize(latents, tensors["prompt_embeds"], mask,
+                                          num_pixel_frames=entry.bucket.num_frames)
             record.update({"loss": _finite_or_none(result.loss), "grad_norm": _finite_or_none(result.grad_norm),
                            "flags": result.flags,
                            "noise": {"shape": list(latents.shape),
@@ -413,11 +452,11 @@ def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> 
     """
     cfg.check()
     masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
+    datasets = pass_datasets(cfg)  # so does a query set that cannot work (every clip probed, nothing decoded)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     motive = Motive(pipeline if pipeline is not None else cfg.model, cfg, masker=masker if masker else False,
                     progress=progress)
     with motive:
-        datasets = motive.datasets()
         for split in SPLITS:  # every cache first, so a bad setting or clip shows before the long part
             motive.prepare(split, datasets[split])
         for split in SPLITS:

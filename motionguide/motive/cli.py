@@ -8,6 +8,8 @@ import sys
 import warnings
 
 from ..cli_args import ArgumentParser, parse_index_list
+from ..data.dataset import RESIZE_MODES
+from ..data.readers import VIDEO_READERS
 from .attributor import run_attribution
 from .config import MotiveConfig
 from .featurizer import LOSSES, PARAM_SCOPES
@@ -67,13 +69,30 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     defaults = MotiveConfig(model="", data="", queries="", out="")
     p.add_argument("--model", required=True, help="pipeline folder or hub id (the base you will fine-tune)")
     p.add_argument("--data", required=True, help="training dataset folder (metadata.jsonl/csv or video+txt)")
-    p.add_argument("--queries", required=True, help="query clips showing the motion you want (same layouts)")
+    p.add_argument("--queries", required=True, help="query clips showing the motion you want (same layouts and "
+                   "columns as --data); each needs a caption and at least a training clip's frames (--num_frames "
+                   "samples every --frame_stride frames), checked before the model loads")
     p.add_argument("--out", required=True, help="folder for features, selection.json and scores")
     p.add_argument("--num_frames", type=int, help=f"frames per clip (default {defaults.num_frames})")
     p.add_argument("--height", type=int, help=f"clip height in pixels (default {defaults.height})")
     p.add_argument("--width", type=int, help=f"clip width in pixels (default {defaults.width})")
     p.add_argument("--max_sequence_length", type=int,
                    help=f"prompt tokens (default {defaults.max_sequence_length})")
+    p.add_argument("--frame_stride", type=int,
+                   help=f"take every n-th frame, as in training (default {defaults.frame_stride})")
+    p.add_argument("--target_fps", type=float, help="resample every video in time to this frame rate before "
+                   "--frame_stride and --num_frames pick frames, as in training (default: each video's own)")
+    p.add_argument("--resize_mode", choices=RESIZE_MODES,
+                   help=f"center_crop (crop to the aspect ratio, then scale) or resize (stretch); "
+                        f"default {defaults.resize_mode}")
+    p.add_argument("--buckets", help="resolution-and-length buckets as in training, e.g. 17x480x832,17x832x480 "
+                   "(default: every clip at --num_frames x --height x --width)")
+    p.add_argument("--caption_column", help=f"caption column (jsonl key) of metadata.csv / .jsonl, for --data "
+                   f"and --queries (default {defaults.caption_column}; DiffSynth-Studio's CSV: prompt)")
+    p.add_argument("--video_column", help=f"video path column (jsonl key) of metadata.csv / .jsonl, for --data "
+                   f"and --queries (default {defaults.video_column}; DiffSynth-Studio's CSV: video)")
+    p.add_argument("--video_reader", choices=VIDEO_READERS,
+                   help="auto (default: decord when installed, else PyAV), decord or pyav")
     p.add_argument("--latent_cache_dir", help="latent cache folder, shareable with training (default <out>/cache)")
     p.add_argument("--cache_dir", dest="latent_cache_dir", action=_DeprecatedFlag,
                    help="deprecated spelling of --latent_cache_dir")

@@ -29,6 +29,15 @@ class MotiveConfig:
     height: int = 64
     width: int = 64
     max_sequence_length: int = 16
+    # how clips become frames: the same settings (and defaults) as TrainConfig, so the pass reads what
+    # fine-tuning trains on (motionguide.data.dataset_options maps both onto VideoDataset)
+    frame_stride: int = 1
+    target_fps: float | None = None
+    resize_mode: str = "center_crop"
+    buckets: Any = None  # [[frames, height, width], ...] or "FxHxW,..." (see motionguide.data.parse_buckets)
+    caption_column: str = "text"
+    video_column: str = "file_name"
+    video_reader: str = "auto"
     latent_cache_dir: str | None = None  # default: <out>/cache (shareable with training via --latent_cache_dir)
     timestep: float = 751.0
     seed: int = 0
@@ -103,6 +112,19 @@ class MotiveConfig:
         if not 0.0 < self.floor <= 1.0:
             raise ConfigError(f"floor must be in (0, 1], got {self.floor}")
         check_mask_settings(self.mask_anchor, self.mask_temporal, self.mask_gate)
+        from ..data.buckets import parse_buckets
+        from ..data.dataset import RESIZE_MODES
+        from ..data.readers import VIDEO_READERS
+
+        if self.frame_stride < 1:
+            raise ConfigError(f"frame_stride must be >= 1 (1 = consecutive frames), got {self.frame_stride}")
+        if self.target_fps is not None and not self.target_fps > 0:
+            raise ConfigError(f"target_fps must be > 0 (or None to keep each video's own rate), got {self.target_fps}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}; got {self.resize_mode!r}")
+        if self.video_reader not in VIDEO_READERS:
+            raise ConfigError(f"video_reader must be one of {', '.join(VIDEO_READERS)}; got {self.video_reader!r}")
+        parse_buckets(self.buckets)
         if self.lora is not None and not Path(self.lora).exists():
             raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
                               "e.g. <output_dir>/lora, or a .safetensors file)")

@@ -40,6 +40,9 @@ OWN_OPTIONS = ("selection", "queries_recipe")
 TOY_QUERY_DEFAULTS = {"partial_motion_rate": 0.0, "id_prefix": "query", "defect_rate": 0.0}
 #: MotiveConfig fields that the fine-tuning config fills in; placeholders when options are checked alone
 _FROM_TRAINING = {"model": "", "data": "", "queries": "", "out": ""}
+#: how clips become frames: copied from the training config so the pass reads the frames training reads
+_SAMPLING_FROM_TRAINING = ("frame_stride", "target_fps", "resize_mode", "buckets", "caption_column",
+                           "video_column", "video_reader")
 
 
 @CURATIONS.register("motive")
@@ -86,7 +89,8 @@ class MotiveCuration(Curation):
         return {"fraction": self.fraction, "mode": self.mode}
 
     def config_for(self, ctx: TrainContext) -> MotiveConfig:
-        """The pass's settings: model, data and clip shape from the training config, the rest from the options."""
+        """The pass's settings: model, data, clip shape and frame sampling (stride, target fps, resize mode,
+        buckets, metadata columns, reader) from the training config, the rest from the options."""
         if "queries" not in self.options:
             raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
                               "{motive: {queries: DIR}} (a dataset folder like the training data) or "
@@ -95,6 +99,7 @@ class MotiveCuration(Curation):
         base = dict(model=cfg.pretrained_model_name_or_path, data=cfg.data_root, out=str(ctx.output_dir / "motive"),
                     num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                     max_sequence_length=cfg.max_sequence_length,
+                    **{name: getattr(cfg, name) for name in _SAMPLING_FROM_TRAINING if hasattr(cfg, name)},
                     latent_cache_dir=getattr(cfg, "latent_cache_dir", None) or getattr(cfg, "cache_dir", None),
                     seed=cfg.seed)
         base.update({k: v for k, v in self.options.items() if k not in OWN_OPTIONS})

@@ -79,7 +79,25 @@ class TrainConfig:
     num_frames: int = _flag(17, help="frames per clip (4k+1)")
     height: int = _flag(64, help="frame height in pixels")
     width: int = _flag(64, help="frame width in pixels")
-    frame_stride: int = _flag(1, help="take every n-th frame of a video")
+    frame_stride: int = _flag(1, help="take every n-th frame of a video (of its target_fps timeline when set)")
+    target_fps: float | None = _flag(
+        None, help="resample every video in time to this frame rate before frame_stride and num_frames pick "
+                   "frames (nearest earlier frame; none: each video's own frames)")
+    resize_mode: Literal["center_crop", "resize"] = _flag(
+        "center_crop", help="center_crop: crop to the target aspect ratio, then scale (nothing distorted); "
+                            "resize: stretch to height x width")
+    buckets: list[list[int] | str] | None = _flag(
+        None, help="resolution-and-length buckets, e.g. '[[17, 480, 832], [17, 832, 480]]' or "
+                   "17x480x832,17x832x480: each clip goes to the bucket that fits its length and keeps most of "
+                   "its aspect ratio, batches never mix buckets; num_frames / height / width are then unused "
+                   "for the data (none: every clip at num_frames x height x width)")
+    caption_column: str = _flag("text", help="caption column (jsonl key) of metadata.csv / metadata.jsonl; "
+                                "DiffSynth-Studio's CSV: prompt")
+    video_column: str = _flag("file_name", help="video path column (jsonl key) of metadata.csv / metadata.jsonl, "
+                              "relative to data_root; DiffSynth-Studio's CSV: video")
+    video_reader: Literal["auto", "decord", "pyav"] = _flag(
+        "auto", help="video decoder: auto (decord when installed, else PyAV: decord has no aarch64 / macOS-arm "
+                     "wheel), decord or pyav; the same frames for 8-bit videos")
     max_sequence_length: int = _flag(16, help="text tokens per prompt")
     latent_cache_dir: str = _flag("cache", help="folder of the cached latents and prompt embeddings")
     caption_dropout: float = _flag(0.1, help="probability of training on the empty prompt")
@@ -152,7 +170,8 @@ class TrainConfig:
         def bad(key: str, why: str) -> ConfigError:
             return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
-        for key in ("training_type", "mixed_precision", "report_to", "timestep_sampling"):
+        for key in ("training_type", "mixed_precision", "report_to", "timestep_sampling", "resize_mode",
+                    "video_reader"):
             choices = typing.get_args(typing.get_type_hints(TrainConfig)[key])
             if getattr(self, key) not in choices:
                 raise bad(key, "must be " + " or ".join(", ".join(repr(c) for c in choices).rsplit(", ", 1)))
@@ -161,6 +180,21 @@ class TrainConfig:
                 raise bad(key, "must be >= 1")
         if (self.num_frames - 1) % 4:
             raise bad("num_frames", "must be 4k+1 (e.g. 17, 49, 81)")
+        if self.frame_stride < 1:
+            raise bad("frame_stride", "must be >= 1 (1 = consecutive frames)")
+        if self.target_fps is not None and not self.target_fps > 0:
+            raise bad("target_fps", "must be > 0 (or none to keep each video's own rate)")
+        for key in ("caption_column", "video_column"):
+            if not str(getattr(self, key)).strip():
+                raise bad(key, "must name a column")
+        from ..data.buckets import parse_buckets
+
+        try:
+            for bucket in parse_buckets(self.buckets) or ():
+                if (bucket.num_frames - 1) % 4:
+                    raise ConfigError(f"bucket {bucket.as_tuple()} has {bucket.num_frames} frames, not 4k+1")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: buckets: {exc}") from None
         if not 0.0 <= self.caption_dropout < 1.0:
             raise bad("caption_dropout", "must be in [0, 1)")
         if self.learning_rate <= 0:
@@ -391,7 +425,7 @@ def _init_var_type(hint: Any) -> Any:
     return hint.type if isinstance(hint, InitVar) else hint
 
 
-_LIST_SPLIT_BY_COMMA = ("validation_seeds", "monitor", "target_modules")
+_LIST_SPLIT_BY_COMMA = ("validation_seeds", "monitor", "target_modules", "buckets")
 _REGEX_CHARS = re.compile(r"[\^$*+?()|\\\[\]]")
 
 

@@ -233,14 +233,14 @@ class Trainer:
         process, the cached-latent dataset the steps sample from (this dataset's clips only) and the empty
         prompt's embeddings (caption dropout)."""
         from ..data import CachedLatentDataset, LatentCache, VideoDataset
+        from ..data.dataset import dataset_options
 
         cfg, accelerator, backbone = self.config, run.accelerator, run.backbone
         if cfg.data_recipe is not None and not Path(cfg.data_root).exists():
             if accelerator.is_main_process:
                 create_with_data_recipe(cfg.data_recipe, cfg.data_root)
             accelerator.wait_for_everyone()
-        dataset = VideoDataset(cfg.data_root, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-                               frame_stride=cfg.frame_stride)
+        dataset = VideoDataset(cfg.data_root, **dataset_options(cfg))
         cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
         if accelerator.is_main_process:
             report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
