@@ -14,6 +14,10 @@ class UnsupportedModelError(MotionGuideError, TypeError):
     """A diffusers model class that no backbone adapter knows."""
 
 
+class VideoReadError(MotionGuideError, ValueError):
+    """A video file could not be decoded into frames; the message names the file and what to do."""
+
+
 class ConfigError(MotionGuideError, ValueError):
     """A config or profile file with a bad key or value; the message names the file and the key."""
 

@@ -4,7 +4,8 @@ Writing uses PyAV/libx264 in one of two modes. The default is what browsers and 
 yuv420p (High profile), crf 18, even sides (an odd side is padded by one edge row / column), the index at the
 front of the file. `lossless=True` is for the toy world, whose flat colours and exact object masks must survive
 the round trip: H.264 4:4:4 at crf 0, exact in YUV (RGB comes back within a few levels), which most browsers
-do not play. Reading uses decord, the same reader the training data path uses, so tests exercise it.
+do not play. Reading goes through the data layer's reader (decord, or PyAV where decord has no wheel), the
+same one the training data path uses, so tests exercise it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from motionguide.errors import MotionGuideError
+from motionguide.errors import VideoReadError  # noqa: F401 (its home was here: callers import it from here)
 from motionguide.files import atomic_write
 
 __all__ = ["VideoReadError", "write_video", "read_video", "PLAYABLE_CRF"]
-
-
-class VideoReadError(MotionGuideError, ValueError):
-    """A video file could not be decoded into frames."""
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -102,28 +99,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, crf
     return path
 
 
-def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Decode every frame of a video file to uint8 [F, H, W, 3] (RGB)."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise VideoReadError(f"cannot read video {str(path)!r}: it {what}; check the path "
-                             "(metadata file_name is relative to the dataset folder)")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"cannot read video {str(path)!r}: the file is empty (0 bytes); "
-                             "re-export or regenerate it, or drop it from the metadata")
-    import decord
+def read_video(path: str | os.PathLike, reader: str = "auto") -> np.ndarray:
+    """Decode every frame of a video file to uint8 [F, H, W, 3] (RGB) with the data layer's reader (decord, or
+    PyAV where decord has no wheel); a `VideoReadError` names the file and what to do."""
+    from motionguide.data.readers import read_all_frames
 
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        num_frames = len(reader)
-        frames = reader.get_batch(list(range(num_frames))).asnumpy() if num_frames else None
-    except Exception as error:  # decord raises its own DECORDError (a RuntimeError) on bad input
-        raise VideoReadError(f"cannot decode video {str(path)!r}: {type(error).__name__}: "
-                             f"{str(error).splitlines()[0] if str(error) else ''}; the file is probably "
-                             "corrupt or truncated: re-export or regenerate it, or drop it from the "
-                             "metadata") from error
-    if frames is None or frames.shape[0] == 0:
-        raise VideoReadError(f"video {str(path)!r} has 0 decodable frames; re-export or regenerate it, "
-                             "or drop it from the metadata")
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    return read_all_frames(path, reader)

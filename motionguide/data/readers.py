@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from motionguide.errors import ConfigError
+from motionguide.errors import ConfigError, VideoReadError
 
 __all__ = ["VIDEO_READERS", "VideoSource", "decord_available", "resolve_reader", "open_video", "read_all_frames"]
 
@@ -178,8 +178,6 @@ def open_video(path: str | os.PathLike, reader: str = "auto") -> VideoSource:
 def read_all_frames(path: str | os.PathLike, reader: str = "auto") -> np.ndarray:
     """Every frame of a video as uint8 [F, H, W, 3] RGB, with `motionguide.video.read_video`'s errors
     (`VideoReadError` naming the file and what to do), through `reader` (so it works without decord)."""
-    from motionguide.video import VideoReadError
-
     path = Path(path)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
