@@ -29,15 +29,6 @@ from motionguide.identity import cache_fields, cache_key
 from motionguide.video import VideoReadError, read_video, write_video
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models gain nothing from threads, and on a busy 2-core machine spinning threads cost 50x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data") / "toy", num_clips=4, seed=5, progress=False)

@@ -28,14 +28,6 @@ from motionguide.video import read_video, write_video
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord is not installed (no wheel here)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("readers") / "toy", num_clips=3, seed=11, progress=False)
