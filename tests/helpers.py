@@ -81,3 +81,18 @@ def torchrun_two_ranks(*args) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
+
+
+def tensorboard_tags(log_dir) -> dict[str, set]:
+    """The scalar and image tags of every TensorBoard event file under `log_dir`."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {"scalars": set(), "images": set()}
+    for path in Path(log_dir).rglob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
+        events.Reload()
+        for kind in tags:
+            tags[kind] |= set(events.Tags()[kind])
+    return tags

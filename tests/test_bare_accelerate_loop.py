@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tensorboard_tags
 
 from motionguide.testing import tiny_wan_pipeline
 from motionguide.toy import make_dataset
@@ -22,17 +23,6 @@ def workspace(tmp_path_factory):
     make_dataset(root / "data", num_clips=6, seed=1, progress=False)
     return root
 
-
-def _event_tags(log_dir: Path) -> dict[str, set]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = {"scalars": set(), "images": set()}
-    for path in log_dir.rglob("events.out.tfevents.*"):
-        events = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
-        events.Reload()
-        for kind in tags:
-            tags[kind] |= set(events.Tags()[kind])
-    return tags
 
 
 def test_bare_accelerate_lora_loop_draws_only_selected_clips_and_logs_imap_maps(workspace):
@@ -63,7 +53,7 @@ def test_bare_accelerate_lora_loop_draws_only_selected_clips_and_logs_imap_maps(
     words = {key.split("/")[1] for key in logged[0] if key.endswith("/entropy")}
     assert words, logged  # each probe caption's subject and verb
     assert "saliency/head_stability" in logged[1]
-    tags = _event_tags(out / "logs")
+    tags = tensorboard_tags(out / "logs")
     assert {f"saliency/{w}" for w in words} <= tags["images"]
     assert {f"saliency/{w}/entropy" for w in words} | {"train/loss", "saliency/head_stability"} <= tags["scalars"]
     assert (out / "pytorch_lora_weights.safetensors").is_file()

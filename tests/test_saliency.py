@@ -26,7 +26,7 @@ from motionguide.saliency.render import heatmap_grid, spatial_entropy
 from motionguide.testing import TEST_WORDS, tiny_cogvideox_pipeline, tiny_wan_pipeline, tiny_wan_transformer
 from motionguide.text import word_level_tokenizer
 
-from helpers import wan_inputs
+from helpers import tensorboard_tags, wan_inputs
 
 
 # ---------------------------------------------------------------------- references from the equations
@@ -328,15 +328,7 @@ def _config(root: Path, out: str, **overrides):
 
 
 def _event_tags(out_dir: Path) -> dict[str, set]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = {"scalars": set(), "images": set()}
-    for path in (out_dir / "logs").rglob("events.out.tfevents.*"):
-        events = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
-        events.Reload()
-        for kind in tags:
-            tags[kind] |= set(events.Tags()[kind])
-    return tags
+    return tensorboard_tags(out_dir / "logs")
 
 
 def test_imap_monitor_logs_maps_and_does_not_change_training(workspace):
