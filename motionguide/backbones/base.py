@@ -372,6 +372,14 @@ class VideoBackbone(ABC):
         )
         return embeds
 
+    def check_components(self) -> None:
+        """Raise a one-line `ConfigError` when the attached components cannot work together (e.g. a VAE whose
+        latent channels differ from the transformer's input channels, a text encoder of another width).
+
+        Called when a pipeline loads (`motionguide.loading.load_pipeline`), so a mismatch is found before any
+        latent is cached. Families override it with what their configs can tell; the default checks nothing."""
+        return None
+
     # ------------------------------------------------------------------ profiles
     def default_profile(self) -> "LayerProfile":
         """The shipped layer profile that best matches this transformer's config."""

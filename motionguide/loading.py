@@ -1,0 +1,166 @@
+"""Loading a stock diffusers pipeline the way a GPU user runs it: in bf16, on the accelerator, checked.
+
+Why one function: training, `curate`, `generate` and the benchmarks must load a model identically, or a LoRA
+trained in one dtype is scored or sampled in another. Weights are loaded with `dtype` (formerly `torch_dtype`) (a dict per
+component when the user overrides one), so diffusers itself decides which modules stay fp32
+(`_keep_in_fp32_modules`), and the pipeline's components are checked against each other (latent channels,
+text width) before any data is touched, instead of at the first forward after a whole latent cache was built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["DTYPES", "COMPONENTS", "PipelinePlacement", "parse_dtype", "dtype_of_mixed_precision",
+           "resolve_device", "load_pipeline", "component_dtypes_of"]
+
+#: accepted spellings of a dtype on the command line and in configs
+DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32, "no": torch.float32,
+}
+#: the pipeline components whose dtype a user may set on their own
+COMPONENTS = ("transformer", "vae", "text_encoder")
+
+
+def parse_dtype(value: str | torch.dtype | None, what: str = "--dtype") -> torch.dtype | None:
+    """A torch dtype from 'bf16' / 'fp16' / 'fp32' (and their long names); None stays None."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    try:
+        return DTYPES[str(value).strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{what} {value!r}: not a dtype; use one of bf16, fp16, fp32") from None
+
+
+def dtype_of_mixed_precision(mixed_precision: str | None) -> torch.dtype:
+    """The dtype frozen weights are loaded in for accelerate's `--mixed_precision` (no -> fp32)."""
+    return parse_dtype(mixed_precision or "no", "mixed_precision") or torch.float32
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' / None -> the accelerator when there is one (cuda, then mps), else the CPU; other names as given,
+    checked: asking for cuda on a machine without it is a one-line error, not a crash inside the first `.to`."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA device; use --device cpu (or auto)")
+    return resolved
+
+
+@dataclass(frozen=True)
+class PipelinePlacement:
+    """Where and in which dtype a pipeline runs.
+
+    `dtype` is every component's dtype unless `component_dtypes` names one (keys: transformer, vae,
+    text_encoder); None keeps what the checkpoint stores. `enable_model_cpu_offload` keeps each component on
+    the CPU until the pipeline calls it (diffusers' model offload: the text encoder leaves the GPU once the
+    prompt is encoded). VAE tiling / slicing bound the decoder's and encoder's memory at long or large videos.
+    """
+
+    dtype: torch.dtype | None = None
+    component_dtypes: Mapping[str, torch.dtype] = field(default_factory=dict)
+    device: str | None = None
+    enable_model_cpu_offload: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.component_dtypes) - set(COMPONENTS))
+        if unknown:
+            raise ConfigError(f"component dtype for {', '.join(unknown)}: only {', '.join(COMPONENTS)} can be set")
+
+    def torch_dtype_argument(self) -> torch.dtype | dict[str, torch.dtype] | None:
+        """What `from_pretrained(dtype=...)` gets: one dtype, or a dict when a component differs."""
+        overrides = {k: v for k, v in self.component_dtypes.items() if v is not None}
+        if not overrides:
+            return self.dtype
+        return {"default": self.dtype or torch.float32, **overrides}
+
+
+def component_dtypes_of(pipe: Any) -> dict[str, torch.dtype]:
+    """The dtype holding most of each torch module's floating weights (a bf16 transformer keeps a few small
+    modules in fp32 by diffusers' choice; this says bf16 for it), for reports and tests."""
+    found = {}
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            counts: dict[torch.dtype, int] = {}
+            for p in module.parameters():
+                if p.is_floating_point():
+                    counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+            if counts:
+                found[name] = max(counts, key=counts.get)
+    return found
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_model_reference(model: str | os.PathLike) -> None:
+    """A model that is neither an existing folder nor shaped like a hub id (owner/name) fails here, naming
+    the path, instead of deep inside the hub client with a message about offline mode."""
+    text = str(model)
+    if os.path.isdir(os.path.expanduser(text)):
+        return
+    if os.path.exists(text):
+        raise ConfigError(f"model {text}: a file, not a pipeline folder; give the folder holding model_index.json")
+    if not _HUB_ID.fullmatch(text):
+        raise ConfigError(f"model {text}: no such folder; give a local pipeline folder or a hub id like "
+                          "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+
+
+def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None = None, *,
+                  lora: str | os.PathLike | None = None, lora_scale: float = 1.0, check: bool = True,
+                  **from_pretrained_kwargs: Any) -> Any:
+    """The stock pipeline of `model` (folder or hub id) in `placement`'s dtypes and on its device.
+
+    A LoRA, when given, is loaded through the pipeline's own `load_lora_weights`, so what runs is what
+    diffusers users get from the same file. With `check`, the components are checked against each other
+    (`VideoBackbone.check_components`) right after loading.
+    """
+    from diffusers import DiffusionPipeline
+
+    placement = placement or PipelinePlacement()
+    _check_model_reference(model)
+    torch_dtype = placement.torch_dtype_argument()
+    kwargs = dict(from_pretrained_kwargs)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype  # diffusers' name since 0.36 (`torch_dtype` is deprecated)
+    pipe = DiffusionPipeline.from_pretrained(str(model), **kwargs)
+    if check:
+        from .backbones import backbone_for
+
+        backbone_for(pipe).check_components()
+    if lora:
+        pipe.load_lora_weights(str(lora), adapter_name="motionguide")
+        pipe.set_adapters(["motionguide"], [lora_scale])
+    vae = getattr(pipe, "vae", None)
+    if placement.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if placement.vae_slicing and vae is not None and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if placement.enable_model_cpu_offload:
+        device = resolve_device(placement.device)
+        if device.type == "cpu":
+            raise ConfigError("--enable_model_cpu_offload keeps components on the CPU until a GPU needs them; "
+                              "it needs --device cuda (or auto on a machine with a GPU)")
+        pipe.enable_model_cpu_offload(device=device)
+    elif placement.device is not None:
+        pipe.to(resolve_device(placement.device))
+    return pipe

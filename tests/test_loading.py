@@ -1,0 +1,43 @@
+"""`motionguide.loading`: one way to load a pipeline, in the user's dtypes, checked before any work."""
+
+import pytest
+import torch
+
+from motionguide.errors import ConfigError
+from motionguide.loading import PipelinePlacement, component_dtypes_of, load_pipeline, parse_dtype, resolve_device
+
+TOY = "assets/toy-model"
+
+
+def test_dtype_names_follow_accelerate_and_torch_spellings():
+    assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype("bfloat16") is torch.bfloat16
+    assert parse_dtype("no") is torch.float32 and parse_dtype(None) is None
+    with pytest.raises(ConfigError, match="bf17"):
+        parse_dtype("bf17")
+
+
+def test_a_missing_local_model_folder_is_named_before_the_hub_client_runs():
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_pipeline("./no/such/model")
+
+
+def test_asking_for_cuda_without_cuda_is_a_clean_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_bf16_loads_every_weight_in_bf16_except_what_diffusers_keeps_in_fp32():
+    pipe = load_pipeline(TOY, PipelinePlacement(dtype=torch.bfloat16, component_dtypes={"vae": torch.float32}))
+    assert component_dtypes_of(pipe) == {"transformer": torch.bfloat16, "vae": torch.float32,
+                                         "text_encoder": torch.bfloat16}
+    keep = tuple(getattr(pipe.transformer, "_keep_in_fp32_modules", None) or ())
+    for name, param in pipe.transformer.named_parameters():
+        if param.dtype == torch.float32:
+            assert any(part in name.split(".") for part in keep), name
+
+
+def test_a_component_that_is_not_a_pipeline_model_cannot_get_a_dtype():
+    with pytest.raises(ConfigError, match="scheduler"):
+        PipelinePlacement(component_dtypes={"scheduler": torch.float16})
