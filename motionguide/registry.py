@@ -108,4 +108,6 @@ GUIDANCES: Registry[Any] = Registry("guidance", "--guidance", {
 #: `data_recipe`: how to create a dataset folder that does not exist yet (the toy world's generator)
 DATA_RECIPES: Registry[Any] = Registry("data recipe", "data_recipe", {
     "toy": "motionguide.toy.recipes",
+    "toy_turn_pool": "motionguide.toy.recipes",
+    "toy_turn_queries": "motionguide.toy.recipes",
 }, off_name=None)

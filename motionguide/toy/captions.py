@@ -1,11 +1,13 @@
 """The caption grammar, both ways: spec → caption and caption → (colour, shape, motion, speed).
 
-    clause  := "a" COLOR SHAPE ( "stays still" | VERB MOTION [ADVERB] ["then stops"] )
+    clause  := "a" COLOR SHAPE ( "stays still" | VERB MOTION [ADVERB] ["then" MOTION] ["then stops"] )
     VERB    := "moves" | "starts moving"        ("starts moving" when the object rests on frame 1)
     ADVERB  := "slowly" | "quickly"             (none for normal speed)
     caption := clause ( " and " clause )*
 
-A caption always states the intended motion; planted defects never change it.
+"then MOTION" is a turn ("a red circle moves right then left"); its parsed `motion` is the phrase
+"right then left" (`vocab.split_turn` splits it). A caption always states the intended motion; planted
+defects never change it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import re
 from typing import NamedTuple
 
 from motionguide.toy.spec import ClipSpec, ObjectSpec
-from motionguide.toy.vocab import COLORS, MOTIONS, SHAPES, SPEED_ADVERBS
+from motionguide.toy.vocab import COLORS, MOTIONS, SHAPES, SPEED_ADVERBS, turn_name
 
 __all__ = ["CaptionObject", "caption_for", "object_clause", "parse_caption"]
 
 
 class CaptionObject(NamedTuple):
-    """One parsed clause. `speed` is a SPEEDS name, None for "stays still"."""
+    """One parsed clause. `speed` is a SPEEDS name, None for "stays still"; `motion` is a MOTIONS name or a
+    turn's phrase such as "right then left"."""
 
     color: str
     shape: str
@@ -36,8 +39,9 @@ def object_clause(obj: ObjectSpec, num_frames: int) -> str:
     moving = obj.moving_frames(num_frames)
     verb = "moves" if moving[1] else "starts moving"
     adverb = SPEED_ADVERBS[obj.speed]
+    turn = f" then {obj.turn_motion}" if obj.turn_motion is not None else ""
     tail = "" if moving[-1] else " then stops"
-    return f"{head} {verb} {obj.motion}{' ' + adverb if adverb else ''}{tail}"
+    return f"{head} {verb} {obj.motion}{' ' + adverb if adverb else ''}{turn}{tail}"
 
 
 def caption_for(spec: ClipSpec) -> str:
@@ -49,7 +53,7 @@ _ADVERB_TO_SPEED = {adverb: name for name, adverb in SPEED_ADVERBS.items() if ad
 _CLAUSE = re.compile(
     r"^an? (?P<color>{colors}) (?P<shape>{shapes}) "
     r"(?:(?P<still>stays still)|(?:moves|starts moving) (?P<motion>{motions})"
-    r"(?: (?P<adverb>{adverbs}))?(?: then stops)?)$".format(
+    r"(?: (?P<adverb>{adverbs}))?(?: then (?P<turn>{motions}))?(?: then stops)?)$".format(
         colors="|".join(COLORS), shapes="|".join(SHAPES),
         motions="|".join(sorted((m for m in MOTIONS if m != "still"), key=len, reverse=True)),
         adverbs="|".join(_ADVERB_TO_SPEED),
@@ -71,5 +75,8 @@ def parse_caption(caption: str) -> list[CaptionObject]:
             parsed.append(CaptionObject(match["color"], match["shape"], "still", None))
         else:
             speed = _ADVERB_TO_SPEED.get(match["adverb"] or "", "normal")
-            parsed.append(CaptionObject(match["color"], match["shape"], match["motion"], speed))
+            if match["turn"] == match["motion"]:
+                raise ValueError(f"{clause!r} of caption {caption!r} turns into the direction it already moves")
+            motion = match["motion"] if match["turn"] is None else turn_name(match["motion"], match["turn"])
+            parsed.append(CaptionObject(match["color"], match["shape"], motion, speed))
     return parsed

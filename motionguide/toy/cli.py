@@ -1,5 +1,6 @@
 """Command line for the toy world: `motionguide toy make-dataset ...` or
-`python -m motionguide.toy.cli make-dataset ...`."""
+`python -m motionguide.toy.cli make-dataset ...` (also make-turn-pool, make-turn-queries, train-vae,
+train-model)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,89 @@ def _add_make_dataset(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_make_dataset)
 
 
+def _turn_pairs(text: str) -> list[tuple[str, str]]:
+    """argparse `type=` for "right:left,up:right" (first:second direction of each turn)."""
+    from motionguide.toy.vocab import TURN_MOTIONS
+
+    pairs = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        first, _, second = part.partition(":")
+        if first not in TURN_MOTIONS or second not in TURN_MOTIONS or first == second:
+            raise argparse.ArgumentTypeError(f"turn pair {part!r} must be FIRST:SECOND, two different directions "
+                                             f"out of {', '.join(TURN_MOTIONS)} (e.g. right:left)")
+        pairs.append((first, second))
+    return pairs
+
+
+_turn_pairs.__name__ = "pairs"
+
+
+def _run_make_turn_pool(args: argparse.Namespace) -> int:
+    from motionguide.toy.turn_pool import load_truth, make_turn_pool, pool_summary
+
+    out = make_turn_pool(
+        args.out, args.num_clips, args.seed, turn_rate=args.turn_rate, truncated_share=args.truncated_share,
+        mislabeled_per_turn=args.mislabeled_per_turn, defect_rate=args.defect_rate, defects=args.defects,
+        pairs=args.pairs, turn_holdout=args.turn_holdout_fraction, fmt=args.formats.split(","),
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    summary = pool_summary(load_truth(out))
+    print(f"wrote {summary['clips']} clips to {out} ({summary['turn_share']:.0%} turns, {summary['clean_turns']} clean "
+          f"turns; caption-keyword filter precision {summary['keyword_precision']:.0%}); truth table in truth.json")
+    return 0
+
+
+def _add_turn_set_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", type=_turn_pairs, default=None,
+                        help="only these turns, FIRST:SECOND comma-separated, e.g. right:left,up:right "
+                             "(default: every pair of two cardinal directions)")
+    parser.add_argument("--turn_holdout_fraction", type=float, default=0.25,
+                        help="share of (colour, shape, pair) turns never shown (fixed seed: the same for every set)")
+    parser.add_argument("--formats", type=str, default="jsonl,csv", help="metadata formats: jsonl, csv or both")
+    parser.add_argument("--overwrite", action="store_true", help="replace a toy dataset already in --out")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+
+
+def _add_make_turn_pool(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_subcommand(
+        subparsers, "make-turn-pool", help="a fine-tuning pool where turns are rare and captions unreliable",
+        description="Write a toy turn pool (videos/, gt/, metadata with the given captions, dataset.json) and its "
+                    "truth table (truth.json/csv: true motion, caption kind, defect, turn frame per clip) into --out.",
+    )
+    parser.add_argument("--out", type=str, required=True, help="output folder (must be empty unless --overwrite)")
+    parser.add_argument("--num_clips", type=int, default=600, help="clips to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw but the holdouts'")
+    parser.add_argument("--turn_rate", type=float, default=0.1, help="share of clips that turn")
+    parser.add_argument("--truncated_share", type=float, default=0.25,
+                        help="share of turn clips captioned with their first direction only")
+    parser.add_argument("--mislabeled_per_turn", type=float, default=1 / 3,
+                        help="straight clips captioned with a turn, per turn clip")
+    parser.add_argument("--defect_rate", type=float, default=0.2, help="share of every group with a planted defect")
+    parser.add_argument("--defects", type=_names_from(DEFECTS, "defect"), default=list(DEFECTS),
+                        help=f"comma-separated defect kinds (default: {','.join(DEFECTS)})")
+    _add_turn_set_flags(parser)
+    parser.set_defaults(func=_run_make_turn_pool)
+
+
+def _run_make_turn_queries(args: argparse.Namespace) -> int:
+    from motionguide.toy.turn_pool import make_turn_queries
+
+    out = make_turn_queries(args.out, args.num_clips, args.seed, pairs=args.pairs,
+                            turn_holdout=args.turn_holdout_fraction, fmt=args.formats.split(","),
+                            overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {args.num_clips} clean turn query clips to {out}")
+    return 0
+
+
+def _add_make_turn_queries(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_subcommand(subparsers, "make-turn-queries", help="a small Motive query set of clean turn clips")
+    parser.add_argument("--out", type=str, required=True, help="output folder (must be empty unless --overwrite)")
+    parser.add_argument("--num_clips", type=int, default=6, help="clips to write (Motive uses a handful)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of every random draw but the holdout's")
+    _add_turn_set_flags(parser)
+    parser.set_defaults(func=_run_make_turn_queries)
+
+
 def _run_train_vae(args: argparse.Namespace) -> int:
     from motionguide.toy.vae_recipe import train_toy_vae
 
@@ -125,21 +209,25 @@ def _add_train_model(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_toy_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `toy make-dataset`, `toy train-vae` and `toy train-model` on a parent CLI's subparsers (handlers
-    in `args.func`)."""
+    """Register `toy make-dataset`, `toy make-turn-pool`, `toy make-turn-queries`, `toy train-vae` and
+    `toy train-model` on a parent CLI's subparsers (handlers in `args.func`)."""
     toy = add_subcommand(subparsers, "toy", help="the toy world: datasets with ground truth, the toy model recipe")
     toy_commands = toy.add_subparsers(dest="toy_command", metavar="COMMAND", required=True)
     _add_make_dataset(toy_commands)
+    _add_make_turn_pool(toy_commands)
+    _add_make_turn_queries(toy_commands)
     _add_train_vae(toy_commands)
     _add_train_model(toy_commands)
     return toy
 
 
 def build_parser() -> ArgumentParser:
-    """The standalone toy CLI's parser: make-dataset, train-vae and train-model."""
+    """The standalone toy CLI's parser: make-dataset, make-turn-pool, make-turn-queries, train-vae, train-model."""
     parser = ArgumentParser(prog="python -m motionguide.toy.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_make_dataset(commands)
+    _add_make_turn_pool(commands)
+    _add_make_turn_queries(commands)
     _add_train_vae(commands)
     _add_train_model(commands)
     return parser

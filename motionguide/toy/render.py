@@ -112,14 +112,18 @@ def _background_grid(spec: ClipSpec) -> np.ndarray:
 
 def clip_labels(spec: ClipSpec, caption: str) -> dict[str, Any]:
     """JSON-ready labels. Flat keys describe the first object (the only one in single-object clips);
-    `objects` lists every object."""
+    `objects` lists every object. A turning object's motion is its phrase ("right then left") and it adds
+    `turn_frame` (flat too when it is the first object); straight objects carry no turn key."""
     objects = [{
-        "shape": o.shape, "color": o.color, "motion": o.motion,
+        "shape": o.shape, "color": o.color, "motion": o.motion_name,
         "speed": o.speed if o.motion != "still" else "none", "speed_px": o.speed_px,
         "radius": o.radius, "motion_start": o.motion_start, "motion_stop": o.motion_stop,
+        **({"turn_frame": o.turn_frame} if o.turn_frame is not None else {}),
     } for o in spec.objects]
+    flat_keys = ("shape", "color", "motion", "speed", "speed_px")
+    flat_keys += ("turn_frame",) if "turn_frame" in objects[0] else ()
     return {
-        **{key: objects[0][key] for key in ("shape", "color", "motion", "speed", "speed_px")},
+        **{key: objects[0][key] for key in flat_keys},
         "defect": spec.defect or "none",
         "defect_object": spec.defect_object,
         "background": spec.background,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from motionguide.toy.vocab import (
-    BACKGROUNDS, COLORS, DEFECTS, DIRECTIONS, MOTIONS, SHAPES, SPEEDS, check_name,
+    BACKGROUNDS, COLORS, DEFECTS, DIRECTIONS, MOTIONS, SHAPES, SPEEDS, check_name, turn_name,
 )
 
 __all__ = ["ObjectSpec", "ClipSpec"]
@@ -19,7 +19,12 @@ __all__ = ["ObjectSpec", "ClipSpec"]
 class ObjectSpec:
     """One shape. It moves on the frames f in [motion_start, motion_stop) (f >= 1), i.e. between frame
     f-1 and f, by `speed` px/frame in direction `motion`; `motion_stop=None` means until the clip ends.
-    `start_xy` is the centre (x, y) at frame 0 in pixels, pixel centres at integer coordinates."""
+    `start_xy` is the centre (x, y) at frame 0 in pixels, pixel centres at integer coordinates.
+
+    A turn ("moves right then left"): with `turn_motion` set, the object moves `motion` on the moving frames
+    before `turn_frame` and `turn_motion` from `turn_frame` on (same speed), so its position on frame
+    `turn_frame - 1` is the apex. Both are None for a straight motion (and then left out of `ClipSpec.to_dict`,
+    so specs written before turns existed read and serialise unchanged)."""
 
     shape: str
     color: str
@@ -29,6 +34,8 @@ class ObjectSpec:
     start_xy: tuple[float, float] = (32.0, 32.0)
     motion_start: int = 0
     motion_stop: int | None = None
+    turn_motion: str | None = None
+    turn_frame: int | None = None
 
     def __post_init__(self) -> None:
         check_name("shape", self.shape, SHAPES)
@@ -45,6 +52,21 @@ class ObjectSpec:
         if self.motion_stop is not None and self.motion_stop <= self.motion_start:
             raise ValueError(f"motion_stop ({self.motion_stop}) must be > motion_start ({self.motion_start}) "
                              "or None for 'until the end'")
+        if (self.turn_motion is None) != (self.turn_frame is None):
+            raise ValueError("a turn needs both turn_motion and turn_frame (or neither for a straight motion), got "
+                             f"turn_motion={self.turn_motion!r}, turn_frame={self.turn_frame!r}")
+        if self.turn_motion is not None:
+            if self.motion == "still":
+                raise ValueError(f"a 'still' object cannot turn {self.turn_motion!r}; give it a motion first")
+            check_name("turn_motion", self.turn_motion, [m for m in MOTIONS if m not in ("still", self.motion)])
+            if int(self.turn_frame) != self.turn_frame:
+                raise ValueError(f"turn_frame must be a frame index, got {self.turn_frame!r}")
+            object.__setattr__(self, "turn_frame", int(self.turn_frame))
+            first_moving = max(1, self.motion_start)
+            before_stop = self.motion_stop is None or self.turn_frame < self.motion_stop
+            if not (first_moving < self.turn_frame and before_stop):
+                raise ValueError(f"turn_frame {self.turn_frame} must leave moving frames on both sides: after frame "
+                                 f"{first_moving} and before motion_stop ({self.motion_stop})")
 
     @property
     def speed_px(self) -> float:
@@ -56,6 +78,23 @@ class ObjectSpec:
         """Intended (vx, vy) in px/frame while moving, image coordinates (y down)."""
         ux, uy = DIRECTIONS[self.motion]
         return (ux * self.speed_px, uy * self.speed_px)
+
+    @property
+    def motion_name(self) -> str:
+        """The caption's motion phrase: `motion`, or e.g. "right then left" for a turn."""
+        return self.motion if self.turn_motion is None else turn_name(self.motion, self.turn_motion)
+
+    def frame_velocities(self, num_frames: int) -> np.ndarray:
+        """float [F, 2]: intended (vx, vy) between frame f-1 and f on the moving frames, 0 elsewhere (a turn
+        switches direction on `turn_frame`)."""
+        moving = self.moving_frames(num_frames)[:, None]
+        if self.turn_motion is None:
+            return moving * np.asarray(self.velocity, dtype=np.float64)[None, :]
+        ux, uy = DIRECTIONS[self.turn_motion]
+        after = np.asarray((ux * self.speed_px, uy * self.speed_px), dtype=np.float64)
+        before = np.asarray(self.velocity, dtype=np.float64)
+        turned = (np.arange(num_frames) >= self.turn_frame)[:, None]
+        return moving * np.where(turned, after[None, :], before[None, :])
 
     def moving_frames(self, num_frames: int) -> np.ndarray:
         """bool [F]: does the object move (as intended) between frame f-1 and f; frame 0 is False."""
@@ -105,6 +144,9 @@ class ClipSpec:
                 window = f"[{obj.motion_start}, {obj.motion_stop})"
                 raise ValueError(f"object {index} moves {obj.motion!r} but its motion window {window} "
                                  f"holds none of frames 1..{self.num_frames - 1}")
+            if obj.turn_frame is not None and obj.turn_frame >= self.num_frames:
+                raise ValueError(f"object {index} turns on frame {obj.turn_frame}, but the clip ends on frame "
+                                 f"{self.num_frames - 1}; turn earlier or use more frames")
         if not 0 <= self.defect_object < len(objects):
             raise ValueError(f"defect_object {self.defect_object} is not an index into {len(objects)} objects")
         if self.defect == "camera_pan" and self.camera_pan is None:
@@ -119,8 +161,12 @@ class ClipSpec:
         return self.camera_pan if self.camera_pan is not None else (0.0, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; ClipSpec.from_dict inverts it."""
-        return asdict(self)
+        """JSON-ready dict; ClipSpec.from_dict inverts it. Straight objects carry no turn keys."""
+        data = asdict(self)
+        for obj in data["objects"]:
+            if obj["turn_motion"] is None and obj["turn_frame"] is None:
+                del obj["turn_motion"], obj["turn_frame"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClipSpec":

@@ -42,7 +42,7 @@ def _defect_rng(spec: ClipSpec) -> np.random.Generator:
 def _intended_steps(spec: ClipSpec, index: int) -> np.ndarray:
     """float [F, 2]: displacement applied between frame f-1 and f (row 0 is zero), defect-aware."""
     obj = spec.objects[index]
-    steps = obj.moving_frames(spec.num_frames)[:, None] * np.asarray(obj.velocity, dtype=np.float64)[None, :]
+    steps = obj.frame_velocities(spec.num_frames)
     if index == spec.defect_object and spec.defect == "static":
         steps = np.zeros_like(steps)
     if index == spec.defect_object and spec.defect == "reversed":

@@ -25,6 +25,10 @@ SPEEDS: dict[str, float] = {"slowly": 1.0, "normal": 1.8, "quickly": 2.8}
 #: Speed names → caption adverb ("normal" has none).
 SPEED_ADVERBS: dict[str, str] = {"slowly": "slowly", "normal": "", "quickly": "quickly"}
 
+#: Directions a sampled turn uses ("moves right then left", "moves up then right"): the four cardinal ones, so each
+#: leg of a turn reads unambiguously from a short track.
+TURN_MOTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+
 DEFECTS: tuple[str, ...] = ("static", "jitter", "teleport", "reversed", "camera_pan")
 
 BACKGROUNDS: tuple[str, ...] = ("plain", "textured")
@@ -49,6 +53,17 @@ OPPOSITE_MOTION: dict[str, str] = {
     "up-left": "down-right", "down-right": "up-left", "up-right": "down-left", "down-left": "up-right",
     "still": "still",
 }
+
+
+def turn_name(first: str, second: str) -> str:
+    """The motion phrase of a turn, e.g. "right then left" (what captions, labels and truth tables call it)."""
+    return f"{first} then {second}"
+
+
+def split_turn(motion: str) -> tuple[str, str] | None:
+    """("right", "left") for "right then left"; None for a straight motion such as "right" or "still"."""
+    parts = motion.split(" then ")
+    return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
 def check_name(kind: str, value: object, valid: Iterable[str]) -> None:
