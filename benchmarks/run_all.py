@@ -10,6 +10,7 @@ SCRIPTS = [
     "attention_footprint.py",
     "instrument_overhead.py",
     "toy_model_quality.py",
+    "teach_turn_base.py",
     ["difftrack_analysis.py", "--ship"],
     "difftrack_tracking.py",
     "difftrack_generated.py",
