@@ -233,6 +233,8 @@ class Trainer:
         run.backbone = backbone_for(run.pipe)
         if cfg.max_sequence_length is None:
             cfg.max_sequence_length = model_max_sequence_length(cfg.pretrained_model_name_or_path, run.pipe)
+            if run.accelerator.is_main_process:  # the config the run used, with the length it resolved to
+                atomic_write_text(run.output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
 
     def _load_data(self, run: "_RunState") -> None:
         """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache (each rank encodes
