@@ -231,3 +231,17 @@ def test_two_ranks_build_the_cache_each_half_and_equal_to_one_process(workspace,
     assert sharded.manifest["clips"] == single.manifest["clips"]
     assert sharded.manifest["counts"] == single.manifest["counts"] == {"ok": 7, "failed": 1}
     assert not list(sharded.dir.glob("_failed.rank*.json"))
+
+
+def test_training_a_hub_family_at_the_toy_clip_size_is_pointed_out(workspace, tmp_path, capsys):
+    from motionguide.training.loop import _warn_if_toy_clip_size
+
+    wan = load_pipeline(workspace / "model")
+    _warn_if_toy_clip_size(TrainConfig(pretrained_model_name_or_path=str(workspace / "model")), wan)
+    note = capsys.readouterr().out
+    assert "17x64x64, the toy defaults" in note and "samples at 81x480x832" in note
+    _warn_if_toy_clip_size(config(workspace, "unused"), wan)  # 9x32x32: set on purpose
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "sampling_defaults.json").write_text(json.dumps({"num_frames": 17, "height": 64, "width": 64}))
+    _warn_if_toy_clip_size(TrainConfig(pretrained_model_name_or_path=str(tmp_path / "toy")), None)
+    assert capsys.readouterr().out == ""

@@ -235,6 +235,8 @@ class Trainer:
             cfg.max_sequence_length = model_max_sequence_length(cfg.pretrained_model_name_or_path, run.pipe)
             if run.accelerator.is_main_process:  # the config the run used, with the length it resolved to
                 atomic_write_text(run.output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        if run.accelerator.is_main_process:
+            _warn_if_toy_clip_size(cfg, run.pipe)
 
     def _load_data(self, run: "_RunState") -> None:
         """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache (each rank encodes
@@ -564,6 +566,22 @@ def pipeline_placement(cfg: Any, device: Any) -> "PipelinePlacement":
     return PipelinePlacement(dtype=dtype_of_mixed_precision(cfg.mixed_precision), component_dtypes=overrides,
                              device=str(device), vae_tiling=bool(getattr(cfg, "vae_tiling", False)),
                              vae_slicing=bool(getattr(cfg, "vae_slicing", False)))
+
+
+def _warn_if_toy_clip_size(cfg: Any, pipeline: Any) -> None:
+    """The clip size fields default to the toy's 17x64x64; a model made for another size (Wan 81x480x832)
+    trained at it without a word is almost always a forgotten setting, so say so (once, not an error: a
+    small size can be what one wants)."""
+    from ..sampling import SamplingSettings
+
+    fields = TrainConfig.__dataclass_fields__
+    toy = tuple(fields[k].default for k in ("num_frames", "height", "width"))
+    model = SamplingSettings.for_model(cfg.pretrained_model_name_or_path, pipeline=pipeline)
+    own = (model.num_frames, model.height, model.width)
+    if (cfg.num_frames, cfg.height, cfg.width) == toy and own != toy and not cfg.buckets:
+        print(f"note: training at num_frames x height x width = {'x'.join(map(str, toy))}, the toy defaults; "
+              f"{cfg.pretrained_model_name_or_path} samples at {'x'.join(map(str, own))}. Set num_frames / height "
+              "/ width (or buckets) in the config if that was not meant", flush=True)
 
 
 def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
