@@ -192,7 +192,10 @@ def test_unset_text_length_is_the_models_own(workspace, tmp_path):
     (tmp_path / "toy" / "model_index.json").write_text((workspace / "model" / "model_index.json").read_text())
     (tmp_path / "toy" / "sampling_defaults.json").write_text(json.dumps({"max_sequence_length": 16}))
     assert model_max_sequence_length(tmp_path / "toy", wan) == 16
-    assert model_max_sequence_length("unused/cogvideox", tiny_cogvideox_pipeline()) == 226
+    cogvideox = tiny_cogvideox_pipeline()  # its transformer is built for the text length it declares
+    assert model_max_sequence_length("unused/cogvideox", cogvideox) == cogvideox.transformer.config.max_text_seq_length
+    released = SimpleNamespace(transformer=SimpleNamespace(config=SimpleNamespace(max_text_seq_length=226)))
+    assert model_max_sequence_length("THUDM/CogVideoX-2b", released) == 226
 
 
 @pytest.mark.slow

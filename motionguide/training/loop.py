@@ -585,12 +585,18 @@ def _warn_if_toy_clip_size(cfg: Any, pipeline: Any) -> None:
 
 
 def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
-    """The model's own text length: its family's (Wan 512, CogVideoX 226), a model folder's
-    `sampling_defaults.json` over it (the toy: 16), else the pipeline's own `__call__` default."""
+    """The model's own text length: the one its transformer is built for when its config fixes one
+    (CogVideoX's `max_text_seq_length`: its positional embedding covers exactly that many text tokens), else
+    its family's (Wan 512), a model folder's `sampling_defaults.json` over it (the toy: 16), else the
+    pipeline's own `__call__` default."""
     import inspect
 
     from ..sampling import SamplingSettings
 
+    transformer_config = getattr(getattr(pipeline, "transformer", None), "config", None)
+    fixed = getattr(transformer_config, "max_text_seq_length", None)
+    if isinstance(fixed, int) and fixed > 0:
+        return fixed
     length = SamplingSettings.for_model(model, pipeline=pipeline).max_sequence_length
     if length is None and pipeline is not None:
         parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
