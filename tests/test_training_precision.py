@@ -134,6 +134,8 @@ def test_component_dtype_overrides_and_full_fine_tune_master_weights(workspace):
     pipe = load_pipeline(workspace / "model", pipeline_placement(cfg, "cpu"))
     assert component_dtypes_of(pipe) == {"transformer": torch.float32, "vae": torch.float32,
                                          "text_encoder": torch.bfloat16}
+    encoder = pipe.text_encoder  # every weight in bf16 but what transformers keeps in fp32
+    assert not [n for n, p in encoder.named_parameters() if p.dtype == torch.float32 and not kept_in_fp32(encoder, n)]
     full = config(workspace, "unused", mixed_precision="bf16", training_type="full")
     placement = pipeline_placement(full, "cpu")
     assert placement.dtype == torch.bfloat16 and placement.component_dtypes == {"transformer": torch.float32}
