@@ -113,7 +113,11 @@ def _tokenizer_identity(tokenizer: Any) -> dict[str, Any] | None:
 
 def model_identity(backbone: Any) -> dict[str, str]:
     """{"model_name": a readable name (not part of the key: the same weights may sit at different paths),
-    "model_hash": hash of the VAE, text encoder and tokenizer (class, config, dtype, weights)}."""
+    "model_hash": hash of the VAE, text encoder and tokenizer (class, config, dtype, weights)}.
+
+    The dtypes are in the hash (every tensor's dtype is hashed with its name), so a cache built by a bf16 VAE
+    and text encoder (bf16 prompt embeddings) is never reused by an fp32 run, and the other way round. VAE
+    tiling changes the latents a little, so a tiling VAE hashes differently too (slicing changes nothing)."""
     pipeline = getattr(backbone, "_pipeline", None)
     name = getattr(pipeline, "name_or_path", None) or getattr(getattr(backbone, "vae", None), "name_or_path", None)
     parts = {
@@ -122,6 +126,8 @@ def model_identity(backbone: Any) -> dict[str, str]:
         "text_encoder": module_identity(backbone.text_encoder),
         "tokenizer": _tokenizer_identity(backbone.tokenizer),
     }
+    if getattr(backbone.vae, "use_tiling", False):  # only when on: caches made without tiling keep their keys
+        parts["vae_tiling"] = True
     return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(key_json(parts))}
 
 

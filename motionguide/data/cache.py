@@ -3,12 +3,17 @@
     root/<key>/<clip>.safetensors       latents (normalised, VAE layout [C, F', h, w], fp32), prompt_embeds [seq, dim]
     root/<key>/_empty_prompt.safetensors the "" prompt's embeddings (caption dropout)
     root/<key>/manifest.json             key fields, counts, and per clip: caption, source, status, reason
+    root/<key>/_failed.rank<r>.json      a sharded build's failures of rank r > 0, merged by rank 0 and deleted
 
 The key (see :mod:`motionguide.identity`) covers everything that decides the tensors, so one root
 can hold caches for several models and settings. Every file is written atomically; each clip file also
 carries its own description in the safetensors header, so a build that dies between a clip file and the
 next manifest write loses nothing. A rebuild encodes only clips that are missing or whose source video or
 caption changed.
+
+On several processes (`build(..., rank=, world_size=, barrier=)`) every rank encodes its share of the
+missing clips on its own device; the main process then adopts the other ranks' clip files from their headers,
+merges their failure records and writes the one manifest, so no rank idles behind a barrier while one works.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import safe_open
@@ -39,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 EMPTY_PROMPT_FILE = "_empty_prompt.safetensors"
+FAILURES_FILE = "_failed.rank{rank}.json"
 _FLUSH_SECONDS = 10.0
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -74,6 +80,8 @@ class BuildReport:
     encoded: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # clip id -> reason
+    #: the clips this process encoded itself (= `encoded` on one process; its share on several)
+    encoded_here: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"encoded {len(self.encoded)}, reused {len(self.reused)}, failed {len(self.failed)}"
@@ -83,8 +91,8 @@ class LatentCache:
     """Cached VAE latents and prompt embeddings of one dataset under one key (see module docstring).
 
     Usual use: ``cache = LatentCache.for_dataset(root, dataset, backbone, max_sequence_length)`` then
-    ``cache.build(dataset, backbone, max_sequence_length)``. Building runs on one process; in a multi-GPU
-    job build on the main process before the others read.
+    ``cache.build(dataset, backbone, max_sequence_length)``. In a multi-GPU job every rank calls `build` with
+    its `rank`, `world_size` and a `barrier`, and reopens the cache after it returns.
     """
 
     def __init__(self, root: str | os.PathLike, key: str, fields: dict[str, Any] | None = None):
@@ -288,24 +296,38 @@ class LatentCache:
                 continue
             self._store(entry, latents[j], embeds[j])
             report.encoded.append(entry.clip_id)
+            report.encoded_here.append(entry.clip_id)
         return 0
 
     def build(self, dataset: Any, backbone: Any, max_sequence_length: int, batch_size: int = 1,
-              progress: bool = True, sample: bool = False, retry_failed: bool = False) -> BuildReport:
+              progress: bool = True, sample: bool = False, retry_failed: bool = False, rank: int = 0,
+              world_size: int = 1, barrier: Callable[[], None] | None = None) -> BuildReport:
         """Encode every clip of `dataset` not cached yet (or whose video or caption changed).
 
         `dataset` is a :class:`VideoDataset` (or anything with `entries` of clip_id/path/caption/bucket,
         `sampling_config()` and items with "pixels" and "caption").
 
         Latents: the VAE posterior mode (`sample=True`: one seeded draw per clip), normalised with
-        `backbone.normalize_latents`. Captions: `backbone.encode_prompt`, exactly as the stock pipeline does.
+        `backbone.normalize_latents`, stored fp32. Captions: `backbone.encode_prompt`, exactly as the stock
+        pipeline does, on the text encoder's device, stored in its output dtype (bf16 for a bf16 encoder).
         A clip that fails is recorded in the manifest with the reason and skipped; clips that failed to load
         are not retried until their file changes (`retry_failed=True` forces it).
+
+        Sharded (`world_size` > 1; every rank calls this with the same arguments and a `barrier` that waits for
+        all ranks, e.g. `accelerator.wait_for_everyone`): each rank encodes every `world_size`-th batch of
+        the missing clips, starting at its `rank`; rank 0 then adopts the others' clip files, merges their
+        failures and writes the manifest. Other processes reopen the cache after the call to see it. Rank 0's
+        report covers the whole build; another rank's covers its share.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} of world_size {world_size}: need 0 <= rank < world_size")
+        if world_size > 1 and barrier is None:
+            raise ConfigError("a sharded latent-cache build needs barrier= (e.g. accelerator.wait_for_everyone)")
         if getattr(backbone, "vae", None) is None:
             raise ConfigError("the latent cache needs a backbone with a VAE: build it with backbone_for(pipeline)")
+        sharded, main = world_size > 1, rank == 0
         self._check_settings(dataset, backbone, max_sequence_length, sample)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._manifest["model_name"] = model_identity(backbone)["model_name"]
@@ -315,29 +337,80 @@ class LatentCache:
         for index in todo:
             groups.setdefault(dataset.entries[index].bucket, []).append(index)
         batches = [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+        if sharded:
+            barrier()  # every rank planned from the same files before any rank writes one
+        mine = batches[rank::world_size]
 
         raised = 0
         last_flush = time.monotonic()
         try:
-            if not (self.dir / EMPTY_PROMPT_FILE).is_file():
+            if main and not (self.dir / EMPTY_PROMPT_FILE).is_file():
                 self._encode_empty_prompt(backbone, max_sequence_length)
             self._manifest.setdefault("empty_prompt", {"file": EMPTY_PROMPT_FILE})
-            with tqdm(total=len(todo), desc=f"latent cache {self.key}", unit="clip", disable=not progress) as bar:
-                for batch in batches:
+            with tqdm(total=sum(map(len, mine)), desc=f"latent cache {self.key}", unit="clip",
+                      disable=not progress) as bar:
+                for batch in mine:
                     raised += self._encode_group(dataset, batch, backbone, max_sequence_length, sample, report)
                     bar.update(len(batch))
-                    if time.monotonic() - last_flush > _FLUSH_SECONDS:
+                    if main and time.monotonic() - last_flush > _FLUSH_SECONDS:
                         self._write_manifest()
                         last_flush = time.monotonic()
         finally:
-            self._write_manifest()
-        if raised and not report.encoded:
+            if main:
+                self._write_manifest()
+            else:
+                self._write_failures(rank, report, raised)
+        if sharded:
+            barrier()  # every rank's clip files and failure records are written
+            if main:
+                raised += self._merge_shards(dataset, batches, world_size, report)
+            barrier()  # the manifest is written: the ranks may reopen the cache
+        if main and raised and not report.encoded:
             first = next(iter(report.failed.values()))
             raise MotionGuideError(f"latent cache {self.dir}: every clip failed to encode ({first}); this is a "
                                    "model or device problem, not bad data. The reasons are in the manifest")
-        if report.failed:
+        if main and report.failed:
             logger.warning("latent cache %s: %s; reasons in %s", self.dir, report, self.dir / MANIFEST)
         return report
+
+    # ------------------------------------------------------------------ sharded builds
+    def _write_failures(self, rank: int, report: BuildReport, raised: int) -> None:
+        """A non-main rank's failure records (the manifest is rank 0's alone), for `_merge_shards`."""
+        clips = {clip_id: self._manifest["clips"][clip_id] for clip_id in report.failed
+                 if clip_id in self._manifest["clips"]}
+        text = json.dumps({"rank": rank, "raised": raised, "clips": clips}, indent=1) + "\n"
+        atomic_write(self.dir / FAILURES_FILE.format(rank=rank), lambda tmp: Path(tmp).write_text(text))
+
+    def _merge_shards(self, dataset: Any, batches: list[list[int]], world_size: int, report: BuildReport) -> int:
+        """Rank 0, after every rank encoded its share: adopt the other ranks' clip files (their headers carry
+        their records), merge their failure records, write the manifest and delete the failure files.
+        Returns how many encode attempts raised on the other ranks."""
+        raised = 0
+        failures: dict[str, dict[str, Any]] = {}
+        for other in range(1, world_size):
+            path = self.dir / FAILURES_FILE.format(rank=other)
+            try:
+                shard = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                logger.warning("latent cache %s: no failure record from rank %d (%s)", self.dir, other, error)
+                continue
+            raised += int(shard.get("raised", 0))
+            failures.update(shard.get("clips", {}))
+        for index in (i for b, batch in enumerate(batches) if b % world_size for i in batch):
+            entry = dataset.entries[index]
+            if self._adopt_orphan(entry.clip_id, _source_record(entry)):
+                report.encoded.append(entry.clip_id)
+            elif entry.clip_id in failures:
+                record = failures[entry.clip_id]
+                self._manifest["clips"][entry.clip_id] = record
+                report.failed[entry.clip_id] = record.get("reason", "failed on another rank")
+            else:
+                logger.warning("latent cache %s: clip %r was another rank's share but left no file and no failure "
+                               "record; the next build encodes it", self.dir, entry.clip_id)
+        self._write_manifest()
+        for path in self.dir.glob(FAILURES_FILE.format(rank="*")):
+            path.unlink(missing_ok=True)
+        return raised
 
 
 def _jsonish(value: Any) -> Any:

@@ -98,7 +98,9 @@ class TrainConfig:
     video_reader: Literal["auto", "decord", "pyav"] = _flag(
         "auto", help="video decoder: auto (decord when installed, else PyAV: decord has no aarch64 / macOS-arm "
                      "wheel), decord or pyav; the same frames for 8-bit videos")
-    max_sequence_length: int = _flag(16, help="text tokens per prompt")
+    max_sequence_length: int | None = _flag(
+        None, help="text tokens per prompt (none: the model's own: Wan 512, CogVideoX 226, a model folder's "
+                   "sampling_defaults.json, e.g. the toy's 16)")
     latent_cache_dir: str = _flag("cache", help="folder of the cached latents and prompt embeddings")
     caption_dropout: float = _flag(0.1, help="probability of training on the empty prompt")
     # optimisation
@@ -111,7 +113,26 @@ class TrainConfig:
     train_batch_size: int = _flag(4, help="clips per step and process")
     gradient_accumulation_steps: int = _flag(1, help="micro-batches per optimiser step")
     gradient_checkpointing: bool = _flag(False, help="recompute block activations in the backward pass")
-    mixed_precision: Literal["no", "fp16", "bf16"] = _flag("no", help="autocast dtype of the training step")
+    mixed_precision: Literal["no", "fp16", "bf16"] = _flag(
+        "no", help="autocast dtype of the training step, and the dtype the frozen weights are loaded in (no: "
+                   "fp32); the modules diffusers keeps in fp32 stay fp32, trainable LoRA weights are fp32")
+    transformer_dtype: Literal["bf16", "fp16", "fp32"] | None = _flag(
+        None, help="dtype of the transformer's weights (none: follow mixed_precision for a LoRA; a full "
+                   "fine-tune keeps fp32 master weights)")
+    vae_dtype: Literal["bf16", "fp16", "fp32"] | None = _flag(
+        None, help="dtype of the VAE, which encodes the latent cache and decodes validation videos (none: follow "
+                   "mixed_precision)")
+    text_encoder_dtype: Literal["bf16", "fp16", "fp32"] | None = _flag(
+        None, help="dtype of the text encoder; the cached prompt embeddings keep its output dtype (none: follow "
+                   "mixed_precision)")
+    vae_tiling: bool = _flag(False, help="encode and decode with the VAE in spatial tiles (bounds its memory at "
+                                         "large frames; changes the latents slightly, so the cache key records it)")
+    vae_slicing: bool = _flag(False, help="run the VAE one clip of a batch at a time (bounds its memory)")
+    text_encoder_after_cache: Literal["offload", "free", "keep"] = _flag(
+        "offload", help="what happens to the text encoder once the latent cache (and a curation's query cache) is "
+                        "complete: offload: to the CPU (frees accelerator memory; nothing moves on a CPU run), "
+                        "free: dropped (frees host memory too), keep: stays on the accelerator. Validation prompts "
+                        "are encoded before it goes")
     timestep_sampling: Literal["logit_normal", "uniform"] = _flag("logit_normal", help="training noise levels")
     timestep_shift: float = _flag(3.0, help="flow-matching shift of the sampled noise levels")
     seed: int = _flag(0, help="seed of every random draw of the run")
@@ -171,7 +192,7 @@ class TrainConfig:
             return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
         for key in ("training_type", "mixed_precision", "report_to", "timestep_sampling", "resize_mode",
-                    "video_reader"):
+                    "video_reader", "text_encoder_after_cache"):
             choices = typing.get_args(typing.get_type_hints(TrainConfig)[key])
             if getattr(self, key) not in choices:
                 raise bad(key, "must be " + " or ".join(", ".join(repr(c) for c in choices).rsplit(", ", 1)))
@@ -180,6 +201,14 @@ class TrainConfig:
                 raise bad(key, "must be >= 1")
         if (self.num_frames - 1) % 4:
             raise bad("num_frames", "must be 4k+1 (e.g. 17, 49, 81)")
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
+            raise bad("max_sequence_length", "must be >= 1 (or none for the model's own)")
+        for key in ("transformer_dtype", "vae_dtype", "text_encoder_dtype"):
+            if getattr(self, key) not in (None, "bf16", "fp16", "fp32"):
+                raise bad(key, "must be 'bf16', 'fp16', 'fp32' or none (follow mixed_precision)")
+        if self.training_type == "full" and self.transformer_dtype not in (None, "fp32"):
+            raise bad("transformer_dtype", "cannot be set for a full fine-tune: its weights are the optimiser's "
+                                           "fp32 master weights (mixed_precision sets the compute dtype)")
         if self.frame_stride < 1:
             raise bad("frame_stride", "must be >= 1 (1 = consecutive frames)")
         if self.target_fps is not None and not self.target_fps > 0:

@@ -221,17 +221,28 @@ class Trainer:
         return output_dir
 
     def _load_pipeline(self, run: "_RunState") -> None:
-        """Stage 1: the stock diffusers pipeline and the backbone adapter that knows its family."""
-        from diffusers import DiffusionPipeline
+        """Stage 1: the stock diffusers pipeline on `accelerator.device`, its frozen weights in the training
+        precision (`mixed_precision`, per-component `*_dtype` overrides; the modules diffusers keeps in fp32
+        stay fp32), and the backbone adapter that knows its family. An unset `max_sequence_length` becomes the
+        model's own here (Wan 512, CogVideoX 226, a folder's `sampling_defaults.json`), before anything reads it."""
+        from ..loading import load_pipeline
 
-        run.pipe = DiffusionPipeline.from_pretrained(self.config.pretrained_model_name_or_path)
+        cfg = self.config
+        run.pipe = load_pipeline(cfg.pretrained_model_name_or_path, pipeline_placement(cfg, run.accelerator.device))
         run.pipe.set_progress_bar_config(disable=True)
         run.backbone = backbone_for(run.pipe)
+        if cfg.max_sequence_length is None:
+            cfg.max_sequence_length = model_max_sequence_length(cfg.pretrained_model_name_or_path, run.pipe)
+            if run.accelerator.is_main_process:  # the config the run used, with the length it resolved to
+                atomic_write_text(run.output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        if run.accelerator.is_main_process:
+            _warn_if_toy_clip_size(cfg, run.pipe)
 
     def _load_data(self, run: "_RunState") -> None:
-        """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache built on the main
-        process, the cached-latent dataset the steps sample from (this dataset's clips only) and the empty
-        prompt's embeddings (caption dropout)."""
+        """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache (each rank encodes
+        its share of the missing clips on its device, the main process then writes one manifest), the
+        cached-latent dataset the steps sample from (this dataset's clips only) and the empty prompt's
+        embeddings (caption dropout)."""
         from ..data import CachedLatentDataset, LatentCache, VideoDataset
         from ..data.dataset import dataset_options
 
@@ -242,8 +253,10 @@ class Trainer:
             accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, **dataset_options(cfg))
         cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
+        report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=accelerator.is_main_process,
+                             rank=accelerator.process_index, world_size=accelerator.num_processes,
+                             barrier=accelerator.wait_for_everyone)
         if accelerator.is_main_process:
-            report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=True)
             print(f"latent cache {cache.dir}: {report}", flush=True)
         accelerator.wait_for_everyone()
         cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
@@ -290,9 +303,11 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         cfg, accelerator = self.config, run.accelerator
+        self._release_text_encoder(run)
         transformer = run.pipe.transformer
+        run.compute_dtype = transformer.dtype  # the frozen weights' dtype: inputs are cast to it
         if cfg.training_type == "lora":
-            add_lora(transformer, cfg.rank, cfg.lora_alpha, cfg.target_modules)
+            add_lora(transformer, cfg.rank, cfg.lora_alpha, cfg.target_modules)  # LoRA weights in fp32
         else:
             transformer.requires_grad_(True)
         transformer.train()
@@ -306,6 +321,35 @@ class Trainer:
         self._configure_deepspeed(accelerator)
         run.model, run.optimizer, run.scheduler = accelerator.prepare(transformer, optimizer, scheduler)
         run.ctx.model = run.model
+
+    def _release_text_encoder(self, run: "_RunState") -> None:
+        """Once every cache is complete (the training clips', and a curation's query clips'), the text encoder
+        is no longer needed for training: `text_encoder_after_cache` offloads it to the CPU, frees it, or keeps
+        it. Before it leaves the device the validation prompts are encoded, so validation samples from
+        precomputed embeddings (`ctx.extras["validation_prompt_embeds"]`)."""
+        cfg, pipe, backbone = self.config, run.pipe, run.backbone
+        text_encoder = getattr(pipe, "text_encoder", None)
+        if text_encoder is None or cfg.text_encoder_after_cache == "keep":
+            return
+        device = torch.device(run.accelerator.device)
+        if cfg.text_encoder_after_cache == "offload" and device.type == "cpu":
+            return  # already on the CPU: the pipeline keeps encoding prompts itself
+        if cfg.validation_prompts and run.accelerator.is_main_process:
+            from .validation import encode_validation_prompts, validation_settings
+
+            run.ctx.extras["validation_prompt_embeds"] = encode_validation_prompts(
+                backbone, cfg.validation_prompts, validation_settings(cfg, pipe))
+        if cfg.text_encoder_after_cache == "offload":
+            text_encoder.to("cpu")
+        else:
+            pipe.text_encoder = None
+            backbone.text_encoder = None
+            del text_encoder
+        import gc
+
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _start_trackers(self, run: "_RunState") -> None:
         """Stage 6: the accelerate trackers (flat config as hyper-parameters) and the callbacks."""
@@ -393,7 +437,7 @@ class Trainer:
 
         Noise, timesteps and caption dropout come from a generator keyed by (seed, micro-step, rank)."""
         cfg, accelerator, backbone, model = self.config, run.accelerator, run.backbone, run.model
-        device, rank = accelerator.device, accelerator.process_index
+        device, rank, compute_dtype = accelerator.device, accelerator.process_index, run.compute_dtype
         data_time, step_losses, grad_norm = 0.0, [], float("nan")
         for micro in range(cfg.gradient_accumulation_steps):
             k = step * cfg.gradient_accumulation_steps + micro
@@ -414,7 +458,8 @@ class Trainer:
                 noisy = backbone.add_noise(latents, noise, timesteps)
                 target = backbone.training_target(latents, noise, timesteps)
                 with accelerator.autocast():
-                    pred = backbone.predict(noisy, timesteps, embeds, model=model)
+                    # in the frozen weights' dtype (a no-op in fp32); timesteps stay fp32 for the embedders
+                    pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model)
                 loss = (pred.float() - target.float()).square().mean()
                 if not torch.isfinite(loss):
                     run.bad_in_a_row += 1
@@ -482,6 +527,7 @@ class _RunState:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     bad_in_a_row: int = 0
+    compute_dtype: torch.dtype = torch.float32
 
 
 class _PlanBatches:
@@ -506,6 +552,60 @@ def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- config fields the loop reads
+def pipeline_placement(cfg: Any, device: Any) -> "PipelinePlacement":
+    """Where and in which dtypes the Trainer loads the pipeline: every component on `device`, frozen weights in
+    `mixed_precision`'s dtype (fp32 for "no") unless `transformer_dtype` / `vae_dtype` / `text_encoder_dtype`
+    says otherwise; a full fine-tune's transformer in fp32 (its weights are the optimiser's master weights)."""
+    from ..loading import PipelinePlacement, dtype_of_mixed_precision, parse_dtype
+
+    overrides = {"transformer": torch.float32} if cfg.training_type == "full" else {}
+    for component in ("transformer", "vae", "text_encoder"):
+        value = getattr(cfg, f"{component}_dtype", None)
+        if value is not None:
+            overrides[component] = parse_dtype(value, f"{component}_dtype")
+    return PipelinePlacement(dtype=dtype_of_mixed_precision(cfg.mixed_precision), component_dtypes=overrides,
+                             device=str(device), vae_tiling=bool(getattr(cfg, "vae_tiling", False)),
+                             vae_slicing=bool(getattr(cfg, "vae_slicing", False)))
+
+
+def _warn_if_toy_clip_size(cfg: Any, pipeline: Any) -> None:
+    """The clip size fields default to the toy's 17x64x64; a model made for another size (Wan 81x480x832)
+    trained at it without a word is almost always a forgotten setting, so say so (once, not an error: a
+    small size can be what one wants)."""
+    from ..sampling import SamplingSettings
+
+    fields = TrainConfig.__dataclass_fields__
+    toy = tuple(fields[k].default for k in ("num_frames", "height", "width"))
+    model = SamplingSettings.for_model(cfg.pretrained_model_name_or_path, pipeline=pipeline)
+    own = (model.num_frames, model.height, model.width)
+    if (cfg.num_frames, cfg.height, cfg.width) == toy and own != toy and not cfg.buckets:
+        print(f"note: training at num_frames x height x width = {'x'.join(map(str, toy))}, the toy defaults; "
+              f"{cfg.pretrained_model_name_or_path} samples at {'x'.join(map(str, own))}. Set num_frames / height "
+              "/ width (or buckets) in the config if that was not meant", flush=True)
+
+
+def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
+    """The model's own text length: the one its transformer is built for when its config fixes one
+    (CogVideoX's `max_text_seq_length`: its positional embedding covers exactly that many text tokens), else
+    its family's (Wan 512), a model folder's `sampling_defaults.json` over it (the toy: 16), else the
+    pipeline's own `__call__` default."""
+    import inspect
+
+    from ..sampling import SamplingSettings
+
+    transformer_config = getattr(getattr(pipeline, "transformer", None), "config", None)
+    fixed = getattr(transformer_config, "max_text_seq_length", None)
+    if isinstance(fixed, int) and fixed > 0:
+        return fixed
+    length = SamplingSettings.for_model(model, pipeline=pipeline).max_sequence_length
+    if length is None and pipeline is not None:
+        parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
+        length = parameter.default if parameter is not None and isinstance(parameter.default, int) else None
+    if length is None:
+        raise ConfigError(f"max_sequence_length: {model} declares no text length; set max_sequence_length")
+    return int(length)
+
+
 def create_with_data_recipe(spec: dict[str, Any], folder: str | os.PathLike) -> None:
     """Create `folder` with the registered data recipe `spec["name"]`, the other keys as its options."""
     if not isinstance(spec, dict) or not spec.get("name"):

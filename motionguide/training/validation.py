@@ -5,6 +5,11 @@ grid) under `output_dir/validation/step-N/`, the grid and each video to the trac
 animation), offline motion metrics as scalars (and toy prompt adherence when the prompts are toy captions), then
 every callback's `on_validation` with the results. Steps, CFG scale and fps default to the model's own
 (`validation_settings`).
+
+The samples run on the pipeline's device in its dtypes (the Trainer loads it on `accelerator.device`). When the
+text encoder leaves the accelerator after the latent cache (`text_encoder_after_cache`), the Trainer encodes the
+prompts before it goes (`encode_validation_prompts`) and the pipeline samples from those embeddings
+(`ctx.extras["validation_prompt_embeds"]`); otherwise the pipeline encodes the prompts itself, as before.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text
-from ..sampling import SamplingSettings, generate_videos, save_videos
+from ..sampling import SamplingSettings, generate_videos, get_guidance, save_videos
+from ..sampling.generate import to_uint8
 from .callbacks import TrainContext, TrainerCallback
 
 
@@ -32,6 +38,41 @@ def validation_settings(config: Any, pipeline: Any = None) -> SamplingSettings:
         width=_first_set(config.validation_width, config.width),
         steps=config.validation_inference_steps, cfg=config.validation_guidance_scale,
         max_sequence_length=config.max_sequence_length)
+
+
+def encode_validation_prompts(backbone: Any, prompts: list[str], settings: SamplingSettings
+                              ) -> dict[str, dict[str, torch.Tensor]]:
+    """Each prompt's embeddings and the negative prompt's (`settings.negative_prompt`, else "" as the stock
+    pipelines use), [1, T, D] on the CPU in the text encoder's output dtype, computed on its device at the
+    validation text length: what the pipeline would compute itself, kept for when the text encoder is gone."""
+    length = settings.max_sequence_length
+    with torch.no_grad():
+        negative = backbone.encode_prompt([settings.negative_prompt or ""], length).detach().cpu()
+        return {prompt: {"prompt_embeds": backbone.encode_prompt([prompt], length).detach().cpu(),
+                         "negative_prompt_embeds": negative} for prompt in dict.fromkeys(prompts)}
+
+
+def generate_from_embeddings(pipe: Any, prompts: list[str], seeds: list[int], settings: SamplingSettings,
+                             embeddings: dict[str, dict[str, torch.Tensor]], guidance: str = "none"
+                             ) -> list[dict[str, Any]]:
+    """`generate_videos` with precomputed prompt embeddings (the text encoder offloaded or freed): the same
+    call, seeds and output, with `prompt_embeds` / `negative_prompt_embeds` on the pipeline's device instead
+    of the prompt."""
+    guide = get_guidance(guidance)
+    device = pipe._execution_device
+    pipe.set_progress_bar_config(disable=True, leave=False)
+    results = []
+    for prompt in prompts:
+        embeds = embeddings[prompt]
+        for seed in seeds:
+            call = dict(prompt_embeds=embeds["prompt_embeds"].to(device),
+                        negative_prompt_embeds=embeds["negative_prompt_embeds"].to(device),
+                        num_frames=settings.num_frames, height=settings.height, width=settings.width,
+                        num_inference_steps=settings.steps, guidance_scale=settings.cfg, output_type="np",
+                        generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+            out = guide(pipe, **call)
+            results.append({"prompt": prompt, "seed": int(seed), "frames": to_uint8(out.frames[0])})
+    return results
 
 
 def _first_set(*values: Any) -> Any:
@@ -88,8 +129,13 @@ class ValidationSampler(TrainerCallback):
             transformer = ctx.transformer
             was_training = transformer.training
             transformer.eval()
-            videos = generate_videos(pipe, self.prompts, self.seeds, self.settings, guidance=self.guidance,
-                                     progress=False)
+            embeddings = ctx.extras.get("validation_prompt_embeds")
+            if embeddings:
+                videos = generate_from_embeddings(pipe, self.prompts, self.seeds, self.settings, embeddings,
+                                                  guidance=self.guidance)
+            else:
+                videos = generate_videos(pipe, self.prompts, self.seeds, self.settings, guidance=self.guidance,
+                                         progress=False)
             transformer.train(was_training)
             folder = ctx.output_dir / "validation" / f"step-{ctx.step}"
             saved = save_videos(videos, folder, fps=self.settings.fps)
