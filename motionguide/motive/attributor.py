@@ -71,7 +71,8 @@ def _collective_device() -> torch.device:
     """Where a collective's tensors must live for the group's backend: this rank's GPU for NCCL (LOCAL_RANK,
     as torchrun and accelerate number them), the CPU for gloo."""
     if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+        local = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local) if local is not None else torch.cuda.current_device())
     return torch.device("cpu")
 
 
