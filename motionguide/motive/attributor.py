@@ -162,7 +162,10 @@ def _place_given_pipeline(pipe, config: MotiveConfig, device: torch.device) -> N
         if not _has_offload_hooks(pipe):
             pipe.enable_model_cpu_offload(device=device)
     elif str(config.device) != "auto":
-        pipe.to(device)
+        for module in pipe.components.values():  # only what is elsewhere: a placed pipeline is left untouched
+            first = next(module.parameters(), None) if isinstance(module, torch.nn.Module) else None
+            if first is not None and first.device != device:
+                module.to(device)
 
 
 def _has_offload_hooks(pipe) -> bool:
@@ -355,13 +358,19 @@ class Motive:
     # -------------------------------------------------------------------------------- the verbs
 
     def prepare(self, split: str, dataset) -> Any:
-        """Encode `dataset` into the latent cache (main process; the others wait) and return the cache."""
+        """Encode `dataset` into the latent cache on the pass's device and return the cache. Several ranks
+        share the encoding when the cache can be built sharded (`build(rank=, world_size=, barrier=)`);
+        otherwise the main process encodes while the others wait."""
+        import inspect
+
         from ..data import LatentCache
 
         cfg = self.config
-        if self.rank == 0:
+        sharded = self.world_size > 1 and "world_size" in inspect.signature(LatentCache.build).parameters
+        if sharded or self.rank == 0:
+            shard = dict(rank=self.rank, world_size=self.world_size, barrier=_barrier) if sharded else {}
             LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length).build(
-                dataset, self.backbone, cfg.max_sequence_length, progress=self.progress)
+                dataset, self.backbone, cfg.max_sequence_length, progress=self.progress, **shard)
         _barrier()
         cache = LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length)
         self._caches[split] = (dataset, cache)
