@@ -227,3 +227,42 @@ def test_curate_runs_in_bf16_with_checkpointing_on_the_cpu(tmp_path):
     assert main(fp32) == 0
     (other,) = sorted((tmp_path / "fp32" / "features").glob("*/config.json"))
     assert other.parent.name != store.parent.name
+
+
+class _FakeCache:
+    """Records how the pass builds the latent cache (a sharded build takes rank, world_size and a barrier)."""
+
+    calls: list = []
+
+    def __init__(self, sharded: bool):
+        self.sharded = sharded
+
+    @classmethod
+    def for_dataset(cls, root, dataset, backbone, max_sequence_length):
+        return cls(True)
+
+    def build(self, dataset, backbone, max_sequence_length, progress=True, rank=0, world_size=1, barrier=None):
+        _FakeCache.calls.append((rank, world_size, barrier is not None))
+
+
+class _FakeUnshardedCache(_FakeCache):
+    def build(self, dataset, backbone, max_sequence_length, progress=True):
+        _FakeCache.calls.append(("whole",))
+
+
+@pytest.mark.parametrize("cache, rank, expected", [
+    (_FakeCache, 1, [(1, 2, True)]),  # every rank encodes its share
+    (_FakeUnshardedCache, 0, [("whole",)]),  # a cache without sharding: the main process encodes it all
+    (_FakeUnshardedCache, 1, []),  # ... while the others wait
+])
+def test_every_rank_shares_the_latent_cache_build_when_the_cache_can_be_sharded(monkeypatch, cache, rank, expected):
+    import motionguide.data
+
+    monkeypatch.setattr(motionguide.data, "LatentCache", cache)
+    monkeypatch.setattr(attributor, "_barrier", lambda: None)
+    _FakeCache.calls = []
+    motive = attributor.Motive.__new__(attributor.Motive)
+    motive.config, motive.rank, motive.world_size = _config(), rank, 2
+    motive._backbone, motive.progress, motive._caches = object(), False, {}
+    motive.prepare("train", object())
+    assert _FakeCache.calls == expected
