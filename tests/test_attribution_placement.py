@@ -266,3 +266,16 @@ def test_every_rank_shares_the_latent_cache_build_when_the_cache_can_be_sharded(
     motive._backbone, motive.progress, motive._caches = object(), False, {}
     motive.prepare("train", object())
     assert _FakeCache.calls == expected
+
+
+def test_the_curations_pass_config_carries_the_runs_placement_and_options_override_it(tmp_path):
+    from motionguide.motive.curation import MotiveCuration
+    from motionguide.training.config import TrainConfig
+
+    run = TrainConfig(output_dir=str(tmp_path / "run"), pretrained_model_name_or_path="m", data_root="d",
+                      mixed_precision="bf16", gradient_checkpointing=True)
+    ctx = SimpleNamespace(config=run, accelerator=SimpleNamespace(device=torch.device("cpu")), output_dir=tmp_path)
+    cfg = MotiveCuration(queries="q").config_for(ctx)
+    assert (cfg.device, cfg.dtype, cfg.gradient_checkpointing) == ("cpu", "bf16", True)
+    cfg = MotiveCuration(queries="q", gradient_checkpointing=False, projector_cache_mb=128).config_for(ctx)
+    assert (cfg.gradient_checkpointing, cfg.projector_cache_mb) == (False, 128)

@@ -12,6 +12,12 @@ Runs in one process or under `torchrun` / `accelerate launch` with the clips spl
 each rank needs its own per-example gradients, pitfall P7). Each rank appends to its own feature-store shard;
 a rerun skips finished clips (resume after a crash); the main process merges, scores and selects. Bad clips are
 recorded with the reason and the pass continues. :func:`run_attribution` is the whole pass over a config.
+
+Placement (`MotiveConfig.device`, `dtype`, `gradient_checkpointing`, `enable_model_cpu_offload`, `vae_tiling`):
+a model given by path is loaded with `motionguide.loading.load_pipeline` on the pass's device (each torchrun rank
+its LOCAL_RANK's GPU), so the latent cache and the gradients are computed there; a pipeline passed in keeps its
+dtypes and is moved only when `device` names a device. Under torchrun without a group the pass creates one (NCCL
+on GPUs, gloo otherwise, `process_group_timeout_s`), and its collectives use the backend's device.
 """
 
 from __future__ import annotations
