@@ -15,6 +15,12 @@ Measured in one run, as ratios (the machine is shared and noisy):
 * how the cost grows with clip length (9 / 17 / 33 frames; synthetic latents of that shape) and with the
   number of featurised parameters (all vs LoRA-only, rank `--lora_rank`).
 
+* with `--like wan2.1-t2v-1.3b` instead (results: attribution_cost_real_arch.*): the released transformer
+  architecture with random weights at `--num_layers` blocks (30 is the released depth; fewer to fit memory),
+  synthetic latents of `--latent_grid` and `--text_tokens` text embeddings, per-clip featurisation vs
+  forward+backward for each projector-state budget of `--projector_cache_mb` (e.g. 256,auto: the old fixed
+  cache vs the pass's default), and with `--gradient_checkpointing` both sides checkpointed.
+
 Run for real:  python benchmarks/attribution_cost.py
 Smoke run:     python benchmarks/attribution_cost.py --model /tmp/tiny --repeats 2 --proj_repeats 1 \
                    --sizes 1e4,1e5 --frames 9,17 --results_dir /tmp/res
@@ -61,6 +67,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max_sequence_length", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_dir", default=None)
+    real = parser.add_argument_group("real architecture", "instead of the toy model: a released transformer "
+                                     "architecture with random weights (only the per-clip ratio is measured)")
+    real.add_argument("--like", default=None, help="wan2.1-t2v-1.3b or cogvideox-2b (default: the toy model)")
+    real.add_argument("--num_layers", type=int, default=4, help="transformer blocks (released: 30)")
+    real.add_argument("--latent_grid", default="3,16,16", help="latent frames,height,width of the clip")
+    real.add_argument("--text_tokens", type=int, default=512, help="text embedding length")
+    real.add_argument("--dtype", default="fp32", help="weights' dtype (bf16, fp16, fp32)")
+    real.add_argument("--projector_cache_mb", default="256,auto",
+                      help="projector-state budgets to compare, comma separated (MiB or auto)")
+    real.add_argument("--gradient_checkpointing", action="store_true", help="checkpoint blocks on both sides")
     return parser.parse_args()
 
 
@@ -84,18 +100,21 @@ def plain_step(backbone, params, randomness, latents, embeds, mask, num_frames):
         x0 = latents[None].float()
         noise = randomness.noise_for(latents.shape)[None]
         t = torch.tensor([float(randomness.timestep)])
-        pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
+        dtype = params[0].dtype if params else x0.dtype  # the weights' dtype (bf16 runs of --like)
+        pred = backbone.predict(backbone.add_noise(x0, noise, t).to(dtype), t, embeds[None].to(dtype))
         motion_weighted_loss(pred, backbone.training_target(x0, noise, t), mask, num_frames).backward()
         for p in params:
             p.grad = None
     return run
 
 
-def featurize_vs_plain(backbone, latents, embeds, mask, num_frames, args, scope="all", extra=None) -> dict:
+def featurize_vs_plain(backbone, latents, embeds, mask, num_frames, args, scope="all", extra=None,
+                       projector_options=None, gradient_checkpointing=False) -> dict:
     """Median seconds of featurize and of the plain step (interleaved) and their ratio."""
     randomness = CommonRandomness(seed=args.seed)
     featurizer = GradientFeaturizer(backbone, lambda s: make_projector(args.projector, s, dim=args.dim,
-                                                                       seed=args.seed), randomness, scope=scope)
+                                                                       seed=args.seed, **(projector_options or {})),
+                                    randomness, scope=scope, gradient_checkpointing=gradient_checkpointing)
     transformer = backbone.transformer.eval().requires_grad_(False)
     params = [p.requires_grad_(True) for _, p in select_parameters(transformer, scope)]
     variants = {"featurize": lambda: featurizer.featurize(latents, embeds, mask, num_frames),
@@ -241,9 +260,58 @@ def markdown(clip: dict, lengths: list, params: list, projs: list, rss: dict, ar
     return "\n".join(lines)
 
 
+def real_architecture(args) -> None:
+    """Per-clip featurize ÷ forward+backward at a released architecture, for each projector-state budget."""
+    from motionguide.backbones.random_pipeline import reference_pipeline
+    from motionguide.backbones.random_weights import build_in_dtype
+    from motionguide.loading import parse_dtype
+    from motionguide.motive.config import projector_cache_bytes
+
+    dtype = parse_dtype(args.dtype)
+    transformer = build_in_dtype(reference_pipeline(args.like).transformer, dtype, seed=args.seed,
+                                 num_layers=args.num_layers)
+    backbone = backbone_for(transformer)
+    if args.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()  # the plain step checkpoints too (featurize leaves it on)
+    rss = {"model built": peak_rss_mb()}
+    grid = [int(v) for v in args.latent_grid.split(",")]
+    g = torch.Generator().manual_seed(args.seed)
+    channels = transformer.config.in_channels
+    latents = torch.randn(channels, *grid, generator=g)
+    embeds = torch.randn(args.text_tokens, transformer.config.text_dim, generator=g).to(dtype)
+    mask = torch.rand(*grid, generator=g)
+    num_frames = 4 * (grid[0] - 1) + 1
+    rows = []
+    for budget in args.projector_cache_mb.split(","):
+        cache_bytes = projector_cache_bytes(budget)
+        start = time.perf_counter()
+        out = featurize_vs_plain(backbone, latents, embeds, mask, num_frames, args,
+                                 projector_options={"cache_bytes": cache_bytes},
+                                 gradient_checkpointing=args.gradient_checkpointing)
+        rows.append({"projector_cache_mb": budget, "cache_bytes": cache_bytes, **out,
+                     "section_seconds": time.perf_counter() - start})
+        rss[f"budget {budget}"] = peak_rss_mb()
+    tokens = backbone.token_grid(latents[None].shape).num_tokens
+    data = {"machine": machine(), "settings": vars(args), "tokens": tokens, "rows": rows, "peak_rss_mb": rss,
+            "parameters": int(sum(p.numel() for p in transformer.parameters()))}
+    lines = [f"{args.like} transformer architecture, random {args.dtype} weights, {args.num_layers} blocks "
+             f"({data['parameters']:,} parameters), latents {args.latent_grid} ({tokens} tokens), "
+             f"{args.text_tokens} text tokens, projector {args.projector} d={args.dim}"
+             + (", gradient checkpointing" if args.gradient_checkpointing else "") + ", one thread.", "",
+             "| projector state kept (MiB) | forward+backward (s) | featurize (s) | ratio |", "|---|---|---|---|"]
+    for r in rows:
+        med = r["median_s"]
+        lines.append(f"| {r['projector_cache_mb']} ({r['cache_bytes'] / 2**20:.0f}) | {med['forward_backward']:.2f} | "
+                     f"{med['featurize']:.2f} | {r['ratio']:.2f} |")
+    lines += ["", "Peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()) + "."]
+    write_results("attribution_cost_real_arch", data, "\n".join(lines), results_dir=args.results_dir)
+
+
 def main() -> None:
     single_thread()
     args = parse_args()
+    if args.like:
+        return real_architecture(args)
     work = Path(tempfile.mkdtemp(prefix="mg-attribution-cost-"))
     try:
         backbone = backbone_for(load_pipeline(args.model))

@@ -12,6 +12,12 @@ Runs in one process or under `torchrun` / `accelerate launch` with the clips spl
 each rank needs its own per-example gradients, pitfall P7). Each rank appends to its own feature-store shard;
 a rerun skips finished clips (resume after a crash); the main process merges, scores and selects. Bad clips are
 recorded with the reason and the pass continues. :func:`run_attribution` is the whole pass over a config.
+
+Placement (`MotiveConfig.device`, `dtype`, `gradient_checkpointing`, `enable_model_cpu_offload`, `vae_tiling`):
+a model given by path is loaded with `motionguide.loading.load_pipeline` on the pass's device (each torchrun rank
+its LOCAL_RANK's GPU), so the latent cache and the gradients are computed there; a pipeline passed in keeps its
+dtypes and is moved only when `device` names a device. Under torchrun without a group the pass creates one (NCCL
+on GPUs, gloo otherwise, `process_group_timeout_s`), and its collectives use the backend's device.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +50,36 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _dist_info() -> tuple[int, int]:
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _dist_info(device: torch.device | None = None, timeout_s: float = 1800.0) -> tuple[int, int]:
     """(rank, world size); joins the process group torchrun / accelerate launch prepared, if any.
 
     The pass needs barriers (cache built before reading, every shard written before scoring), so a launch
-    with several ranks initialises the group itself: gloo on CPUs, nccl on GPUs. No DDP wrapper is used.
+    with several ranks initialises the group itself when nobody did (inside the Trainer accelerate already
+    has: that group is reused): nccl when the pass runs on CUDA (each rank on its LOCAL_RANK's GPU), gloo
+    otherwise, with `timeout_s` for every collective. No DDP wrapper is used.
     """
     dist = torch.distributed
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
+        if on_cuda:
+            torch.cuda.set_device(_local_rank())
+        dist.init_process_group(backend="nccl" if on_cuda else "gloo", timeout=timedelta(seconds=float(timeout_s)))
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live for the group's backend: this rank's GPU for NCCL (LOCAL_RANK,
+    as torchrun and accelerate number them), the CPU for gloo."""
+    if torch.distributed.get_backend() == "nccl":
+        local = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local) if local is not None else torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
@@ -63,14 +88,27 @@ def _sum_over_ranks(counts: dict[str, int]) -> dict[str, int]:
     if not (dist.is_available() and dist.is_initialized()):
         return counts
     names = sorted(counts)
-    total = torch.tensor([counts[name] for name in names], dtype=torch.int64)
+    total = torch.tensor([counts[name] for name in names], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(total)
-    return {name: int(value) for name, value in zip(names, total.tolist())}
+    return {name: int(value) for name, value in zip(names, total.cpu().tolist())}
 
 
 def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        device = _collective_device()
+        dist.barrier(device_ids=[device.index]) if device.type == "cuda" else dist.barrier()
+
+
+def pass_device(config: MotiveConfig) -> torch.device:
+    """The device the pass runs on for `config.device`; "cuda" without an index under torchrun means this
+    rank's GPU (LOCAL_RANK), so N ranks use N GPUs rather than all sharing the first."""
+    from ..loading import resolve_device
+
+    device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        device = torch.device("cuda", _local_rank())
+    return device
 
 
 def pass_datasets(cfg: MotiveConfig) -> dict[str, Any]:
@@ -117,6 +155,28 @@ def _sampling_identity(cfg: Any) -> dict[str, Any]:
 def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
     return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def _place_given_pipeline(pipe, config: MotiveConfig, device: torch.device) -> None:
+    """A pipeline passed in (the fine-tuning loop's own) keeps its dtypes (`config.dtype` applies when the pass
+    loads the model) and stays where it is unless `config.device` names a device (the Trainer passes its
+    accelerator's); VAE tiling and model offload are switched on when asked."""
+    vae = getattr(pipe, "vae", None)
+    if config.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if config.enable_model_cpu_offload:
+        if not _has_offload_hooks(pipe):
+            pipe.enable_model_cpu_offload(device=device)
+    elif str(config.device) != "auto":
+        for module in pipe.components.values():  # only what is elsewhere: a placed pipeline is left untouched
+            first = next(module.parameters(), None) if isinstance(module, torch.nn.Module) else None
+            if first is not None and first.device != device:
+                module.to(device)
+
+
+def _has_offload_hooks(pipe) -> bool:
+    return any(hasattr(module, "_hf_hook") for module in pipe.components.values()
+               if isinstance(module, torch.nn.Module))
 
 
 def _adapter_names(pipe) -> list[str]:
@@ -170,14 +230,17 @@ class Motive:
         self.config = config
         # a missing RAFT weights file (or an unknown estimator) fails now, not after the latent cache is built
         self.masker = None if masker is False else (masker if masker is not None else config.make_masker())
+        self.device = pass_device(config)
+        self.rank, self.world_size = _dist_info(self.device, config.process_group_timeout_s)
         if isinstance(pipeline, (str, os.PathLike)):
-            from diffusers import DiffusionPipeline
+            from ..loading import load_pipeline
 
-            pipeline = DiffusionPipeline.from_pretrained(pipeline)
+            pipeline = load_pipeline(pipeline, config.placement(self.device))
+        else:
+            _place_given_pipeline(pipeline, config, self.device)
         self.pipeline = pipeline
         self.pipeline.set_progress_bar_config(disable=True)
         self.progress = progress
-        self.rank, self.world_size = _dist_info()
         self.out = Path(config.out)
         self._projector = projector
         self._store = store
@@ -240,14 +303,25 @@ class Motive:
             from .featurizer import CommonRandomness, GradientFeaturizer
 
             cfg = self.config
-            factory = self._projector if self._projector is not None else cfg.make_projector_factory()
+            device = self.execution_device
+            factory = self._projector if self._projector is not None else cfg.make_projector_factory(device)
             if hasattr(factory, "project_full"):  # a projector built already (for these parameters' sizes)
                 built = factory
                 factory = lambda sizes: built  # noqa: E731
             self._featurizer = GradientFeaturizer(
                 self.backbone, factory, CommonRandomness(timestep=cfg.timestep, seed=cfg.seed),
-                scope=cfg.params, blocks=cfg.blocks, loss=cfg.loss)
+                scope=cfg.params, blocks=cfg.blocks, loss=cfg.loss,
+                gradient_checkpointing=cfg.gradient_checkpointing, device=device)
         return self._featurizer
+
+    @property
+    def execution_device(self) -> torch.device:
+        """Where the transformer computes: its weights' device, or with model CPU offload the device the
+        offload hooks move it to (the weights sit on the CPU between calls)."""
+        if self.config.enable_model_cpu_offload and hasattr(self.pipeline, "_execution_device"):
+            return torch.device(self.pipeline._execution_device)
+        first = next(self.backbone.transformer.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def dim(self) -> int:
@@ -290,13 +364,19 @@ class Motive:
     # -------------------------------------------------------------------------------- the verbs
 
     def prepare(self, split: str, dataset) -> Any:
-        """Encode `dataset` into the latent cache (main process; the others wait) and return the cache."""
+        """Encode `dataset` into the latent cache on the pass's device and return the cache. Several ranks
+        share the encoding when the cache can be built sharded (`build(rank=, world_size=, barrier=)`);
+        otherwise the main process encodes while the others wait."""
+        import inspect
+
         from ..data import LatentCache
 
         cfg = self.config
-        if self.rank == 0:
+        sharded = self.world_size > 1 and "world_size" in inspect.signature(LatentCache.build).parameters
+        if sharded or self.rank == 0:
+            shard = dict(rank=self.rank, world_size=self.world_size, barrier=_barrier) if sharded else {}
             LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length).build(
-                dataset, self.backbone, cfg.max_sequence_length, progress=self.progress)
+                dataset, self.backbone, cfg.max_sequence_length, progress=self.progress, **shard)
         _barrier()
         cache = LatentCache.for_dataset(cfg.cache_root(), dataset, self.backbone, cfg.max_sequence_length)
         self._caches[split] = (dataset, cache)

@@ -129,5 +129,23 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     p.add_argument("--lora", help="a saved LoRA (folder or .safetensors) loaded for the pass; --params lora "
                    "differentiates only its weights")
     p.add_argument("--flush_every", type=int, help=f"clips per feature-store part (default {defaults.flush_every})")
+    placement = p.add_argument_group("placement", "where and in which dtype the pass runs")
+    placement.add_argument("--device", help="auto (default: the GPU when there is one, each torchrun rank its "
+                           "LOCAL_RANK's), cpu, cuda or cuda:N")
+    placement.add_argument("--dtype", help="dtype of the frozen weights: bf16, fp16 or fp32 (default: as the "
+                           "checkpoint stores them); gradients are projected in fp32 whatever it is")
+    placement.add_argument("--gradient_checkpointing", action="store_true", default=None,
+                           help="recompute each block's activations in backward: the same gradients, much less "
+                           "activation memory (default off)")
+    placement.add_argument("--enable_model_cpu_offload", action="store_true", default=None,
+                           help="diffusers' model offload: each component waits on the CPU until it runs (needs "
+                           "a GPU; default off)")
+    placement.add_argument("--vae_tiling", action="store_true", default=None,
+                           help="encode clips tile by tile (bounded VAE memory at large sizes; default off)")
+    placement.add_argument("--projector_cache_mb", help="MiB of projector random state kept on the gradients' "
+                           "device instead of regenerated for every clip: auto (default: 40%% of free GPU "
+                           "memory, 25%% of available host memory) or a number; never changes a feature")
+    placement.add_argument("--process_group_timeout_s", type=float, help="timeout of every collective of the "
+                           f"process group the pass creates under torchrun (default {defaults.process_group_timeout_s:g} s)")
     p.set_defaults(func=_run)
     return p

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError, unknown_key_message
 from .selection import DEFAULT_MODE, check_mode
 
-__all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS"]
+__all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS", "projector_cache_bytes"]
 
 #: old option names still accepted, with a DeprecationWarning: old name -> new name
 DEPRECATED_KEYS = {"cache_dir": "latent_cache_dir"}
@@ -60,6 +60,16 @@ class MotiveConfig:
     lora: str | None = None  # a saved LoRA to load for the pass (what --params lora differentiates)
     flush_every: int = 8  # clips per feature-store part (a crash loses at most this many)
     report: bool = True  # write report.md with thumbnails next to selection.json
+    # where and how the pass runs (none of these changes a feature beyond float rounding; see `placement`)
+    device: str = "auto"  # auto: the accelerator when the pass loads the model; a pipeline passed in stays put
+    dtype: str | None = None  # frozen weights' dtype when the pass loads the model (bf16|fp16|fp32; None: as stored)
+    gradient_checkpointing: bool = False  # recompute block activations in backward (same gradients, less memory)
+    enable_model_cpu_offload: bool = False  # diffusers' model offload (needs a GPU): components wait on the CPU
+    vae_tiling: bool = False  # encode the clips tile by tile (bounded VAE memory at large sizes)
+    #: the projector's kept random state, in MiB: "auto" (a share of the free memory of the gradients' device,
+    #: see projectors.auto_cache_bytes) or a number (0: regenerate every block for every clip). Values unchanged.
+    projector_cache_mb: Any = "auto"
+    process_group_timeout_s: float = 1800.0  # collectives' timeout of the group the pass creates (torchrun)
     #: deprecated spelling of `latent_cache_dir` (diffusers' `cache_dir` is the hub download cache)
     cache_dir: dataclasses.InitVar[str | None] = None
 
@@ -125,10 +135,32 @@ class MotiveConfig:
         if self.video_reader not in VIDEO_READERS:
             raise ConfigError(f"video_reader must be one of {', '.join(VIDEO_READERS)}; got {self.video_reader!r}")
         parse_buckets(self.buckets)
+        self._check_placement()
         if self.lora is not None and not Path(self.lora).exists():
             raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
                               "e.g. <output_dir>/lora, or a .safetensors file)")
         return self
+
+    def _check_placement(self) -> None:
+        from ..loading import parse_dtype, resolve_device
+
+        parse_dtype(self.dtype, "dtype")
+        device = resolve_device(self.device)  # cuda on a machine without one: a ConfigError now
+        if self.enable_model_cpu_offload and device.type == "cpu":
+            raise ConfigError("enable_model_cpu_offload keeps components on the CPU until the GPU needs them; it "
+                              "needs device cuda (or auto on a machine with a GPU)")
+        projector_cache_bytes(self.projector_cache_mb, None, check_only=True)
+        if not float(self.process_group_timeout_s) > 0:
+            raise ConfigError(f"process_group_timeout_s must be > 0 seconds, got {self.process_group_timeout_s}")
+
+    def placement(self, device: Any = None):
+        """The :class:`~motionguide.loading.PipelinePlacement` the pass loads `model` with (dtype, device,
+        offload, tiling); `device` overrides the resolved `self.device` (e.g. this rank's GPU)."""
+        from ..loading import PipelinePlacement, parse_dtype, resolve_device
+
+        device = resolve_device(device if device is not None else self.device)
+        return PipelinePlacement(dtype=parse_dtype(self.dtype, "dtype"), device=str(device),
+                                 enable_model_cpu_offload=self.enable_model_cpu_offload, vae_tiling=self.vae_tiling)
 
     def make_masker(self):
         """The motion masker these settings describe, or None with `use_mask` off (the paper's "w/o MM")."""
@@ -139,15 +171,38 @@ class MotiveConfig:
         return MotionMasker(self.flow, self.flow_weights, anchor=self.mask_anchor, temporal=self.mask_temporal,
                             gate=self.mask_gate)
 
-    def make_projector_factory(self):
-        """`sizes -> Projector` for these settings (the parameter sizes are known once the model is loaded)."""
+    def make_projector_factory(self, device: Any = None):
+        """`sizes -> Projector` for these settings (the parameter sizes are known once the model is loaded);
+        `device`: where the gradients are, which sizes the "auto" state-cache budget."""
         from .projectors import make_projector
 
-        return lambda sizes: make_projector(self.projector, sizes, dim=self.dim, seed=self.seed)
+        def factory(sizes):
+            extra = {}
+            if self.projector != "fastfood":  # the global Fastfood keeps its one state anyway
+                extra["cache_bytes"] = projector_cache_bytes(self.projector_cache_mb, device)
+            return make_projector(self.projector, sizes, dim=self.dim, seed=self.seed, **extra)
+
+        return factory
 
     def cache_root(self) -> Path:
         """Where the latent cache lives: `latent_cache_dir`, or `<out>/cache`."""
         return Path(self.latent_cache_dir) if self.latent_cache_dir else Path(self.out) / "cache"
+
+
+def projector_cache_bytes(setting: Any, device: Any = None, check_only: bool = False) -> int:
+    """Bytes of projector state to keep for `projector_cache_mb` ("auto" or MiB >= 0); "auto" asks
+    `projectors.auto_cache_bytes(device)`. With `check_only`, only validates (returns 0)."""
+    from .projectors import auto_cache_bytes
+
+    if isinstance(setting, str) and setting.strip().lower() == "auto":
+        return 0 if check_only else auto_cache_bytes(device)
+    try:
+        mib = float(setting)
+    except (TypeError, ValueError):
+        mib = -1.0
+    if not mib >= 0:
+        raise ConfigError(f"projector_cache_mb must be 'auto' or a number of MiB >= 0, got {setting!r}")
+    return int(mib * 2**20)
 
 
 #: the name before issue 14 (kept so old imports and scripts keep working)

@@ -45,6 +45,22 @@ _SAMPLING_FROM_TRAINING = ("frame_stride", "target_fps", "resize_mode", "buckets
                            "video_column", "video_reader")
 
 
+def placement_from_training(ctx: TrainContext) -> dict[str, Any]:
+    """Device, dtype and checkpointing of the pass inside a fine-tuning run: the accelerator's device, the dtype
+    the frozen weights are loaded in (`transformer_dtype` when the config has it, else `mixed_precision`; it
+    matters only when the pass loads the model itself) and the run's `gradient_checkpointing`. Accelerate
+    already initialised the process group: the pass joins it (no second group, no timeout of its own)."""
+    cfg = ctx.config
+    placement: dict[str, Any] = {"gradient_checkpointing": bool(getattr(cfg, "gradient_checkpointing", False))}
+    device = getattr(getattr(ctx, "accelerator", None), "device", None)
+    if device is not None:
+        placement["device"] = str(device)
+    dtype = getattr(cfg, "transformer_dtype", None) or getattr(cfg, "mixed_precision", None)
+    if dtype and str(dtype) != "no":
+        placement["dtype"] = str(dtype).replace("torch.", "")
+    return placement
+
+
 @CURATIONS.register("motive")
 class MotiveCuration(Curation):
     """The `motive` curation: keeps (or reweights) the clips a Motive selection picked."""
@@ -90,7 +106,8 @@ class MotiveCuration(Curation):
 
     def config_for(self, ctx: TrainContext) -> MotiveConfig:
         """The pass's settings: model, data, clip shape and frame sampling (stride, target fps, resize mode,
-        buckets, metadata columns, reader) from the training config, the rest from the options."""
+        buckets, metadata columns, reader) and placement (the accelerator's device, the load dtype, gradient
+        checkpointing) from the training run, the rest from the options (which may override any of them)."""
         if "queries" not in self.options:
             raise ConfigError("--curation motive needs query clips or a finished selection: set method_options "
                               "{motive: {queries: DIR}} (a dataset folder like the training data) or "
@@ -101,7 +118,7 @@ class MotiveCuration(Curation):
                     max_sequence_length=cfg.max_sequence_length,
                     **{name: getattr(cfg, name) for name in _SAMPLING_FROM_TRAINING if hasattr(cfg, name)},
                     latent_cache_dir=getattr(cfg, "latent_cache_dir", None) or getattr(cfg, "cache_dir", None),
-                    seed=cfg.seed)
+                    seed=cfg.seed, **placement_from_training(ctx))
         base.update({k: v for k, v in self.options.items() if k not in OWN_OPTIONS})
         return MotiveConfig(**base).check()
 

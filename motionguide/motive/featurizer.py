@@ -10,6 +10,11 @@
   never coexist; tensors of at most `SMALL_TENSOR_BATCH` numbers are projected together once backward ends.
   Features are l2-normalised; a zero gradient (static clip, all-zero mask) gives a zero
   feature flagged "zero_gradient" (it scores 0, never NaN); a non-finite gradient is skipped with the reason.
+  Gradients are taken in fp32 for the projector whatever the weights' dtype (bf16 weights give bf16 `.grad`,
+  cast once per tensor). With `gradient_checkpointing`, diffusers' block checkpointing (non-reentrant
+  `torch.utils.checkpoint`; Wan and CogVideoX use it whenever grad is enabled, in eval mode too) is switched on
+  for the pass: block activations are recomputed in backward, so the gradients are the same numbers
+  (bitwise on the CPU, tests/test_attribution_featurizer.py) at a fraction of the activation memory.
 """
 
 from __future__ import annotations
@@ -157,6 +162,13 @@ def select_parameters(transformer: torch.nn.Module, scope: str = "all",
     return chosen
 
 
+def _compute_dtype(transformer: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:
+    """The dtype the transformer computes in: diffusers' `dtype` (it skips the modules kept in fp32), so fp32
+    LoRA factors or an fp32 norm listed first do not decide the inputs' dtype of a bf16 model."""
+    dtype = getattr(transformer, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else fallback
+
+
 @dataclass
 class FeatureResult:
     """One clip's projected gradient feature, its loss, gradient norm, flags and any skip reason."""
@@ -172,8 +184,17 @@ class GradientFeaturizer:
     """Projected, normalised gradients of the motion-weighted loss for one model (see module docstring)."""
 
     def __init__(self, backbone: Any, projector_factory, randomness: CommonRandomness, scope: str = "all",
-                 blocks: Sequence[int] | None = None, loss: str = "motion_weighted"):
+                 blocks: Sequence[int] | None = None, loss: str = "motion_weighted",
+                 gradient_checkpointing: bool = False, device: torch.device | str | None = None):
         self.loss = _check_loss(loss)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if self.gradient_checkpointing and not getattr(backbone.transformer, "_supports_gradient_checkpointing",
+                                                       False):
+            raise ConfigError(f"gradient_checkpointing: {type(backbone.transformer).__name__} does not support "
+                              "diffusers' gradient checkpointing; turn it off")
+        #: where inputs and the feature accumulate: the weights' device, unless told (model CPU offload keeps
+        #: the weights on the CPU until the forward hook moves them to the execution device)
+        self.device = torch.device(device) if device is not None else None
         self.backbone = backbone
         self.randomness = randomness
         self.scope = scope
@@ -195,8 +216,10 @@ class GradientFeaturizer:
         transformer = self.backbone.transformer
         params = [p for _, p in self.named]
         was_training = transformer.training
+        was_checkpointing = bool(getattr(transformer, "gradient_checkpointing", False))
         previous = {p: p.requires_grad for p in transformer.parameters()}
-        device = params[0].device
+        device = self.device if self.device is not None else params[0].device
+        weight_dtype = _compute_dtype(transformer, params[0].dtype)
         state = {"acc": torch.zeros(self.projector.dim, dtype=torch.float32, device=device),
                  "sumsq": torch.zeros((), dtype=torch.float64, device=device)}
         buffer = None if self.projector.streaming else torch.zeros(sum(self.sizes), dtype=torch.float32, device=device)
@@ -231,6 +254,8 @@ class GradientFeaturizer:
         try:
             transformer.eval()
             transformer.requires_grad_(False)
+            if self.gradient_checkpointing and not was_checkpointing:
+                transformer.enable_gradient_checkpointing()
             for i, p in enumerate(params):
                 p.requires_grad_(True)
                 if i not in small:
@@ -240,7 +265,7 @@ class GradientFeaturizer:
             t = self.timestep.to(device)
             noisy = self.backbone.add_noise(x0, noise, t)
             target = self.backbone.training_target(x0, noise, t)
-            pred = self.backbone.predict(noisy.to(params[0].dtype), t, prompt_embeds[None].to(device, params[0].dtype))
+            pred = self.backbone.predict(noisy.to(weight_dtype), t, prompt_embeds[None].to(device, weight_dtype))
             loss = motion_weighted_loss(pred, target, mask, num_pixel_frames, kind=self.loss)
             if not torch.isfinite(loss):
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")
@@ -255,6 +280,8 @@ class GradientFeaturizer:
             for p, flag in previous.items():
                 p.requires_grad_(flag)
                 p.grad = None
+            if self.gradient_checkpointing and not was_checkpointing:
+                transformer.disable_gradient_checkpointing()
             transformer.train(was_training)
         if not torch.isfinite(state["sumsq"]):
             return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_gradient"], "non-finite gradient")
