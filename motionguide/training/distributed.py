@@ -116,12 +116,14 @@ def register_lean_checkpoint_hooks(accelerator: Any) -> list[Any]:
         for index, model in enumerate(models):
             unwrapped = accelerator.unwrap_model(model)
             state = load_file(str(Path(input_dir) / _indexed(index)))
-            expected = set(trainable_state_dict(unwrapped))
-            if set(state) != expected:
-                missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            expected = {name: tuple(p.shape) for name, p in trainable_state_dict(unwrapped).items()}
+            found = {name: tuple(t.shape) for name, t in state.items()}
+            if found != expected:
+                differ = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
                 raise RuntimeError(f"{input_dir}: the checkpoint's trainable weights do not match this model's "
-                                   f"(missing {missing[:5]}, unexpected {extra[:5]}); resume with the same "
-                                   "training_type, rank and target_modules")
+                                   f"(first differences, checkpoint vs model: "
+                                   f"{[(n, found.get(n), expected.get(n)) for n in differ[:3]]}); resume with "
+                                   "the same training_type, rank and target_modules")
             unwrapped.load_state_dict(state, strict=False)
         models.clear()  # accelerate must not look for model.safetensors
 
