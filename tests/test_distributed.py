@@ -34,8 +34,9 @@ def test_two_rank_ddp_with_capture_stays_in_sync(tmp_path):
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _launch(accelerate_config: str, config: dict, out: Path, timeout: int = 400) -> dict:
-    """`accelerate launch` the sharded fine-tuning job on two CPU ranks; its OUT.json."""
+def _launch(accelerate_config: str, config: dict, out: Path, *launch_args: str, timeout: int = 400,
+            expect_success: bool = True):
+    """`accelerate launch` the sharded fine-tuning job on two CPU ranks; its OUT.json (else the finished process)."""
     import sys
 
     import yaml
@@ -44,10 +45,12 @@ def _launch(accelerate_config: str, config: dict, out: Path, timeout: int = 400)
     config_path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "configs" / "accelerate" / accelerate_config), "--main_process_port", str(_free_port()),
-           str(JOBS / "finetune_sharded.py"), str(config_path), str(out)]
+           *launch_args, str(JOBS / "finetune_sharded.py"), str(config_path), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     env.pop("ACCELERATE_USE_CPU", None)  # it would keep accelerate from initialising DeepSpeed
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if not expect_success:
+        return proc
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return json.loads(out.read_text())
 
@@ -134,3 +137,26 @@ def test_resuming_a_zero3_checkpoint_on_two_ranks_repeats_the_uninterrupted_loss
                       toy_run_config.root / "zero3-resumed.json")
     assert resumed["summary"]["losses"]["3"] == result["summary"]["losses"]["3"]
     assert resumed["summary"]["losses"]["2"] == result["summary"]["losses"]["2"]  # restored from the checkpoint
+
+
+@pytest.mark.slow
+def test_the_fsdp_config_on_cpu_ranks_is_refused_before_training_unsynchronised_copies(toy_run_config):
+    """accelerate applies FSDP on GPUs only; on CPU ranks it would leave each rank training alone."""
+    proc = _launch("fsdp.yaml", toy_run_config("fsdp", validation_prompts=[]), toy_run_config.root / "fsdp.json",
+                   "--num_processes", "2", "--mixed_precision", "no", expect_success=False)
+    assert proc.returncode != 0
+    assert "asks for FSDP, but accelerate applied DistributedType.NO on these cpu ranks" in proc.stdout + proc.stderr
+    assert not (toy_run_config.root / "fsdp" / "train_summary.json").exists()
+
+
+@pytest.mark.slow
+def test_resuming_a_lean_zero2_checkpoint_on_two_ranks_repeats_the_uninterrupted_losses(toy_run_config):
+    straight = _launch("cpu_deepspeed_zero2_2ranks.yaml", toy_run_config("zero2", validation_prompts=[]),
+                       toy_run_config.root / "zero2.json")
+    checkpoint = toy_run_config.root / "zero2" / "checkpoint-2"
+    model_states = torch.load(checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt", weights_only=False)
+    assert len(model_states["module"]) == 32 and all("lora_" in k for k in model_states["module"])
+    resumed = _launch("cpu_deepspeed_zero2_2ranks.yaml",
+                      toy_run_config("zero2-resumed", resume_from_checkpoint=str(checkpoint), validation_prompts=[]),
+                      toy_run_config.root / "zero2-resumed.json")
+    assert resumed["summary"]["losses"] == straight["summary"]["losses"]

@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+
+from .lora import lora_state_dict
 
 TRAINABLE_WEIGHTS_NAME = "trainable_weights.safetensors"
 
@@ -47,6 +50,26 @@ def runs_on_every_rank(accelerator: Any) -> bool:
     return zero_stage(accelerator) == 3 or uses_fsdp(accelerator)
 
 
+def check_launch_took_effect(accelerator: Any) -> None:
+    """Refuse a multi-process launch whose sharding accelerate silently dropped.
+
+    accelerate (1.x) turns an FSDP launch config into FSDP only on GPU-class ranks; on CPU ranks it leaves the
+    distributed type at NO (or MULTI_CPU with `use_cpu`), so every rank would train its own unsynchronised
+    copy. (torch's FSDP2 itself runs on gloo; accelerate does not apply it there.)"""
+    from ..errors import ConfigError
+
+    asked_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if asked_fsdp and not uses_fsdp(accelerator):
+        raise ConfigError(
+            f"the accelerate config asks for FSDP, but accelerate applied {accelerator.distributed_type} on these "
+            f"{accelerator.device.type} ranks (it applies FSDP only on GPUs); on CPUs launch with "
+            "configs/accelerate/cpu_ddp_2ranks.yaml or cpu_deepspeed_zero3_2ranks.yaml instead")
+    if accelerator.num_processes > 1 and str(accelerator.distributed_type).endswith(".NO"):
+        raise ConfigError(
+            f"{accelerator.num_processes} processes but accelerate set up no distributed training (type NO): the "
+            "ranks would not synchronise; check the accelerate config's distributed_type and use_cpu")
+
+
 @contextlib.contextmanager
 def frozen_components_unpartitioned(accelerator: Any) -> Iterator[None]:
     """Load models inside this block whole on every rank, even under ZeRO-3.
@@ -68,6 +91,23 @@ def frozen_components_unpartitioned(accelerator: Any) -> Iterator[None]:
     finally:
         plugin.dschf = None
         plugin.set_deepspeed_weakref()
+
+
+def gathered_lora_state_dict(accelerator: Any, model: Any, transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights whole, as `lora_state_dict` names them, copied to the CPU. Under ZeRO-3 and FSDP every
+    rank must call this (the weights are gathered with collectives); elsewhere it only reads them.
+
+    `model` is what `accelerator.prepare` returned, `transformer` the module inside it."""
+    if uses_fsdp(accelerator):  # not run yet: accelerate applies FSDP on GPUs only
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(transformer, state_dict=accelerator.get_state_dict(model))
+    else:
+        params = [p for p in transformer.parameters() if p.requires_grad]
+        with gathered(accelerator, params):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in lora_state_dict(transformer).items()}
+        return state
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 @contextlib.contextmanager

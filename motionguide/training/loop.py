@@ -32,9 +32,9 @@ from ..files import atomic_write_text
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
-from .distributed import (frozen_components_unpartitioned, gathered, load_state_options,
-                          register_lean_checkpoint_hooks, save_state_options, zero_stage)
-from .lora import add_lora, lora_state_dict, save_lora, trainable_parameters
+from .distributed import (check_launch_took_effect, frozen_components_unpartitioned, gathered_lora_state_dict,
+                          load_state_options, register_lean_checkpoint_hooks, runs_on_every_rank, save_state_options)
+from .lora import add_lora, save_lora, trainable_parameters
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
 STATE_FILE = "trainer_state.json"
@@ -94,13 +94,15 @@ class Trainer:
             # Launched on several CPU ranks: without CUDA accelerate picks no process-group backend for
             # DeepSpeed and every rank would believe it is rank 0 of 1. gloo works for DDP and DeepSpeed alike.
             group["backend"] = "gloo"
-        return Accelerator(
+        accelerator = Accelerator(
             kwargs_handlers=[InitProcessGroupKwargs(**group)],
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
             log_with=log_with,
             project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
         )
+        check_launch_took_effect(accelerator)
+        return accelerator
 
     def _callbacks(self, pipeline: Any = None) -> list[TrainerCallback]:
         from .validation import ValidationSampler, validation_settings
@@ -152,7 +154,7 @@ class Trainer:
         if uses_deepspeed or accelerator.is_main_process:
             # only the trainable weights, the optimiser, the schedule and the RNG states (no frozen transformer)
             accelerator.save_state(str(tmp), **save_state_options(accelerator))
-        lora = self._gathered_lora(accelerator, ctx.transformer) if cfg.training_type == "lora" else None
+        lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer) if cfg.training_type == "lora" else None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks}}
@@ -167,12 +169,6 @@ class Trainer:
             self._prune_checkpoints(ctx.output_dir)
         accelerator.wait_for_everyone()
         return final
-
-    @staticmethod
-    def _gathered_lora(accelerator, transformer) -> dict[str, torch.Tensor]:
-        """The LoRA weights whole (gathered under ZeRO-3, which every rank must join), copied to the CPU."""
-        with gathered(accelerator, trainable_parameters(transformer)):
-            return {k: v.detach().to("cpu", copy=True) for k, v in lora_state_dict(transformer).items()}
 
     def _prune_checkpoints(self, output_dir: Path) -> None:
         limit = self.config.checkpointing_limit
@@ -464,9 +460,9 @@ class Trainer:
                    "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         unwrapped = accelerator.unwrap_model(run.model)
-        lora = self._gathered_lora(accelerator, unwrapped) if cfg.training_type == "lora" else None
-        # ZeRO-3 full fine-tuning: the 16-bit weights gathered by DeepSpeed (every rank joins)
-        full = accelerator.get_state_dict(run.model) if lora is None and zero_stage(accelerator) == 3 else None
+        lora = gathered_lora_state_dict(accelerator, run.model, unwrapped) if cfg.training_type == "lora" else None
+        # full fine-tuning with sharded weights (ZeRO-3: the 16-bit weights; FSDP): gathered, every rank joins
+        full = accelerator.get_state_dict(run.model) if lora is None and runs_on_every_rank(accelerator) else None
         if accelerator.is_main_process:
             if lora is not None:
                 summary["lora"] = str(save_lora(run.backbone.pipeline_class, unwrapped, run.output_dir,
