@@ -154,7 +154,9 @@ class Trainer:
         if uses_deepspeed or accelerator.is_main_process:
             # only the trainable weights, the optimiser, the schedule and the RNG states (no frozen transformer)
             accelerator.save_state(str(tmp), **save_state_options(accelerator))
-        lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer) if cfg.training_type == "lora" else None
+        lora = None
+        if cfg.training_type == "lora":
+            lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks}}

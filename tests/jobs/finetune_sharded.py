@@ -30,6 +30,9 @@ class GatherAtTheEnd(TrainerCallback):
 
     def on_train_end(self, ctx):
         acc, transformer = ctx.accelerator, ctx.transformer
+        if ctx.config.training_type != "lora":
+            self.result = {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type)}
+            return
         trainable = [p for p in transformer.parameters() if p.requires_grad]
         with gathered(acc, trainable):
             state = {k: v.detach().clone().contiguous() for k, v in lora_state_dict(transformer).items()}
