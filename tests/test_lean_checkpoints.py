@@ -88,3 +88,16 @@ def test_the_process_group_timeout_reaches_accelerate_and_must_be_positive(works
     assert TrainConfig().process_group_timeout_s == 1800
     with pytest.raises(ConfigError, match="process_group_timeout_s"):
         Trainer(config(workspace, "timeout", process_group_timeout_s=0))._make_accelerator()
+
+
+def test_a_checkpoint_with_the_whole_transformer_from_before_still_resumes_exactly(workspace, monkeypatch):
+    import motionguide.training.loop as loop
+
+    full = Trainer(config(workspace, "lean-reference", train_steps=3, checkpointing_steps=2)).run()
+    with monkeypatch.context() as patch:  # checkpoints as they were written before: accelerate's own model file
+        patch.setattr(loop, "register_lean_checkpoint_hooks", lambda accelerator: [])
+        Trainer(config(workspace, "old-format", train_steps=3, checkpointing_steps=2)).run()
+    old = workspace / "old-format" / "checkpoint-2"
+    assert (old / "model.safetensors").is_file() and not (old / TRAINABLE_WEIGHTS_NAME).exists()
+    resumed = Trainer(config(workspace, "old-resumed", train_steps=3, resume_from_checkpoint=str(old))).run()
+    assert resumed["losses"][3] == full["losses"][3]
