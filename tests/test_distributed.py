@@ -89,7 +89,8 @@ def toy_run_config(tmp_path_factory):
 @pytest.fixture(scope="module")
 def zero3_run(toy_run_config):
     out = toy_run_config.root / "zero3.json"
-    return _launch("cpu_deepspeed_zero3_2ranks.yaml", toy_run_config("zero3"), out), toy_run_config.root / "zero3"
+    config = toy_run_config("zero3", monitor=["imap"], method_options={"imap": {"every": 1, "num_probes": 1}})
+    return _launch("cpu_deepspeed_zero3_2ranks.yaml", config, out), toy_run_config.root / "zero3"
 
 
 @pytest.mark.slow
@@ -111,9 +112,11 @@ def test_zero3_on_two_ranks_trains_and_saves_the_gathered_lora_that_the_stock_pi
     for name, weight in gathered.items():
         assert torch.equal(loaded[name], weight), name
 
-    # validation ran (every rank sampled the sharded transformer; the main process wrote the videos)
+    # validation and the IMAP probes ran (every rank ran the sharded transformer; the main process wrote)
     metrics = json.loads((output_dir / "validation" / "step-3" / "metrics.json").read_text())
     assert "validation/flicker_proxy" in metrics["summary"]
+    probes = json.loads((output_dir / "imap" / "history.json").read_text())["history"]
+    assert [entry["step"] for entry in probes] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -133,7 +136,8 @@ def test_resuming_a_zero3_checkpoint_on_two_ranks_repeats_the_uninterrupted_loss
     result, output_dir = zero3_run
     resumed = _launch("cpu_deepspeed_zero3_2ranks.yaml",
                       toy_run_config("zero3-resumed", resume_from_checkpoint=str(output_dir / "checkpoint-2"),
-                                     validation_prompts=[]),
+                                     validation_prompts=[], monitor=["imap"],
+                                     method_options={"imap": {"every": 1, "num_probes": 1}}),
                       toy_run_config.root / "zero3-resumed.json")
     assert resumed["summary"]["losses"]["3"] == result["summary"]["losses"]["3"]
     assert resumed["summary"]["losses"]["2"] == result["summary"]["losses"]["2"]  # restored from the checkpoint
