@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from ..errors import ConfigError
 from .lora import lora_state_dict
 
 TRAINABLE_WEIGHTS_NAME = "trainable_weights.safetensors"
@@ -56,8 +57,6 @@ def check_launch_took_effect(accelerator: Any) -> None:
     accelerate (1.x) turns an FSDP launch config into FSDP only on GPU-class ranks; on CPU ranks it leaves the
     distributed type at NO (or MULTI_CPU with `use_cpu`), so every rank would train its own unsynchronised
     copy. (torch's FSDP2 itself runs on gloo; accelerate does not apply it there.)"""
-    from ..errors import ConfigError
-
     asked_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if asked_fsdp and not uses_fsdp(accelerator):
         raise ConfigError(
