@@ -1,4 +1,5 @@
-"""A two-rank accelerate job on the CPU (gloo) with the attention controller active."""
+"""Two-rank jobs on the CPU (gloo): DDP with the attention controller active; the fine-tuning loop under DeepSpeed
+ZeRO-3 (weights sharded): LoRA saved gathered, validation, lean checkpoints, exact resume."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import torchrun_two_ranks
 
 JOBS = Path(__file__).parent / "jobs"
@@ -26,3 +28,139 @@ def test_two_rank_ddp_with_capture_stays_in_sync(tmp_path):
     assert result["world_size"] == 2 and "MULTI_CPU" in result["distributed_type"]
     assert result["max_weight_difference"] == 0.0
     assert result["captures_on_rank0"] == 3 and result["capture_shape"] == [1, 2, 48, 12]
+
+
+# ---------------------------------------------------------------------- the fine-tuning loop with sharded weights
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _launch(accelerate_config: str, config: dict, out: Path, *launch_args: str, timeout: int = 400,
+            expect_success: bool = True):
+    """`accelerate launch` the sharded fine-tuning job on two CPU ranks; its OUT.json (else the finished process)."""
+    import sys
+
+    import yaml
+
+    config_path = out.with_suffix(".yaml")
+    config_path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "configs" / "accelerate" / accelerate_config), "--main_process_port", str(_free_port()),
+           *launch_args, str(JOBS / "finetune_sharded.py"), str(config_path), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("ACCELERATE_USE_CPU", None)  # it would keep accelerate from initialising DeepSpeed
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if not expect_success:
+        return proc
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return json.loads(out.read_text())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def toy_run_config(tmp_path_factory):
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.toy import make_dataset
+    from motionguide.training.config import TrainConfig
+
+    root = tmp_path_factory.mktemp("sharded")
+    tiny_wan_pipeline().save_pretrained(root / "model")
+    make_dataset(root / "data", num_clips=4, seed=1, progress=False)
+
+    def config(out: str, **overrides) -> dict:
+        values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
+                      data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=3,
+                      train_batch_size=1, checkpointing_steps=2, report_to="none", rank=4, lora_alpha=8,
+                      max_sequence_length=16, learning_rate=1e-3, lr_scheduler="constant", caption_dropout=0.25,
+                      validation_prompts=["a red circle moves left"], validation_inference_steps=2)
+        values.update(overrides)
+        return TrainConfig(**values).to_dict()
+
+    config.root = root
+    return config
+
+
+@pytest.fixture(scope="module")
+def zero3_run(toy_run_config):
+    out = toy_run_config.root / "zero3.json"
+    config = toy_run_config("zero3", monitor=["imap"], method_options={"imap": {"every": 1, "num_probes": 1}})
+    return _launch("cpu_deepspeed_zero3_2ranks.yaml", config, out), toy_run_config.root / "zero3"
+
+
+@pytest.mark.slow
+def test_zero3_on_two_ranks_trains_and_saves_the_gathered_lora_that_the_stock_pipeline_loads(zero3_run):
+    from diffusers import WanPipeline
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result, output_dir = zero3_run
+    assert result["world_size"] == 2 and "DEEPSPEED" in result["distributed_type"]
+    assert result["max_rank_difference"] == 0.0 and result["changed_from_init"] > 0
+    assert result["gathered_shapes"] == [[4, 24], [24, 4]]  # whole LoRA matrices, not rank shards
+    gathered = load_file(str(output_dir.parent / "gathered.safetensors"))
+
+    stock = WanPipeline.from_pretrained(output_dir.parent / "model")
+    stock.load_lora_weights(output_dir)
+    loaded = get_peft_model_state_dict(stock.transformer, adapter_name="default_0")
+    assert set(loaded) == set(gathered) and len(gathered) == 32
+    for name, weight in gathered.items():
+        assert torch.equal(loaded[name], weight), name
+
+    # validation and the IMAP probes ran (every rank ran the sharded transformer; the main process wrote)
+    metrics = json.loads((output_dir / "validation" / "step-3" / "metrics.json").read_text())
+    assert "validation/flicker_proxy" in metrics["summary"]
+    probes = json.loads((output_dir / "imap" / "history.json").read_text())["history"]
+    assert [entry["step"] for entry in probes] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_zero3_checkpoint_holds_the_lora_and_optimizer_shards_but_no_frozen_weights(zero3_run):
+    _, output_dir = zero3_run
+    engine = output_dir / "checkpoint-2" / "pytorch_model"
+    # DeepSpeed's own format is a pickle (it loads it with weights_only=False itself)
+    model_states = torch.load(engine / "zero_pp_rank_0_mp_rank_00_model_states.pt", weights_only=False)
+    assert len(model_states["module"]) == 32 and all("lora_" in k for k in model_states["module"])
+    assert model_states["frozen_param_shapes"] is None
+    assert sorted(p.name for p in engine.iterdir()) == [
+        f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")]
+
+
+@pytest.mark.slow
+def test_resuming_a_zero3_checkpoint_on_two_ranks_repeats_the_uninterrupted_losses(zero3_run, toy_run_config):
+    result, output_dir = zero3_run
+    resumed = _launch("cpu_deepspeed_zero3_2ranks.yaml",
+                      toy_run_config("zero3-resumed", resume_from_checkpoint=str(output_dir / "checkpoint-2"),
+                                     validation_prompts=[], monitor=["imap"],
+                                     method_options={"imap": {"every": 1, "num_probes": 1}}),
+                      toy_run_config.root / "zero3-resumed.json")
+    assert resumed["summary"]["losses"]["3"] == result["summary"]["losses"]["3"]
+    assert resumed["summary"]["losses"]["2"] == result["summary"]["losses"]["2"]  # restored from the checkpoint
+
+
+@pytest.mark.slow
+def test_the_fsdp_config_on_cpu_ranks_is_refused_before_training_unsynchronised_copies(toy_run_config):
+    """accelerate applies FSDP on GPUs only; on CPU ranks it would leave each rank training alone."""
+    proc = _launch("fsdp.yaml", toy_run_config("fsdp", validation_prompts=[]), toy_run_config.root / "fsdp.json",
+                   "--num_processes", "2", "--mixed_precision", "no", expect_success=False)
+    assert proc.returncode != 0
+    assert "asks for FSDP, but accelerate applied DistributedType.NO on these cpu ranks" in proc.stdout + proc.stderr
+    assert not (toy_run_config.root / "fsdp" / "train_summary.json").exists()
+
+
+@pytest.mark.slow
+def test_resuming_a_lean_zero2_checkpoint_on_two_ranks_repeats_the_uninterrupted_losses(toy_run_config):
+    straight = _launch("cpu_deepspeed_zero2_2ranks.yaml", toy_run_config("zero2", validation_prompts=[]),
+                       toy_run_config.root / "zero2.json")
+    checkpoint = toy_run_config.root / "zero2" / "checkpoint-2"
+    model_states = torch.load(checkpoint / "pytorch_model" / "mp_rank_00_model_states.pt", weights_only=False)
+    assert len(model_states["module"]) == 32 and all("lora_" in k for k in model_states["module"])
+    resumed = _launch("cpu_deepspeed_zero2_2ranks.yaml",
+                      toy_run_config("zero2-resumed", resume_from_checkpoint=str(checkpoint), validation_prompts=[]),
+                      toy_run_config.root / "zero2-resumed.json")
+    assert resumed["summary"]["losses"] == straight["summary"]["losses"]

@@ -17,8 +17,8 @@ from motionguide.training.config import DEPRECATED_KEYS, TrainConfig
 from motionguide.training.loop import Trainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "deepspeed_zero2", "deepspeed_zero3",
-                      "multi_gpu", "single_gpu"]
+ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "cpu_deepspeed_zero3_2ranks", "deepspeed_zero2",
+                      "deepspeed_zero3", "fsdp", "multi_gpu", "single_gpu"]
 
 
 @pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml"])
@@ -46,7 +46,7 @@ def test_accelerate_configs_load_into_accelerate():
         config = ClusterConfig.from_yaml_file(CONFIGS / "accelerate" / f"{name}.yaml")  # raises on unknown keys
         expected = {"cpu_ddp": DistributedType.MULTI_CPU, "deepspeed": DistributedType.DEEPSPEED,
                     "cpu_deepspeed": DistributedType.DEEPSPEED, "multi_gpu": DistributedType.MULTI_GPU,
-                    "single_gpu": DistributedType.NO}
+                    "single_gpu": DistributedType.NO, "fsdp": DistributedType.FSDP}
         kind = next(v for k, v in expected.items() if name.startswith(k))
         assert config.distributed_type == kind, name
         assert config.num_processes == (1 if kind == DistributedType.NO else 2 if "2ranks" in name else 8), name

@@ -165,6 +165,10 @@ class TrainConfig:
     method_options: dict[str, Any] = _flag(
         help="per-method settings, a YAML/JSON mapping merged per method over the config file's, e.g. "
              "'{motive: {queries: DIR, fraction: 0.1}}'", factory=dict)
+    # distributed
+    process_group_timeout_s: float = _flag(
+        1800, help="seconds a collective waits for the slowest rank before the run fails (accelerate's default "
+        "600 s is shorter than a first latent cache of a large dataset)")
 
     # old names, accepted with a FutureWarning and moved to their new places (see DEPRECATED_KEYS)
     cache_dir: InitVar[str | None] = None

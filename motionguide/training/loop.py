@@ -32,6 +32,8 @@ from ..files import atomic_write_text
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
+from .distributed import (check_launch_took_effect, frozen_components_unpartitioned, gathered_lora_state_dict,
+                          load_state_options, register_lean_checkpoint_hooks, runs_on_every_rank, save_state_options)
 from .lora import add_lora, save_lora, trainable_parameters
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
@@ -75,27 +77,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
+        from datetime import timedelta
+
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
         if self._accelerator is not None:
             return self._accelerator
         cfg = self.config
         log_with = None if cfg.report_to == "none" else cfg.report_to
-        handlers = []
+        if not cfg.process_group_timeout_s > 0:
+            raise ConfigError(f"process_group_timeout_s={cfg.process_group_timeout_s!r} must be > 0 (seconds)")
+        # The first latent cache of a large dataset can keep ranks apart far longer than accelerate's default.
+        group = {"timeout": timedelta(seconds=cfg.process_group_timeout_s)}
         if int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available():
             # Launched on several CPU ranks: without CUDA accelerate picks no process-group backend for
             # DeepSpeed and every rank would believe it is rank 0 of 1. gloo works for DDP and DeepSpeed alike.
-            from accelerate.utils import InitProcessGroupKwargs
-
-            handlers.append(InitProcessGroupKwargs(backend="gloo"))
-        return Accelerator(
-            kwargs_handlers=handlers,
+            group["backend"] = "gloo"
+        accelerator = Accelerator(
+            kwargs_handlers=[InitProcessGroupKwargs(**group)],
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision=cfg.mixed_precision,
             log_with=log_with,
             project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
         )
+        check_launch_took_effect(accelerator)
+        return accelerator
 
     def _callbacks(self, pipeline: Any = None) -> list[TrainerCallback]:
         from .validation import ValidationSampler, validation_settings
@@ -145,13 +152,17 @@ class Trainer:
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
         if uses_deepspeed or accelerator.is_main_process:
-            accelerator.save_state(str(tmp))
+            # only the trainable weights, the optimiser, the schedule and the RNG states (no frozen transformer)
+            accelerator.save_state(str(tmp), **save_state_options(accelerator))
+        lora = None
+        if cfg.training_type == "lora":
+            lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks}}
             atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2))
-            if cfg.training_type == "lora":
-                save_lora(ctx.backbone.pipeline_class, ctx.transformer, tmp)
+            if lora is not None:
+                save_lora(ctx.backbone.pipeline_class, ctx.transformer, tmp, state_dict=lora)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -195,7 +206,8 @@ class Trainer:
         output_dir = self._start_output(accelerator)
         set_seed(cfg.seed)
         run = _RunState(accelerator=accelerator, output_dir=output_dir)
-        self._load_pipeline(run)
+        with frozen_components_unpartitioned(accelerator):  # ZeRO-3 partitions only the prepared transformer
+            self._load_pipeline(run)
         self._load_data(run)
         self._read_resume_state(run)
         run.ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=run.backbone, model=None,
@@ -367,9 +379,12 @@ class Trainer:
         run.ctx.extras["callbacks"] = run.callbacks
 
     def _resume(self, run: "_RunState") -> None:
-        """Stage 7: model, optimiser, scheduler and callback states from the checkpoint; the start step."""
+        """Stage 7: model, optimiser, scheduler and callback states from the checkpoint; the start step.
+
+        From here on checkpoints store the trainable weights only (and read them back)."""
+        self._checkpoint_hooks = register_lean_checkpoint_hooks(run.accelerator)
         if run.resume is not None:
-            run.accelerator.load_state(str(run.resume))
+            run.accelerator.load_state(str(run.resume), **load_state_options(run.accelerator))
             for callback in run.callbacks:
                 callback.load_state_dict(run.saved.get("callbacks", {}).get(type(callback).__name__, {}))
             print(f"resumed from {run.resume} at step {run.saved['step']}", flush=True)
@@ -491,14 +506,23 @@ class Trainer:
         summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped,
                    "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
+        unwrapped = accelerator.unwrap_model(run.model)
+        lora = gathered_lora_state_dict(accelerator, run.model, unwrapped) if cfg.training_type == "lora" else None
+        # full fine-tuning with sharded weights (ZeRO-3: the 16-bit weights; FSDP): gathered, every rank joins
+        full = accelerator.get_state_dict(run.model) if lora is None and runs_on_every_rank(accelerator) else None
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(run.model)
-            if cfg.training_type == "lora":
-                summary["lora"] = str(save_lora(run.backbone.pipeline_class, unwrapped, run.output_dir))
+            if lora is not None:
+                summary["lora"] = str(save_lora(run.backbone.pipeline_class, unwrapped, run.output_dir,
+                                                state_dict=lora))
+            elif full is not None:
+                _save_gathered_transformer(unwrapped, full, run.output_dir / "transformer")
+                summary["transformer"] = str(run.output_dir / "transformer")
             else:
                 unwrapped.save_pretrained(run.output_dir / "transformer", safe_serialization=True)
                 summary["transformer"] = str(run.output_dir / "transformer")
             atomic_write_text(run.output_dir / "train_summary.json", json.dumps(summary, indent=2))
+        for handle in getattr(self, "_checkpoint_hooks", []):
+            handle.remove()
         accelerator.end_training()
         return summary
 
@@ -549,6 +573,14 @@ def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings."""
     return {"latents": torch.stack([it["latents"] for it in items]),
             "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+
+
+def _save_gathered_transformer(transformer: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
+    """A transformer folder `from_pretrained` reads, from weights gathered outside the module (ZeRO-3)."""
+    from huggingface_hub import save_torch_state_dict
+
+    transformer.save_config(folder)
+    save_torch_state_dict(state_dict, folder, filename_pattern="diffusion_pytorch_model{suffix}.safetensors")
 
 
 # ---------------------------------------------------------------------- config fields the loop reads

@@ -53,14 +53,17 @@ def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default")
 
 
 def save_lora(pipeline_class: type, transformer: torch.nn.Module, out_dir: str | os.PathLike,
-              adapter_name: str = "default") -> Path:
-    """Write `pytorch_lora_weights.safetensors` with adapter metadata via the pipeline's own LoRA mixin."""
+              adapter_name: str = "default", state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `pytorch_lora_weights.safetensors` with adapter metadata via the pipeline's own LoRA mixin.
+
+    `state_dict`: the adapter's weights when they are not whole in `transformer` (gathered from ZeRO-3 shards,
+    as `lora_state_dict` names them); by default they are read from `transformer`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = transformer.peft_config[adapter_name].to_dict()
     pipeline_class.save_lora_weights(
         out_dir,
-        transformer_lora_layers=lora_state_dict(transformer, adapter_name),
+        transformer_lora_layers=state_dict if state_dict is not None else lora_state_dict(transformer, adapter_name),
         transformer_lora_adapter_metadata=metadata,
         safe_serialization=True,
     )

@@ -24,6 +24,7 @@ from ..files import atomic_write_text
 from ..sampling import SamplingSettings, generate_videos, get_guidance, save_videos
 from ..sampling.generate import to_uint8
 from .callbacks import TrainContext, TrainerCallback
+from .distributed import runs_on_every_rank
 
 
 def validation_settings(config: Any, pipeline: Any = None) -> SamplingSettings:
@@ -124,7 +125,8 @@ class ValidationSampler(TrainerCallback):
         """Sample, save and score the validation videos; returns the results on the main process, else None."""
         ctx.accelerator.wait_for_everyone()
         results = None
-        if ctx.is_main_process and self.prompts:
+        # sharded weights (ZeRO-3, FSDP): every rank samples, so each layer's all-gather has all ranks
+        if self.prompts and (ctx.is_main_process or runs_on_every_rank(ctx.accelerator)):
             pipe = ctx.extras["pipeline"]
             transformer = ctx.transformer
             was_training = transformer.training
@@ -137,6 +139,7 @@ class ValidationSampler(TrainerCallback):
                 videos = generate_videos(pipe, self.prompts, self.seeds, self.settings, guidance=self.guidance,
                                          progress=False)
             transformer.train(was_training)
+        if ctx.is_main_process and self.prompts:
             folder = ctx.output_dir / "validation" / f"step-{ctx.step}"
             saved = save_videos(videos, folder, fps=self.settings.fps)
             backbone = ctx.backbone

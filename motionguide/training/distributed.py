@@ -1,0 +1,187 @@
+"""What the loop needs to know about sharded training (DeepSpeed ZeRO-2/3, FSDP) and lean checkpoints.
+
+- ZeRO-3 partitions every `transformers` model loaded while accelerate's DeepSpeed config is registered, so the
+  frozen text encoder would be split across ranks and then called outside any engine (`'weight' must be 2-D`).
+  `frozen_components_unpartitioned` loads the pipeline without that registration: only the transformer handed
+  to `accelerator.prepare` is partitioned (by `deepspeed.initialize`).
+- Partitioned weights are read whole inside `gathered` (a collective: every rank enters it), and a sharded
+  transformer's forwards must run on every rank (each layer's all-gather needs every rank), which
+  `runs_on_every_rank` tells sampling and probes.
+- Checkpoints hold the trainable weights (LoRA, or all weights for full fine-tuning), the optimiser, the
+  LR schedule and the RNG states, never the frozen transformer: `register_lean_checkpoint_hooks` for
+  single-process / DDP runs, `save_state_options` / `load_state_options` for the DeepSpeed engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from ..errors import ConfigError
+from .lora import lora_state_dict
+
+TRAINABLE_WEIGHTS_NAME = "trainable_weights.safetensors"
+
+
+def deepspeed_plugin(accelerator: Any) -> Any:
+    """The active DeepSpeed plugin, or None."""
+    return getattr(accelerator.state, "deepspeed_plugin", None)
+
+
+def zero_stage(accelerator: Any) -> int:
+    """DeepSpeed's ZeRO stage (0 without DeepSpeed)."""
+    plugin = deepspeed_plugin(accelerator)
+    if plugin is None:
+        return 0
+    return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0) or 0)
+
+
+def uses_fsdp(accelerator: Any) -> bool:
+    """Whether accelerate runs the model under FSDP."""
+    return str(getattr(accelerator, "distributed_type", "")).endswith("FSDP")
+
+
+def runs_on_every_rank(accelerator: Any) -> bool:
+    """Whether the transformer's weights are sharded (ZeRO-3, FSDP): then any forward, including sampling and
+    probes, must run on every rank, because each layer gathers its weights with a collective."""
+    return zero_stage(accelerator) == 3 or uses_fsdp(accelerator)
+
+
+def check_launch_took_effect(accelerator: Any) -> None:
+    """Refuse a multi-process launch whose sharding accelerate silently dropped.
+
+    accelerate (1.x) turns an FSDP launch config into FSDP only on GPU-class ranks; on CPU ranks it leaves the
+    distributed type at NO (or MULTI_CPU with `use_cpu`), so every rank would train its own unsynchronised
+    copy. (torch's FSDP2 itself runs on gloo; accelerate does not apply it there.)"""
+    asked_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if asked_fsdp and not uses_fsdp(accelerator):
+        raise ConfigError(
+            f"the accelerate config asks for FSDP, but accelerate applied {accelerator.distributed_type} on these "
+            f"{accelerator.device.type} ranks (it applies FSDP only on GPUs); on CPUs launch with "
+            "configs/accelerate/cpu_ddp_2ranks.yaml or cpu_deepspeed_zero3_2ranks.yaml instead")
+    if accelerator.num_processes > 1 and str(accelerator.distributed_type).endswith(".NO"):
+        raise ConfigError(
+            f"{accelerator.num_processes} processes but accelerate set up no distributed training (type NO): the "
+            "ranks would not synchronise; check the accelerate config's distributed_type and use_cpu")
+
+
+@contextlib.contextmanager
+def frozen_components_unpartitioned(accelerator: Any) -> Iterator[None]:
+    """Load models inside this block whole on every rank, even under ZeRO-3.
+
+    accelerate registers its DeepSpeed config with `transformers` (a weak reference) as soon as the plugin is
+    selected; while it is registered, every `transformers` `from_pretrained` runs under `deepspeed.zero.Init`
+    and the text encoder comes back partitioned. (`zero3_init_flag: false` does not help: accelerate registers
+    the config either way.) Unregistering it for the block and registering it again afterwards leaves the
+    transformer to `deepspeed.initialize`, which partitions it when `accelerator.prepare` wraps it."""
+    plugin = deepspeed_plugin(accelerator)
+    if plugin is None or zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.dschf = None
+        plugin.set_deepspeed_weakref()
+
+
+def gathered_lora_state_dict(accelerator: Any, model: Any, transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights whole, as `lora_state_dict` names them, copied to the CPU. Under ZeRO-3 and FSDP every
+    rank must call this (the weights are gathered with collectives); elsewhere it only reads them.
+
+    `model` is what `accelerator.prepare` returned, `transformer` the module inside it."""
+    if uses_fsdp(accelerator):  # not run yet: accelerate applies FSDP on GPUs only
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(transformer, state_dict=accelerator.get_state_dict(model))
+    else:
+        params = [p for p in transformer.parameters() if p.requires_grad]
+        with gathered(accelerator, params):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in lora_state_dict(transformer).items()}
+        return state
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+@contextlib.contextmanager
+def gathered(accelerator: Any, parameters: Iterable[torch.nn.Parameter]) -> Iterator[None]:
+    """`parameters` whole inside the block. Under ZeRO-3 this all-gathers them, so every rank must enter;
+    elsewhere it does nothing."""
+    if zero_stage(accelerator) != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(parameters), modifier_rank=None):
+        yield
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require gradients, by their name in `model`, detached and contiguous."""
+    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def register_lean_checkpoint_hooks(accelerator: Any) -> list[Any]:
+    """Make `accelerator.save_state` / `load_state` store and restore only the trainable weights of the
+    prepared models (plus what accelerate stores besides the models: optimiser, scheduler, RNG states).
+
+    Applies where accelerate saves the weights itself (one process, DDP); the DeepSpeed engine is told by
+    `save_state_options`. Returns the hook handles (`.remove()` them when the run ends).
+
+    A checkpoint written before these hooks (a full `model.safetensors`, no `trainable_weights.safetensors`)
+    still loads the old way."""
+    from safetensors.torch import load_file, save_file
+
+    def engine_saves_the_weights() -> bool:
+        return deepspeed_plugin(accelerator) is not None or uses_fsdp(accelerator)
+
+    def save_trainable_only(models: list, weights: list, output_dir: str) -> None:
+        if engine_saves_the_weights() or not weights:
+            return
+        for index, model in enumerate(models):
+            state = trainable_state_dict(accelerator.unwrap_model(model))
+            save_file({k: v.cpu() for k, v in state.items()}, str(Path(output_dir) / _indexed(index)))
+        weights.clear()  # accelerate writes no model.safetensors
+
+    def load_trainable_only(models: list, input_dir: str) -> None:
+        if engine_saves_the_weights() or not (Path(input_dir) / _indexed(0)).is_file():
+            return
+        for index, model in enumerate(models):
+            unwrapped = accelerator.unwrap_model(model)
+            state = load_file(str(Path(input_dir) / _indexed(index)))
+            expected = {name: tuple(p.shape) for name, p in trainable_state_dict(unwrapped).items()}
+            found = {name: tuple(t.shape) for name, t in state.items()}
+            if found != expected:
+                differ = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
+                raise RuntimeError(f"{input_dir}: the checkpoint's trainable weights do not match this model's "
+                                   f"(first differences, checkpoint vs model: "
+                                   f"{[(n, found.get(n), expected.get(n)) for n in differ[:3]]}); resume with "
+                                   "the same training_type, rank and target_modules")
+            unwrapped.load_state_dict(state, strict=False)
+        models.clear()  # accelerate must not look for model.safetensors
+
+    return [accelerator.register_save_state_pre_hook(save_trainable_only),
+            accelerator.register_load_state_pre_hook(load_trainable_only)]
+
+
+def _indexed(index: int) -> str:
+    stem, ext = TRAINABLE_WEIGHTS_NAME.rsplit(".", 1)
+    return TRAINABLE_WEIGHTS_NAME if index == 0 else f"{stem}_{index}.{ext}"
+
+
+def save_state_options(accelerator: Any) -> dict[str, Any]:
+    """`accelerator.save_state` keyword arguments: the DeepSpeed engine leaves the frozen weights out."""
+    return {"exclude_frozen_parameters": True} if deepspeed_plugin(accelerator) is not None else {}
+
+
+def load_state_options(accelerator: Any) -> dict[str, Any]:
+    """`accelerator.load_state` keyword arguments: the DeepSpeed engine's checkpoint lacks the frozen weights
+    (they come from the pretrained model, loaded before), so its module state is loaded non-strictly; the
+    trainable weights themselves are restored from the optimiser's fp32 partitions."""
+    return {"load_module_strict": False} if deepspeed_plugin(accelerator) is not None else {}
