@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_args import add_subcommand, index_list
+from ..output_paths import check_output_folder
+from ..placement_args import add_placement_arguments, placement_from_args
 
 __all__ = ["add_saliency_command", "run_saliency"]
 
@@ -44,7 +46,7 @@ def add_saliency_command(subparsers: Any) -> None:
     p.add_argument("--max_sequence_length", type=int, help="text tokens (default: the model's sampling default)")
     p.add_argument("--real_slots_only", action="store_true",
                    help="z-score over the prompt's real tokens instead of all padded slots (differs from the paper)")
-    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    add_placement_arguments(p)
     p.add_argument("--out", type=str, default="out/saliency", help="folder for maps.npz, saliency.json and PNGs")
     p.set_defaults(func=run_saliency)
 
@@ -62,7 +64,11 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     words = args.words or default_caption_words(args.prompt)
     where: Any = args.blocks if args.blocks is not None else args.profile
-    pipe = load_pipeline(args.model, lora=args.lora, device=args.device)
+    placement = placement_from_args(args)  # the flags and the output folder are checked before the model loads
+    check_output_folder(args.out, "--out")
+    if args.video and not Path(args.video).is_file():
+        raise FileNotFoundError(f"--video {args.video}: no such file")
+    pipe = load_pipeline(args.model, lora=args.lora, placement=placement)
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
         steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length)
