@@ -125,6 +125,9 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
         raise ConfigError(f"--lora {args.lora}: no such folder or file; give the folder holding "
                           "pytorch_lora_weights.safetensors")
     GUIDANCES.check(args.guidance)
+    if args.guidance == "correspondence" and args.enable_model_cpu_offload:
+        raise ConfigError("--guidance correspondence does not run under --enable_model_cpu_offload (the offload "
+                          "hooks would move to its temporary transformer wrapper); drop one of the two")
     placement = placement_from_args(args)
     check_output_folder(args.out, "--out")
     return placement
