@@ -61,6 +61,41 @@ def test_bad_values_are_one_line_errors_before_the_model_loads(loads, tmp_path, 
     assert not loads and "\n" not in err
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--correspondence_scale", "1.0"], "--correspondence_scale only act with a guidance"),
+    (["--correspondence_blocks", "0-1", "--profile", "p.yaml"], "--correspondence_blocks, --profile only act"),
+])
+def test_guidance_options_without_a_guidance_are_refused_rather_than_ignored(loads, tmp_path, capsys, flags, named):
+    assert main(["--model", TOY, "--prompt", "a", "--out", str(tmp_path), *flags]) == 2
+    assert named in capsys.readouterr().err and not loads
+
+
+def test_a_missing_layer_profile_is_named_before_the_model_loads(loads, tmp_path, capsys):
+    assert main(["--model", TOY, "--prompt", "a", "--guidance", "correspondence", "--profile",
+                 str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "missing.yaml" in capsys.readouterr().err and not loads
+    assert main(["--model", TOY, "--prompt", "a", "--guidance", "correspondence", "--profile", "wan2.1-t2v-13b",
+                 "--out", str(tmp_path)]) == 2
+    assert "no layer profile 'wan2.1-t2v-13b'" in capsys.readouterr().err and not loads
+
+
+def test_vae_tiling_and_slicing_reach_the_loaded_pipeline(tmp_path, monkeypatch):
+    from motionguide.sampling import generate
+
+    seen = {}
+
+    def fake_generate(pipe, *args, **kwargs):
+        seen["pipe"] = pipe
+        return []
+
+    monkeypatch.setattr(generate, "generate_videos", fake_generate)
+    monkeypatch.setattr(generate, "save_videos", lambda *a, **k: {"videos": [], "grid": None})
+    assert main(["--model", TOY, "--prompt", "a", "--vae_tiling", "--vae_slicing", "--out", str(tmp_path)]) == 0
+    assert seen["pipe"].vae.use_tiling and seen["pipe"].vae.use_slicing
+    assert main(["--model", TOY, "--prompt", "a", "--out", str(tmp_path)]) == 0
+    assert not seen["pipe"].vae.use_tiling and not seen["pipe"].vae.use_slicing
+
+
 def test_an_unknown_dtype_is_refused_by_the_parser(loads, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", TOY, "--prompt", "a", "--dtype", "fp8", "--out", str(tmp_path)])

@@ -125,6 +125,16 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
         raise ConfigError(f"--lora {args.lora}: no such folder or file; give the folder holding "
                           "pytorch_lora_weights.safetensors")
     GUIDANCES.check(args.guidance)
+    guidance_flags = [flag for flag, value in (("--correspondence_scale", args.correspondence_scale),
+                                               ("--correspondence_blocks", args.correspondence_blocks),
+                                               ("--profile", args.profile)) if value is not None]
+    if guidance_flags and args.guidance in (None, "", "none"):
+        raise ConfigError(f"{', '.join(guidance_flags)} only act with a guidance; add --guidance correspondence "
+                          "or drop them")
+    if args.profile:
+        from ..backbones import load_profile
+
+        load_profile(args.profile)  # a missing or malformed profile file fails here, not after loading
     if args.guidance == "correspondence" and args.enable_model_cpu_offload:
         raise ConfigError("--guidance correspondence does not run under --enable_model_cpu_offload (the offload "
                           "hooks would move to its temporary transformer wrapper); drop one of the two")
