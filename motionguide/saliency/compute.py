@@ -278,7 +278,8 @@ def saliency_while_sampling(
     if prompt_embeds is not None:
         prompt_embeds = prompt_embeds if prompt_embeds.ndim == 3 else prompt_embeds[None]
         if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != 1:
-            raise ValueError(f"prompt_embeds must be one prompt's, [1, T, D] or [T, D]; got {tuple(prompt_embeds.shape)}")
+            raise ValueError(f"prompt_embeds must be one prompt's, [1, T, D] or [T, D]; got "
+                             f"{tuple(prompt_embeds.shape)}")
     backbone = _as_backbone(pipe)
     tokenizer = _check_tokenizer(backbone)
     block_list, k, _ = resolve_imap_settings(backbone, blocks, top_k)

@@ -15,13 +15,12 @@ import argparse
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 from ..cli_args import ArgumentParser, index_list, run_command
 from ..errors import ConfigError
-from ..loading import PipelinePlacement
+from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition
 from ..output_paths import check_output_folder
 from ..placement_args import add_placement_arguments, placement_from_args
 from ..registry import GUIDANCES
@@ -77,9 +76,6 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if not prompts:
         raise ValueError("give at least one --prompt or a --prompts_file")
     return prompts
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _temporal_factor(model: str) -> int | None:
