@@ -2,6 +2,7 @@
 every argument and the output folder before the model loads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,16 @@ def test_vae_tiling_and_slicing_reach_the_loaded_pipeline(tmp_path, monkeypatch)
     assert seen["pipe"].vae.use_tiling and seen["pipe"].vae.use_slicing
     assert main(["--model", TOY, "--prompt", "a", "--out", str(tmp_path)]) == 0
     assert not seen["pipe"].vae.use_tiling and not seen["pipe"].vae.use_slicing
+
+
+def test_a_missing_relative_lora_folder_is_not_taken_for_a_hub_id(loads, tmp_path, capsys, monkeypatch):
+    model = str(Path(TOY).resolve())
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["--model", model, "--prompt", "a", "--lora", "out/lora", "--out", "samples"]) == 2
+    assert "--lora out/lora: no such folder" in capsys.readouterr().err and not loads
+    with pytest.raises(loads.Loaded):  # owner/name with no local "owner" folder: a hub id, left to the hub client
+        main(["--model", model, "--prompt", "a", "--lora", "someone/motion-lora", "--out", "samples"])
 
 
 def test_an_unknown_dtype_is_refused_by_the_parser(loads, tmp_path, capsys):

@@ -117,7 +117,9 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
             below = (args.num_frames - 1) // factor * factor + 1
             raise ConfigError(f"--num_frames {args.num_frames}: this model's VAE takes {factor}k+1 frames; use "
                               f"{below} or {below + factor}")
-    if args.lora and not os.path.exists(args.lora) and not _HUB_ID.fullmatch(args.lora):
+    # a missing local folder, told from a hub id by its shape or by its first part being a local folder
+    if args.lora and not os.path.exists(args.lora) and (not _HUB_ID.fullmatch(args.lora)
+                                                        or os.path.isdir(args.lora.split("/")[0])):
         raise ConfigError(f"--lora {args.lora}: no such folder or file; give the folder holding "
                           "pytorch_lora_weights.safetensors")
     GUIDANCES.check(args.guidance)
