@@ -93,6 +93,25 @@ def test_device_and_dtype_resolve_as_in_the_sampler(loads, tmp_path, clip, capsy
     assert (loads[-1]["placement"].device, loads[-1]["placement"].dtype) == ("cuda", torch.bfloat16)
 
 
+@pytest.mark.parametrize("command, flags, named", [
+    ("saliency", ["--steps", "0"], "--num_inference_steps 0: must be at least 1"),
+    ("saliency", ["--num_frames", "0"], "--num_frames 0"),
+    ("saliency", ["--top_k", "0"], "--top_k 0"),
+    ("saliency", ["--cfg", "nan"], "--guidance_scale nan: must be a finite number"),
+    ("saliency", ["--timestep", "2000"], "--timestep 2000.0: give a noise level in 0..1000"),
+    ("track", ["--chunk_size", "0"], "--chunk_size 0"),
+    ("track", ["--timestep=-5"], "--timestep -5.0"),
+])
+def test_bad_values_stop_the_method_commands_before_the_model_loads(loads, tmp_path, clip, capsys, command, flags,
+                                                                    named):
+    out = str(tmp_path / ("t.npz" if command == "track" else "maps"))
+    args = [a for a in _commands(tmp_path, clip, out)[command] if a != "--timestep" and a != "50"]
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and "\n" not in err, err
+    assert not loads
+
+
 def test_saliency_refuses_a_missing_video_before_the_model_loads(loads, tmp_path, capsys):
     assert main(["saliency", "--model", TOY, "--prompt", "a red circle", "--video", str(tmp_path / "none.mp4"),
                  "--out", str(tmp_path / "maps")]) == 2

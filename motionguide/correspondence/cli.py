@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arg_checks import check_positive
 from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
 from ..output_paths import check_output_file
@@ -82,6 +83,10 @@ def _run_track(args: argparse.Namespace) -> int:
     from ..video import read_video
     from .tracker import track_video
 
+    check_positive("--chunk_size", args.chunk_size)
+    check_positive("--max_sequence_length", args.max_sequence_length)
+    if args.timestep is not None and not 0 <= args.timestep <= 1000:
+        raise ValueError(f"--timestep {args.timestep}: give a transformer timestep in 0..1000")
     placement = placement_from_args(args)  # everything checkable is checked before the video is read
     check_output_file(args.out, "--out")
     if args.viz:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..arg_checks import check_finite, check_positive
 from ..cli_args import add_subcommand, index_list
 from ..output_paths import check_output_folder
 from ..placement_args import add_placement_arguments, placement_from_args
@@ -64,6 +65,11 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     words = args.words or default_caption_words(args.prompt)
     where: Any = args.blocks if args.blocks is not None else args.profile
+    for flag in ("num_frames", "height", "width", "num_inference_steps", "max_sequence_length", "top_k"):
+        check_positive(f"--{flag}", getattr(args, flag))
+    check_finite("--guidance_scale", args.guidance_scale)
+    if args.timestep is not None and not 0 <= args.timestep <= 1000:
+        raise ValueError(f"--timestep {args.timestep}: give a noise level in 0..1000")
     placement = placement_from_args(args)  # the flags and the output folder are checked before the model loads
     check_output_folder(args.out, "--out")
     if args.video and not Path(args.video).is_file():

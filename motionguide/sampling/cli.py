@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence
 
+from ..arg_checks import check_finite, check_positive
 from ..cli_args import ArgumentParser, index_list, run_command
 from ..errors import ConfigError
 from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition
@@ -93,24 +93,12 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
 
     Values a pipeline would silently round, drop or turn into noise (0 steps, 0 frames, a NaN scale, 0 fps)
     are one-line errors here, before any weight is read."""
-    def positive(flag: str, value: int | None) -> None:
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} {value}: must be at least 1")
-
-    def finite(flag: str, value: float | None) -> None:
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{flag} {value}: must be a finite number")
-
-    positive("--num_inference_steps", args.num_inference_steps)
-    positive("--num_frames", args.num_frames)
-    positive("--height", args.height)
-    positive("--width", args.width)
-    positive("--max_sequence_length", args.max_sequence_length)
+    for flag in ("num_inference_steps", "num_frames", "height", "width", "max_sequence_length"):
+        check_positive(f"--{flag}", getattr(args, flag))
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps {args.fps}: must be positive, e.g. 16 for Wan, 8 for CogVideoX")
-    finite("--guidance_scale", args.guidance_scale)
-    finite("--correspondence_scale", args.correspondence_scale)
-    finite("--lora_scale", args.lora_scale)
+    for flag in ("guidance_scale", "correspondence_scale", "lora_scale"):
+        check_finite(f"--{flag}", getattr(args, flag))
     if args.num_frames is not None:
         factor = _temporal_factor(args.model)
         if factor and (args.num_frames - 1) % factor:
