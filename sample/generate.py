@@ -6,7 +6,9 @@
         --correspondence_scale 1.0 --device cuda
 
 `--guidance_scale` is classifier-free guidance as in diffusers (`--cfg` is an alias); the correspondence
-guidance's scale is `--correspondence_scale`. Every flag also answers to its kebab spelling; `--help` lists them.
+guidance's scale is `--correspondence_scale`. `--device` and `--dtype` default to auto (the GPU in bf16 when there
+is one, else the CPU in fp32); `--enable_model_cpu_offload`, `--vae_tiling` and `--vae_slicing` save GPU memory.
+Every flag also answers to its kebab spelling; `--help` lists them.
 """
 
 import sys

@@ -138,10 +138,14 @@ def test_guidance_scale_is_classifier_free_guidance_as_in_diffusers(model_dir, t
 
 @pytest.mark.parametrize("flag", ["--correspondence_scale", "--correspondence-scale"])
 def test_correspondence_scale_is_the_guidance_term(model_dir, tmp_path, captured_call, flag):
+    from motionguide.backbones import load_profile
+
+    profile = tmp_path / "p.yaml"
+    load_profile("wan2.1-t2v-1.3b").save(profile)
     assert main(["--model", str(model_dir / "model"), "--prompt", "a", "--guidance", "correspondence", flag, "1.5",
-                 "--profile", "p.yaml", "--out", str(tmp_path)]) == 0
+                 "--profile", str(profile), "--out", str(tmp_path)]) == 0
     assert captured_call["guidance"] == "correspondence"
-    assert captured_call["options"] == {"scale": 1.5, "profile": "p.yaml"}
+    assert captured_call["options"] == {"scale": 1.5, "profile": str(profile)}
     default_cfg = SamplingSettings.for_model(str(model_dir / "model")).cfg
     assert captured_call["settings"].cfg == default_cfg  # the CFG scale is untouched by the correspondence scale
 

@@ -9,7 +9,7 @@
 
     motionguide analyze-layers --model assets/toy-model --data toy-data --steps 0,12,24 --out toy.yaml
     motionguide analyze-layers --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --data my-clips --tracks cotracker/ \
-        --blocks 10-29 --device cuda --dtype bfloat16 --out wan-1.3b.yaml
+        --blocks 10-29 --device cuda --dtype bf16 --out wan-1.3b.yaml
 
 Register on a parent CLI with `add_correspondence_commands(subparsers)`.
 """
@@ -23,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arg_checks import check_positive
 from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
+from ..output_paths import check_output_file
+from ..placement_args import add_placement_arguments, placement_from_args
 from .matching import TEMPERATURES
 
 __all__ = ["add_correspondence_commands", "parse_points", "grid_points", "parse_index_list"]
@@ -80,6 +83,14 @@ def _run_track(args: argparse.Namespace) -> int:
     from ..video import read_video
     from .tracker import track_video
 
+    check_positive("--chunk_size", args.chunk_size)
+    check_positive("--max_sequence_length", args.max_sequence_length)
+    if args.timestep is not None and not 0 <= args.timestep <= 1000:
+        raise ValueError(f"--timestep {args.timestep}: give a transformer timestep in 0..1000")
+    placement = placement_from_args(args)  # everything checkable is checked before the video is read
+    check_output_file(args.out, "--out")
+    if args.viz:
+        check_output_file(args.viz, "--viz")
     frames = read_video(args.video)
     gt_tracks = visible = None
     if args.gt:
@@ -91,7 +102,7 @@ def _run_track(args: argparse.Namespace) -> int:
         queries = parse_points(args.points)
     else:
         queries = grid_points(args.grid, frames.shape[1], frames.shape[2])
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, placement=placement)
     with torch.inference_mode():
         tracks = track_video(pipe, frames, queries, block=args.block, timestep=args.timestep,
                              chunk_size=args.chunk_size, profile=args.profile,
@@ -138,9 +149,6 @@ def _pixels_per_token(pipe) -> int:
     return backbone_for(pipe).pixels_per_token
 
 
-_DTYPES = ("bfloat16", "float16", "float32")
-
-
 def _analysis_command_line(args: argparse.Namespace) -> str:
     """The command as run, options in a fixed order with their values (defaults included), for provenance."""
     parts = ["motionguide", "analyze-layers"]
@@ -166,8 +174,9 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
     num_steps = args.num_inference_steps
     steps = parse_index_list(args.steps, "steps") if args.steps else None
     blocks = parse_index_list(args.blocks, "blocks") if args.blocks else None
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
+    placement = placement_from_args(args)
+    check_output_file(out, "--out")
+    pipe = load_pipeline(args.model, placement=placement)
     max_len = args.max_sequence_length
     if max_len is None:
         max_len = SamplingSettings.for_model(args.model, pipeline=pipe).max_sequence_length
@@ -213,7 +222,7 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--content_weight", type=float,
                    help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
     p.add_argument("--max_sequence_length", type=int, help="text length for the empty prompt")
-    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    add_placement_arguments(p)
     p.add_argument("--out", type=str, default="tracks.npz",
                    help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) or a .json file with the "
                         "same content")
@@ -246,8 +255,7 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
                    help=f"pre-RoPE weight of qk_mixed (default {DEFAULT_CONTENT_WEIGHT:g})")
     a.add_argument("--max_sequence_length", type=int, help="text length (default: the model's sampling default)")
     a.add_argument("--name", type=str, help="profile name (default: the --out file name without extension)")
-    a.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
-    a.add_argument("--dtype", type=str, choices=_DTYPES, help="load the model in this dtype (e.g. bfloat16 on GPU)")
+    add_placement_arguments(a)
     a.add_argument("--out", type=str, required=True,
                    help="profile YAML to write; analysis.json and analysis.png go next to it")
     a.set_defaults(func=_run_analyze_layers)

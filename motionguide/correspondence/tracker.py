@@ -31,8 +31,10 @@ def _backbone(model: Any) -> VideoBackbone:
 
 
 def _module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The module's device and compute dtype: diffusers' `dtype` skips the modules it keeps in fp32 in a bf16
+    model (the first parameter may be one of them)."""
     param = next(module.parameters())
-    return param.device, param.dtype
+    return param.device, getattr(module, "dtype", param.dtype)
 
 
 def encode_frames_individually(backbone: VideoBackbone, frames_uint8: np.ndarray, batch: int = 4) -> torch.Tensor:

@@ -14,7 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..arg_checks import check_finite, check_positive
 from ..cli_args import add_subcommand, index_list
+from ..output_paths import check_output_folder
+from ..placement_args import add_placement_arguments, placement_from_args
 
 __all__ = ["add_saliency_command", "run_saliency"]
 
@@ -44,7 +47,7 @@ def add_saliency_command(subparsers: Any) -> None:
     p.add_argument("--max_sequence_length", type=int, help="text tokens (default: the model's sampling default)")
     p.add_argument("--real_slots_only", action="store_true",
                    help="z-score over the prompt's real tokens instead of all padded slots (differs from the paper)")
-    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    add_placement_arguments(p)
     p.add_argument("--out", type=str, default="out/saliency", help="folder for maps.npz, saliency.json and PNGs")
     p.set_defaults(func=run_saliency)
 
@@ -62,7 +65,16 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     words = args.words or default_caption_words(args.prompt)
     where: Any = args.blocks if args.blocks is not None else args.profile
-    pipe = load_pipeline(args.model, lora=args.lora, device=args.device)
+    for flag in ("num_frames", "height", "width", "num_inference_steps", "max_sequence_length", "top_k"):
+        check_positive(f"--{flag}", getattr(args, flag))
+    check_finite("--guidance_scale", args.guidance_scale)
+    if args.timestep is not None and not 0 <= args.timestep <= 1000:
+        raise ValueError(f"--timestep {args.timestep}: give a noise level in 0..1000")
+    placement = placement_from_args(args)  # the flags and the output folder are checked before the model loads
+    check_output_folder(args.out, "--out")
+    if args.video and not Path(args.video).is_file():
+        raise FileNotFoundError(f"--video {args.video}: no such file")
+    pipe = load_pipeline(args.model, lora=args.lora, placement=placement)
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
         steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length)

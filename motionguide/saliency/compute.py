@@ -256,26 +256,38 @@ def saliency_while_sampling(
     top_k: int | None = None,
     steps_window: tuple[float, float] | None = None,
     *,
+    prompt_embeds: torch.Tensor | None = None,
     real_slots_only: bool = False,
     subtokens: str = "first",
     kinds: Sequence[str] = KINDS,
     **pipe_kwargs: Any,
 ) -> tuple[SaliencyMaps, Any]:
-    """Generated-video saliency: call `pipe(prompt, **pipe_kwargs)` and average maps over the sampling steps.
+    """Generated-video saliency: call `pipe(prompt=prompt, **pipe_kwargs)` and average maps over the sampling
+    steps.
 
     blocks: block list, profile, or None for the model's profile. steps_window: (start, stop) fractions of the
-    steps to average (None: all steps, as the reference). Only the conditional branch is captured; the
-    pipeline's output is unchanged and returned as the second value.
+    steps to average (None: all steps, as the reference). prompt_embeds: [1, T, D] or [T, D] embeddings of
+    `prompt` computed beforehand (e.g. a training cache's); the pipeline then gets them instead of the text
+    (the stock pipelines refuse both), and `prompt` only places the words among the T slots. Only the
+    conditional branch is captured; the pipeline's output is unchanged and returned as the second value.
     """
     if not isinstance(prompt, str):
         raise ValueError("saliency_while_sampling takes one prompt (a string); loop over prompts for several")
     if pipe_kwargs.get("num_videos_per_prompt", 1) != 1:
         raise ValueError("saliency_while_sampling needs num_videos_per_prompt=1 (maps are per video)")
+    if prompt_embeds is not None:
+        prompt_embeds = prompt_embeds if prompt_embeds.ndim == 3 else prompt_embeds[None]
+        if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != 1:
+            raise ValueError(f"prompt_embeds must be one prompt's, [1, T, D] or [T, D]; got "
+                             f"{tuple(prompt_embeds.shape)}")
     backbone = _as_backbone(pipe)
     tokenizer = _check_tokenizer(backbone)
     block_list, k, _ = resolve_imap_settings(backbone, blocks, top_k)
     pipeline_class = type(pipe)
-    num_slots = pipe_kwargs.get("max_sequence_length") or pipeline_default(pipeline_class, "max_sequence_length")
+    if prompt_embeds is not None:
+        num_slots = prompt_embeds.shape[1]
+    else:
+        num_slots = pipe_kwargs.get("max_sequence_length") or pipeline_default(pipeline_class, "max_sequence_length")
     positions = word_token_positions(tokenizer, prompt, words, subtokens=subtokens, max_slots=num_slots)
     real_slots = real_slot_count(tokenizer, prompt, num_slots) if real_slots_only else None
     steps = None
@@ -285,7 +297,10 @@ def saliency_while_sampling(
     accumulator = SaliencyAccumulator(positions, block_list, k, real_slots=real_slots, kinds=kinds)
     controller = AttentionController(backbone)
     with controller.capture(_StepFilter(accumulator, steps), blocks=block_list, attention="text"):
-        output = pipe(prompt, **pipe_kwargs)
+        if prompt_embeds is None:
+            output = pipe(prompt=prompt, **pipe_kwargs)
+        else:
+            output = pipe(prompt_embeds=prompt_embeds, **pipe_kwargs)
     return accumulator.result(), output
 
 

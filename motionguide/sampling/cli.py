@@ -3,16 +3,26 @@
 Flag names follow diffusers: `--guidance_scale` is the classifier-free guidance scale (`--cfg` is an alias),
 `--num_inference_steps` the sampling steps (`--steps` an alias); the correspondence guidance's own scale is
 `--correspondence_scale`.
+
+`--device` / `--dtype` default to auto (the accelerator in bf16 when there is one, else the CPU in fp32, where the
+toy's samples stay bit-identical). Every flag and the output folder are checked before the model loads
+(`check_arguments`), so a typo costs no loading or sampling time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_args import ArgumentParser, run_command
+from ..arg_checks import check_finite, check_positive
+from ..cli_args import ArgumentParser, index_list, run_command
+from ..errors import ConfigError
+from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition
+from ..output_paths import check_output_folder
+from ..placement_args import add_placement_arguments, placement_from_args
 from ..registry import GUIDANCES
 
 
@@ -38,8 +48,11 @@ def build_parser() -> ArgumentParser:
                    help=f"none or a registered guidance; choices: {', '.join(GUIDANCES.names())}")
     p.add_argument("--correspondence_scale", type=float,
                    help="scale s of the correspondence guidance term (default: the layer profile's)")
+    p.add_argument("--correspondence_blocks", type=index_list("correspondence_blocks"),
+                   help="blocks the correspondence guidance makes frame-local, e.g. 13,17,21 (default: the layer "
+                        "profile's; needed for a model no shipped profile fits)")
     p.add_argument("--profile", type=str, help="layer profile name or YAML for the guidance")
-    p.add_argument("--device", type=str, help="e.g. cuda; default: CPU")
+    add_placement_arguments(p, offload=True)
     p.add_argument("--fps", type=int, help="frames per second of the written mp4s (default: the model's; Wan 16, CogVideoX 8)")
     p.add_argument("--lossless", action="store_true",
                    help="write the mp4s lossless (H.264 4:4:4, crf 0) for exact pixels when they are scored "
@@ -55,28 +68,85 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise FileNotFoundError(f"--prompts_file {path}: no such file")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--prompts_file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError("give at least one --prompt or a --prompts_file")
     return prompts
 
 
+def _temporal_factor(model: str) -> int | None:
+    """Frames per latent frame of the model's family, told from its config files without loading weights
+    (None when the family cannot be told, e.g. a hub id not in the cache)."""
+    from ..backbones import adapter_for_class_name, transformer_class_name
+
+    name = transformer_class_name(model)
+    adapter = adapter_for_class_name(name) if name else None
+    return adapter.default_vae_scale_temporal if adapter is not None else None
+
+
+def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
+    """Every flag that can be judged without the model, and the output folder; returns the placement.
+
+    Values a pipeline would silently round, drop or turn into noise (0 steps, 0 frames, a NaN scale, 0 fps)
+    are one-line errors here, before any weight is read."""
+    for flag in ("num_inference_steps", "num_frames", "height", "width", "max_sequence_length"):
+        check_positive(f"--{flag}", getattr(args, flag))
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps {args.fps}: must be positive, e.g. 16 for Wan, 8 for CogVideoX")
+    for flag in ("guidance_scale", "correspondence_scale", "lora_scale"):
+        check_finite(f"--{flag}", getattr(args, flag))
+    if args.num_frames is not None:
+        factor = _temporal_factor(args.model)
+        if factor and (args.num_frames - 1) % factor:
+            below = (args.num_frames - 1) // factor * factor + 1
+            raise ConfigError(f"--num_frames {args.num_frames}: this model's VAE takes {factor}k+1 frames; use "
+                              f"{below} or {below + factor}")
+    # a missing local folder, told from a hub id by its shape or by its first part being a local folder
+    if args.lora and not os.path.exists(args.lora) and (not _HUB_ID.fullmatch(args.lora)
+                                                        or os.path.isdir(args.lora.split("/")[0])):
+        raise ConfigError(f"--lora {args.lora}: no such folder or file; give the folder holding "
+                          "pytorch_lora_weights.safetensors")
+    GUIDANCES.check(args.guidance)
+    guidance_flags = [flag for flag, value in (("--correspondence_scale", args.correspondence_scale),
+                                               ("--correspondence_blocks", args.correspondence_blocks),
+                                               ("--profile", args.profile)) if value is not None]
+    if guidance_flags and args.guidance in (None, "", "none"):
+        raise ConfigError(f"{', '.join(guidance_flags)} only act with a guidance; add --guidance correspondence "
+                          "or drop them")
+    if args.profile:
+        from ..backbones import load_profile
+
+        load_profile(args.profile)  # a missing or malformed profile file fails here, not after loading
+    if args.guidance == "correspondence" and args.enable_model_cpu_offload:
+        raise ConfigError("--guidance correspondence does not run under --enable_model_cpu_offload (the offload "
+                          "hooks would move to its temporary transformer wrapper); drop one of the two")
+    placement = placement_from_args(args)
+    check_output_folder(args.out, "--out")
+    return placement
+
+
 def _run(args: argparse.Namespace) -> int:
-    from .generate import SamplingSettings, generate_videos, load_pipeline, save_videos
+    from . import generate
+    from .generate import SamplingSettings
 
     prompts = read_prompts(args)
-    GUIDANCES.check(args.guidance)  # before the model loads
-    options = {k: v for k, v in (("scale", args.correspondence_scale), ("profile", args.profile)) if v is not None}
-    pipe = load_pipeline(args.model, lora=args.lora, lora_scale=args.lora_scale, device=args.device)
+    placement = check_arguments(args)  # before the model loads
+    options = {k: v for k, v in (("scale", args.correspondence_scale), ("profile", args.profile),
+                                 ("blocks", args.correspondence_blocks)) if v is not None}
+    pipe = generate.load_pipeline(args.model, lora=args.lora, lora_scale=args.lora_scale, placement=placement)
     # the family's defaults come from the loaded pipeline, so a hub id gets them too
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
         steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length,
         negative_prompt=args.negative_prompt, fps=args.fps,
     )
-    results = generate_videos(pipe, prompts, args.seed or [0], settings, guidance=args.guidance,
-                              guidance_options=options)
-    saved = save_videos(results, args.out, fps=settings.fps, lossless=args.lossless)
+    results = generate.generate_videos(pipe, prompts, args.seed or [0], settings, guidance=args.guidance,
+                                       guidance_options=options)
+    saved = generate.save_videos(results, args.out, fps=settings.fps, lossless=args.lossless)
     print(json.dumps({"out": str(Path(args.out).resolve()), "videos": len(saved["videos"]), "grid": saved["grid"]}))
     return 0
 

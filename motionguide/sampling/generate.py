@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text
+from ..loading import PipelinePlacement
+from ..loading import load_pipeline as load_checked_pipeline
 from .guidance import get_guidance
 
 #: written next to a model by the toy recipe: the settings it was trained for
@@ -58,18 +60,15 @@ class SamplingSettings:
 
 
 def load_pipeline(model: str, lora: str | None = None, lora_scale: float = 1.0, device: str | None = None,
-                  dtype: torch.dtype | None = None):
-    """A stock pipeline from a local folder or hub id, with an optional LoRA loaded through `load_lora_weights`."""
-    from diffusers import DiffusionPipeline
+                  dtype: torch.dtype | None = None, placement: PipelinePlacement | None = None):
+    """A stock pipeline from a local folder or hub id, with an optional LoRA loaded through `load_lora_weights`.
 
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    pipe = DiffusionPipeline.from_pretrained(model, **kwargs)
-    if lora:
-        pipe.load_lora_weights(lora, adapter_name="motionguide")
-        pipe.set_adapters(["motionguide"], [lora_scale])
-    if device:
-        pipe.to(device)
-    return pipe
+    Kept for the callers of this name; it is `motionguide.loading.load_pipeline` (components checked, dtypes and
+    device from `placement`, or from `device` / `dtype` when no placement is given: None keeps the checkpoint's
+    dtype and the CPU)."""
+    if placement is None:
+        placement = PipelinePlacement(dtype=dtype, device=device)
+    return load_checked_pipeline(model, placement, lora=lora, lora_scale=lora_scale)
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

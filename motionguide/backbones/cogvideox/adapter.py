@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
 
 
 class CogVideoXBackbone(VideoBackbone):
@@ -69,6 +70,27 @@ class CogVideoXBackbone(VideoBackbone):
                 return cfg
             self._cfg_at_first_step = cfg
         return self._cfg_at_first_step
+
+    def check_components(self) -> None:
+        """The VAE's `latent_channels` must equal the transformer's `out_channels`, and its `in_channels` for
+        text-to-video (CogVideoX-I2V's transformer takes twice the latent channels: noise and image latents, which
+        an image-to-video pipeline accepts); the text encoder's `d_model` must equal `text_embed_dim`."""
+        latent = (("vae.config.latent_channels", config_value(self.vae, "latent_channels"))
+                  if self.vae is not None else ("vae", None))
+        same_model = "load the VAE and transformer of the same model (one pipeline folder)"
+        in_channels = config_value(self.transformer, "in_channels")
+        if not is_image_to_video(self._pipeline):
+            fix = f"{same_model}; text-to-video needs in_channels = latent_channels"
+            if latent[1] is not None and in_channels == 2 * latent[1]:
+                fix = ("this is an image-to-video transformer (in_channels = 2 x latent_channels, CogVideoX-I2V); "
+                       "only text-to-video pipelines are supported: use a CogVideoX text-to-video model")
+            require_equal(latent, ("transformer.config.in_channels", in_channels), fix)
+        require_equal(latent, ("transformer.config.out_channels", config_value(self.transformer, "out_channels")),
+                      same_model)
+        field, width = text_encoder_width(self.text_encoder)
+        require_equal((f"text_encoder.config.{field}", width),
+                      ("transformer.config.text_embed_dim", config_value(self.transformer, "text_embed_dim")),
+                      "load the text encoder the transformer was trained with (CogVideoX: T5-XXL, d_model 4096)")
 
     def video_self_attention(self, index: int) -> torch.nn.Module:
         """The joint `attn1` of block `index`."""

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
 
 
 class WanBackbone(VideoBackbone):
@@ -117,6 +118,22 @@ class WanBackbone(VideoBackbone):
         model = model if model is not None else self.transformer
         return model(hidden_states=latents, timestep=timesteps, encoder_hidden_states=prompt_embeds,
                      return_dict=False)[0]
+
+    def check_components(self) -> None:
+        """The VAE's `z_dim` must equal the transformer's `out_channels` (and `in_channels` for text-to-video;
+        Wan image-to-video transformers take extra conditioning channels), and the text encoder's `d_model`
+        the transformer's `text_dim`."""
+        latent = ("vae.config.z_dim", config_value(self.vae, "z_dim")) if self.vae is not None else ("vae", None)
+        same_model = "load the VAE and transformer of the same model (one pipeline folder)"
+        if not is_image_to_video(self._pipeline):
+            require_equal(latent, ("transformer.config.in_channels", config_value(self.transformer, "in_channels")),
+                          f"{same_model}; text-to-video needs in_channels = z_dim")
+        require_equal(latent, ("transformer.config.out_channels", config_value(self.transformer, "out_channels")),
+                      same_model)
+        field, width = text_encoder_width(self.text_encoder)
+        require_equal((f"text_encoder.config.{field}", width),
+                      ("transformer.config.text_dim", config_value(self.transformer, "text_dim")),
+                      "load the text encoder the transformer was trained with (Wan2.1: UMT5-XXL, d_model 4096)")
 
     @property
     def pipeline_class(self) -> type:
