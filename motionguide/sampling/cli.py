@@ -52,10 +52,9 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     """Prompts from --prompt and --prompts_file (blank lines skipped); ValueError if there are none."""
     prompts = list(args.prompt)
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts_file {path}: no such file")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        from ..data.text_files import read_prompt_lines  # names the file and line of a byte that is not UTF-8
+
+        prompts += read_prompt_lines(args.prompts_file)
     if not prompts:
         raise ValueError("give at least one --prompt or a --prompts_file")
     return prompts
