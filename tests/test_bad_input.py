@@ -56,7 +56,7 @@ CASES = [
         ("bad_utf8", "bad_caption"), ("empty_caption", "missing_caption"))],
     ("folder", "no_caption_file", "missing_caption"),
     *[(layout, case, category) for layout in ("jsonl", "csv", "lists") for case, category in (
-        ("missing_video", "missing_file"), ("outside", "bad_row"), ("no_video_path", "missing_file"))],
+        ("missing_video", "missing_file"), ("outside", "missing_file"), ("no_video_path", "missing_file"))],
     ("jsonl", "wrong_type", "bad_row"), ("jsonl", "caption_list", "bad_row"), ("jsonl", "no_caption_key",
                                                                                 "missing_caption"),
     ("csv", "short_row", "missing_caption"),
@@ -75,7 +75,6 @@ def build_bad_folder(root: Path, layout: str, clips: list[Path]) -> Path:
         for name in ("outside", "wrong_type", "caption_list", "no_caption_key", "short_row"):
             (root / f"{name}.mp4").unlink()
         return root
-    (root.parent / "elsewhere.mp4").write_bytes(clips[0].read_bytes())
     # rows as (id, video path, caption bytes); None leaves the cell out
     rows: list[tuple[str, str | None, bytes | None]] = [
         *[(name, f"videos/{name}.mp4", CAPTION.encode()) for name in ("good_a", "truncated", "zero_bytes",
@@ -83,7 +82,7 @@ def build_bad_folder(root: Path, layout: str, clips: list[Path]) -> Path:
         ("bad_utf8", "videos/bad_utf8.mp4", BAD_UTF8),
         ("empty_caption", "videos/empty_caption.mp4", b" "),
         ("missing_video", "videos/never_written.mp4", CAPTION.encode()),
-        ("outside", "../elsewhere.mp4", CAPTION.encode()),
+        ("outside", "../not_there.mp4", CAPTION.encode()),  # a path may leave the folder; this one is missing
         ("no_video_path", "", CAPTION.encode()),
         ("good_b", "videos/good_b.mp4", CAPTION.encode()),
     ]
@@ -108,7 +107,7 @@ def clip_id(layout: str, case: str) -> str:
     """The id the layout gives the clip of `case` (the lists layout derives it from the video path)."""
     if layout != "lists":
         return case
-    return {"missing_video": "videos/never_written", "outside": "../elsewhere",
+    return {"missing_video": "videos/never_written", "outside": "../not_there",
             "no_video_path": "videos.txt line 9"}.get(case, f"videos/{case}")
 
 
@@ -135,8 +134,9 @@ def test_one_bad_clip_is_one_recorded_skip_with_its_reason(datasets, layout, cas
         assert "not valid UTF-8" in reason and "re-save it as UTF-8" in reason
         assert {"folder": "bad_utf8.txt", "jsonl": "metadata.jsonl line 5", "csv": "metadata.csv line 6",
                 "lists": "prompts.txt line 5"}[layout] in reason
-    if category == "bad_row":
-        assert ("outside the dataset folder" in reason) == (case == "outside")
+    if category == "bad_row":  # names the row and the column
+        assert {"wrong_type": "metadata.jsonl line 11: file_name must be a video path (text), got 5",
+                "caption_list": "metadata.jsonl line 12: text must be text, got ['a', 'ball']"}[case] in reason
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -358,3 +358,30 @@ def test_training_writes_which_clips_it_skipped_and_why_into_the_output_folder(t
         assert report["kept"] == len(GOOD) and report["skipped"] == len(expected)
         assert report["listed"] == len(GOOD) + len(expected) and report["skipped_file"] == "skipped_clips.json"
         assert sum(report["skipped_by_category"].values()) == len(expected)
+
+
+def test_a_resumed_fine_tune_shows_each_redone_step_once_in_tensorboard(tmp_path, source_clips):
+    """The first run logs steps 1-3 and checkpoints at 2; resuming from it redoes step 3. TensorBoard must show
+    step 3 once (the resumed run's), not twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    tiny_wan_pipeline().save_pretrained(tmp_path / "model")
+    make_dataset(tmp_path / "data", num_clips=2, seed=1, progress=False, num_frames=9)
+    common = dict(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+                  data_root=str(tmp_path / "data"), latent_cache_dir=str(tmp_path / "cache"), train_steps=3,
+                  train_batch_size=1, num_frames=9, height=32, width=32, checkpointing_steps=2,
+                  checkpointing_limit=None, report_to="tensorboard", logging_steps=1, rank=2, lora_alpha=2,
+                  max_sequence_length=16, learning_rate=1e-2, lr_scheduler="constant")
+    Trainer(TrainConfig(**common)).run()
+    resumed = Trainer(TrainConfig(**common, resume_from_checkpoint="latest")).run()
+    runs = [p.parent for p in (tmp_path / "out" / "logs").rglob("events.out.tfevents.*")]
+    log_dir = max(set(runs), key=runs.count)  # the folder both runs logged their scalars into
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3]
+    assert events.Scalars("train/loss")[-1].value == pytest.approx(resumed["losses"][3])

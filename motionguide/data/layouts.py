@@ -9,7 +9,7 @@ Detected in this order (the first that exists wins):
 
 Nothing here opens a video: this is the cheap "what does the user say is there" step. `VideoDataset` then
 checks each entry and skips bad ones with a reason. A row this step already finds bad (a caption that is not
-valid UTF-8, a video path that is not text or leaves the dataset folder, a caption that is not text) becomes an
+valid UTF-8, a video path or a caption that is not text) becomes an
 entry with a `problem`, so one bad row is one recorded skip and never ends the run; only a file that cannot
 describe any clip (no header, unknown column, broken JSON) is an error.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +84,6 @@ def _clean_caption(value: Any) -> str | None:
     return text or None
 
 
-def _outside(root: Path, path: Path) -> bool:
-    """Whether `path` leaves `root` (absolute elsewhere, or `..` past it), judged on the names, not the disk."""
-    relative = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
-    return relative == ".." or relative.startswith(".." + os.sep)
-
-
 def _derived_id(root: Path, path: Path | None, fallback: str) -> str:
     """Clip id from the video path relative to the root, without extension (videos/clip_1.mp4 -> videos/clip_1)."""
     if path is None:
@@ -137,9 +130,6 @@ def _rows_to_entries(root: Path, file: Path, rows: list[tuple[str, dict[str, Any
             problem = ("bad_row", f"bad row: {where}: {caption_column} must be text, got {raw_caption!r}")
         raw_path = _readable(raw_path.strip()) if raw_path is not None else ""
         path = root / raw_path if raw_path else None
-        if problem is None and path is not None and _outside(root, path):
-            problem = ("bad_row", f"bad row: {where}: {raw_path} is outside the dataset folder {root}; paths in "
-                                  "the metadata are relative to the folder and stay inside it")
         if problem is None and any(_not_utf8(v) for v in row.values() if isinstance(v, str)):
             problem = _utf8_problem(where)
         raw_id = row.get(id_column) if use_id else None
@@ -208,9 +198,6 @@ def _read_lists(root: Path, prompts_file: Path, videos_file: Path) -> list[RawEn
         video = _readable(video.strip())
         path = root / video if video else None
         where = f"{videos_file.name} line {number}"
-        if problem is None and path is not None and _outside(root, path):
-            problem = ("bad_row", f"bad row: {where}: {video} is outside the dataset folder {root}; paths in "
-                                  "videos.txt are relative to the folder and stay inside it")
         caption_text = _clean_caption(caption) if problem is None else None
         entries.append(RawEntry(_derived_id(root, path, where), path, caption_text, where, problem))
     return entries
