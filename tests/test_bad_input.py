@@ -337,26 +337,44 @@ def test_a_bad_curate_value_is_one_line_naming_it_before_any_model_loads(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- a training run
-def test_training_writes_which_clips_it_skipped_and_why_into_the_output_folder(tmp_path, source_clips):
+def test_training_writes_which_clips_it_skipped_and_why_into_the_output_folder(tmp_path, source_clips,
+                                                                              monkeypatch):
+    """Every dataset skip, and a clip that probes well but fails to decode when the latent cache encodes it."""
+    from motionguide.data.dataset import _read_error
     from motionguide.testing import tiny_wan_pipeline
     from motionguide.training.config import TrainConfig
     from motionguide.training.loop import Trainer
 
     tiny_wan_pipeline().save_pretrained(tmp_path / "model")
     data = build_bad_folder(tmp_path / "data", "jsonl", source_clips)
+    with (data / "metadata.jsonl").open("ab") as metadata:
+        metadata.write(json.dumps({"id": "fails_to_decode", "file_name": "videos/good_a.mp4", "text": CAPTION})
+                       .encode() + b"\n")
+    decode = VideoDataset._decode
+
+    def failing_decode(self, entry):
+        if entry.clip_id == "fails_to_decode":
+            raise _read_error(f"cannot decode clip {entry.clip_id!r}: truncated stream", "corrupt")
+        return decode(self, entry)
+
+    monkeypatch.setattr(VideoDataset, "_decode", failing_decode)
     cfg = TrainConfig(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
                       data_root=str(data), latent_cache_dir=str(tmp_path / "cache"), train_steps=1,
                       train_batch_size=1, num_frames=9, height=32, width=32, checkpointing_steps=0,
                       report_to="none", rank=2, lora_alpha=2, max_sequence_length=16)
     summary = Trainer(cfg).run()
     expected = {clip_id("jsonl", c): category for l, c, category in CASES if l == "jsonl"}
+    expected["fails_to_decode"] = "encode_failed"
     written = json.loads((tmp_path / "out" / "skipped_clips.json").read_text())
     assert {c["clip_id"]: c["category"] for c in written["clips"]} == expected
-    assert all(c["reason"] and c["stage"] == "dataset" for c in written["clips"])
+    assert all(c["reason"] and c["stage"] == ("latent_cache" if c["clip_id"] == "fails_to_decode" else "dataset")
+               for c in written["clips"])
+    assert "truncated stream" in next(c["reason"] for c in written["clips"] if c["clip_id"] == "fails_to_decode")
     on_disk = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     for report in (summary["data"], on_disk["data"]):
         assert report["kept"] == len(GOOD) and report["skipped"] == len(expected)
         assert report["listed"] == len(GOOD) + len(expected) and report["skipped_file"] == "skipped_clips.json"
+        assert report["skipped_by_category"]["encode_failed"] == 1
         assert sum(report["skipped_by_category"].values()) == len(expected)
 
 
@@ -385,3 +403,19 @@ def test_a_resumed_fine_tune_shows_each_redone_step_once_in_tensorboard(tmp_path
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == [1, 2, 3]
     assert events.Scalars("train/loss")[-1].value == pytest.approx(resumed["losses"][3])
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+def test_the_pixel_multiple_read_from_config_files_is_the_loaded_backbones(tmp_path, family):
+    """`pixel_multiple_of(folder)` reads only config files; it must agree with the loaded adapter's
+    `pixels_per_token` (VAE factor x patch), including for a VAE that is not the default 8x."""
+    from motionguide.backbones import backbone_for
+    from motionguide.testing import tiny_cogvideox_pipeline, tiny_wan_pipeline
+    from motionguide.training.preflight import pixel_multiple_of
+
+    pipe = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline}[family]()
+    pipe.save_pretrained(tmp_path / "model")
+    for path in (tmp_path / "model").rglob("*.safetensors"):
+        path.unlink()  # the check must not need the weights
+    assert pixel_multiple_of(tmp_path / "model") == backbone_for(pipe).pixels_per_token
+    assert pixel_multiple_of(tmp_path / "nowhere") is None  # unknown offline: the check is left to diffusers
