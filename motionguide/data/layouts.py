@@ -215,7 +215,8 @@ def _read_folder(root: Path) -> list[RawEntry]:
         caption, problem = None, None
         if caption_file.is_file():
             try:
-                caption = _clean_caption(caption_file.read_bytes().decode("utf-8-sig"))
+                text = caption_file.read_bytes().decode("utf-8-sig")
+                caption = _clean_caption(text.replace("\r\n", "\n").replace("\r", "\n"))  # as read_text reads it
             except UnicodeDecodeError as error:
                 problem = _utf8_problem(f"caption file {caption_file} (byte {error.start + 1})")
         entries.append(RawEntry(_derived_id(root, path, path.name), path, caption,
