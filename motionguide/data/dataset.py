@@ -38,7 +38,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SKIP_CATEGORIES = ("missing_file", "corrupt", "empty", "too_short", "missing_caption")
+# bad_caption: a caption that is not valid UTF-8; bad_row: a metadata row with a wrong-typed value or a path
+# outside the dataset folder (see motionguide.data.layouts)
+SKIP_CATEGORIES = ("missing_file", "corrupt", "empty", "too_short", "missing_caption", "bad_caption", "bad_row")
 RESIZE_MODES = ("center_crop", "resize")
 
 
@@ -270,6 +272,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ construction
     def _admit(self, raw: RawEntry) -> ClipEntry:
+        if raw.problem is not None:
+            raise _BadClip(*raw.problem)
         if raw.path is None:
             raise _BadClip("missing_file", f"missing file: {raw.where} names no video")
         if raw.caption is None:

@@ -8,13 +8,17 @@ Detected in this order (the first that exists wins):
     a folder of videos      clip1.mp4 + clip1.txt, searched recursively
 
 Nothing here opens a video: this is the cheap "what does the user say is there" step. `VideoDataset` then
-checks each entry and skips bad ones with a reason.
+checks each entry and skips bad ones with a reason. A row this step already finds bad (a caption that is not
+valid UTF-8, a video path or a caption that is not text) becomes an
+entry with a `problem`, so one bad row is one recorded skip and never ends the run; only a file that cannot
+describe any clip (no header, unknown column, broken JSON) is an error.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,6 +41,7 @@ class RawEntry:
     path: Path | None
     caption: str | None
     where: str  # e.g. "metadata.csv line 4", for messages
+    problem: tuple[str, str] | None = None  # (skip category, reason) of a row that is bad as written
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,30 @@ class Layout:
     kind: str  # one of LAYOUTS
     file: Path | None  # the metadata file the entries come from (None for a folder of videos)
     entries: list[RawEntry]
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of bytes that are not UTF-8
+
+
+def _decode_lines(file: Path, newlines_only: bool = False) -> list[str]:
+    """The file's lines; bytes that are not UTF-8 kept as lone surrogates, so one bad line spoils only itself.
+    `newlines_only` splits at \\n, \\r\\n and \\r only (as reading a JSONL file line by line does: U+2028 may sit
+    inside a JSON string)."""
+    text = file.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    return re.split(r"\r\n|\r|\n", text) if newlines_only else text.splitlines()
+
+
+def _not_utf8(text: str) -> bool:
+    return bool(_UNDECODABLE.search(text))
+
+
+def _readable(text: str) -> str:
+    """Undecodable bytes shown as U+FFFD, for ids and messages."""
+    return _UNDECODABLE.sub("\ufffd", text)
+
+
+def _utf8_problem(what: str) -> tuple[str, str]:
+    return ("bad_caption", f"not UTF-8: {what} holds bytes that are not valid UTF-8; re-save it as UTF-8")
 
 
 def _clean_caption(value: Any) -> str | None:
@@ -92,40 +121,53 @@ def _rows_to_entries(root: Path, file: Path, rows: list[tuple[str, dict[str, Any
 
     entries = []
     for where, row in rows:
-        raw_path = row.get(video_column)
-        raw_path = str(raw_path).strip() if raw_path is not None else ""
+        problem = None
+        raw_path, raw_caption = row.get(video_column), row.get(caption_column)
+        if raw_path is not None and not isinstance(raw_path, str):
+            problem = ("bad_row", f"bad row: {where}: {video_column} must be a video path (text), got {raw_path!r}")
+            raw_path = None
+        elif raw_caption is not None and not isinstance(raw_caption, str):
+            problem = ("bad_row", f"bad row: {where}: {caption_column} must be text, got {raw_caption!r}")
+        raw_path = _readable(raw_path.strip()) if raw_path is not None else ""
         path = root / raw_path if raw_path else None
+        if problem is None and any(_not_utf8(v) for v in row.values() if isinstance(v, str)):
+            problem = _utf8_problem(where)
         raw_id = row.get(id_column) if use_id else None
-        clip_id = str(raw_id).strip() if raw_id not in (None, "") else _derived_id(root, path, fallback=where)
-        entries.append(RawEntry(clip_id, path, _clean_caption(row.get(caption_column)), where))
+        clip_id = (_readable(str(raw_id).strip()) if raw_id not in (None, "")
+                   else _derived_id(root, path, fallback=where))
+        caption = _clean_caption(raw_caption) if problem is None else None
+        entries.append(RawEntry(clip_id, path, caption, where, problem))
     return entries
 
 
 def _read_jsonl(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     rows, columns = [], {}
-    with file.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{file} line {number}: not valid JSON ({error.msg}); each line must be one "
-                                  "JSON object such as {\"file_name\": \"videos/a.mp4\", \"text\": \"...\"}") from error
-            if not isinstance(row, dict):
-                raise ConfigError(f"{file} line {number}: expected a JSON object, got {type(row).__name__}")
-            columns.update(dict.fromkeys(row))
-            rows.append((f"{file.name} line {number}", row))
+    for number, line in enumerate(_decode_lines(file, newlines_only=True), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{file} line {number}: not valid JSON ({error.msg}); each line must be one "
+                              "JSON object such as {\"file_name\": \"videos/a.mp4\", \"text\": \"...\"}") from error
+        if not isinstance(row, dict):
+            raise ConfigError(f"{file} line {number}: expected a JSON object, got {type(row).__name__}")
+        columns.update(dict.fromkeys(row))
+        rows.append((f"{file.name} line {number}", row))
     if not rows:
         raise ConfigError(f"{file} has no rows; add one JSON object per clip or delete the file")
     return rows, list(columns)
 
 
 def _read_csv(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    with file.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c for c in (reader.fieldnames or []) if c is not None]
-        rows = [(f"{file.name} line {reader.line_num}", row) for row in reader]
+    import io
+
+    text = file.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # a row that is not UTF-8 is one bad row
+    columns = [c for c in (reader.fieldnames or []) if c is not None]
+    rows = [(f"{file.name} line {reader.line_num}", row) for row in reader]
+    if any(_not_utf8(c) for c in columns):
+        raise ConfigError(f"{file}: the header row is not valid UTF-8; re-save the file as UTF-8")
     if not columns:
         raise ConfigError(f"{file} is empty; it needs a header row (e.g. file_name,text) and one row per clip")
     if not rows:
@@ -134,7 +176,7 @@ def _read_csv(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
 
 
 def _lines_without_trailing_blanks(file: Path) -> list[str]:
-    lines = file.read_text(encoding="utf-8-sig").splitlines()
+    lines = _decode_lines(file)
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -148,9 +190,16 @@ def _read_lists(root: Path, prompts_file: Path, videos_file: Path) -> list[RawEn
                           "of one must caption line i of the other")
     entries = []
     for number, (caption, video) in enumerate(zip(prompts, videos), start=1):
-        path = root / video.strip() if video.strip() else None
+        problem = None
+        if _not_utf8(video):
+            problem = _utf8_problem(f"{videos_file.name} line {number}")
+        elif _not_utf8(caption):
+            problem = _utf8_problem(f"{prompts_file.name} line {number}")
+        video = _readable(video.strip())
+        path = root / video if video else None
         where = f"{videos_file.name} line {number}"
-        entries.append(RawEntry(_derived_id(root, path, where), path, _clean_caption(caption), where))
+        caption_text = _clean_caption(caption) if problem is None else None
+        entries.append(RawEntry(_derived_id(root, path, where), path, caption_text, where, problem))
     return entries
 
 
@@ -163,8 +212,15 @@ def _read_folder(root: Path) -> list[RawEntry]:
     entries = []
     for path in videos:
         caption_file = path.with_suffix(".txt")
-        caption = _clean_caption(caption_file.read_text(encoding="utf-8-sig")) if caption_file.is_file() else None
-        entries.append(RawEntry(_derived_id(root, path, path.name), path, caption, path.relative_to(root).as_posix()))
+        caption, problem = None, None
+        if caption_file.is_file():
+            try:
+                text = caption_file.read_bytes().decode("utf-8-sig")
+                caption = _clean_caption(text.replace("\r\n", "\n").replace("\r", "\n"))  # as read_text reads it
+            except UnicodeDecodeError as error:
+                problem = _utf8_problem(f"caption file {caption_file} (byte {error.start + 1})")
+        entries.append(RawEntry(_derived_id(root, path, path.name), path, caption,
+                                path.relative_to(root).as_posix(), problem))
     return entries
 
 

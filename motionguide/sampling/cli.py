@@ -65,14 +65,9 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     """Prompts from --prompt and --prompts_file (blank lines skipped); ValueError if there are none."""
     prompts = list(args.prompt)
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts_file {path}: no such file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"--prompts_file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        from ..data.text_files import read_prompt_lines  # names the file and line of a byte that is not UTF-8
+
+        prompts += read_prompt_lines(args.prompts_file)
     if not prompts:
         raise ValueError("give at least one --prompt or a --prompts_file")
     return prompts

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -76,6 +77,9 @@ class TrainConfig:
     data_root: str = _flag("data/toy-train", help="dataset folder (metadata.jsonl/csv or video + txt pairs)")
     data_recipe: dict[str, Any] | None = _flag(
         None, help="how to create data_root when it does not exist, e.g. '{name: toy, num_clips: 200, seed: 0}'")
+    create_data: bool = _flag(
+        False, help="let data_recipe create a data_root given on the command line (without it, only the data_root "
+                    "the config file names is created, so a typo in --data_root is an error, not a new dataset)")
     num_frames: int = _flag(17, help="frames per clip (4k+1)")
     height: int = _flag(64, help="frame height in pixels")
     width: int = _flag(64, help="frame width in pixels")
@@ -205,6 +209,28 @@ class TrainConfig:
                 raise bad(key, "must be >= 1")
         if (self.num_frames - 1) % 4:
             raise bad("num_frames", "must be 4k+1 (e.g. 17, 49, 81)")
+        for key in ("height", "width"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be >= 1 (pixels)")
+        for key, low in (("checkpointing_steps", 0), ("validation_steps", 0), ("lr_warmup_steps", 0),
+                         ("logging_steps", 1)):
+            if getattr(self, key) < low:
+                raise bad(key, f"must be >= {low}" + (" (0: never)" if key == "checkpointing_steps" else ""))
+        if self.checkpointing_limit is not None and self.checkpointing_limit < 1:
+            raise bad("checkpointing_limit", "must be >= 1 (or none to keep every checkpoint)")
+        for key in ("validation_height", "validation_width", "validation_inference_steps"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise bad(key, "must be >= 1 (or none for the default)")
+        if self.validation_num_frames is not None and (self.validation_num_frames < 1
+                                                       or (self.validation_num_frames - 1) % 4):
+            raise bad("validation_num_frames", "must be 4k+1 (e.g. 17, 49, 81) or none (num_frames)")
+        if self.validation_guidance_scale is not None and not math.isfinite(self.validation_guidance_scale):
+            raise bad("validation_guidance_scale", "must be a finite number (or none for the model's)")
+        for key in ("max_grad_norm", "lora_alpha", "timestep_shift"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise bad(key, "must be a finite number > 0")
+        if not math.isfinite(self.adam_weight_decay) or self.adam_weight_decay < 0:
+            raise bad("adam_weight_decay", "must be a finite number >= 0")
         if self.max_sequence_length is not None and self.max_sequence_length < 1:
             raise bad("max_sequence_length", "must be >= 1 (or none for the model's own)")
         for key in ("transformer_dtype", "vae_dtype", "text_encoder_dtype"):
@@ -230,8 +256,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: buckets: {exc}") from None
         if not 0.0 <= self.caption_dropout < 1.0:
             raise bad("caption_dropout", "must be in [0, 1)")
-        if self.learning_rate <= 0:
-            raise bad("learning_rate", "must be > 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise bad("learning_rate", "must be a finite number > 0")
         if self.dataloader_num_workers < 0:
             raise bad("dataloader_num_workers", "must be >= 0")
         names = lr_scheduler_names()
@@ -314,7 +340,39 @@ class TrainConfig:
         """YAML file, then `--key value` overrides (later wins); ConfigError on any mistake, before any model load."""
         data = read_yaml_config(path)
         merged = parse_overrides(overrides, data)
-        return cls.from_dict(merged, where=str(path))
+        given = _keys_given(overrides)
+        try:
+            config = cls.from_dict(merged, where=str(path))
+            from .preflight import check_frame_sizes
+
+            check_frame_sizes(config, where=str(path))  # reads the model's config files, loads no weights
+        except ConfigError as exc:  # a value from the command line is blamed on it, not on the file
+            text, prefix = str(exc), f"{path}: "
+            key = re.match(r"\w+", text[len(prefix):]) if text.startswith(prefix) else None
+            if key is not None and key.group(0) in given:
+                raise ConfigError(f"command line: {text[len(prefix):]}") from None
+            raise
+        _refuse_new_data_root(config, data, given)
+        return config
+
+
+def _keys_given(overrides: Sequence[str]) -> set[str]:
+    """The field names a command line sets (`--key value`, `--key=value`, `--key+ value`, kebab or snake)."""
+    return {token[2:].partition("=")[0].rstrip("+").replace("-", "_") for token in overrides
+            if token.startswith("--")}
+
+
+def _refuse_new_data_root(config: "TrainConfig", file_values: dict[str, Any], given: set[str]) -> None:
+    """A `--data_root` on the command line that does not exist is a typo until said otherwise: the config
+    file's `data_recipe` creates only the data_root the file names (or any, with `create_data` /
+    a `--data_recipe` given alongside)."""
+    if ("data_root" not in given or config.data_recipe is None or config.create_data or "data_recipe" in given
+            or Path(config.data_root).exists() or config.data_root == file_values.get("data_root")):
+        return
+    raise ConfigError(
+        f"command line: --data_root {config.data_root} does not exist. The config's data_recipe creates only the "
+        f"data_root the config file names ({file_values.get('data_root', 'none')}); fix the path, or add "
+        "--create_data to create a new dataset there")
 
 
 # Attach the compatibility readers under the old names (the dataclass keeps those names for its init-only

@@ -35,6 +35,7 @@ from .config import TrainConfig
 from .distributed import (check_launch_took_effect, frozen_components_unpartitioned, gathered_lora_state_dict,
                           load_state_options, register_lean_checkpoint_hooks, runs_on_every_rank, save_state_options)
 from .lora import add_lora, save_lora, trainable_parameters
+from .preflight import check_data_root, check_frame_sizes, check_output_dir
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
 STATE_FILE = "trainer_state.json"
@@ -47,6 +48,20 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
              and (p / STATE_FILE).is_file()]
     return max(found)[1] if found else None
+
+
+def _check_option_names(factory: Any, options: dict[str, Any], where: str) -> None:
+    """Every key of `options` is a keyword argument of `factory` (any key when it takes **kwargs)."""
+    import inspect
+
+    from ..errors import unknown_key_message
+
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in options:
+        if key not in parameters:
+            raise ConfigError(unknown_key_message(key, parameters, where))
 
 
 def sample_sigmas(n: int, generator: torch.Generator, mode: str, shift: float) -> torch.Tensor:
@@ -63,6 +78,7 @@ class Trainer:
         self.extra_callbacks = list(callbacks)
         self._accelerator = accelerator
         self._check_method_names()
+        check_frame_sizes(self.config)  # from the model's config files: no weights load
 
     def _check_method_names(self) -> None:
         """Every method the config names is registered: a typo fails here, before any model loads (checking a
@@ -74,6 +90,11 @@ class Trainer:
         GUIDANCES.check(cfg.guidance)
         if isinstance(cfg.data_recipe, dict) and cfg.data_recipe.get("name"):
             DATA_RECIPES.check(cfg.data_recipe["name"])
+        # the methods' option names too (importing a method's module, loading no model): a misspelt option of a
+        # monitor or curation is named with the valid ones now, not after the model load and the latent cache
+        for name in cfg.monitor:
+            _check_option_names(MONITORS.get(name), cfg.method_options.get(name) or {}, f"method_options.{name}")
+        build_curation(cfg)  # a curation checks its options when built (it computes nothing until select)
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
@@ -226,9 +247,10 @@ class Trainer:
     def _start_output(self, accelerator) -> Path:
         """Stage 0: the output folder and the config it ran with (`train_config.json`), on the main process."""
         cfg = self.config
-        output_dir = Path(cfg.output_dir)
+        # before any model loads: a file in the way, a folder that cannot be written, a dataset folder missing
+        output_dir = check_output_dir(cfg.output_dir, create=accelerator.is_main_process)
+        check_data_root(cfg)
         if accelerator.is_main_process:
-            output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         return output_dir
 
@@ -274,6 +296,7 @@ class Trainer:
         cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
         cached = set(cache.ids)
         ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
+        run.data_report = write_skipped_clips(run.output_dir, dataset, cache, accelerator.is_main_process)
         run.cache, run.dataset = cache, CachedLatentDataset(cache, ids=sorted(ids))
         run.empty_embeds = cache.empty_prompt_embeds(backbone)
 
@@ -369,6 +392,10 @@ class Trainer:
         if cfg.report_to != "none":
             flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cfg.to_dict().items()}
             init_kwargs = {"wandb": wandb_init_kwargs()} if cfg.report_to == "wandb" else {}
+            if cfg.report_to == "tensorboard" and run.saved.get("step"):
+                # a resumed run redoes the steps after its checkpoint: TensorBoard hides what the interrupted
+                # run logged from there on, so no step is shown twice
+                init_kwargs = {"tensorboard": {"purge_step": int(run.saved["step"]) + 1}}
             run.accelerator.init_trackers(cfg.tracker_name, config={k: v for k, v in flat.items() if v is not None},
                                           init_kwargs=init_kwargs)
             summary = run.selection.get("summary")
@@ -503,7 +530,7 @@ class Trainer:
         for callback in run.callbacks:
             callback.on_train_end(ctx)
         accelerator.wait_for_everyone()
-        summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped,
+        summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped, "data": run.data_report,
                    "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         unwrapped = accelerator.unwrap_model(run.model)
@@ -550,6 +577,7 @@ class _RunState:
     losses: dict[int, float] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
+    data_report: dict[str, Any] = field(default_factory=dict)  # clips kept / skipped (see write_skipped_clips)
     bad_in_a_row: int = 0
     compute_dtype: torch.dtype = torch.float32
 
@@ -661,3 +689,36 @@ def curation_fingerprint(cfg: Any, curation: Curation | None) -> dict[str, Any]:
     if curation is None:
         return {"curation": "none"}
     return {"curation": cfg.curation, **curation.fingerprint()}
+
+
+SKIPPED_CLIPS_FILE = "skipped_clips.json"
+
+
+def write_skipped_clips(output_dir: Path, dataset: Any, cache: Any, write: bool = True) -> dict[str, Any]:
+    """Which clips of the dataset the run leaves out and why, in `<output_dir>/skipped_clips.json`: the dataset's
+    skips (unreadable, too short, no caption, a bad metadata row) and the latent cache's failures (a clip that
+    failed to encode); returns the counts for the run summary. Written on every run, so a fixed dataset
+    leaves an empty list rather than an old one."""
+    from collections import Counter
+
+    skipped = [{"clip_id": s.clip_id, "path": s.path, "category": s.category, "reason": s.reason, "stage": "dataset"}
+               for s in dataset.skipped]
+    cached = set(cache.ids)
+    for entry in dataset.entries:
+        if entry.clip_id in cached:
+            continue
+        try:
+            record = cache.clip_record(entry.clip_id)
+        except KeyError:
+            record = {}
+        skipped.append({"clip_id": entry.clip_id, "path": str(entry.path), "category": "encode_failed",
+                        "reason": record.get("reason", "not in the latent cache"), "stage": "latent_cache"})
+    kept = sum(1 for entry in dataset.entries if entry.clip_id in cached)
+    report = {"listed": len(dataset.entries) + len(dataset.skipped), "kept": kept, "skipped": len(skipped),
+        "skipped_by_category": dict(sorted(Counter(s["category"] for s in skipped).items())),
+        "skipped_file": SKIPPED_CLIPS_FILE}
+    if write:
+        atomic_write_text(Path(output_dir) / SKIPPED_CLIPS_FILE,
+                          json.dumps({**{k: v for k, v in report.items() if k != "skipped_file"},
+                                      "data_root": str(dataset.root), "clips": skipped}, indent=2))
+    return report

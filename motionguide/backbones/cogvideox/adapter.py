@@ -171,3 +171,10 @@ class CogVideoXBackbone(VideoBackbone):
         from diffusers import CogVideoXPipeline
 
         return CogVideoXPipeline
+
+    @classmethod
+    def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:
+        """What frame height and width must divide by, from the config files alone (VAE x patch; 16 on CogVideoX)."""
+        stages = (vae_config or {}).get("block_out_channels")
+        spatial = 2 ** (len(stages) - 1) if stages else cls.default_vae_scale_spatial
+        return spatial * int(transformer_config["patch_size"])

@@ -141,3 +141,9 @@ class WanBackbone(VideoBackbone):
         from diffusers import WanPipeline
 
         return WanPipeline
+
+    @classmethod
+    def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:
+        """What frame height and width must divide by, from the config files alone (VAE x patch; 16 on Wan2.1)."""
+        spatial = int((vae_config or {}).get("scale_factor_spatial", cls.default_vae_scale_spatial))
+        return spatial * int(transformer_config["patch_size"][1])

@@ -1,0 +1,115 @@
+"""Checks of a training config against the disk, run before any model loads.
+
+`TrainConfig.validate` checks values alone; what needs a look at files lives here: the frame size against the
+model family's pixel multiple (read from the model's config files, never its weights), the output folder (a
+file in the way, a folder that cannot be written) and the dataset folder. Each failure is one `ConfigError`
+naming the setting and the fix, so a mistake costs a second, not a model load and a latent cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["pixel_multiple_of", "check_frame_sizes", "check_output_dir", "check_data_root"]
+
+
+def _config_json(model: str, name: str) -> dict[str, Any] | None:
+    """`name` of a local model folder, or of a hub id already in the local cache (never a download)."""
+    if Path(model).is_dir():
+        path: Any = Path(model) / name
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(model, name)
+        except Exception:  # not a repo id, or no hub client: nothing known offline
+            return None
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pixel_multiple_of(model: str | os.PathLike) -> int | None:
+    """What the model's frame height and width must divide by (VAE spatial factor x patch size), read from its
+    config files through the family's adapter; None when that cannot be told offline."""
+    from ..backbones.registry import adapter_for_class_name, transformer_class_name
+
+    model = str(model)
+    name = transformer_class_name(model)
+    adapter = adapter_for_class_name(name) if name else None
+    multiple = getattr(adapter, "pixel_multiple", None)
+    transformer = _config_json(model, "transformer/config.json") or _config_json(model, "config.json")
+    if multiple is None or transformer is None:
+        return None
+    try:
+        return int(multiple(transformer, _config_json(model, "vae/config.json")))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def check_frame_sizes(cfg: Any, where: str = "config") -> None:
+    """Every training and validation frame size is a multiple of the model's pixel multiple (diffusers would
+    otherwise fail at the end-of-run validation, after the training)."""
+    from ..data.buckets import parse_buckets
+
+    multiple = pixel_multiple_of(cfg.pretrained_model_name_or_path)
+    if multiple is None:
+        return
+    sizes = [("height", cfg.height), ("width", cfg.width)]
+    buckets = parse_buckets(cfg.buckets) or ()
+    if buckets:
+        sizes = [(f"buckets {b.as_tuple()} {side}", value) for b in buckets
+                 for side, value in (("height", b.height), ("width", b.width))]
+    sizes += [(key, getattr(cfg, key)) for key in ("validation_height", "validation_width")
+              if getattr(cfg, key, None) is not None]
+    for key, value in sizes:
+        if value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise ConfigError(
+                f"{where}: {key}={value} is not a multiple of {multiple}, the pixel size of one token of "
+                f"{cfg.pretrained_model_name_or_path} (VAE factor x patch size); use {lower} or {lower + multiple}")
+
+
+def check_output_dir(path: str | os.PathLike, key: str = "output_dir", create: bool = False) -> Path:
+    """`path` is (or can become) a folder this process writes: not a file, no file in the way above it;
+    with `create`, made now and probed with a temporary file. ConfigError naming `key` and the fix."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+        raise ConfigError(f"{key} {path} {what}; pick another folder or move the file away")
+    if not create:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{key} {path} cannot be written ({error.strerror or error}); pick a folder you can "
+                          "write to") from None
+    return path
+
+
+def check_data_root(cfg: Any, where: str = "config") -> None:
+    """The dataset folder exists, or a `data_recipe` is there to create it; a folder in the way is named."""
+    root = Path(cfg.data_root)
+    if root.is_dir():
+        return
+    if root.exists():
+        raise ConfigError(f"{where}: data_root {root} is a file, not a folder; give the folder that holds "
+                          "metadata.jsonl / metadata.csv or the videos")
+    if cfg.data_recipe is None:
+        raise ConfigError(f"{where}: data_root {root} does not exist; check the path (or set data_recipe to "
+                          "create a dataset there)")

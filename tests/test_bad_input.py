@@ -1,0 +1,421 @@
+"""Bad input never loses work (issue 18): a folder of realistic bad inputs and bad arguments, built here.
+
+Every case ends in exactly one of two outcomes, and the test says which:
+  - a recorded skip: the clip is left out with its category and a reason naming it (in `dataset.skipped`, and in
+    a training run's `<output_dir>/skipped_clips.json`), and every other clip is kept;
+  - a one-line error naming the item and the fix (exit code 2 from the command), raised before any model loads
+    (the pipeline loaders are replaced by ones that fail the test if called).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from motionguide.data import VideoDataset
+from motionguide.toy import make_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+TOY_MODEL = REPO / "assets" / "toy-model"
+LAYOUTS = ("folder", "jsonl", "csv", "lists")
+GOOD = ("good_a", "good_b")
+
+
+# ---------------------------------------------------------------------------------------------- the bad folder
+@pytest.fixture(scope="module")
+def source_clips(tmp_path_factory) -> list[Path]:
+    root = make_dataset(tmp_path_factory.mktemp("source") / "toy", num_clips=2, seed=3, progress=False)
+    return sorted((root / "videos").glob("*.mp4"))
+
+
+def _videos(videos: Path, clips: list[Path]) -> None:
+    """Good videos good_a / good_b, and the bad ones: truncated, zero bytes, not a video."""
+    videos.mkdir(parents=True, exist_ok=True)
+    shutil.copy(clips[0], videos / "good_a.mp4")
+    shutil.copy(clips[1], videos / "good_b.mp4")
+    data = clips[0].read_bytes()
+    (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (videos / "zero_bytes.mp4").write_bytes(b"")
+    (videos / "not_a_video.mp4").write_text("this is a text file, not a video\n")
+    for name in ("bad_utf8", "empty_caption", "outside", "wrong_type", "caption_list", "no_caption_key",
+                 "short_row", "no_caption_file"):
+        shutil.copy(clips[1], videos / f"{name}.mp4")
+
+
+CAPTION = "a red circle moves right"
+BAD_UTF8 = b"a red \xff\xfe circle moves right"
+
+# (layout, case, skip category): the clip of `case` is skipped with that category, every good clip is kept
+CASES = [
+    *[(layout, case, category) for layout in LAYOUTS for case, category in (
+        ("truncated", "corrupt"), ("zero_bytes", "empty"), ("not_a_video", "corrupt"),
+        ("bad_utf8", "bad_caption"), ("empty_caption", "missing_caption"))],
+    ("folder", "no_caption_file", "missing_caption"),
+    *[(layout, case, category) for layout in ("jsonl", "csv", "lists") for case, category in (
+        ("missing_video", "missing_file"), ("outside", "missing_file"), ("no_video_path", "missing_file"))],
+    ("jsonl", "wrong_type", "bad_row"), ("jsonl", "caption_list", "bad_row"), ("jsonl", "no_caption_key",
+                                                                                "missing_caption"),
+    ("csv", "short_row", "missing_caption"),
+]
+
+
+def build_bad_folder(root: Path, layout: str, clips: list[Path]) -> Path:
+    """A dataset folder in `layout` holding two good clips and one clip per bad case of CASES."""
+    videos = root / "videos" if layout != "folder" else root
+    _videos(videos, clips)
+    if layout == "folder":
+        for name in ("good_a", "good_b", "truncated", "zero_bytes", "not_a_video"):
+            (root / f"{name}.txt").write_text(CAPTION)
+        (root / "bad_utf8.txt").write_bytes(BAD_UTF8)
+        (root / "empty_caption.txt").write_text("  \n")
+        for name in ("outside", "wrong_type", "caption_list", "no_caption_key", "short_row"):
+            (root / f"{name}.mp4").unlink()
+        return root
+    # rows as (id, video path, caption bytes); None leaves the cell out
+    rows: list[tuple[str, str | None, bytes | None]] = [
+        *[(name, f"videos/{name}.mp4", CAPTION.encode()) for name in ("good_a", "truncated", "zero_bytes",
+                                                                      "not_a_video")],
+        ("bad_utf8", "videos/bad_utf8.mp4", BAD_UTF8),
+        ("empty_caption", "videos/empty_caption.mp4", b" "),
+        ("missing_video", "videos/never_written.mp4", CAPTION.encode()),
+        ("outside", "../not_there.mp4", CAPTION.encode()),  # a path may leave the folder; this one is missing
+        ("no_video_path", "", CAPTION.encode()),
+        ("good_b", "videos/good_b.mp4", CAPTION.encode()),
+    ]
+    if layout == "jsonl":
+        lines = [b'{"id": "%s", "file_name": "%s", "text": "%s"}' % (i.encode(), p.encode(), c)
+                 for i, p, c in rows]
+        lines += [b'{"id": "wrong_type", "file_name": 5, "text": "a ball"}',
+                  b'{"id": "caption_list", "file_name": "videos/caption_list.mp4", "text": ["a", "ball"]}',
+                  b'{"id": "no_caption_key", "file_name": "videos/no_caption_key.mp4"}']
+        (root / "metadata.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    elif layout == "csv":
+        lines = [b"id,file_name,text"] + [b'%s,%s,"%s"' % (i.encode(), p.encode(), c) for i, p, c in rows]
+        lines += [b"short_row,videos/short_row.mp4"]
+        (root / "metadata.csv").write_bytes(b"\n".join(lines) + b"\n")
+    else:  # lists: ids come from the video paths
+        (root / "videos.txt").write_text("".join(f"{p}\n" for _, p, _ in rows))
+        (root / "prompts.txt").write_bytes(b"".join(c + b"\n" for _, _, c in rows))
+    return root
+
+
+def clip_id(layout: str, case: str) -> str:
+    """The id the layout gives the clip of `case` (the lists layout derives it from the video path)."""
+    if layout != "lists":
+        return case
+    return {"missing_video": "videos/never_written", "outside": "../not_there",
+            "no_video_path": "videos.txt line 9"}.get(case, f"videos/{case}")
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory, source_clips) -> dict[str, VideoDataset]:
+    """One VideoDataset per layout, over its bad folder (built once: probing is the slow part)."""
+    made = {}
+    for layout in LAYOUTS:
+        root = build_bad_folder(tmp_path_factory.mktemp(layout) / "data", layout, source_clips)
+        made[layout] = VideoDataset(root, num_frames=9, height=32, width=32)
+    return made
+
+
+@pytest.mark.parametrize("layout,case,category", CASES)
+def test_one_bad_clip_is_one_recorded_skip_with_its_reason(datasets, layout, case, category):
+    dataset = datasets[layout]
+    wanted = clip_id(layout, case)
+    skips = [s for s in dataset.skipped if s.clip_id == wanted]
+    assert len(skips) == 1, f"{wanted}: {dataset.skipped}"
+    assert skips[0].category == category, skips[0]
+    reason = skips[0].reason
+    assert "\n" not in reason and reason.strip()
+    if category == "bad_caption":  # names the file (and the line) holding the bytes, and the fix
+        assert "not valid UTF-8" in reason and "re-save it as UTF-8" in reason
+        assert {"folder": "bad_utf8.txt", "jsonl": "metadata.jsonl line 5", "csv": "metadata.csv line 6",
+                "lists": "prompts.txt line 5"}[layout] in reason
+    if category == "bad_row":  # names the row and the column
+        assert {"wrong_type": "metadata.jsonl line 11: file_name must be a video path (text), got 5",
+                "caption_list": "metadata.jsonl line 12: text must be text, got ['a', 'ball']"}[case] in reason
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_good_clip_is_kept_next_to_the_bad_ones(datasets, layout):
+    dataset = datasets[layout]
+    assert sorted(dataset.ids) == sorted(clip_id(layout, case) for case in GOOD)
+    expected = sorted(clip_id(l, c) for l, c, _ in CASES if l == layout)
+    assert sorted(s.clip_id for s in dataset.skipped) == expected
+    assert sum(dataset.skip_counts.values()) == len(expected)
+
+
+# ---------------------------------------------------------------------------------------------- no model loads
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a pipeline fails the test: every case below must stop before it."""
+    import diffusers
+
+    import motionguide.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a model was loaded: {args[:1]}")
+
+    monkeypatch.setattr(motionguide.loading, "load_pipeline", refuse)
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", classmethod(refuse))
+
+
+def _one_line_error(capsys, code: int) -> str:
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2, out.err[-2000:]
+    assert len(lines) == 1, out.err[-2000:]
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def train_config(tmp_path, source_clips) -> Path:
+    """configs/toy.yaml with everything under tmp_path and a real (bad-folder) dataset; no tracker."""
+    config = yaml.safe_load((REPO / "configs" / "toy.yaml").read_text())
+    data = build_bad_folder(tmp_path / "data", "jsonl", source_clips)
+    config.update(pretrained_model_name_or_path=str(TOY_MODEL), output_dir=str(tmp_path / "out"),
+                  data_root=str(data), latent_cache_dir=str(tmp_path / "cache"), report_to="none")
+    config["method_options"]["motive"]["queries"] = str(tmp_path / "queries")
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _in_the_way(tmp_path: Path) -> Path:
+    (tmp_path / "a_file").write_text("in the way")
+    return tmp_path / "a_file"
+
+
+# (flags, what the one line must say): every one stops before the model loads
+TRAIN_CASES = [
+    (["--height", "50"], r"command line: height=50 is not a multiple of 8, .*; use 48 or 56"),
+    (["--buckets", "17x64x60"], r"command line: buckets \(17, 64, 60\) width=60 is not a multiple of 8"),
+    (["--validation_height", "36"], r"command line: validation_height=36 is not a multiple of 8"),
+    (["--lr_scheduler", "cosine_with_warmpu"], r"command line: lr_scheduler='cosine_with_warmpu' is not a diffusers "
+                                               r"scheduler. Did you mean 'cosine_with_restarts'|command line: lr_sch"),
+    (["--checkpointing_steps", "-5"], r"command line: checkpointing_steps=-5 must be >= 0"),
+    (["--checkpointing_limit", "0"], r"command line: checkpointing_limit=0 must be >= 1"),
+    (["--logging_steps", "0"], r"command line: logging_steps=0 must be >= 1"),
+    (["--validation_num_frames", "18"], r"command line: validation_num_frames=18 must be 4k\+1"),
+    (["--validation_guidance_scale", "nan"], r"command line: validation_guidance_scale must be a number or none"),
+    (["--learning_rate", "nan"], r"command line: learning_rate must be a number, got 'nan'"),
+    (["--num_frames", "18"], r"command line: num_frames=18 must be 4k\+1"),
+    (["--train_steps", "ten"], r"command line: train_steps must be an integer, got 'ten'"),
+    (["--mixed_precision", "fp8"], r"command line: mixed_precision must be one of 'no', 'fp16', 'bf16'"),
+    (["--lr_schedulr", "constant"], r"command line: unknown key 'lr_schedulr'. Did you mean 'lr_scheduler'"),
+    (["--curation", "randm"], r"--curation 'randm': no such curation. Did you mean 'random'"),
+    (["--monitor", "imap", "--method_options", "{imap: {evry: 5}}"],
+     r"method_options.imap: unknown key 'evry'. Did you mean 'every'\? Valid keys: .*num_probes"),
+    (["--curation", "motive", "--method_options", "{motive: {fracton: 0.1}}"],
+     r"method_options.motive: unknown key 'fracton'. Did you mean 'fraction'"),
+    (["--output_dir", "{file}"], r"output_dir .*a_file is a file; pick another folder"),
+    (["--output_dir", "{file}/run"], r"output_dir .*a_file/run cannot be made: .*a_file is a file"),
+    (["--data_root", "{tmp}/data-typo"], r"command line: --data_root .*data-typo does not exist. .*--create_data"),
+    (["--data_root", "{file}"], r"data_root .*a_file is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("flags,message", TRAIN_CASES, ids=[" ".join(f) for f, _ in TRAIN_CASES])
+def test_a_bad_training_value_is_one_line_naming_it_before_any_model_loads(train_config, tmp_path, capsys,
+                                                                           no_model_load, flags, message):
+    import re
+
+    from motionguide.training.cli import main
+
+    file = _in_the_way(tmp_path)
+    flags = [f.replace("{file}", str(file)).replace("{tmp}", str(tmp_path)) for f in flags]
+    line = _one_line_error(capsys, main(["--config", str(train_config), *flags]))
+    assert re.search(message, line), line
+    assert not (tmp_path / "data-typo").exists()  # the typo'd path got no fresh toy dataset
+
+
+def test_a_missing_data_root_without_a_recipe_is_named_before_any_model_loads(train_config, tmp_path, capsys,
+                                                                              no_model_load):
+    from motionguide.training.cli import main
+
+    config = yaml.safe_load(train_config.read_text())
+    config.update(data_root=str(tmp_path / "nowhere"), data_recipe=None)
+    train_config.write_text(yaml.safe_dump(config))
+    line = _one_line_error(capsys, main(["--config", str(train_config)]))
+    assert f"data_root {tmp_path / 'nowhere'} does not exist; check the path" in line
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("learning_rate", float("nan"), "learning_rate=nan must be a finite number > 0"),
+    ("validation_guidance_scale", float("nan"), "validation_guidance_scale=nan must be a finite number"),
+    ("max_grad_norm", -1, "max_grad_norm=-1.0 must be a finite number > 0"),
+    ("checkpointing_steps", -5, "checkpointing_steps=-5 must be >= 0 (0: never)"),
+])
+def test_a_bad_value_in_the_yaml_file_is_blamed_on_the_file(train_config, capsys, no_model_load, key, value,
+                                                           message):
+    from motionguide.training.cli import main
+
+    config = yaml.safe_load(train_config.read_text())
+    config[key] = value
+    train_config.write_text(yaml.safe_dump(config))
+    line = _one_line_error(capsys, main(["--config", str(train_config)]))
+    assert line.startswith(f"error: {train_config}: {message}"), line
+
+
+def test_unparsable_yaml_is_one_line_naming_file_line_and_column(tmp_path, capsys, no_model_load):
+    from motionguide.training.cli import main
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("output_dir: out\nvalidation_prompts: [a, b\ntrain_steps: 3\n")
+    line = _one_line_error(capsys, main(["--config", str(path)]))
+    assert f"{path}: line 3, column" in line and "YAML syntax error" in line
+
+
+def test_a_data_recipe_still_creates_the_folder_the_config_file_names(train_config, tmp_path):
+    from motionguide.training.config import TrainConfig
+
+    made = tmp_path / "made-by-recipe"
+    config = yaml.safe_load(train_config.read_text())
+    config["data_root"] = str(made)
+    train_config.write_text(yaml.safe_dump(config))
+    assert TrainConfig.load(train_config).data_root == str(made)  # the file's own data_root: allowed
+    other = tmp_path / "other"
+    assert TrainConfig.load(train_config, ["--data_root", str(other), "--create_data"]).create_data
+
+
+# ---------------------------------------------------------------------------------------------- text files
+def test_a_prompts_file_with_a_bad_byte_is_one_line_naming_file_and_line(tmp_path, capsys, no_model_load):
+    from motionguide.sampling.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"a ball moves right\n\na ball \xff moves left\n")
+    line = _one_line_error(capsys, main(["--model", str(TOY_MODEL), "--prompts_file", str(prompts),
+                                         "--out", str(tmp_path / "out")]))
+    assert f"--prompts_file {prompts} line 3: byte 8 of the line is not valid UTF-8; re-save" in line
+
+
+def test_curate_names_a_query_clip_whose_caption_is_not_utf8_before_any_model_loads(tmp_path, capsys,
+                                                                                     source_clips, no_model_load):
+    from motionguide.cli import main
+
+    data = build_bad_folder(tmp_path / "data", "jsonl", source_clips)
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    shutil.copy(source_clips[0], queries / "q1.mp4")
+    (queries / "q1.txt").write_text(CAPTION)
+    shutil.copy(source_clips[1], queries / "q2.mp4")
+    (queries / "q2.txt").write_bytes(BAD_UTF8)
+    line = _one_line_error(capsys, main(["curate", "--model", str(TOY_MODEL), "--data", str(data), "--queries",
+                                         str(queries), "--out", str(tmp_path / "out"), "--num_frames", "9"]))
+    assert f"queries {queries}: 1 of 2 query clips are unusable" in line
+    assert "q2.txt (byte 7) holds bytes that are not valid UTF-8; re-save it as UTF-8" in line
+
+
+CURATE_CASES = [
+    (["--data", "{tmp}/nowhere"], r"dataset folder .*nowhere does not exist"),
+    (["--queries", "{file}"], r"dataset folder .*a_file is a file, not a folder"),
+    (["--num_frames", "18"], r"num_frames=18 is not 4k\+1"),
+    (["--fraction", "2"], r"fraction"),
+]
+
+
+@pytest.mark.parametrize("flags,message", CURATE_CASES, ids=[" ".join(f) for f, _ in CURATE_CASES])
+def test_a_bad_curate_value_is_one_line_naming_it_before_any_model_loads(tmp_path, capsys, source_clips,
+                                                                         no_model_load, flags, message):
+    import re
+
+    from motionguide.cli import main
+
+    data = build_bad_folder(tmp_path / "data", "folder", source_clips)
+    file = _in_the_way(tmp_path)
+    base = {"--model": str(TOY_MODEL), "--data": str(data), "--queries": str(data), "--out": str(tmp_path / "out"),
+            "--num_frames": "9"}
+    given = dict(zip(flags[::2], [f.replace("{file}", str(file)).replace("{tmp}", str(tmp_path))
+                                  for f in flags[1::2]]))
+    argv = ["curate"] + [token for key, value in {**base, **given}.items() for token in (key, value)]
+    line = _one_line_error(capsys, main(argv))
+    assert re.search(message, line), line
+
+
+# ---------------------------------------------------------------------------------------------- a training run
+def test_training_writes_which_clips_it_skipped_and_why_into_the_output_folder(tmp_path, source_clips,
+                                                                              monkeypatch):
+    """Every dataset skip, and a clip that probes well but fails to decode when the latent cache encodes it."""
+    from motionguide.data.dataset import _read_error
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    tiny_wan_pipeline().save_pretrained(tmp_path / "model")
+    data = build_bad_folder(tmp_path / "data", "jsonl", source_clips)
+    with (data / "metadata.jsonl").open("ab") as metadata:
+        metadata.write(json.dumps({"id": "fails_to_decode", "file_name": "videos/good_a.mp4", "text": CAPTION})
+                       .encode() + b"\n")
+    decode = VideoDataset._decode
+
+    def failing_decode(self, entry):
+        if entry.clip_id == "fails_to_decode":
+            raise _read_error(f"cannot decode clip {entry.clip_id!r}: truncated stream", "corrupt")
+        return decode(self, entry)
+
+    monkeypatch.setattr(VideoDataset, "_decode", failing_decode)
+    cfg = TrainConfig(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+                      data_root=str(data), latent_cache_dir=str(tmp_path / "cache"), train_steps=1,
+                      train_batch_size=1, num_frames=9, height=32, width=32, checkpointing_steps=0,
+                      report_to="none", rank=2, lora_alpha=2, max_sequence_length=16)
+    summary = Trainer(cfg).run()
+    expected = {clip_id("jsonl", c): category for l, c, category in CASES if l == "jsonl"}
+    expected["fails_to_decode"] = "encode_failed"
+    written = json.loads((tmp_path / "out" / "skipped_clips.json").read_text())
+    assert {c["clip_id"]: c["category"] for c in written["clips"]} == expected
+    assert all(c["reason"] and c["stage"] == ("latent_cache" if c["clip_id"] == "fails_to_decode" else "dataset")
+               for c in written["clips"])
+    assert "truncated stream" in next(c["reason"] for c in written["clips"] if c["clip_id"] == "fails_to_decode")
+    on_disk = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    for report in (summary["data"], on_disk["data"]):
+        assert report["kept"] == len(GOOD) and report["skipped"] == len(expected)
+        assert report["listed"] == len(GOOD) + len(expected) and report["skipped_file"] == "skipped_clips.json"
+        assert report["skipped_by_category"]["encode_failed"] == 1
+        assert sum(report["skipped_by_category"].values()) == len(expected)
+
+
+def test_a_resumed_fine_tune_shows_each_redone_step_once_in_tensorboard(tmp_path, source_clips):
+    """The first run logs steps 1-3 and checkpoints at 2; resuming from it redoes step 3. TensorBoard must show
+    step 3 once (the resumed run's), not twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    tiny_wan_pipeline().save_pretrained(tmp_path / "model")
+    make_dataset(tmp_path / "data", num_clips=2, seed=1, progress=False, num_frames=9)
+    common = dict(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+                  data_root=str(tmp_path / "data"), latent_cache_dir=str(tmp_path / "cache"), train_steps=3,
+                  train_batch_size=1, num_frames=9, height=32, width=32, checkpointing_steps=2,
+                  checkpointing_limit=None, report_to="tensorboard", logging_steps=1, rank=2, lora_alpha=2,
+                  max_sequence_length=16, learning_rate=1e-2, lr_scheduler="constant")
+    Trainer(TrainConfig(**common)).run()
+    resumed = Trainer(TrainConfig(**common, resume_from_checkpoint="latest")).run()
+    runs = [p.parent for p in (tmp_path / "out" / "logs").rglob("events.out.tfevents.*")]
+    log_dir = max(set(runs), key=runs.count)  # the folder both runs logged their scalars into
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3]
+    assert events.Scalars("train/loss")[-1].value == pytest.approx(resumed["losses"][3])
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+def test_the_pixel_multiple_read_from_config_files_is_the_loaded_backbones(tmp_path, family):
+    """`pixel_multiple_of(folder)` reads only config files; it must agree with the loaded adapter's
+    `pixels_per_token` (VAE factor x patch), including for a VAE that is not the default 8x."""
+    from motionguide.backbones import backbone_for
+    from motionguide.testing import tiny_cogvideox_pipeline, tiny_wan_pipeline
+    from motionguide.training.preflight import pixel_multiple_of
+
+    pipe = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline}[family]()
+    pipe.save_pretrained(tmp_path / "model")
+    for path in (tmp_path / "model").rglob("*.safetensors"):
+        path.unlink()  # the check must not need the weights
+    assert pixel_multiple_of(tmp_path / "model") == backbone_for(pipe).pixels_per_token
+    assert pixel_multiple_of(tmp_path / "nowhere") is None  # unknown offline: the check is left to diffusers
