@@ -240,6 +240,10 @@ class Motive:
             _place_given_pipeline(pipeline, config, self.device)
         self.pipeline = pipeline
         self.pipeline.set_progress_bar_config(disable=True)
+        if config.max_sequence_length is None:  # the model's own text length, as training resolves it
+            from ..loading import model_max_sequence_length
+
+            config.max_sequence_length = model_max_sequence_length(config.model, pipeline)
         self.progress = progress
         self.out = Path(config.out)
         self._projector = projector

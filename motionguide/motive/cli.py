@@ -77,7 +77,7 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     p.add_argument("--height", type=int, help=f"clip height in pixels (default {defaults.height})")
     p.add_argument("--width", type=int, help=f"clip width in pixels (default {defaults.width})")
     p.add_argument("--max_sequence_length", type=int,
-                   help=f"prompt tokens (default {defaults.max_sequence_length})")
+                   help="prompt tokens (default: the model's own: Wan 512, CogVideoX 226, the toy model 16)")
     p.add_argument("--frame_stride", type=int,
                    help=f"take every n-th frame, as in training (default {defaults.frame_stride})")
     p.add_argument("--target_fps", type=float, help="resample every video in time to this frame rate before "

@@ -28,7 +28,7 @@ class MotiveConfig:
     num_frames: int = 17
     height: int = 64
     width: int = 64
-    max_sequence_length: int = 16
+    max_sequence_length: int | None = None  # None: the model's own (Wan 512, CogVideoX 226, the toy 16)
     # how clips become frames: the same settings (and defaults) as TrainConfig, so the pass reads what
     # fine-tuning trains on (motionguide.data.dataset_options maps both onto VideoDataset)
     frame_stride: int = 1

@@ -29,6 +29,7 @@ from ..backbones import backbone_for
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError
 from ..files import atomic_write_text
+from ..loading import model_max_sequence_length
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
@@ -642,28 +643,6 @@ def _warn_if_toy_clip_size(cfg: Any, pipeline: Any) -> None:
         print(f"note: training at num_frames x height x width = {'x'.join(map(str, toy))}, the toy defaults; "
               f"{cfg.pretrained_model_name_or_path} samples at {'x'.join(map(str, own))}. Set num_frames / height "
               "/ width (or buckets) in the config if that was not meant", flush=True)
-
-
-def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
-    """The model's own text length: the one its transformer is built for when its config fixes one
-    (CogVideoX's `max_text_seq_length`: its positional embedding covers exactly that many text tokens), else
-    its family's (Wan 512), a model folder's `sampling_defaults.json` over it (the toy: 16), else the
-    pipeline's own `__call__` default."""
-    import inspect
-
-    from ..sampling import SamplingSettings
-
-    transformer_config = getattr(getattr(pipeline, "transformer", None), "config", None)
-    fixed = getattr(transformer_config, "max_text_seq_length", None)
-    if isinstance(fixed, int) and fixed > 0:
-        return fixed
-    length = SamplingSettings.for_model(model, pipeline=pipeline).max_sequence_length
-    if length is None and pipeline is not None:
-        parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
-        length = parameter.default if parameter is not None and isinstance(parameter.default, int) else None
-    if length is None:
-        raise ConfigError(f"max_sequence_length: {model} declares no text length; set max_sequence_length")
-    return int(length)
 
 
 def create_with_data_recipe(spec: dict[str, Any], folder: str | os.PathLike) -> None:
