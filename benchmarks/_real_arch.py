@@ -16,6 +16,8 @@ Stages that do not need the text encoder or the VAE get random latents and promp
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ from typing import Any, Callable
 
 import torch
 
-from _peak_memory import peak_bytes, peak_total_bytes
+from _peak_memory import _status_bytes as status_bytes
+from _peak_memory import cpu_peak_supported
 
 #: the configs' LoRA (configs/wan2.1-t2v-1.3b.yaml)
 LORA_RANK = 32
@@ -41,6 +44,7 @@ STAGES = {
     "motive_gc": "Motive featurization of one clip with gradient checkpointing",
     "sample_cfg": "one sampling step, CFG (conditional + unconditional forward)",
     "sample_guided": "one sampling step, CFG + correspondence guidance on every step",
+    "decode": "VAE decode of one clip's latents (the end of every sampling call)",
     "imap": "one IMAP probe (no-grad conditional forward capturing text attention in the probe blocks)",
 }
 
@@ -51,8 +55,11 @@ def write_pipeline(folder: Path, num_layers: int | None, text_layers: int = 1) -
 
     from motionguide.backbones.random_pipeline import write_random_pipeline
 
-    config = folder / "transformer" / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("num_layers") == (num_layers or 30):
+    def depth(component: str) -> int | None:
+        config = folder / component / "config.json"
+        return json.loads(config.read_text()).get("num_layers") if config.is_file() else None
+
+    if depth("transformer") == (num_layers or 30) and depth("text_encoder") == text_layers:
         return folder
     write_random_pipeline("wan2.1-t2v-1.3b", str(folder), num_layers=num_layers, text_layers=text_layers,
                           dtype="bfloat16", seed=0, overwrite=True)
@@ -92,6 +99,8 @@ class Bench:
         self.size = size
         self.pipe = load_pipeline(model, PipelinePlacement(dtype=self.dtype, device=str(self.device)))
         self.pipe.set_progress_bar_config(disable=True)
+        if self.device.type == "cpu":
+            self._own_weights()
         if offload_text_encoder:  # what sampling with the text encoder offloaded holds on the accelerator
             self.pipe.text_encoder.to("cpu")
         self.backbone = backbone_for(self.pipe)
@@ -110,6 +119,14 @@ class Bench:
         self._optimizer = None
 
     # ------------------------------------------------------------------ setup shared by stages
+    def _own_weights(self) -> None:
+        """Copy every weight out of the safetensors memory map into the process's own memory: mapped pages
+        become resident only when touched (a stage that never runs the VAE would not count it), so without
+        this the resident-memory accounting of the weights depends on the stage."""
+        for name in ("transformer", "vae", "text_encoder"):
+            for tensor in [*getattr(self.pipe, name).parameters(), *getattr(self.pipe, name).buffers()]:
+                tensor.data = tensor.data.clone()
+
     def num_layers(self) -> int:
         return len(self.backbone.blocks)
 
@@ -243,6 +260,15 @@ class Bench:
     def _prepare_sample_guided(self, gc: bool):
         return self._prepare_sample(gc, guided=True)
 
+    def _prepare_decode(self, _gc: bool):
+        vae = self.backbone.vae
+
+        def run() -> None:
+            with torch.no_grad():
+                vae.decode(self.backbone.denormalize_latents(self.latents).to(vae.dtype)).sample
+            sync(self.device)
+        return run
+
     def imap_blocks(self) -> list[int]:
         """The shipped profile's IMAP blocks (5-19 of 30: half the depth) at the same relative depth here."""
         layers = self.num_layers()
@@ -281,17 +307,55 @@ class _InputsInWeightDtype:
 
 
 def measure(run: Callable[[], Any], device: torch.device, repeats: int = 1, warmup: int = 1) -> dict[str, Any]:
-    """Median seconds of `repeats` calls after `warmup`, then the peak memory of one more call: above what was
-    in use before it (`peak_above_bytes`) and in total (`peak_total_bytes`, weights included)."""
+    """Median seconds (wall, and the process's CPU time: at one thread on a shared machine, the CPU time is
+    what the stage costs, the wall time adds other jobs' load) of `repeats` calls after `warmup` calls, and the memory high-water mark of the timed
+    calls: `peak_total_bytes` (everything resident: weights included; CUDA: the allocator's peak, CPU: the
+    process's RSS), `peak_above_bytes` (above what was in use when the call started: activations, gradients)
+    and `start_bytes` (in use when it started: weights plus what the stage keeps between calls)."""
     for _ in range(warmup):
         run()
-    seconds = []
+    seconds, cpu_seconds, totals, aboves, starts = [], [], [], [], []
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
+        before = _reset_peak(device)
+        starts.append(before)
+        start, cpu_start = time.perf_counter(), time.process_time()
         run()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
+        peak = _read_peak(device) if before is not None else None
+        totals.append(peak)
+        aboves.append(None if peak is None else max(0, peak - before))
     seconds.sort()
-    above = peak_bytes(run, str(device))
-    total = peak_total_bytes(run, str(device))
-    return {"seconds": seconds[len(seconds) // 2], "all_seconds": seconds, "peak_above_bytes": above,
-            "peak_total_bytes": total}
+    cpu_seconds.sort()
+    return {"seconds": seconds[len(seconds) // 2], "all_seconds": seconds,
+            "cpu_seconds": cpu_seconds[len(cpu_seconds) // 2],
+            "peak_total_bytes": None if None in totals else max(totals),
+            "peak_above_bytes": None if None in aboves else max(aboves),
+            "start_bytes": None if None in starts else min(starts)}
+
+
+def _reset_peak(device: torch.device) -> int | None:
+    """Start a new high-water mark; returns the memory in use now."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return int(torch.cuda.memory_allocated())
+    if not cpu_peak_supported():
+        return None
+    gc.collect()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_bytes("VmRSS")
+
+
+def _read_peak(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated())
+    return status_bytes("VmHWM")  # (not cpu_peak_supported(): it would reset the mark)
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (the baseline a subprocess stage is measured from)."""
+    return status_bytes("VmRSS")
