@@ -121,6 +121,34 @@ def released_weight_bytes(measured: dict, layers: int, transformer_block_bytes: 
             "vae": measured["vae"], "text_encoder": text_params * 2}
 
 
+#: stages whose activations are kept for a backward (the others free each block's as they go)
+GRADIENT_STAGES = {"train_step", "train_step_gc", "motive", "motive_gc"}
+
+
+def _depth_scaled_slope(stage: str, slope: float, layers: int, results: dict, small: str, large: str):
+    """Transient bytes per token at 30 blocks from the slope measured at `layers` blocks.
+
+    No-grad stages free each block's activations before the next: one block's worth, independent of depth.
+    A backward without checkpointing keeps every block's: x 30 / layers. With checkpointing it keeps each
+    block's input plus one block's full activations while that block is recomputed: with the same stage's
+    plain slope (all blocks' full activations) at the same depth, per block full = plain / layers and
+    input = (checkpointed - full) / layers, so at 30 blocks: 30 input + full."""
+    if stage not in GRADIENT_STAGES:
+        return slope, "no grad: one block at a time"
+    plain = stage.removesuffix("_gc")
+    if stage == plain:
+        return slope * RELEASED_LAYERS / layers, f"x {RELEASED_LAYERS}/{layers}"
+    if plain not in results:
+        return slope * RELEASED_LAYERS / layers, f"x {RELEASED_LAYERS}/{layers} (no {plain} run to separate terms)"
+    p_small, p_large = results[plain][small], results[plain][large]
+    _, plain_slope = linear_fit(p_small["tokens"], p_small["transient_bytes"], p_large["tokens"],
+                                p_large["transient_bytes"])
+    full = plain_slope / layers
+    saved_input = max(0.0, (slope - full) / layers)
+    return RELEASED_LAYERS * saved_input + full, (f"30 x {saved_input / 2**10:.3g} KiB saved input + "
+                                                  f"{full / 2**10:.3g} KiB one block recomputed")
+
+
 def linear_fit(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float]:
     """(intercept, slope) of the line through two points."""
     slope = (y2 - y1) / (x2 - x1)
@@ -145,27 +173,34 @@ def project(results: dict[str, dict[str, dict]], sizes: list[str], block_linear_
            "released_weight_bytes": weights, "stages": {}}
     for stage, by_size in results.items():
         a, b = by_size[small], by_size[large]
+        # loading overhead (tokenizer, configs, ...): constant; kept: what the stage holds between calls
+        overhead = max(0, a["loaded_bytes"] - a["baseline_bytes"] - sum(a["weights"].values()))
+        kept = max(a["kept_bytes"], b["kept_bytes"])
         if stage == "cache":  # VAE: memory ~ pixels per frame (chunked), time ~ latent frames x pixels
             sa, sb = VideoSize.parse(small), VideoSize.parse(large)
             xa, xb = sa.height * sa.width, sb.height * sb.width
             x_target = TARGET.height * TARGET.width
-            c, d = linear_fit(xa, a["rest_bytes"], xb, b["rest_bytes"])
-            rest = c + d * x_target
+            c, d = linear_fit(xa, a["transient_bytes"], xb, b["transient_bytes"])
+            rest = overhead + kept + c + d * x_target
             ta, tb = ((1 + (s.frames - 1) // 4) * s.height * s.width for s in (sa, sb))
             t0, t1 = linear_fit(ta, a["seconds"], tb, b["seconds"])
             seconds = t0 + t1 * (1 + (TARGET.frames - 1) // 4) * x_target
-            time_fit = f"t = {t0:.3g} + {t1:.3g} s x (latent frames x pixels per frame)"
-            memory_fit = f"rest = {c / GIB:.3g} GiB + {d:.3g} B x pixels per frame"
+            time_fit = f"t = {t0:.3g} s + {t1:.3g} s x latent frames x pixels per frame"
+            memory_fit = (f"transient = {c / GIB:.3g} GiB + {d:.3g} B x pixels per frame; kept {kept / GIB:.3g} GiB, "
+                          f"loading overhead {overhead / GIB:.3g} GiB")
             depth = 1.0
         else:
-            c, d = linear_fit(a["tokens"], a["rest_bytes"], b["tokens"], b["rest_bytes"])
+            c, d = linear_fit(a["tokens"], a["transient_bytes"], b["tokens"], b["transient_bytes"])
             depth = RELEASED_LAYERS / layers
-            rest = (c + d * target_tokens) * depth
+            slope, how = _depth_scaled_slope(stage, d, layers, results, small, large)
+            rest = overhead + kept * depth + (c * (depth if stage in GRADIENT_STAGES else 1.0)) + slope * target_tokens
             wa, wb = (block_work(r["tokens"], block_linear_params) for r in (a, b))
             t0, t1 = linear_fit(wa, a["seconds"], wb, b["seconds"])
             seconds = t0 + t1 * block_work(target_tokens, block_linear_params)
             time_fit = f"t = {t0:.3g} s + {t1:.3g} s x W(N) / FLOP"
-            memory_fit = f"rest = ({c / GIB:.3g} GiB + {d / 2**10:.3g} KiB x N) x {RELEASED_LAYERS}/{layers}"
+            memory_fit = (f"transient = {c / GIB:.3g} GiB + {d / 2**10:.3g} KiB x N at {layers} blocks; at 30: "
+                          f"{slope / 2**10:.3g} KiB x N ({how}); kept {kept / GIB:.3g} GiB x {RELEASED_LAYERS}/{layers}"
+                          f"; loading overhead {overhead / GIB:.3g} GiB")
         needed = sum(weights[k] for k in STAGE_WEIGHTS[stage])
         out["stages"][stage] = {"rest_bytes": rest, "weight_bytes": needed, "total_bytes": needed + rest,
                                 "seconds_at_measured_depth": seconds, "time_fit": time_fit,
@@ -185,9 +220,11 @@ def project(results: dict[str, dict[str, dict]], sizes: list[str], block_linear_
 def markdown(results: dict, sizes: list[str], projection: dict, layers: int) -> str:
     small, large = sizes
     tokens = [results[next(iter(results))][s]["tokens"] for s in sizes]
-    lines = [f"| stage | {small} ({tokens[0]} tokens): s, ÷ forward | rest GiB | {large} ({tokens[1]} tokens): s, "
-             f"÷ forward | rest GiB | 81x480x832 (32,760 tokens): ÷ forward | weights GB | rest GB | total GB | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    mib = 2**20
+    lines = [f"| stage | {small} ({tokens[0]} tokens): CPU s (÷ forward) | transient MiB | {large} ({tokens[1]} "
+             "tokens): CPU s (÷ forward) | transient MiB | kept MiB | 81x480x832 (32,760 tokens): ÷ forward | "
+             "weights GB | rest GB | total GB | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for stage, by_size in results.items():
         cells = []
         for s in sizes:
@@ -196,7 +233,8 @@ def markdown(results: dict, sizes: list[str], projection: dict, layers: int) -> 
             ratio = r["seconds"] / fwd if fwd else float("nan")
             if stage == "cache" and fwd:
                 ratio = r["seconds"] / (fwd * RELEASED_LAYERS / layers)
-            cells += [f"{r['seconds']:.2f}, {ratio:.2f}", f"{r['rest_bytes'] / GIB:.3f}"]
+            cells += [f"{r['seconds']:.2f} ({ratio:.2f})", f"{r['transient_bytes'] / mib:.0f}"]
+        cells.append(f"{max(by_size[s]['kept_bytes'] for s in sizes) / mib:.0f}")
         p = projection["stages"][stage]
         goal = GOALS_GB.get(stage)
         verdict = "" if goal is None else (f"≤ {goal} GB: {'met' if p['total_bytes'] / 1e9 <= goal else 'missed'}")
@@ -206,23 +244,28 @@ def markdown(results: dict, sizes: list[str], projection: dict, layers: int) -> 
     w = projection["released_weight_bytes"]
     lines += [
         "",
-        f"Random-weight Wan2.1-T2V-1.3B pipeline (`motionguide random-pipeline --like wan2.1-t2v-1.3b`) at {layers} of "
-        f"its 30 transformer blocks and 1 of 24 text-encoder layers, bf16, this CPU at one thread, one subprocess "
-        "per stage (what each stage is: `benchmarks/_real_arch.py`). Seconds: median of the timed calls after one "
-        "warm-up; ÷ forward: over a no-grad conditional forward at the same size (caching: over a 30-block forward, "
-        f"i.e. the {layers}-block one x 30/{layers}). rest: the stage's peak RSS above the process before loading, "
-        "minus all loaded weights (activations, gradients, LoRA + AdamW state, projector state, allocator slack).",
+        f"Measured: random-weight Wan2.1-T2V-1.3B pipeline (`motionguide random-pipeline --like wan2.1-t2v-1.3b "
+        f"--num_layers {layers} --text_layers 1`: {layers} of the 30 transformer blocks, 1 of the 24 text-encoder "
+        "layers, real widths), bf16 weights (diffusers' fp32 modules kept), on this CPU at one thread, one "
+        "subprocess per stage (the stages: `benchmarks/_real_arch.py`). CPU s: the process's CPU time of one call "
+        "after a warm-up (the machine is shared; wall times carry other jobs' load); ÷ forward: over a no-grad "
+        f"conditional forward at the same size (caching: over a 30-block forward, the {layers}-block one x "
+        f"30/{layers}). transient: the resident high-water mark above the call's start (activations, gradients); "
+        "kept: what the stage holds between calls beyond the loaded weights (LoRA + AdamW state, projector state).",
         "",
-        "Projection to 81x480x832: weights exact in bf16 for the released sizes (transformer "
+        "Projected to 81x480x832, per stage: weights (exact, bf16, released sizes: transformer "
         f"{w['transformer'] / 1e9:.2f} GB at 30 blocks, VAE {w['vae'] / 1e9:.2f} GB, UMT5-XXL encoder "
-        f"{w['text_encoder'] / 1e9:.2f} GB), counting what each stage holds (caching: VAE + text encoder; training, "
-        "Motive, IMAP: the transformer, the latents coming from the cache; sampling: transformer + VAE, text encoder "
-        "offloaded, the final VAE decode not included). rest: linear in tokens through the two points (attention "
-        f"runs in SDPA, its N^2 scores never stored), x 30/{layers} for the depth; caching's rest is linear in pixels "
-        "per frame (the causal VAE encodes 4-frame chunks). Time: a + b W(N) with W(N) = N (2P + 4TD) + 4DN^2 per "
-        "block (P linear weights per token, T = 512 text tokens, D = 1536): at 32,760 tokens attention is ~70% of a "
-        "forward's FLOPs, so the ratios there weigh the stages' attention share; absolute times need a GPU "
-        "(`benchmarks/gpu_smoke.py`). The fits per stage are in `benchmarks/results/real_arch_stages.json`.",
+        f"{w['text_encoder'] / 1e9:.2f} GB; caching holds VAE + text encoder; training, Motive and IMAP the "
+        "transformer, the latents coming from the cache; a sampling step the transformer + VAE, the text encoder "
+        "offloaded) + rest = (kept + transient) x 30/" + f"{layers} for the depth, transient linear in tokens "
+        "through the two points: attention runs in SDPA and never stores its N^2 scores, so every activation is "
+        "linear in N (caching: linear in pixels per frame, as the causal VAE encodes 4-frame chunks; its "
+        "time linear in latent frames x pixels). Time: a + b W(N), W(N) = N (2P + 4TD) + 4DN^2 FLOPs per block "
+        "(P: linear weights per token, T = 512 text tokens, D = 1536), through the two points; at 32,760 tokens "
+        "attention is ~70% of a forward's FLOPs, so the projected ratios weigh each stage's attention share. "
+        "Absolute times and GPU memory need a GPU (`benchmarks/gpu_smoke.py`, below). Fits per stage: "
+        "`benchmarks/results/real_arch_stages.json`. GB = 1e9 bytes; the rest includes CPU allocator slack, so "
+        "it bounds a GPU's from above.",
     ]
     return "\n".join(lines)
 
@@ -255,7 +298,8 @@ def main() -> None:
         args.model = write_pipeline(work / f"wan2.1-random-{args.num_layers}", args.num_layers)
     results: dict[str, dict[str, dict]] = {}
     if args.from_json:  # re-project saved measurements (e.g. after changing the projection)
-        results = json.loads(Path(args.from_json).read_text())["results"]
+        saved = json.loads(Path(args.from_json).read_text())["results"]
+        results = {stage: saved[stage] for stage in stages if stage in saved}
     for stage in stages:
         for size in sizes:
             if size not in results.get(stage, {}):
