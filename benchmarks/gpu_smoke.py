@@ -22,7 +22,6 @@ clip <= 40 GB with checkpointing, sampling <= 16 GB with the text encoder offloa
 from __future__ import annotations
 
 import gc
-import json
 import time
 from pathlib import Path
 
