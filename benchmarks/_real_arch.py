@@ -171,7 +171,7 @@ class Bench:
                 vae = backbone.vae
                 x = self.pixels.to(vae.device, vae.dtype)
                 latents = backbone.normalize_latents(vae.encode(x).latent_dist.mode().float())
-                embeds = backbone.encode_prompt([PROMPT], TEXT_LENGTH, device=self.device)
+                embeds = backbone.encode_prompt([PROMPT], TEXT_LENGTH)  # where the text encoder sits
             sync(self.device)
             return latents, embeds
         return run
@@ -270,16 +270,18 @@ class Bench:
         return run
 
     def imap_blocks(self) -> list[int]:
-        """The shipped profile's IMAP blocks (5-19 of 30: half the depth) at the same relative depth here."""
+        """The shipped profile's IMAP blocks (5-19 of 30: half the depth) at the same relative depth here
+        (4 blocks: 1-2; 2 blocks: 0)."""
         layers = self.num_layers()
-        first, last = round(5 * layers / 30), max(round(5 * layers / 30), round(19 * layers / 30) - 1)
-        return list(range(first, min(layers - 1, last) + 1))
+        first, count = round(5 * layers / 30), max(1, round(15 * layers / 30))
+        return list(range(first, min(layers, first + count)))
 
     def _prepare_imap(self, _gc: bool):
         from motionguide.saliency.monitor import IMAPMonitor
 
         monitor = IMAPMonitor(words=["dog", "runs"], blocks=self.imap_blocks(), top_k=3, save_images=False)
-        embeds = self.backbone.encode_prompt([PROMPT], TEXT_LENGTH, device=self.device)
+        # where the text encoder sits (gpu_smoke moves it off the device after caching), then to the device
+        embeds = self.backbone.encode_prompt([PROMPT], TEXT_LENGTH).to(self.device)
         monitor.set_probes(self.backbone, self.latents.float(), embeds, [PROMPT], device=self.device)
 
         def run() -> None:
