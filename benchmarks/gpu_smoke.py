@@ -10,9 +10,9 @@ Stages (what each one is: `benchmarks/_real_arch.py`), in this order, one proces
 text encode), then the text encoder leaves the device (moved to the CPU, as a run with a complete cache or model
 offload has it), a no-grad forward, an IMAP probe, sampling steps with CFG and with correspondence guidance, the
 VAE decode that ends a sampling call, Motive featurization of one clip with gradient checkpointing, and a LoRA
-r32 step with gradient checkpointing (last, because it adds the adapter). Each stage: one warm-up call, then
-`--repeats` timed calls; the peak is `torch.cuda.max_memory_allocated` over the timed calls, everything on the
-device counted (weights included). On the CPU the peak is the process's resident high-water mark instead (the
+r32 step with gradient checkpointing (last, because it adds the adapter). Each stage: `--warmup` untimed calls
+(1), then `--repeats` timed calls (1); the peak is `torch.cuda.max_memory_allocated` over the timed calls,
+everything on the device counted (weights included). On the CPU the peak is the process's resident high-water mark instead (the
 whole process: libraries included), which is only a check that the script runs.
 
 Goals (issue 15, Wan2.1-1.3B, LoRA r32, 81x480x832, one GPU): training step <= 24 GB, Motive featurization per
@@ -58,7 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--text_layers", type=int, default=None,
                         help="text-encoder layers (default: the released 24; with --small 1)")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps per timed sampling call")
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls per stage after one warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per stage after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed calls per stage first (0 saves time; the first call then pays CUDA's setup)")
     parser.add_argument("--stages", default=",".join(DEFAULT_STAGES), help="comma-separated stages to run")
     parser.add_argument("--vae_tiling", action="store_true", help="decode and encode with VAE tiling")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
@@ -96,7 +98,7 @@ def run_smoke(args) -> dict:
         run = bench._prepare_sample(False, guided=stage == "sample_guided", steps=steps) \
             if stage in ("sample_cfg", "sample_guided") else bench.stage(stage)
         try:
-            result = measure(run, device, repeats=args.repeats, warmup=1)
+            result = measure(run, device, repeats=args.repeats, warmup=args.warmup)
             error = None
         except torch.OutOfMemoryError as exc:  # a finding, not a crash: report it and go on
             result, error = {}, f"out of memory: {str(exc).splitlines()[0]}"
