@@ -311,9 +311,10 @@ class _InputsInWeightDtype:
 def measure(run: Callable[[], Any], device: torch.device, repeats: int = 1, warmup: int = 1) -> dict[str, Any]:
     """Median seconds (wall, and the process's CPU time: at one thread on a shared machine, the CPU time is
     what the stage costs, the wall time adds other jobs' load) of `repeats` calls after `warmup` calls, and
-    the memory high-water mark of the timed calls: `peak_total_bytes` (everything resident: weights included; CUDA: the allocator's peak, CPU: the
-    process's RSS), `peak_above_bytes` (above what was in use when the call started: activations, gradients)
-    and `start_bytes` (in use when it started: weights plus what the stage keeps between calls)."""
+    the memory high-water mark of the timed calls: `peak_total_bytes` (everything resident, weights included;
+    CUDA: the allocator's peak, CPU: the process's RSS), `peak_above_bytes` (above what was in use when the
+    call started: activations, gradients) and `start_bytes` (in use when it started: weights plus what the
+    stage keeps between calls)."""
     for _ in range(warmup):
         run()
     seconds, cpu_seconds, totals, aboves, starts = [], [], [], [], []

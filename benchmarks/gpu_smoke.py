@@ -12,8 +12,8 @@ offload has it), a no-grad forward, an IMAP probe, sampling steps with CFG and w
 VAE decode that ends a sampling call, Motive featurization of one clip with gradient checkpointing, and a LoRA
 r32 step with gradient checkpointing (last, because it adds the adapter). Each stage: `--warmup` untimed calls
 (1), then `--repeats` timed calls (1); the peak is `torch.cuda.max_memory_allocated` over the timed calls,
-everything on the device counted (weights included). On the CPU the peak is the process's resident high-water mark instead (the
-whole process: libraries included), which is only a check that the script runs.
+everything on the device counted (weights included). On the CPU the peak is the process's resident high-water
+mark instead (the whole process: libraries included), which is only a check that the script runs.
 
 Goals (issue 15, Wan2.1-1.3B, LoRA r32, 81x480x832, one GPU): training step <= 24 GB, Motive featurization per
 clip <= 40 GB with checkpointing, sampling <= 16 GB with the text encoder offloaded (GB = 1e9 bytes).

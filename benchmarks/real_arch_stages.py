@@ -210,7 +210,8 @@ def project(results: dict[str, dict[str, dict]], sizes: list[str], block_linear_
                           f"{slope / 2**10:.3g} KiB x N ({how}); kept {kept / GIB:.3g} GiB x {kept_depth:.3g}"
                           f"; loading overhead {overhead / GIB:.3g} GiB")
         needed = sum(weights[k] for k in STAGE_WEIGHTS[stage])
-        out["stages"][stage] = {"time_intercept_s": t0, "rest_bytes": rest, "weight_bytes": needed, "total_bytes": needed + rest,
+        out["stages"][stage] = {"time_intercept_s": t0, "rest_bytes": rest, "weight_bytes": needed,
+                                "total_bytes": needed + rest,
                                 "seconds_at_measured_depth": seconds, "time_fit": time_fit,
                                 "memory_fit": memory_fit, "rest_depth_factor": depth}
     if "forward" in out["stages"]:
@@ -259,7 +260,8 @@ def markdown(results: dict, sizes: list[str], projection: dict, layers: int) -> 
         "subprocess per stage (the stages: `benchmarks/_real_arch.py`). CPU s: the process's CPU time of one call "
         "after a warm-up (the machine is shared; wall times carry other jobs' load); ÷ forward: over a no-grad "
         f"conditional forward at the same size (caching and decode, which do not run the transformer: over a "
-        f"30-block forward, the {layers}-block one x 30/{layers}). transient: the resident high-water mark above the call's start (activations, gradients); "
+        f"30-block forward, the {layers}-block one x 30/{layers}). transient: the resident high-water mark "
+        "above the call's start (activations, gradients); "
         "kept: what the stage holds between calls beyond the loaded weights (LoRA + AdamW state, projector state).",
         "",
         "Projected to 81x480x832, per stage: weights (exact, bf16, released sizes: transformer "
