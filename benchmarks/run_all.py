@@ -26,6 +26,7 @@ SCRIPTS = [
     "motive_ablations.py",
     "attribution_cost.py",
     "train_overhead.py",
+    "real_arch_stages.py",
     "main_job.py",
 ]
 
