@@ -87,9 +87,6 @@ def test_the_headline_fine_tune_runs_in_bf16_with_motive_curation_and_the_imap_m
         assert lora.get_slice(next(k for k in keys if "lora_A" in k)).get_shape()[0] == 32
 
 
-@pytest.mark.xfail(strict=True, reason="INTEGRATOR: needs helper 'trainer''s record of the loaded components' "
-                                       "dtypes in train_summary.json (key assumed: component_dtypes); remove "
-                                       "this marker once merged (strict: it fails when it starts passing)")
 def test_the_fine_tune_held_every_pipeline_module_in_bf16(finetuned):
     summary = json.loads((finetuned / "train_summary.json").read_text())
     # component_dtypes_of (motionguide.loading) names each module's majority dtype: the few modules diffusers
@@ -98,8 +95,6 @@ def test_the_fine_tune_held_every_pipeline_module_in_bf16(finetuned):
                                            "text_encoder": "torch.bfloat16"}
 
 
-@pytest.mark.xfail(strict=True, reason="INTEGRATOR: needs helper 'sampling''s `sample/generate.py --dtype`; "
-                                       "remove this marker once merged (strict: it fails when it starts passing)")
 def test_generate_samples_with_the_lora_and_correspondence_guidance_in_bf16(workspace, finetuned):
     out = workspace / "samples"
     run_script("sample/generate.py", "--model", str(workspace / "model"), "--lora", str(finetuned),
@@ -111,9 +106,6 @@ def test_generate_samples_with_the_lora_and_correspondence_guidance_in_bf16(work
     assert record[0]["prompt"] == "a red circle moves left" and (out / record[0]["file"]).stat().st_size > 0
 
 
-@pytest.mark.xfail(strict=True, reason="INTEGRATOR: needs helper 'motive''s `motionguide curate --device --dtype "
-                                       "--gradient_checkpointing`; remove this marker once merged (strict: it "
-                                       "fails when it starts passing)")
 def test_curate_scores_the_clips_in_bf16_with_gradient_checkpointing(workspace):
     out = workspace / "curated"
     run_script("-m", "motionguide.cli", "curate", "--model", str(workspace / "model"),

@@ -29,7 +29,7 @@ from ..backbones import backbone_for
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..loading import model_max_sequence_length
+from ..loading import PipelinePlacement, component_dtypes_of, model_max_sequence_length
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
@@ -266,6 +266,8 @@ class Trainer:
         run.pipe = load_pipeline(cfg.pretrained_model_name_or_path, pipeline_placement(cfg, run.accelerator.device))
         run.pipe.set_progress_bar_config(disable=True)
         run.backbone = backbone_for(run.pipe)
+        # as loaded: each module's majority dtype (the few modules diffusers keeps in fp32 do not change it)
+        run.component_dtypes = {name: str(dtype) for name, dtype in component_dtypes_of(run.pipe).items()}
         if cfg.max_sequence_length is None:
             cfg.max_sequence_length = model_max_sequence_length(cfg.pretrained_model_name_or_path, run.pipe)
             if run.accelerator.is_main_process:  # the config the run used, with the length it resolved to
@@ -532,6 +534,7 @@ class Trainer:
             callback.on_train_end(ctx)
         accelerator.wait_for_everyone()
         summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped, "data": run.data_report,
+                   "component_dtypes": run.component_dtypes,
                    "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         unwrapped = accelerator.unwrap_model(run.model)
@@ -579,6 +582,7 @@ class _RunState:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     data_report: dict[str, Any] = field(default_factory=dict)  # clips kept / skipped (see write_skipped_clips)
+    component_dtypes: dict[str, str] = field(default_factory=dict)  # pipeline module -> dtype, as loaded
     bad_in_a_row: int = 0
     compute_dtype: torch.dtype = torch.float32
 
@@ -617,7 +621,7 @@ def pipeline_placement(cfg: Any, device: Any) -> "PipelinePlacement":
     """Where and in which dtypes the Trainer loads the pipeline: every component on `device`, frozen weights in
     `mixed_precision`'s dtype (fp32 for "no") unless `transformer_dtype` / `vae_dtype` / `text_encoder_dtype`
     says otherwise; a full fine-tune's transformer in fp32 (its weights are the optimiser's master weights)."""
-    from ..loading import PipelinePlacement, dtype_of_mixed_precision, parse_dtype
+    from ..loading import dtype_of_mixed_precision, parse_dtype
 
     overrides = {"transformer": torch.float32} if cfg.training_type == "full" else {}
     for component in ("transformer", "vae", "text_encoder"):
