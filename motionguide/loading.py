@@ -19,7 +19,7 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["DTYPES", "COMPONENTS", "PipelinePlacement", "parse_dtype", "dtype_of_mixed_precision",
-           "resolve_device", "load_pipeline", "component_dtypes_of", "model_max_sequence_length"]
+           "resolve_device", "load_pipeline", "component_dtypes_of"]
 
 #: accepted spellings of a dtype on the command line and in configs
 DTYPES: dict[str, torch.dtype] = {
@@ -164,25 +164,3 @@ def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None 
     elif placement.device is not None:
         pipe.to(resolve_device(placement.device))
     return pipe
-
-
-def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
-    """The model's own text length: the one its transformer is built for when its config fixes one
-    (CogVideoX's `max_text_seq_length`: its positional embedding covers exactly that many text tokens), else
-    its family's (Wan 512), a model folder's `sampling_defaults.json` over it (the toy: 16), else the
-    pipeline's own `__call__` default."""
-    import inspect
-
-    from .sampling import SamplingSettings
-
-    transformer_config = getattr(getattr(pipeline, "transformer", None), "config", None)
-    fixed = getattr(transformer_config, "max_text_seq_length", None)
-    if isinstance(fixed, int) and fixed > 0:
-        return fixed
-    length = SamplingSettings.for_model(model, pipeline=pipeline).max_sequence_length
-    if length is None and pipeline is not None:
-        parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
-        length = parameter.default if parameter is not None and isinstance(parameter.default, int) else None
-    if length is None:
-        raise ConfigError(f"max_sequence_length: {model} declares no text length; set max_sequence_length")
-    return int(length)

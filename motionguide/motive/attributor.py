@@ -241,7 +241,7 @@ class Motive:
         self.pipeline = pipeline
         self.pipeline.set_progress_bar_config(disable=True)
         if config.max_sequence_length is None:  # the model's own text length, as training resolves it
-            from ..loading import model_max_sequence_length
+            from ..sampling.generate import model_max_sequence_length
 
             config.max_sequence_length = model_max_sequence_length(config.model, pipeline)
         self.progress = progress
@@ -406,7 +406,7 @@ class Motive:
     def _featurize_into(self, store, split: str, dataset, cache) -> dict[str, int]:
         from ..video import VideoReadError
 
-        cfg, rank, world = self.config, self.rank, self.world_size
+        rank, world = self.rank, self.world_size
         featurizer, backbone = self.featurizer, self.backbone
         counts = {"featurised": 0, "skipped": 0, "flagged": 0}
         done = store.done_ids()

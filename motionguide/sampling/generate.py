@@ -59,6 +59,28 @@ class SamplingSettings:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def model_max_sequence_length(model: Any, pipeline: Any = None) -> int:
+    """The model's own text length: the one its transformer is built for when its config fixes one
+    (CogVideoX's `max_text_seq_length`: its positional embedding covers exactly that many text tokens), else
+    its family's (Wan 512), a model folder's `sampling_defaults.json` over it (the toy: 16), else the
+    pipeline's own `__call__` default."""
+    import inspect
+
+    from ..errors import ConfigError
+
+    transformer_config = getattr(getattr(pipeline, "transformer", None), "config", None)
+    fixed = getattr(transformer_config, "max_text_seq_length", None)
+    if isinstance(fixed, int) and fixed > 0:
+        return fixed
+    length = SamplingSettings.for_model(model, pipeline=pipeline).max_sequence_length
+    if length is None and pipeline is not None:
+        parameter = inspect.signature(type(pipeline).__call__).parameters.get("max_sequence_length")
+        length = parameter.default if parameter is not None and isinstance(parameter.default, int) else None
+    if length is None:
+        raise ConfigError(f"max_sequence_length: {model} declares no text length; set max_sequence_length")
+    return int(length)
+
+
 def load_pipeline(model: str, lora: str | None = None, lora_scale: float = 1.0, device: str | None = None,
                   dtype: torch.dtype | None = None, placement: PipelinePlacement | None = None):
     """A stock pipeline from a local folder or hub id, with an optional LoRA loaded through `load_lora_weights`.

@@ -29,7 +29,8 @@ from ..backbones import backbone_for
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError
 from ..files import atomic_write_text
-from ..loading import PipelinePlacement, component_dtypes_of, model_max_sequence_length
+from ..loading import PipelinePlacement, component_dtypes_of
+from ..sampling.generate import model_max_sequence_length
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .config import TrainConfig
