@@ -118,3 +118,29 @@ def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int
         vae=vae,
         scheduler=CogVideoXDDIMScheduler(),
     )
+
+
+def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2, heads: int = 2,
+                                   head_dim: int = 16, in_channels: int = 4, text_dim: int = 16,
+                                   pooled_dim: int = 8):
+    """A seeded, tiny random `HunyuanVideoTransformer3DModel` in eval mode: `num_layers` dual-stream blocks then
+    `num_single_layers` single-stream ones, 3D RoPE (axes 4:6:6 of the head dim), embedded guidance."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return HunyuanVideoTransformer3DModel(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        num_layers=num_layers,
+        num_single_layers=num_single_layers,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=2,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=text_dim,
+        pooled_projection_dim=pooled_dim,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
