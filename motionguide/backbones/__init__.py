@@ -8,11 +8,13 @@ from .base import SamplingDefaults, TokenGrid, VideoBackbone
 from .profiles import (
     GuidanceProfile,
     LayerProfile,
+    ProvisionalProfileWarning,
     SaliencyProfile,
     TrackingProfile,
     default_profile_for,
     load_profile,
     shipped_profiles,
+    warn_if_provisional,
 )
 from .registry import (
     CogVideoXBackbone,
@@ -37,6 +39,8 @@ __all__ = [
     "GuidanceProfile",
     "SaliencyProfile",
     "load_profile",
+    "ProvisionalProfileWarning",
+    "warn_if_provisional",
     "shipped_profiles",
     "default_profile_for",
     "backbone_for",

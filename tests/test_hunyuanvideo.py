@@ -1,0 +1,98 @@
+"""What is particular to HunyuanVideo: one block list over two block kinds, the packed prompt, text rows of
+different lengths under frame-local attention, its shipped layer profile, and the provisional-profile warning."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from motionguide.attention import AttentionController
+from motionguide.backbones import (LayerProfile, ProvisionalProfileWarning, backbone_for, load_profile,
+                                   warn_if_provisional)
+from motionguide.backbones.hunyuanvideo.adapter import pack_prompt, unpack_prompt
+from motionguide.backbones.profiles import GuidanceProfile, TrackingProfile
+from motionguide.correspondence.settings import resolve_cag_settings
+from motionguide.testing import tiny_hunyuan_video_transformer
+
+
+def test_dual_then_single_stream_blocks_form_one_index_list():
+    transformer = tiny_hunyuan_video_transformer(num_layers=2, num_single_layers=3)
+    backbone = backbone_for(transformer)
+    assert backbone.family == "hunyuanvideo" and backbone.num_blocks == 5 and backbone.num_dual_blocks == 2
+    assert [backbone.block_parameter_prefix(i) for i in (0, 1, 2, 4)] == [
+        "transformer_blocks.0.", "transformer_blocks.1.", "single_transformer_blocks.0.",
+        "single_transformer_blocks.2."]
+    assert backbone.video_self_attention(2) is transformer.single_transformer_blocks[0].attn
+    assert backbone.attention_role("self") == backbone.attention_role("text") == "joint"
+    assert backbone.token_grid((1, 4, 3, 8, 8)).as_tuple() == (3, 4, 4)
+    # no call batches [uncond; cond]: "cond" passes are conditional, "uncond" (true CFG) passes are not
+    assert backbone.conditional_rows("cond", 2, False) == slice(None)
+    assert backbone.conditional_rows("uncond", 1, False) is None
+
+
+@pytest.mark.parametrize("length,width,pooled", [(6, 16, 8), (3, 4, 8), (256, 4096, 768), (1, 2, 5)])
+def test_a_packed_prompt_unpacks_to_the_same_three_tensors(length, width, pooled):
+    g = torch.Generator().manual_seed(length)
+    embeds = torch.randn(2, length, width, generator=g)
+    mask = (torch.arange(length)[None] < torch.tensor([[length], [max(1, length // 2)]])).long()
+    vector = torch.randn(2, pooled, generator=g)
+    packed = pack_prompt(embeds, mask, vector)
+    for dtype in (torch.float32, torch.bfloat16):  # caches may hold prompts in the training dtype
+        e, m, p = unpack_prompt(packed.to(dtype), pooled)
+        assert torch.equal(m, mask) and e.shape == embeds.shape and p.shape == vector.shape
+    e, m, p = unpack_prompt(packed, pooled)
+    assert torch.equal(e, embeds) and torch.equal(p, vector)
+
+
+@torch.no_grad()
+def test_frame_local_rows_with_different_text_lengths_match_a_per_row_reference():
+    """Two batch rows whose prompts keep 2 and 5 of 6 text slots: each row equals that row computed alone."""
+    transformer = tiny_hunyuan_video_transformer()
+    g = torch.Generator().manual_seed(1)
+    cfg = transformer.config
+    inputs = dict(hidden_states=torch.randn(2, cfg.in_channels, 3, 8, 8, generator=g),
+                  timestep=torch.tensor([400.0, 400.0]),
+                  encoder_hidden_states=torch.randn(2, 6, cfg.text_embed_dim, generator=g),
+                  encoder_attention_mask=torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]]),
+                  pooled_projections=torch.randn(2, cfg.pooled_projection_dim, generator=g),
+                  guidance=torch.tensor([6000.0, 6000.0]), return_dict=False)
+    controller = AttentionController(transformer)
+    with controller.frame_local(blocks=[0, 2], renormalize=False):
+        both = transformer(**inputs)[0]
+        alone = [transformer(**{k: (v[i:i + 1] if isinstance(v, torch.Tensor) else v)
+                                for k, v in inputs.items()})[0] for i in range(2)]
+    torch.testing.assert_close(both, torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_the_shipped_profile_holds_the_papers_hunyuanvideo_layers():
+    profile = load_profile("hunyuanvideo")
+    assert (profile.family, profile.num_blocks, profile.num_heads) == ("hunyuanvideo", 60, 24)
+    assert profile.tracking.block == 16 and profile.tracking.step == -1 and profile.tracking.num_inference_steps == 30
+    assert not profile.tracking.provisional  # DiffTrack: dual-stream block 16, the last of 30 steps
+    assert profile.imap.blocks == [1, 2, 4, 5, 6, 9, 10, 13, 15, 16, 17, 18, 19] and profile.imap.top_k == 5
+    assert profile.imap.renoise_step == 20 and not profile.imap.provisional
+    assert profile.guidance.provisional  # DiffTrack publishes no CAG layers for HunyuanVideo
+
+
+def _tiny_profile(provisional: bool) -> LayerProfile:
+    return LayerProfile(name="tiny-hunyuan", family="hunyuanvideo", num_blocks=3, num_heads=2, model="tiny/model",
+                        tracking=TrackingProfile(block=1, provisional=provisional, source="a guess"),
+                        guidance=GuidanceProfile(blocks=[1, 2], provisional=provisional, source="a guess"))
+
+
+def test_a_provisional_section_warns_with_the_command_that_replaces_it():
+    backbone = backbone_for(tiny_hunyuan_video_transformer())
+    with pytest.warns(ProvisionalProfileWarning, match=r"guidance section .* provisional \(a guess\).*"
+                      r"motionguide analyze-layers --model tiny/model"):
+        settings = resolve_cag_settings(backbone, profile=_tiny_profile(True))
+    assert settings.blocks == (1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_cag_settings(backbone, profile=_tiny_profile(True), blocks=[0])  # the user chose the blocks
+        resolve_cag_settings(backbone, profile=_tiny_profile(False))
+        warn_if_provisional(_tiny_profile(False), "tracking", "tracking")
+    with pytest.warns(ProvisionalProfileWarning, match="tracking section driving tracking"):
+        warn_if_provisional(_tiny_profile(True), "tracking", "tracking")
