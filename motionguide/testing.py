@@ -154,8 +154,8 @@ TINY_HUNYUAN_PROMPT_TEMPLATE = {"template": "{}", "crop_start": 0}
 def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2):
     """A stock `HunyuanVideoPipeline` with tiny random components: a 2-layer Llama and a 2-layer CLIP text model on
     a word-level tokenizer, the causal 3D VAE (8x spatial, 4x temporal, 4 latent channels), the flow-matching Euler
-    scheduler with shift 7 (the released one). Call it with `prompt_template=TINY_HUNYUAN_PROMPT_TEMPLATE`; the
-    backbone's `encode_prompt` passes it too (see `HunyuanVideoBackbone.prompt_template`)."""
+    scheduler with shift 7 (the released one). Call it with `prompt_template=TINY_HUNYUAN_PROMPT_TEMPLATE`; it
+    carries that template as `pipe.prompt_template`, which `HunyuanVideoBackbone.encode_prompt` passes on."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
@@ -172,9 +172,11 @@ def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_l
                                         projection_dim=8, eos_token_id=1, pad_token_id=0, bos_token_id=1)).eval()
     vae = AutoencoderKLHunyuanVideo(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
                                     layers_per_block=1, norm_num_groups=4, mid_block_add_attention=False).eval()
-    return HunyuanVideoPipeline(
+    pipe = HunyuanVideoPipeline(
         text_encoder=llama, tokenizer=tokenizer,
         transformer=tiny_hunyuan_video_transformer(seed, num_layers=num_layers, num_single_layers=num_single_layers),
         vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder_2=clip, tokenizer_2=tokenizer_2,
     )
+    pipe.prompt_template = TINY_HUNYUAN_PROMPT_TEMPLATE
+    return pipe

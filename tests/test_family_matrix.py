@@ -268,3 +268,203 @@ def test_params_blocks_selects_exactly_the_named_blocks(family):
                 if any(p is q for m in modules for q in m.parameters())}
     assert chosen and set(chosen) == expected
     assert chosen == [name for name, _ in transformer.named_parameters() if name in expected]
+
+
+# ---------------------------------------------------------------------------------------------- the methods
+PIPE_KW = dict(num_frames=9, height=16, width=16, num_inference_steps=2, max_sequence_length=16,
+               output_type="latent")
+PROMPT = "a red circle moves left"
+
+
+def _flow_target(backbone, x0, noise, t):
+    return noise - x0  # flow-matching velocity (Wan, HunyuanVideo)
+
+
+def _v_target(backbone, x0, noise, t):
+    a = backbone.scheduler.alphas_cumprod[t.long()].view(-1, 1, 1, 1, 1)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction (CogVideoX)
+
+
+@dataclass
+class PipelineFamily:
+    name: str
+    build: Callable
+    guidance_scale: float
+    #: the scale is embedded guidance (an input of the transformer, HunyuanVideo), not CFG over two predictions
+    embedded: bool
+    target: Callable
+
+
+def _tiny_pipeline(name):
+    from motionguide.testing import tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan_pipeline
+
+    return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
+            "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
+            "hunyuanvideo": tiny_hunyuan_video_pipeline}[name]()
+
+
+PIPELINES = [
+    PipelineFamily("wan2.1", lambda: _tiny_pipeline("wan2.1"), 5.0, False, _flow_target),
+    PipelineFamily("cogvideox-2b", lambda: _tiny_pipeline("cogvideox-2b"), 6.0, False, _v_target),
+    PipelineFamily("cogvideox-5b", lambda: _tiny_pipeline("cogvideox-5b"), 6.0, False, _v_target),
+    PipelineFamily("hunyuanvideo", lambda: _tiny_pipeline("hunyuanvideo"), 6.0, True, _flow_target),
+]
+_BUILT: dict[str, object] = {}
+
+
+@pytest.fixture(params=PIPELINES, ids=lambda f: f.name)
+def pipeline_family(request):
+    """(family, its tiny stock pipeline), the pipeline built once per module."""
+    fam = request.param
+    if fam.name not in _BUILT:
+        _BUILT[fam.name] = fam.build()
+    return fam, _BUILT[fam.name]
+
+
+def _prompt_kwargs(pipe, fam, packed):
+    """The stock pipeline's own prompt arguments for a prompt packed by the backbone."""
+    if not fam.embedded:
+        return {"prompt_embeds": packed}
+    from motionguide.backbones.hunyuanvideo.adapter import unpack_prompt
+
+    embeds, mask, pooled = unpack_prompt(packed, pipe.transformer.config.pooled_projection_dim)
+    return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "pooled_prompt_embeds": pooled,
+            "prompt_template": pipe.prompt_template}
+
+
+def _record_scheduler_inputs(pipe):
+    seen, step = [], pipe.scheduler.step
+
+    def recording(model_output, timestep, sample, *args, **kwargs):
+        seen.append((model_output.clone(), timestep, sample.clone()))
+        return step(model_output, timestep, sample, *args, **kwargs)
+
+    pipe.scheduler.step = recording
+    return seen
+
+
+def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
+    """CFG families: eps_u + w (eps_c - eps_u) + s (eps_c - eps_ptb), each eps one transformer call. HunyuanVideo
+    (embedded guidance, no CFG pass): eps_c + s (eps_c - eps_ptb), with eps_c and eps_ptb both computed at the
+    pipeline's embedded guidance scale: correspondence guidance composes with the guidance-distilled prediction."""
+    from motionguide.correspondence import correspondence_guided
+
+    fam, pipe = pipeline_family
+    backbone = backbone_for(pipe)
+    cond = backbone.encode_prompt([PROMPT], max_sequence_length=16)
+    uncond = None if fam.embedded else backbone.encode_prompt([""], max_sequence_length=16)
+    scale, blocks, w = 0.7, [1], fam.guidance_scale
+    seen = _record_scheduler_inputs(pipe)
+    negative = {} if fam.embedded else {"negative_prompt_embeds": uncond}
+    try:
+        with correspondence_guided(pipe, scale=scale, blocks=blocks, window=(0.5, 1.0), renormalize=False) as proxy:
+            pipe(**_prompt_kwargs(pipe, fam, cond), **negative, guidance_scale=w,
+                 generator=torch.Generator().manual_seed(0), **PIPE_KW)
+    finally:
+        del pipe.scheduler.step
+    assert proxy.perturbed_calls == 1 and len(seen) == 2  # the window [0.5, 1) holds step 1 of 2
+    extra = {"guidance": w} if fam.embedded else {}
+    for step, (guided, t, latents) in enumerate(seen):
+        x, tt = backbone.from_transformer_layout(latents), t.reshape(1)
+        with torch.no_grad():
+            v_c = backbone.predict(x, tt, cond, **extra)
+            v = v_c
+            if not fam.embedded:
+                v_u = backbone.predict(x, tt, uncond)
+                v = v_u + w * (v_c - v_u)
+            if step == 1:
+                with AttentionController(pipe).frame_local(blocks=blocks, renormalize=False):
+                    v_ptb = backbone.predict(x, tt, cond, **extra)
+                v = v + scale * (v_c - v_ptb)
+        torch.testing.assert_close(guided.float(), backbone.to_transformer_layout(v).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_saliency_maps_come_out_finite_for_every_word(pipeline_family):
+    from motionguide.saliency import saliency_for_latents
+
+    fam, pipe = pipeline_family
+    backbone = backbone_for(pipe)
+    channels = backbone.transformer.config.in_channels
+    latents = torch.randn(channels, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    maps = saliency_for_latents(pipe, latents, PROMPT, ["red", "circle"], [0, 1], top_k=1, timestep=500.0,
+                                max_sequence_length=16)
+    grid = backbone.token_grid(tuple(backbone.to_transformer_layout(latents[None]).shape)).as_tuple()
+    for kind in maps.kinds:
+        assert maps.maps[kind].shape == (2, *grid) and torch.isfinite(maps.maps[kind]).all()
+    assert set(maps.selected_heads) == {0, 1}
+
+
+class _MatrixProjector:
+    """A dense seeded matrix split per parameter (test-local, so the reference is independent)."""
+
+    def __init__(self, sizes, dim=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.matrix = torch.randn(dim, sum(sizes), generator=g)
+        self.offsets = [0]
+        for n in sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        self.dim, self.streaming = dim, True
+
+    def describe(self):
+        return {"name": "matrix", "dim": self.dim}
+
+    def project_parameter(self, index, flat):
+        o = self.offsets[index]
+        return self.matrix[:, o:o + flat.numel()] @ flat
+
+
+def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_family):
+    from motionguide.motive.featurizer import CommonRandomness, GradientFeaturizer
+
+    fam, pipe = pipeline_family
+    backbone = backbone_for(pipe)
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(backbone.transformer.config.in_channels, 3, 4, 4, generator=g)
+    embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)[0]
+    mask = torch.rand(3, 4, 4, generator=g)
+    randomness = CommonRandomness(timestep=751.0, seed=5)
+    featurizer = GradientFeaturizer(backbone, lambda sizes: _MatrixProjector(sizes), randomness, scope="blocks",
+                                    blocks=[0, backbone.num_blocks - 1])
+    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9)
+
+    params = [p for _, p in select_parameters(backbone.transformer, "blocks", [0, backbone.num_blocks - 1])]
+    t = torch.tensor([751.0])
+    noise, x0 = randomness.noise_for(latents.shape)[None], latents[None]
+    pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
+    err = (pred - fam.target(backbone, x0, noise, t)).square().mean(dim=1)
+    grads = torch.autograd.grad((err * mask).mean() / 9, params, allow_unused=True)
+    flat = torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)])
+    reference = featurizer.projector.matrix @ flat
+    torch.testing.assert_close(result.feature, reference / reference.norm(), atol=1e-5, rtol=1e-4)
+    assert all(p.grad is None for p in backbone.transformer.parameters())
+
+
+def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(pipeline_family, tmp_path):
+    """Two optimiser steps of the family's own training loss on a LoRA; the stock pipeline's `load_lora_weights`
+    on a fresh copy of the base model then predicts exactly what the fine-tuned transformer predicts."""
+    from motionguide.training.lora import add_lora, save_lora
+
+    fam, _ = pipeline_family
+    tuned, stock = fam.build(), fam.build()
+    backbone = backbone_for(tuned)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(1, tuned.transformer.config.in_channels, 3, 4, 4, generator=g)
+    noise, t = torch.randn(x0.shape, generator=g), torch.tensor([600.0])
+    with torch.no_grad():
+        embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)
+    add_lora(tuned.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
+    optimizer = torch.optim.AdamW([p for p in tuned.transformer.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
+        loss = (pred - fam.target(backbone, x0, noise, t)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_lora(type(tuned), tuned.transformer, tmp_path / "lora")
+    with torch.no_grad():
+        base = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
+        stock.load_lora_weights(tmp_path / "lora")
+        reloaded = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
+        trained = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
+    assert not torch.allclose(trained, base)  # the fine-tune changed the model ...
+    assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly

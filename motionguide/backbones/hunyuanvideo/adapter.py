@@ -194,14 +194,19 @@ class HunyuanVideoBackbone(VideoBackbone):
 
     def encode_prompt(self, prompts, max_sequence_length: int, device=None) -> torch.Tensor:
         """The pipeline's (Llama embeddings, mask, CLIP pooled) for `prompts`, packed into one tensor
-        (:func:`pack_prompt`), so caches and batches carry one tensor per clip as for the other families."""
+        (:func:`pack_prompt`), so caches and batches carry one tensor per clip as for the other families.
+
+        The pipeline's Llama prompt template is diffusers' default (Llama-3 system text, 95 tokens cropped) unless
+        the pipeline object carries its own as `pipe.prompt_template` (the tiny test pipeline does)."""
         pipe = self.pipeline()
         if pipe.text_encoder is None or pipe.text_encoder_2 is None:
             raise ValueError("hunyuanvideo backbone has no text encoders attached (Llama and CLIP): load the full "
                              "pipeline, or pass prompt embeddings packed with pack_prompt")
         device = device if device is not None else pipe.text_encoder.device
+        template = getattr(pipe, "prompt_template", None)  # a pipeline whose tokenizer is not Llama-3's
+        extra = {} if template is None else {"prompt_template": template}
         embeds, pooled, mask = pipe.encode_prompt(prompt=prompts, device=device,
-                                                  max_sequence_length=max_sequence_length)
+                                                  max_sequence_length=max_sequence_length, **extra)
         return pack_prompt(embeds, mask, pooled)
 
     def describe(self) -> dict[str, Any]:
