@@ -96,3 +96,32 @@ def test_a_provisional_section_warns_with_the_command_that_replaces_it():
         warn_if_provisional(_tiny_profile(False), "tracking", "tracking")
     with pytest.warns(ProvisionalProfileWarning, match="tracking section driving tracking"):
         warn_if_provisional(_tiny_profile(True), "tracking", "tracking")
+
+
+def test_components_of_another_width_are_refused_in_one_line():
+    from motionguide.errors import ConfigError
+    from motionguide.testing import tiny_hunyuan_video_pipeline
+
+    pipe = tiny_hunyuan_video_pipeline()
+    backbone = backbone_for(pipe)
+    backbone.check_components()  # the matching tiny components pass
+    pipe.text_encoder_2.config.hidden_size = 12
+    with pytest.raises(ConfigError, match=r"text_encoder_2 hidden_size is 12 but transformer pooled_projection_dim "
+                                          r"is 8") as error:
+        backbone.check_components()
+    assert "\n" not in str(error.value)
+    pipe.text_encoder_2.config.hidden_size = 8
+    pipe.vae.config.latent_channels = 16
+    with pytest.raises(ConfigError, match="vae latent_channels is 16 but transformer in_channels is 4"):
+        backbone.check_components()
+
+
+def test_the_real_size_model_lists_its_token_grid_and_ships_its_profile():
+    from motionguide.backbones.reference_configs import build_on_meta
+    from motionguide.backbones.shapes import real_size_footprints
+
+    row = {r.model: r for r in real_size_footprints()}["hunyuanvideo"]
+    assert row.token_grid == (13, 30, 45) and row.video_tokens == 17_550
+    assert row.sequence == 17_550 + 256 and (row.blocks, row.heads, row.head_dim) == (60, 24, 128)
+    backbone = backbone_for(build_on_meta("hunyuanvideo"))
+    assert backbone.num_dual_blocks == 20 and backbone.default_profile().name == "hunyuanvideo"

@@ -209,6 +209,29 @@ class HunyuanVideoBackbone(VideoBackbone):
                                                   max_sequence_length=max_sequence_length, **extra)
         return pack_prompt(embeds, mask, pooled)
 
+    def check_components(self) -> None:
+        """One-line `ConfigError` when the VAE's latent channels, the Llama encoder's width or CLIP's pooled width
+        differ from what the transformer's config expects (e.g. a LoRA folder's base model from another family)."""
+        from ...errors import ConfigError
+
+        cfg = self.config
+        pipe = self._pipeline
+        checks = []
+        if self.vae is not None:
+            checks.append(("vae latent_channels", getattr(self.vae.config, "latent_channels", None),
+                           "transformer in_channels", cfg.in_channels))
+        if self.text_encoder is not None:
+            checks.append(("text_encoder hidden_size", getattr(self.text_encoder.config, "hidden_size", None),
+                           "transformer text_embed_dim", cfg.text_embed_dim))
+        clip = getattr(pipe, "text_encoder_2", None)
+        if clip is not None:
+            checks.append(("text_encoder_2 hidden_size", getattr(clip.config, "hidden_size", None),
+                           "transformer pooled_projection_dim", cfg.pooled_projection_dim))
+        for name, value, expected_name, expected in checks:
+            if value is not None and int(value) != int(expected):
+                raise ConfigError(f"hunyuanvideo components do not fit: {name} is {value} but {expected_name} is "
+                                  f"{expected}; load the VAE and text encoders released with this transformer")
+
     def describe(self) -> dict[str, Any]:
         """The base description plus the split between dual- and single-stream blocks."""
         return {**super().describe(), "dual_stream_blocks": self.num_dual_blocks}
