@@ -468,3 +468,15 @@ def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(pipeline_fa
         trained = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
     assert not torch.allclose(trained, base)  # the fine-tune changed the model ...
     assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly
+
+
+def test_tracking_a_real_video_returns_finite_tracks_for_every_frame(pipeline_family):
+    from motionguide.correspondence import track_video
+
+    fam, pipe = pipeline_family
+    frames = torch.randint(0, 256, (5, 32, 32, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
+    queries = [[4.0, 4.0], [20.0, 12.0]]
+    tracks = track_video(pipe, frames.numpy(), queries, block=1, timestep=500.0, chunk_size=2,
+                         max_sequence_length=16)
+    assert tracks.shape == (2, 5, 2) and torch.isfinite(torch.as_tensor(tracks)).all()
+    assert torch.equal(torch.as_tensor(tracks[:, 0]), torch.tensor(queries))  # frame 0 holds the queries
