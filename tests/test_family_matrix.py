@@ -115,8 +115,6 @@ class Family:
     build: Callable[[], torch.nn.Module]
     inputs: Callable[[torch.nn.Module], dict]
     reference: Callable
-    #: the attention module's call signature passes hidden states positionally (Wan) or by keyword
-    positional: bool = False
 
 
 def _cog_rope_inputs(transformer):
@@ -124,7 +122,7 @@ def _cog_rope_inputs(transformer):
 
 
 FAMILIES = [
-    Family("wan2.1", lambda: tiny_wan_transformer(), lambda m: wan_inputs(m, FRAMES, SIZE), _wan_reference, True),
+    Family("wan2.1", lambda: tiny_wan_transformer(), lambda m: wan_inputs(m, FRAMES, SIZE), _wan_reference),
     Family("cogvideox-2b", lambda: tiny_cogvideox_transformer(), lambda m: cog_inputs(m, FRAMES, SIZE),
            _cog_reference),
     Family("cogvideox-5b", lambda: tiny_cogvideox_transformer(rotary=True), _cog_rope_inputs, _cog_reference),

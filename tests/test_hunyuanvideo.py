@@ -3,7 +3,6 @@ different lengths under frame-local attention, its shipped layer profile, and th
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest

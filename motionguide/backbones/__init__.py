@@ -1,7 +1,7 @@
 """Model families: everything that differs between video transformers (Wan, CogVideoX, ...) lives here.
 
-Each family is a folder (`wan/`, `cogvideox/`) with its adapter (a :class:`VideoBackbone`) and its instrumented
-attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
+Each family is a folder (`wan/`, `cogvideox/`, `hunyuanvideo/`) with its adapter (a :class:`VideoBackbone`) and
+its instrumented attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
 """
 
 from .base import SamplingDefaults, TokenGrid, VideoBackbone
@@ -18,6 +18,7 @@ from .profiles import (
 )
 from .registry import (
     CogVideoXBackbone,
+    HunyuanVideoBackbone,
     WanBackbone,
     adapter_for_class_name,
     adapter_for_transformer,
@@ -34,6 +35,7 @@ __all__ = [
     "SamplingDefaults",
     "WanBackbone",
     "CogVideoXBackbone",
+    "HunyuanVideoBackbone",
     "LayerProfile",
     "TrackingProfile",
     "GuidanceProfile",

@@ -62,7 +62,8 @@ class HunyuanVideoBackbone(VideoBackbone):
     text_layout = "joint_last"
     cfg_layout = "embedded"
     #: HunyuanVideo as DiffTrack and IMAP sample it: 49 frames of 480x720 (the model card's 720p/129 frames is far
-    #: larger), 30 flow-matching steps, embedded guidance 6.0, 256 prompt tokens
+    #: larger), 30 flow-matching steps, embedded guidance 6.0, 256 prompt tokens; 15 fps as diffusers' example
+    #: exports it
     sampling_defaults = SamplingDefaults(num_frames=49, height=480, width=720, steps=30, cfg=6.0, fps=15,
                                          max_sequence_length=256)
     #: the embedded guidance scale used for training-time predictions (fine-tuning, the Motive pass): 1.0, i.e.
