@@ -124,3 +124,12 @@ def test_the_real_size_model_lists_its_token_grid_and_ships_its_profile():
     assert row.sequence == 17_550 + 256 and (row.blocks, row.heads, row.head_dim) == (60, 24, 128)
     backbone = backbone_for(build_on_meta("hunyuanvideo"))
     assert backbone.num_dual_blocks == 20 and backbone.default_profile().name == "hunyuanvideo"
+
+
+def test_a_template_that_crops_the_whole_prompt_is_refused_before_it_becomes_nan():
+    from motionguide.testing import tiny_hunyuan_video_pipeline
+
+    pipe = tiny_hunyuan_video_pipeline()
+    pipe.prompt_template = {"template": "{}", "crop_start": 40}  # longer than anything this tokenizer makes
+    with pytest.raises(ValueError, match="crop removed every prompt token"):
+        backbone_for(pipe).encode_prompt(["a red circle"], max_sequence_length=8)

@@ -208,6 +208,10 @@ class HunyuanVideoBackbone(VideoBackbone):
         extra = {} if template is None else {"prompt_template": template}
         embeds, pooled, mask = pipe.encode_prompt(prompt=prompts, device=device,
                                                   max_sequence_length=max_sequence_length, **extra)
+        if not bool(mask.sum(dim=1).all()):
+            raise ValueError("the HunyuanVideo prompt template's crop removed every prompt token (its crop_start "
+                             "counts Llama-3 tokens): with another tokenizer set pipe.prompt_template = "
+                             "{'template': '{}', 'crop_start': 0} or a template written for that tokenizer")
         return pack_prompt(embeds, mask, pooled)
 
     def check_components(self) -> None:
