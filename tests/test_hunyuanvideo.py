@@ -133,3 +133,29 @@ def test_a_template_that_crops_the_whole_prompt_is_refused_before_it_becomes_nan
     pipe.prompt_template = {"template": "{}", "crop_start": 40}  # longer than anything this tokenizer makes
     with pytest.raises(ValueError, match="crop removed every prompt token"):
         backbone_for(pipe).encode_prompt(["a red circle"], max_sequence_length=8)
+
+
+def test_profile_steps_land_where_the_pipeline_and_the_papers_put_them():
+    """Step k of n on the backbone's schedule is the pipeline's own step k (sigmas linspace(1, 0, n + 1)[:-1],
+    shift 7): IMAP's re-noise step 20 of 30 is sigma ~ 0.778, DiffTrack's last step of 30 is t ~ 194."""
+    import copy
+
+    import numpy as np
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import retrieve_timesteps
+
+    from motionguide.correspondence import default_tracking_timestep
+    from motionguide.saliency.compute import default_renoise_timestep
+    from motionguide.testing import tiny_hunyuan_video_pipeline
+
+    pipe = tiny_hunyuan_video_pipeline()
+    backbone = backbone_for(pipe)
+    expected, _ = retrieve_timesteps(copy.deepcopy(pipe.scheduler), 30, sigmas=np.linspace(1.0, 0.0, 31)[:-1])
+    shipped = load_profile("hunyuanvideo")
+    profile = LayerProfile(name="tiny", family="hunyuanvideo", num_blocks=3, num_heads=2,
+                           tracking=TrackingProfile(block=1, step=-1, num_inference_steps=30), imap=shipped.imap)
+    profile.imap.blocks = [0, 1]
+    assert default_tracking_timestep(backbone, profile) == pytest.approx(float(expected[-1]))
+    assert default_tracking_timestep(backbone, profile) == pytest.approx(194.44, abs=0.01)
+    assert default_renoise_timestep(backbone, profile.imap) == pytest.approx(float(expected[20]))
+    assert default_renoise_timestep(backbone, profile.imap) / 1000 == pytest.approx(0.778, abs=1e-3)
+    assert backbone.scheduler.config.shift == pipe.scheduler.config.shift  # the rest is the pipeline's scheduler

@@ -24,9 +24,37 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+
+
+class PipelineSchedule:
+    """The pipeline's scheduler, except that `set_timesteps(n)` gives `HunyuanVideoPipeline`'s own n-step schedule:
+    sigmas linspace(1, 0, n + 1)[:-1], shifted by the scheduler (shift 7 in the release).
+
+    The methods place a profile's step on a schedule by calling `set_timesteps(n)` on a copy of the backbone's
+    scheduler; the flow-match scheduler alone would space its sigmas differently (step 20 of 30: sigma 0.763 instead
+    of the pipeline's and IMAP's 0.778; the last of 30 steps: t = 47 instead of DiffTrack's 194). Everything else
+    is the wrapped scheduler's.
+    """
+
+    def __init__(self, scheduler: Any):
+        self.inner = scheduler
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: Any = None, sigmas: Any = None,
+                      **kwargs: Any) -> None:
+        """As the pipeline calls it: explicit sigmas, linspace(1, 0, n + 1)[:-1] unless given."""
+        if sigmas is None and num_inference_steps is not None and kwargs.get("timesteps") is None:
+            sigmas = np.linspace(1.0, 0.0, int(num_inference_steps) + 1)[:-1]
+            num_inference_steps = None
+        self.inner.set_timesteps(num_inference_steps=num_inference_steps, device=device, sigmas=sigmas, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def pack_prompt(embeds: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -69,6 +97,11 @@ class HunyuanVideoBackbone(VideoBackbone):
     #: the embedded guidance scale used for training-time predictions (fine-tuning, the Motive pass): 1.0, i.e.
     #: the distilled model's unguided prediction, as diffusers-based HunyuanVideo LoRA trainers pass it
     training_guidance: float = 1.0
+
+    def __init__(self, transformer: torch.nn.Module, vae: Any = None, text_encoder: Any = None, tokenizer: Any = None,
+                 scheduler: Any = None, pipeline: Any = None):
+        super().__init__(transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         scheduler=PipelineSchedule(scheduler) if scheduler is not None else None, pipeline=pipeline)
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
