@@ -146,37 +146,51 @@ def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_singl
     ).eval()
 
 
-#: the tiny HunyuanVideo pipeline's Llama prompt template: the prompt alone (the released template's system text
-#: and its 95-token crop assume the Llama-3 tokenizer)
-TINY_HUNYUAN_PROMPT_TEMPLATE = {"template": "{}", "crop_start": 0}
+def llama_template_tokenizer(words, model_max_length: int = 1024):
+    """A word-level tokenizer that reads HunyuanVideo's default Llama prompt template as the released Llama-3
+    tokenizer does for `crop_start`: the template's text before the prompt takes exactly 95 positions (one added
+    token for the text, 94 fixed ones in front), so the stock pipeline's crop leaves the prompt's own tokens."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+    from tokenizers.processors import TemplateProcessing
+
+    from .text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(words, model_max_length=model_max_length)
+    prefix = DEFAULT_PROMPT_TEMPLATE["template"].split("{}")[0]
+    tokenizer.add_special_tokens({"additional_special_tokens": [prefix, "<fill>"]})
+    fill = DEFAULT_PROMPT_TEMPLATE["crop_start"] - 1
+    eos = tokenizer.eos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=" ".join(["<fill>"] * fill + ["$A", eos]),
+        special_tokens=[("<fill>", tokenizer.convert_tokens_to_ids("<fill>")),
+                        (eos, tokenizer.convert_tokens_to_ids(eos))])
+    return tokenizer
 
 
 def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2):
-    """A stock `HunyuanVideoPipeline` with tiny random components: a 2-layer Llama and a 2-layer CLIP text model on
-    a word-level tokenizer, the causal 3D VAE (8x spatial, 4x temporal, 4 latent channels), the flow-matching Euler
-    scheduler with shift 7 (the released one). Call it with `prompt_template=TINY_HUNYUAN_PROMPT_TEMPLATE`; it
-    carries that template as `pipe.prompt_template`, which `HunyuanVideoBackbone.encode_prompt` passes on."""
+    """A stock `HunyuanVideoPipeline` with tiny random components: a 2-layer Llama on a word-level tokenizer that
+    crops the default prompt template as Llama-3's does (:func:`llama_template_tokenizer`), a 2-layer CLIP text
+    model, the causal 3D VAE (8x spatial, 4x temporal, 4 latent channels), the flow-matching Euler scheduler with
+    shift 7 (the released one). It saves and reloads like any pipeline and samples with the stock defaults."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
     from .text import word_level_tokenizer
 
-    tokenizer = word_level_tokenizer(TEST_WORDS)
+    tokenizer = llama_template_tokenizer(TEST_WORDS)
     tokenizer_2 = word_level_tokenizer(TEST_WORDS, model_max_length=77)
     torch.manual_seed(seed)
     llama = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=37,
                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=512)).eval()
+                                   max_position_embeddings=1024)).eval()
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=37,
                                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
                                         projection_dim=8, eos_token_id=1, pad_token_id=0, bos_token_id=1)).eval()
     vae = AutoencoderKLHunyuanVideo(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
                                     layers_per_block=1, norm_num_groups=4, mid_block_add_attention=False).eval()
-    pipe = HunyuanVideoPipeline(
+    return HunyuanVideoPipeline(
         text_encoder=llama, tokenizer=tokenizer,
         transformer=tiny_hunyuan_video_transformer(seed, num_layers=num_layers, num_single_layers=num_single_layers),
         vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder_2=clip, tokenizer_2=tokenizer_2,
     )
-    pipe.prompt_template = TINY_HUNYUAN_PROMPT_TEMPLATE
-    return pipe

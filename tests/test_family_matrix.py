@@ -326,8 +326,7 @@ def _prompt_kwargs(pipe, fam, packed):
     from motionguide.backbones.hunyuanvideo.adapter import unpack_prompt
 
     embeds, mask, pooled = unpack_prompt(packed, pipe.transformer.config.pooled_projection_dim)
-    return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "pooled_prompt_embeds": pooled,
-            "prompt_template": pipe.prompt_template}
+    return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "pooled_prompt_embeds": pooled}
 
 
 def _record_scheduler_inputs(pipe):

@@ -130,7 +130,7 @@ def test_a_template_that_crops_the_whole_prompt_is_refused_before_it_becomes_nan
     from motionguide.testing import tiny_hunyuan_video_pipeline
 
     pipe = tiny_hunyuan_video_pipeline()
-    pipe.prompt_template = {"template": "{}", "crop_start": 40}  # longer than anything this tokenizer makes
+    pipe.prompt_template = {"template": "{}", "crop_start": 200}  # longer than anything this tokenizer makes
     with pytest.raises(ValueError, match="crop removed every prompt token"):
         backbone_for(pipe).encode_prompt(["a red circle"], max_sequence_length=8)
 
@@ -159,3 +159,22 @@ def test_profile_steps_land_where_the_pipeline_and_the_papers_put_them():
     assert default_renoise_timestep(backbone, profile.imap) == pytest.approx(float(expected[20]))
     assert default_renoise_timestep(backbone, profile.imap) / 1000 == pytest.approx(0.778, abs=1e-3)
     assert backbone.scheduler.config.shift == pipe.scheduler.config.shift  # the rest is the pipeline's scheduler
+
+
+def test_the_backbone_tokenizer_counts_prompt_tokens_in_embedding_slots():
+    """Word i of the prompt sits at slot i of the cropped prompt embeddings, not at its index in tokenizer(prompt):
+    the template and its crop come first (with Llama-3, a BOS too)."""
+    from motionguide.saliency.words import word_token_positions
+    from motionguide.testing import tiny_hunyuan_video_pipeline
+
+    pipe = tiny_hunyuan_video_pipeline()
+    backbone = backbone_for(pipe)
+    prompt = "a red circle moves left"
+    raw = pipe.tokenizer(prompt)["input_ids"]
+    assert raw.index(pipe.tokenizer.convert_tokens_to_ids("red")) != 1  # the bare prompt's ids are offset
+    slots = backbone.tokenizer(prompt)["input_ids"]
+    ids = pipe.tokenizer(backbone.prompt_template()["template"].format(prompt))["input_ids"]
+    assert slots == ids[95:]
+    positions = word_token_positions(backbone.tokenizer, prompt, ["a", "red", "left"], max_slots=16)
+    assert positions == {"a": [0], "red": [1], "left": [4]}
+    assert [slots[p[0]] for p in positions.values()] == pipe.tokenizer.convert_tokens_to_ids(["a", "red", "left"])

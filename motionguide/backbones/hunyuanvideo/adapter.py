@@ -22,7 +22,7 @@ What differs from Wan and CogVideoX, and how the adapter says it:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -82,6 +82,56 @@ def unpack_prompt(packed: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, 
     return packed[:, :length], tail[:, :length].round().long(), tail[:, length:length + pooled_dim]
 
 
+def default_prompt_template() -> dict[str, Any]:
+    """diffusers' HunyuanVideo Llama template (system text, then the prompt; its first 95 Llama-3 tokens cropped)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    return DEFAULT_PROMPT_TEMPLATE
+
+
+class PromptSlotTokenizer:
+    """The pipeline's Llama tokenizer read the way a prompt lands in HunyuanVideo's prompt embeddings.
+
+    The pipeline wraps the prompt in its template and crops the template's tokens (`crop_start`, BOS included)
+    from the embeddings, so slot i of the embeddings is not token i of `tokenizer(prompt)` (Llama adds a BOS; T5
+    does not). Called on one prompt, this returns the ids of the templated prompt after the crop and, when asked,
+    their character offsets in the bare prompt: what word-to-slot alignment (IMAP's word maps) needs. Everything
+    else is the wrapped tokenizer's.
+    """
+
+    def __init__(self, tokenizer: Any, template: Callable[[], dict[str, Any]]):
+        self.inner = tokenizer
+        self._template = template
+
+    def _crop_start(self, template: dict[str, Any]) -> int:
+        crop = template.get("crop_start")
+        if crop is None:  # as the pipeline computes it
+            crop = len(self.inner(template["template"], padding="max_length")["input_ids"]) - 2
+        return int(crop)
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+                 **kwargs: Any) -> dict[str, list]:
+        """{"input_ids": ids of `text` in embedding-slot order[, "offset_mapping": spans in `text`]}."""
+        if not isinstance(text, str):
+            raise TypeError("PromptSlotTokenizer reads one prompt (a str) at a time")
+        template = self._template()
+        start = template["template"].index("{}")
+        encoded = self.inner(template["template"].format(text), add_special_tokens=True,
+                             return_offsets_mapping=return_offsets_mapping, **kwargs)
+        crop = self._crop_start(template)
+        out: dict[str, list] = {"input_ids": list(encoded["input_ids"])[crop:]}
+        if return_offsets_mapping:
+            end = start + len(text)
+            out["offset_mapping"] = [(a - start, b - start) if start <= a < b <= end else (0, 0)
+                                     for a, b in list(encoded["offset_mapping"])[crop:]]
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class HunyuanVideoBackbone(VideoBackbone):
     """HunyuanVideo: joint attention over [video; text] in every block, dual-stream blocks then single-stream ones."""
 
@@ -100,8 +150,15 @@ class HunyuanVideoBackbone(VideoBackbone):
 
     def __init__(self, transformer: torch.nn.Module, vae: Any = None, text_encoder: Any = None, tokenizer: Any = None,
                  scheduler: Any = None, pipeline: Any = None):
+        if tokenizer is not None and not isinstance(tokenizer, PromptSlotTokenizer):
+            tokenizer = PromptSlotTokenizer(tokenizer, self.prompt_template)
         super().__init__(transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                          scheduler=PipelineSchedule(scheduler) if scheduler is not None else None, pipeline=pipeline)
+
+    def prompt_template(self) -> dict[str, Any]:
+        """The Llama prompt template: the pipeline's own `prompt_template` attribute when it carries one (a
+        tokenizer that is not Llama-3's needs its own), else diffusers' default."""
+        return getattr(self._pipeline, "prompt_template", None) or default_prompt_template()
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
@@ -231,16 +288,14 @@ class HunyuanVideoBackbone(VideoBackbone):
         (:func:`pack_prompt`), so caches and batches carry one tensor per clip as for the other families.
 
         The pipeline's Llama prompt template is diffusers' default (Llama-3 system text, 95 tokens cropped) unless
-        the pipeline object carries its own as `pipe.prompt_template` (the tiny test pipeline does)."""
+        the pipeline object carries its own as `pipe.prompt_template` (for a tokenizer that is not Llama-3's)."""
         pipe = self.pipeline()
         if pipe.text_encoder is None or pipe.text_encoder_2 is None:
             raise ValueError("hunyuanvideo backbone has no text encoders attached (Llama and CLIP): load the full "
                              "pipeline, or pass prompt embeddings packed with pack_prompt")
         device = device if device is not None else pipe.text_encoder.device
-        template = getattr(pipe, "prompt_template", None)  # a pipeline whose tokenizer is not Llama-3's
-        extra = {} if template is None else {"prompt_template": template}
-        embeds, pooled, mask = pipe.encode_prompt(prompt=prompts, device=device,
-                                                  max_sequence_length=max_sequence_length, **extra)
+        embeds, pooled, mask = pipe.encode_prompt(prompt=prompts, device=device, prompt_template=self.prompt_template(),
+                                                  max_sequence_length=max_sequence_length)
         if not bool(mask.sum(dim=1).all()):
             raise ValueError("the HunyuanVideo prompt template's crop removed every prompt token (its crop_start "
                              "counts Llama-3 tokens): with another tokenizer set pipe.prompt_template = "
