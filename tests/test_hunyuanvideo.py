@@ -222,3 +222,26 @@ def test_the_fine_tuning_loop_trains_a_lora_that_the_stock_pipeline_reloads_exac
         reloaded = stock.transformer(**inputs)[0]
         untouched = base.transformer(**inputs)[0]
     assert torch.equal(trained, reloaded) and not torch.allclose(trained, untouched)
+
+
+def test_the_curate_command_selects_clips_on_a_hunyuanvideo_pipeline(tmp_path, capsys):
+    """`motionguide curate` end to end (latent and prompt caches, the Motive pass on two blocks of both kinds,
+    scores, selection) on a saved tiny HunyuanVideo pipeline."""
+    import json
+
+    from motionguide.cli import main
+    from motionguide.testing import tiny_hunyuan_video_pipeline
+    from motionguide.toy import make_dataset
+
+    tiny_hunyuan_video_pipeline().save_pretrained(tmp_path / "model")
+    make_dataset(tmp_path / "data", num_clips=4, seed=1, progress=False)
+    make_dataset(tmp_path / "queries", num_clips=2, seed=7, progress=False)
+    code = main(["curate", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--queries",
+                 str(tmp_path / "queries"), "--out", str(tmp_path / "curated"), "--projector", "dense_gaussian",
+                 "--dim", "16", "--fraction", "0.5", "--params", "blocks", "--blocks", "0,2",
+                 "--max_sequence_length", "16"])
+    assert code == 0
+    selection = json.loads((tmp_path / "curated" / "selection.json").read_text())
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["selected"] == 2 and summary["counts"]["train"] == {"featurised": 4, "skipped": 0, "flagged": 0}
+    assert selection
