@@ -9,6 +9,10 @@ processor object unchanged; otherwise it runs the stock operations in the same o
 and hands q / k / outputs to the captures (`text_last=True`, padded text slots left out), or swaps the kernel for
 DiffTrack's frame-local one (https://arxiv.org/abs/2506.17220): each video query sees the prompt's text tokens and
 the video keys of its own latent frame only; text queries keep full attention.
+
+Under torch.compile idle instruments compile as stock (`fullgraph=True` works: checked once on the tiny config, not
+in the suite); the frame-local path reads each row's unmasked text length from the mask (a data-dependent value),
+so unlike Wan's and CogVideoX's it breaks the graph there and needs `fullgraph=False`.
 """
 
 from __future__ import annotations
