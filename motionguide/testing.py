@@ -146,35 +146,15 @@ def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_singl
     ).eval()
 
 
-def llama_template_tokenizer(words, model_max_length: int = 1024):
-    """A word-level tokenizer that reads HunyuanVideo's default Llama prompt template as the released Llama-3
-    tokenizer does for `crop_start`: the template's text before the prompt takes exactly 95 positions (one added
-    token for the text, 94 fixed ones in front), so the stock pipeline's crop leaves the prompt's own tokens."""
-    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
-    from tokenizers.processors import TemplateProcessing
-
-    from .text import word_level_tokenizer
-
-    tokenizer = word_level_tokenizer(words, model_max_length=model_max_length)
-    prefix = DEFAULT_PROMPT_TEMPLATE["template"].split("{}")[0]
-    tokenizer.add_special_tokens({"additional_special_tokens": [prefix, "<fill>"]})
-    fill = DEFAULT_PROMPT_TEMPLATE["crop_start"] - 1
-    eos = tokenizer.eos_token
-    tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single=" ".join(["<fill>"] * fill + ["$A", eos]),
-        special_tokens=[("<fill>", tokenizer.convert_tokens_to_ids("<fill>")),
-                        (eos, tokenizer.convert_tokens_to_ids(eos))])
-    return tokenizer
-
-
 def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2):
     """A stock `HunyuanVideoPipeline` with tiny random components: a 2-layer Llama on a word-level tokenizer that
-    crops the default prompt template as Llama-3's does (:func:`llama_template_tokenizer`), a 2-layer CLIP text
+    crops the default prompt template as Llama-3's does (`backbones.hunyuanvideo.reference.llama_template_tokenizer`), a 2-layer CLIP text
     model, the causal 3D VAE (8x spatial, 4x temporal, 4 latent channels), the flow-matching Euler scheduler with
     shift 7 (the released one). It saves and reloads like any pipeline and samples with the stock defaults."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
+    from .backbones.hunyuanvideo.reference import llama_template_tokenizer
     from .text import word_level_tokenizer
 
     tokenizer = llama_template_tokenizer(TEST_WORDS)

@@ -245,3 +245,39 @@ def test_the_curate_command_selects_clips_on_a_hunyuanvideo_pipeline(tmp_path, c
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["selected"] == 2 and summary["counts"]["train"] == {"featurised": 4, "skipped": 0, "flagged": 0}
     assert selection
+
+
+def test_random_pipeline_writes_the_released_architecture_with_one_block_of_each_kind(tmp_path):
+    """`motionguide random-pipeline --like hunyuanvideo`: the released configs (both block kinds cut to one), a
+    Llama of at least two layers, CLIP, and a tokenizer whose template crop leaves the prompt at slot 0. (Loading
+    the 2.9 GB folder and sampling from it in bf16 was run by hand; it is too large for this suite's memory.)"""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from motionguide.backbones.reference_configs import HUNYUANVIDEO
+    from motionguide.cli import main
+
+    out = tmp_path / "hunyuan"
+    assert main(["random-pipeline", "--like", "hunyuanvideo", "--out", str(out), "--num_layers", "1",
+                 "--text_layers", "1", "--dtype", "bfloat16"]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "HunyuanVideoPipeline"
+    models = {k: v[1] for k, v in index.items() if isinstance(v, list) and not k.startswith("tokenizer")}
+    assert models == {"transformer": "HunyuanVideoTransformer3DModel", "vae": "AutoencoderKLHunyuanVideo",
+                      "text_encoder": "LlamaModel", "text_encoder_2": "CLIPTextModel",
+                      "scheduler": "FlowMatchEulerDiscreteScheduler"}
+    assert index["tokenizer"][0] == index["tokenizer_2"][0] == "transformers"
+    transformer = json.loads((out / "transformer" / "config.json").read_text())
+    assert transformer["num_layers"] == transformer["num_single_layers"] == 1
+    assert all(transformer[k] == (list(v) if isinstance(v, tuple) else v) for k, v in HUNYUANVIDEO.items()
+               if k not in ("num_layers", "num_single_layers"))
+    llama = json.loads((out / "text_encoder" / "config.json").read_text())
+    assert llama["num_hidden_layers"] == 2 and llama["hidden_size"] == 4096
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["shift"] == 7.0
+    assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == 0.476986
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    ids = tokenizer(DEFAULT_PROMPT_TEMPLATE["template"].format("a red circle"))["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[95:98]) == ["a", "red", "circle"]
