@@ -118,3 +118,59 @@ def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int
         vae=vae,
         scheduler=CogVideoXDDIMScheduler(),
     )
+
+
+def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2, heads: int = 2,
+                                   head_dim: int = 16, in_channels: int = 4, text_dim: int = 16,
+                                   pooled_dim: int = 8):
+    """A seeded, tiny random `HunyuanVideoTransformer3DModel` in eval mode: `num_layers` dual-stream blocks then
+    `num_single_layers` single-stream ones, 3D RoPE (axes 4:6:6 of the head dim), embedded guidance."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return HunyuanVideoTransformer3DModel(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        num_layers=num_layers,
+        num_single_layers=num_single_layers,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=2,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=text_dim,
+        pooled_projection_dim=pooled_dim,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
+
+
+def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2):
+    """A stock `HunyuanVideoPipeline` with tiny random components: a 2-layer Llama on a word-level tokenizer that
+    crops the default prompt template as Llama-3's does (`backbones.hunyuanvideo.reference.llama_template_tokenizer`), a 2-layer CLIP text
+    model, the causal 3D VAE (8x spatial, 4x temporal, 4 latent channels), the flow-matching Euler scheduler with
+    shift 7 (the released one). It saves and reloads like any pipeline and samples with the stock defaults."""
+    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    from .backbones.hunyuanvideo.reference import llama_template_tokenizer
+    from .text import word_level_tokenizer
+
+    tokenizer = llama_template_tokenizer(TEST_WORDS)
+    tokenizer_2 = word_level_tokenizer(TEST_WORDS, model_max_length=77)
+    torch.manual_seed(seed)
+    llama = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=37,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=1024)).eval()
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=37,
+                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                                        projection_dim=8, eos_token_id=1, pad_token_id=0, bos_token_id=1)).eval()
+    vae = AutoencoderKLHunyuanVideo(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+                                    layers_per_block=1, norm_num_groups=4, mid_block_add_attention=False).eval()
+    return HunyuanVideoPipeline(
+        text_encoder=llama, tokenizer=tokenizer,
+        transformer=tiny_hunyuan_video_transformer(seed, num_layers=num_layers, num_single_layers=num_single_layers),
+        vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=clip, tokenizer_2=tokenizer_2,
+    )

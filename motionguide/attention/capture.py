@@ -35,8 +35,8 @@ class AttentionCapture:
     """One attention call's per-head tensors, layout [batch, heads, tokens, head_dim], conditional rows only.
 
     `attention` is "self" (Wan `attn1`: video x video), "text" (Wan `attn2`: video queries x text keys) or
-    "joint" (CogVideoX `attn1`: [text; video] x [text; video], text first, `text_len` leading tokens).
-    Use the accessors rather than slicing by hand.
+    "joint" (CogVideoX `attn1`: [text; video] x [text; video], `text_len` leading text tokens; HunyuanVideo with
+    `text_last`: [video; text], the `text_len` text tokens trailing). Use the accessors rather than slicing by hand.
     """
 
     block: int
@@ -50,6 +50,8 @@ class AttentionCapture:
     #: (`controller.capture(..., pre_rope=True)`); text tokens carry no RoPE, so they equal `query` / `key` there
     query_pre_rope: torch.Tensor | None = None
     key_pre_rope: torch.Tensor | None = None
+    #: joint attention with the text tokens after the video ones (the family's processor says so)
+    text_last: bool = False
 
     @property
     def grid(self) -> TokenGrid:
@@ -65,30 +67,38 @@ class AttentionCapture:
                              "`controller.capture(..., pre_rope=True)` (or give the consumer `pre_rope = True`)")
         return value
 
+    def _video_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.attention != "joint" or not self.text_len:
+            return tensor
+        return tensor[:, :, : tensor.shape[2] - self.text_len] if self.text_last else tensor[:, :, self.text_len :]
+
+    def _text_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.attention != "joint":
+            return tensor
+        return tensor[:, :, tensor.shape[2] - self.text_len :] if self.text_last else tensor[:, :, : self.text_len]
+
     def video_query(self, pre_rope: bool = False) -> torch.Tensor:
         """Queries of the video tokens only (the leading text tokens dropped in joint attention).
 
         pre_rope: the queries before the rotary embedding (needs a capture opened with `pre_rope=True`).
         """
-        query = self._pick("query", pre_rope)
-        return query[:, :, self.text_len :] if self.attention == "joint" else query
+        return self._video_rows(self._pick("query", pre_rope))
 
     def video_key(self, pre_rope: bool = False) -> torch.Tensor | None:
         """Keys of the video tokens; None for text cross-attention, whose keys are all text."""
         if self.attention == "text":
             return None
-        key = self._pick("key", pre_rope)
-        return key[:, :, self.text_len :] if self.attention == "joint" else key
+        return self._video_rows(self._pick("key", pre_rope))
 
     def text_key(self) -> torch.Tensor | None:
         """Keys of the text tokens; None for video self-attention, which has none."""
         if self.attention == "self":
             return None
-        return self.key[:, :, : self.text_len] if self.attention == "joint" else self.key
+        return self._text_rows(self.key)
 
     def video_output(self) -> torch.Tensor:
         """Pre-`to_out` outputs of the video tokens only."""
-        return self.output[:, :, self.text_len :] if self.attention == "joint" else self.output
+        return self._video_rows(self.output)
 
 
 CaptureConsumer = Callable[[AttentionCapture], None]

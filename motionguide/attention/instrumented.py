@@ -64,8 +64,11 @@ class CallPlan:
         return any(sub.pre_rope for sub in self.captures)
 
     def emit(self, processor: "InstrumentedProcessor", query, key, output, text_len: int,
-             query_pre_rope=None, key_pre_rope=None) -> None:
-        """Hand [B, H, S, D] tensors to each consumer, restricted to the rows its branch filter allows."""
+             query_pre_rope=None, key_pre_rope=None, text_last: bool = False) -> None:
+        """Hand [B, H, S, D] tensors to each consumer, restricted to the rows its branch filter allows.
+
+        text_last: a joint sequence whose `text_len` text tokens follow the video (HunyuanVideo), not precede it.
+        """
         with torch.no_grad():
             for sub in self.captures:
                 rows = slice(None) if sub.branches == "all" else self.info.cond_rows
@@ -81,6 +84,7 @@ class CallPlan:
                         key=key[rows].detach(),
                         output=output[rows].detach(),
                         text_len=text_len,
+                        text_last=text_last,
                         query_pre_rope=query_pre_rope[rows].detach() if pre else None,
                         key_pre_rope=key_pre_rope[rows].detach() if pre else None,
                     )

@@ -1,21 +1,24 @@
 """Model families: everything that differs between video transformers (Wan, CogVideoX, ...) lives here.
 
-Each family is a folder (`wan/`, `cogvideox/`) with its adapter (a :class:`VideoBackbone`) and its instrumented
-attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
+Each family is a folder (`wan/`, `cogvideox/`, `hunyuanvideo/`) with its adapter (a :class:`VideoBackbone`) and
+its instrumented attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
 """
 
 from .base import SamplingDefaults, TokenGrid, VideoBackbone
 from .profiles import (
     GuidanceProfile,
     LayerProfile,
+    ProvisionalProfileWarning,
     SaliencyProfile,
     TrackingProfile,
     default_profile_for,
     load_profile,
     shipped_profiles,
+    warn_if_provisional,
 )
 from .registry import (
     CogVideoXBackbone,
+    HunyuanVideoBackbone,
     WanBackbone,
     adapter_for_class_name,
     adapter_for_transformer,
@@ -32,11 +35,14 @@ __all__ = [
     "SamplingDefaults",
     "WanBackbone",
     "CogVideoXBackbone",
+    "HunyuanVideoBackbone",
     "LayerProfile",
     "TrackingProfile",
     "GuidanceProfile",
     "SaliencyProfile",
     "load_profile",
+    "ProvisionalProfileWarning",
+    "warn_if_provisional",
     "shipped_profiles",
     "default_profile_for",
     "backbone_for",

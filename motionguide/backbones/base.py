@@ -79,10 +79,14 @@ class VideoBackbone(ABC):
     family: ClassVar[str]
     #: diffusers transformer class names this adapter handles
     transformer_class_names: ClassVar[tuple[str, ...]]
-    #: "cross": text only in a separate cross-attention; "joint_first": text tokens precede video in one sequence
+    #: "cross": text only in a separate cross-attention; "joint_first": text tokens precede video in one sequence;
+    #: "joint_last": text tokens follow video in one sequence (the family's processor marks its captures
+    #: `text_last`, so methods read video and text rows through the capture's accessors either way)
     text_layout: ClassVar[str]
     #: how the stock pipeline runs classifier-free guidance: "separate" passes (cache contexts "cond" and
-    #: "uncond") or one "uncond_cond" batch [uncond; cond] in a "cond_uncond" context (see `conditional_rows`)
+    #: "uncond") or one "uncond_cond" batch [uncond; cond] in a "cond_uncond" context (see `conditional_rows`),
+    #: or "embedded": a guidance-distilled model whose guidance scale is a transformer input, one "cond" pass per
+    #: step and an "uncond" pass only under true CFG (rows as for "separate")
     cfg_layout: ClassVar[str]
     #: frames, size, steps, CFG, fps and text length of a sample when the user sets none (see SamplingDefaults)
     sampling_defaults: ClassVar[SamplingDefaults] = GENERIC_SAMPLING_DEFAULTS
@@ -212,7 +216,7 @@ class VideoBackbone(ABC):
 
     def attention_role(self, which: str) -> str:
         """Role of the module behind `attention_module(i, which)`: "joint" when text and video share one attention."""
-        return "joint" if self.text_layout == "joint_first" else which
+        return "joint" if self.text_layout in ("joint_first", "joint_last") else which
 
     # ------------------------------------------------------------------ sampling calls
     def runs_classifier_free_guidance(self, step_index: int | None = None) -> bool | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,30 @@ class LayerProfile:
                 f"{backbone.num_blocks} x {backbone.num_heads}; run `motionguide analyze-layers` for this model"
             )
         return self
+
+
+class ProvisionalProfileWarning(UserWarning):
+    """A provisional layer-profile section (not produced by `motionguide analyze-layers` on that model) is driving
+    tracking or guidance."""
+
+
+def warn_if_provisional(profile: LayerProfile, section: str, purpose: str) -> None:
+    """Warn (once per profile, section and place) when `profile.<section>` is provisional and is about to drive
+    `purpose` ("tracking", "correspondence guidance"), naming the command that replaces it.
+
+    Provisional values are guesses (e.g. the relative depth of another model's published layers): a run on them
+    works but may read or perturb the wrong blocks, so the user should know and have the remedy in hand.
+    """
+    values = getattr(profile, section, None)
+    if values is None or not values.provisional:
+        return
+    model = profile.model or "MODEL"
+    warnings.warn(
+        f"layer profile {profile.name!r}: the {section} section driving {purpose} is provisional "
+        f"({values.source or 'not analysed on this model'}). Run `motionguide analyze-layers --model {model} "
+        f"--data CLIPS --out {profile.name}.yaml` and pass --profile {profile.name}.yaml (profile=) to replace it",
+        ProvisionalProfileWarning, stacklevel=3,
+    )
 
 
 # ---------------------------------------------------------------------- parsing and validation

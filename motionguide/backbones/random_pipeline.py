@@ -3,7 +3,8 @@ random weights, for running the real-model code paths offline (CPU tests, GPU sm
 
     motionguide random-pipeline --like wan2.1-t2v-1.3b --out models/wan-random --dtype bfloat16
 
-Each family's recipe lives in its folder (`wan/reference.py`, `cogvideox/reference.py`); this module only
+Each family's recipe lives in its folder (`wan/reference.py`, `cogvideox/reference.py`,
+`hunyuanvideo/reference.py`); this module only
 names them and parses the flags.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 
 from ..cli_args import ArgumentParser, add_subcommand
 from .cogvideox.reference import COGVIDEOX_2B_PIPELINE
+from .hunyuanvideo.reference import HUNYUANVIDEO_PIPELINE
 from .random_weights import DTYPES, ReferencePipeline, write_reference_pipeline
 from .wan.reference import WAN21_T2V_1_3B_PIPELINE
 
@@ -21,7 +23,7 @@ __all__ = ["REFERENCE_PIPELINES", "add_random_pipeline_command", "reference_pipe
 
 #: the released pipelines a random copy can be made of, by `--like` name
 REFERENCE_PIPELINES: dict[str, ReferencePipeline] = {
-    recipe.name: recipe for recipe in (WAN21_T2V_1_3B_PIPELINE, COGVIDEOX_2B_PIPELINE)
+    recipe.name: recipe for recipe in (WAN21_T2V_1_3B_PIPELINE, COGVIDEOX_2B_PIPELINE, HUNYUANVIDEO_PIPELINE)
 }
 
 

@@ -76,6 +76,10 @@ class ModelRecipe:
     config_class_path: str | None = None
     #: the config key holding the number of layers (the depth a smaller build may override)
     depth_key: str = "num_layers"
+    #: further depth keys the same override sets (HunyuanVideo: `num_single_layers` next to `num_layers`)
+    extra_depth_keys: tuple[str, ...] = ()
+    #: the fewest layers the pipeline can run on (HunyuanVideo reads its Llama's third-last hidden state: 2)
+    min_depth: int = 1
 
     @property
     def class_name(self) -> str:
@@ -114,6 +118,11 @@ class ReferencePipeline:
     max_sequence_length: int
     #: where the numbers come from, for the folder's provenance note
     source: str = ""
+    #: a second text encoder (HunyuanVideo: CLIP, pooled) with its own word-level tokenizer and text length
+    text_encoder_2: ModelRecipe | None = None
+    max_sequence_length_2: int = 77
+    #: dotted path of `f(words, model_max_length) -> tokenizer` for the first tokenizer (default: word level)
+    tokenizer_factory: str | None = None
 
     @property
     def pipeline_class_name(self) -> str:
@@ -246,7 +255,8 @@ def write_reference_pipeline(
     """Write a `save_pretrained` folder of `recipe` with random weights; returns a summary (also saved in the
     folder as `random_pipeline.json`).
 
-    `num_layers` overrides the transformer's depth (the real one when None), `text_layers` the text encoder's.
+    `num_layers` overrides the transformer's depth (the real one when None; every depth key of its recipe, e.g.
+    HunyuanVideo's dual- and single-stream block counts), `text_layers` the text encoders'.
     Weights are saved in `dtype` except the modules diffusers / transformers keep in fp32 at that dtype, so
     `from_pretrained(out, torch_dtype=dtype)` loads them unchanged.
     """
@@ -267,16 +277,27 @@ def write_reference_pipeline(
     started = time.perf_counter()
     log(f"random {recipe.name} pipeline ({dtype_name}, seed {seed}) -> {out}")
     try:
-        tokenizer = word_level_tokenizer([*BASIC_WORDS, *vocabulary], model_max_length=recipe.max_sequence_length)
+        words = [*BASIC_WORDS, *vocabulary]
+        make_tokenizer = word_level_tokenizer if recipe.tokenizer_factory is None else \
+            _resolve(recipe.tokenizer_factory)
+        tokenizer = make_tokenizer(words, model_max_length=recipe.max_sequence_length)
         tokenizer.save_pretrained(partial / "tokenizer")
         components: dict[str, Any] = {"tokenizer": tokenizer}
         summary: dict[str, Any] = {"components": {}}
+        depth = recipe.transformer
         plans = [
-            ("transformer", recipe.transformer, {recipe.transformer.depth_key: num_layers}),
+            ("transformer", depth, {key: num_layers for key in (depth.depth_key, *depth.extra_depth_keys)}),
             ("vae", recipe.vae, {}),
-            ("text_encoder", recipe.text_encoder, {recipe.text_encoder.depth_key: text_layers,
-                                                   "vocab_size": len(tokenizer)}),
+            ("text_encoder", recipe.text_encoder, {
+                recipe.text_encoder.depth_key: max(text_layers, recipe.text_encoder.min_depth),
+                "vocab_size": len(tokenizer)}),
         ]
+        if recipe.text_encoder_2 is not None:
+            tokenizer_2 = word_level_tokenizer(words, model_max_length=recipe.max_sequence_length_2)
+            tokenizer_2.save_pretrained(partial / "tokenizer_2")
+            components["tokenizer_2"] = tokenizer_2
+            plans.append(("text_encoder_2", recipe.text_encoder_2, {recipe.text_encoder_2.depth_key: text_layers,
+                                                                   "vocab_size": len(tokenizer_2)}))
         for name, model_recipe, overrides in plans:
             tick = time.perf_counter()
             model = build_in_dtype(model_recipe, dtype, seed, **overrides)

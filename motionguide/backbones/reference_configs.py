@@ -56,11 +56,32 @@ COGVIDEOX_2B = {
 
 COGVIDEOX_5B = {**COGVIDEOX_2B, "num_attention_heads": 48, "num_layers": 42, "use_rotary_positional_embeddings": True}
 
+#: `hunyuanvideo-community/HunyuanVideo`'s transformer: 20 dual-stream + 40 single-stream blocks, 24 heads x 128
+HUNYUANVIDEO = {
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_attention_heads": 24,
+    "attention_head_dim": 128,
+    "num_layers": 20,
+    "num_single_layers": 40,
+    "num_refiner_layers": 2,
+    "mlp_ratio": 4.0,
+    "patch_size": 2,
+    "patch_size_t": 1,
+    "qk_norm": "rms_norm",
+    "guidance_embeds": True,
+    "text_embed_dim": 4096,
+    "pooled_projection_dim": 768,
+    "rope_theta": 256.0,
+    "rope_axes_dim": (16, 56, 56),
+}
+
 REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.1-t2v-1.3b": ("WanTransformer3DModel", WAN21_T2V_1_3B),
     "wan2.1-t2v-14b": ("WanTransformer3DModel", WAN21_T2V_14B),
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
     "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
+    "hunyuanvideo": ("HunyuanVideoTransformer3DModel", HUNYUANVIDEO),
 }
 
 

@@ -17,10 +17,11 @@ import torch
 from ..errors import UnsupportedModelError
 from .base import SamplingDefaults, VideoBackbone
 from .cogvideox import CogVideoXBackbone
+from .hunyuanvideo import HunyuanVideoBackbone
 from .wan import WanBackbone
 
 #: the families, most recently registered first (the first whose transformer class names match is used)
-_ADAPTERS: list[type[VideoBackbone]] = [WanBackbone, CogVideoXBackbone]
+_ADAPTERS: list[type[VideoBackbone]] = [WanBackbone, CogVideoXBackbone, HunyuanVideoBackbone]
 
 
 def register_backbone(adapter: type[VideoBackbone]) -> type[VideoBackbone]:

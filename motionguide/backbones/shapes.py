@@ -38,7 +38,11 @@ def attention_footprint(backbone: VideoBackbone, num_frames: int, height: int, w
                         dtype_bytes: int = 2) -> AttentionFootprint:
     """Token grid, sequence length and attention memory figures of `backbone` at one video size."""
     grid = backbone.token_grid_for_video(num_frames, height, width)
-    text = int(getattr(backbone.config, "max_text_seq_length", 0)) if backbone.text_layout == "joint_first" else 0
+    text = 0  # text in its own cross-attention (Wan)
+    if backbone.text_layout == "joint_first":  # CogVideoX: the fixed text slots the joint sequence is built for
+        text = int(getattr(backbone.config, "max_text_seq_length", 0))
+    elif backbone.text_layout == "joint_last":  # HunyuanVideo: the prompt length its pipeline pads to
+        text = int(backbone.sampling_defaults.max_sequence_length or 0)
     seq = grid.num_tokens + text
     heads, d = backbone.num_heads, backbone.head_dim
     p = grid.tokens_per_frame
@@ -81,6 +85,7 @@ REAL_SIZE_CASES = [
     ("wan2.1-t2v-14b", 81, 480, 832),
     ("cogvideox-2b", 49, 480, 720),
     ("cogvideox-5b", 49, 480, 720),
+    ("hunyuanvideo", 49, 480, 720),
 ]
 
 

@@ -107,8 +107,11 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
 
     # ------------------------------------------------------------------ guidance
     def _cfg_on(self) -> bool:
-        """The stock pipelines run CFG exactly when their guidance scale exceeds 1."""
-        return float(self._pipe.guidance_scale) > 1.0
+        """Whether the pipeline's guidance scale is a CFG scale applied to this call's prediction, as the model
+        family tells (`VideoBackbone.runs_classifier_free_guidance`): Wan and CogVideoX run CFG exactly when their
+        guidance scale exceeds 1; HunyuanVideo's scale is embedded guidance, an input of the transformer."""
+        cfg = self._controller.backbone.runs_classifier_free_guidance()
+        return float(self._pipe.guidance_scale) > 1.0 if cfg is None else bool(cfg)
 
     def _conditional_rows(self, batch: int) -> slice | None:
         """Rows of this `batch`-row call that are conditional, from the pipeline's cache-context name and the

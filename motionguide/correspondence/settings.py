@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attention import InstrumentError
-from ..backbones import GuidanceProfile, LayerProfile, VideoBackbone
+from ..backbones import GuidanceProfile, LayerProfile, VideoBackbone, warn_if_provisional
 from ..errors import ConfigError
 from .profiles import resolve_profile
 
@@ -63,6 +63,8 @@ def resolve_cag_settings(
         if section is None and blocks is None:
             raise ConfigError(f"profile {resolved.name!r} has no `guidance` section (blocks, window); add one or "
                               "pass blocks=")
+        if blocks is None:
+            warn_if_provisional(resolved, "guidance", "correspondence guidance")
     else:
         try:
             section = backbone.default_profile().guidance

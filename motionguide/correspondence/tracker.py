@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..attention import AttentionController
-from ..backbones import LayerProfile, VideoBackbone, backbone_for
+from ..backbones import LayerProfile, VideoBackbone, backbone_for, warn_if_provisional
 from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
@@ -123,6 +123,8 @@ def track_video(
         resolved = resolve_profile(backbone, profile, "tracking without block= and timestep=")
         if resolved.tracking is None and (block is None or timestep is None):
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and timestep=")
+        if block is None:
+            warn_if_provisional(resolved, "tracking", "tracking")
         block = resolved.tracking.block if block is None else block
         timestep = default_tracking_timestep(backbone, resolved) if timestep is None else timestep
     matching = _descriptor_settings(resolved, descriptor, content_weight)
@@ -190,6 +192,8 @@ def track_generation(
         resolved = resolve_profile(backbone, profile, "tracking without block= and step=")
         if resolved.tracking is None and (block is None or step is None):
             raise ValueError(f"profile {resolved.name!r} has no tracking section; pass block= and step=")
+        if block is None:
+            warn_if_provisional(resolved, "tracking", "tracking")
         block = resolved.tracking.block if block is None else block
         if step is None:  # the profile's step, moved to the same place on this call's schedule
             total = resolved.tracking.num_inference_steps
