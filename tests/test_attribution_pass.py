@@ -36,7 +36,8 @@ def workspace(tmp_path_factory):
 
 
 def config(root: Path, out: str, **kw) -> MotiveConfig:
-    kw = {"projector": "dense_gaussian", "dim": 64, "fraction": 0.25, **kw}
+    # 16 text tokens, as the fine-tuning runs below ask (unset, a Wan folder's own length would be 512)
+    kw = {"projector": "dense_gaussian", "dim": 64, "fraction": 0.25, "max_sequence_length": 16, **kw}
     return MotiveConfig(model=str(root / "model"), data=str(root / "data"), queries=str(root / "queries"),
                         out=str(root / out), latent_cache_dir=str(root / "cache"), **kw)
 
@@ -305,7 +306,8 @@ def test_sigkill_then_rerun_gives_identical_features_without_duplicates(workspac
     out = workspace / "killed"
     cmd = [sys.executable, "-m", "motionguide.cli", "curate", "--model", str(workspace / "model"), "--data",
            str(workspace / "data"), "--queries", str(workspace / "queries"), "--out", str(out), "--latent_cache_dir",
-           str(workspace / "cache"), "--projector", "dense_gaussian", "--dim", "64", "--fraction", "0.25", "--flush_every", "1"]
+           str(workspace / "cache"), "--projector", "dense_gaussian", "--dim", "64", "--fraction", "0.25", "--flush_every", "1",
+           "--max_sequence_length", "16"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -334,7 +336,8 @@ def test_two_ranks_give_the_same_features_and_selection(workspace):
     out = workspace / "two-ranks"
     job = torchrun_two_ranks("-m", "motionguide.cli", "curate", "--model", str(workspace / "model"), "--data", str(workspace / "data"),
            "--queries", str(workspace / "queries"), "--out", str(out), "--latent-cache-dir", str(workspace / "cache"),
-           "--projector", "fastfood_blockwise", "--dim", "64", "--fraction", "0.25")
+           "--projector", "fastfood_blockwise", "--dim", "64", "--fraction", "0.25",
+           "--max_sequence_length", "16")
     proc = subprocess.run(job, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
