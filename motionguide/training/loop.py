@@ -3,9 +3,10 @@
 Everything random in a step (noise, timesteps, caption dropout, which clips) is a function of (seed, micro-step,
 rank), so a run resumed from a checkpoint repeats the uninterrupted run's losses exactly.
 
-`Trainer.run` is a sequence of named stages, each a method: start the output folder, load the pipeline, load
-the data (+ latent cache), read the resume state, curate, prepare the model, start trackers and callbacks,
-resume, train the steps (validation and monitors are callbacks there), finish (save the weights and summary).
+`Trainer.run` is a sequence of named stages, each a method: start the output folder, read the resume state
+(checking the checkpoint's files against their recorded hashes), load the pipeline, load the data (+ latent
+cache), curate, prepare the model, start trackers and callbacks, resume, train the steps (validation and
+monitors are callbacks there), finish (save the weights and summary, then the callbacks' end of run).
 Methods join through `motionguide.registry` by name (curation, monitors, validation guidance, data recipe);
 the loop imports none of them.
 """
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +29,13 @@ from tqdm.auto import tqdm
 
 from ..backbones import backbone_for
 from ..data.batches import StepBatchPlan
-from ..errors import ConfigError
+from ..errors import ConfigError, MotionGuideError
 from ..files import atomic_write_text
 from ..loading import PipelinePlacement, component_dtypes_of
 from ..sampling.generate import model_max_sequence_length
 from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
+from .checkpoint_files import FILES_KEY, STATE_FILE, checkpoint_problem, file_hashes
 from .config import TrainConfig
 from .distributed import (check_launch_took_effect, frozen_components_unpartitioned, gathered_lora_state_dict,
                           load_state_options, register_lean_checkpoint_hooks, runs_on_every_rank, save_state_options)
@@ -40,16 +43,21 @@ from .lora import add_lora, save_lora, trainable_parameters
 from .preflight import check_data_root, check_frame_sizes, check_output_dir
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
-STATE_FILE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MAX_CONSECUTIVE_BAD_LOSSES = 5
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The highest-step `checkpoint-N` folder holding a trainer state, or None."""
+def checkpoints_newest_first(output_dir: Path) -> list[Path]:
+    """The `checkpoint-N` folders holding a trainer state, highest step first."""
     found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
              and (p / STATE_FILE).is_file()]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder holding a trainer state, or None."""
+    found = checkpoints_newest_first(output_dir)
+    return found[0] if found else None
 
 
 def _check_option_names(factory: Any, options: dict[str, Any], where: str) -> None:
@@ -182,10 +190,13 @@ class Trainer:
             lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks}}
-            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2))
             if lora is not None:
                 save_lora(ctx.backbone.pipeline_class, ctx.transformer, tmp, state_dict=lora)
+            # last: the state records the hash of every file written above (every rank's, under DeepSpeed),
+            # so resuming can refuse a checkpoint whose files changed since (see checkpoint_files)
+            state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks},
+                     FILES_KEY: file_hashes(tmp)}
+            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -203,17 +214,36 @@ class Trainer:
         for _, path in found[:-limit]:
             shutil.rmtree(path, ignore_errors=True)
 
-    def _resume_path(self, output_dir: Path) -> Path | None:
+    def _resume_path(self, output_dir: Path, is_main_process: bool = True) -> Path | None:
+        """The checkpoint to resume from: `latest` skips damaged ones (one warning line each, naming the file)
+        and falls back to the previous complete one; a named checkpoint must be complete."""
         wanted = self.config.resume_from_checkpoint
         if not wanted:
             return None
-        path = latest_checkpoint(output_dir) if wanted == "latest" else Path(wanted)
-        if wanted == "latest" and path is None:
-            print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; starting from step 0", flush=True)
-            return None
-        if path is None or not (path / STATE_FILE).is_file():
+        if wanted == "latest":
+            found = checkpoints_newest_first(output_dir)
+            if not found:
+                print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; starting from step 0",
+                      flush=True)
+                return None
+            for path in found:
+                problem = checkpoint_problem(path)
+                if problem is None:
+                    return path
+                if is_main_process:
+                    print(f"warning: --resume_from_checkpoint latest: skipping {path.name}: {problem}",
+                          file=sys.stderr, flush=True)
+            raise ConfigError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} "
+                              f"(the oldest, {found[-1].name}: {checkpoint_problem(found[-1])}); restore the file, "
+                              f"or move the checkpoint-N folders away to start from step 0")
+        path = Path(wanted)
+        if not (path / STATE_FILE).is_file():
             raise ConfigError(f"--resume_from_checkpoint {wanted}: {path} is not a checkpoint folder "
                               f"(no {STATE_FILE}); use 'latest' or a checkpoint-N folder under {output_dir}")
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ConfigError(f"--resume_from_checkpoint {wanted}: {problem}; resume from an earlier checkpoint-N "
+                              f"or 'latest' (which skips damaged checkpoints)")
         return path
 
     # ------------------------------------------------------------------ the stages
@@ -229,10 +259,10 @@ class Trainer:
         output_dir = self._start_output(accelerator)
         set_seed(cfg.seed)
         run = _RunState(accelerator=accelerator, output_dir=output_dir)
+        self._read_resume_state(run)  # before the model loads: a damaged checkpoint costs one line, no load
         with frozen_components_unpartitioned(accelerator):  # ZeRO-3 partitions only the prepared transformer
             self._load_pipeline(run)
         self._load_data(run)
-        self._read_resume_state(run)
         run.ctx = TrainContext(config=cfg, accelerator=accelerator, backbone=run.backbone, model=None,
                                output_dir=output_dir, dataset=run.dataset,
                                log=lambda values, step: accelerator.log(values, step=step),
@@ -305,8 +335,10 @@ class Trainer:
         run.empty_embeds = cache.empty_prompt_embeds(backbone)
 
     def _read_resume_state(self, run: "_RunState") -> None:
-        """Stage 3: which checkpoint to resume from (if any) and its trainer state (step, selection, losses)."""
-        run.resume = self._resume_path(run.output_dir)
+        """Stage 3, run before stage 1 (so a damaged checkpoint costs no model load): which checkpoint to resume
+        from (if any; its files checked against their recorded hashes) and its trainer state (step, selection,
+        losses)."""
+        run.resume = self._resume_path(run.output_dir, run.accelerator.is_main_process)
         run.saved = json.loads((run.resume / STATE_FILE).read_text()) if run.resume is not None else {}
 
     def _curate(self, run: "_RunState") -> None:
@@ -529,10 +561,9 @@ class Trainer:
         return mean_loss, grad_norm, data_time
 
     def _finish(self, run: "_RunState") -> dict[str, Any]:
-        """Stage 9: the callbacks' end, the trained weights (LoRA or full transformer) and the summary."""
+        """Stage 9: the trained weights (LoRA or full transformer) and the summary, then the callbacks' end
+        (the end-of-run validation): what was trained is on disk before anything that can still fail."""
         cfg, accelerator, ctx = self.config, run.accelerator, run.ctx
-        for callback in run.callbacks:
-            callback.on_train_end(ctx)
         accelerator.wait_for_everyone()
         summary = {"steps": ctx.step, "losses": run.losses, "skipped_steps": run.skipped, "data": run.data_report,
                    "component_dtypes": run.component_dtypes,
@@ -553,10 +584,24 @@ class Trainer:
                 unwrapped.save_pretrained(run.output_dir / "transformer", safe_serialization=True)
                 summary["transformer"] = str(run.output_dir / "transformer")
             atomic_write_text(run.output_dir / "train_summary.json", json.dumps(summary, indent=2))
+        accelerator.wait_for_everyone()
+        try:
+            for callback in run.callbacks:
+                callback.on_train_end(ctx)
+        except Exception as exc:
+            saved = summary.get("lora") or summary.get("transformer") or run.output_dir
+            raise EndOfRunError(f"{type(exc).__name__} in {type(callback).__name__}.on_train_end after the last "
+                                f"step: {str(exc).splitlines()[0] if str(exc) else exc!r}; the trained weights "
+                                f"({saved}) and train_summary.json are saved") from exc
         for handle in getattr(self, "_checkpoint_hooks", []):
             handle.remove()
         accelerator.end_training()
         return summary
+
+
+class EndOfRunError(MotionGuideError):
+    """A callback failed at the end of the run (e.g. the final validation) after the weights were saved: one
+    line for the user, who keeps the trained weights and summary."""
 
 
 @dataclass
