@@ -7,11 +7,12 @@ imported, so a mistake costs a second, not a model load.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from typing import Any, Sequence
 
-from ..cli_args import ArgumentParser, run_command
+from ..cli_args import USER_ERRORS, ArgumentParser, run_command
 from .config import TrainConfig, build_parser
 
 PROG = "train/finetune.py"
@@ -53,9 +54,22 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
+def _is_first_rank() -> bool:
+    """True in a single process and in rank 0 of a launch (torchrun / `accelerate launch` set RANK)."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Load the config with overrides and run the fine-tuning; returns 0, or 2 with one line on a user error."""
-    return run_command(_run, list(sys.argv[1:] if argv is None else argv))
+    """Load the config with overrides and run the fine-tuning; returns 0, or 2 with one line on a user error.
+
+    Under a launcher every rank finds the same mistake: only rank 0 prints the line (each rank exits 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_first_rank():
+        return run_command(_run, argv)
+    try:
+        return int(_run(argv) or 0)
+    except USER_ERRORS:
+        return 2
 
 
 if __name__ == "__main__":  # `python -m` / `accelerate launch -m`: the demo from a plain install
