@@ -10,7 +10,7 @@ import math
 
 from .errors import ConfigError
 
-__all__ = ["check_positive", "check_finite"]
+__all__ = ["check_positive", "check_finite", "block_count_of", "check_block_indices"]
 
 
 def check_positive(flag: str, value: int | float | None) -> None:
@@ -23,3 +23,35 @@ def check_finite(flag: str, value: float | None) -> None:
     """A scale must be a finite number (NaN and inf pass argparse's float())."""
     if value is not None and not math.isfinite(value):
         raise ConfigError(f"{flag} {value}: must be a finite number")
+
+
+def block_count_of(model: object) -> int | None:
+    """How many transformer blocks a pipeline folder or cached hub id has, read from its transformer config
+    (`num_layers`, plus HunyuanVideo's `num_single_layers`: one index list, as the adapters number them) without
+    loading anything; None for a family no adapter knows or a model not readable offline."""
+    from .backbones.registry import _config_file, _read_json, adapter_for_class_name, transformer_class_name
+
+    model = str(model)
+    name = transformer_class_name(model)
+    if not name or adapter_for_class_name(name) is None:
+        return None
+    for file in ("transformer/config.json", "config.json"):
+        config = _read_json(_config_file(model, file))
+        if config is not None and isinstance(config.get("num_layers"), int):
+            single = config.get("num_single_layers", 0)
+            return config["num_layers"] + (single if isinstance(single, int) else 0)
+    return None
+
+
+def check_block_indices(flag: str, blocks: "int | list[int] | tuple[int, ...] | None", count: int | None) -> None:
+    """Every index in `blocks` names one of the model's `count` blocks (None: not given / count unknown).
+
+    Why: a block index past the end selects nothing; `curate --blocks 2,99` would run on block 2 alone."""
+    if blocks is None or count is None:
+        return
+    given = [blocks] if isinstance(blocks, int) else list(blocks)
+    bad = [b for b in given if not 0 <= b < count]
+    if bad:
+        shown = ",".join(str(b) for b in given)
+        raise ConfigError(f"{flag} {shown}: block {', '.join(str(b) for b in bad)} does not exist; the model has "
+                          f"{count} blocks, numbered 0-{count - 1}")

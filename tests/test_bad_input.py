@@ -315,6 +315,9 @@ CURATE_CASES = [
     (["--queries", "{file}"], r"dataset folder .*a_file is a file, not a folder"),
     (["--num_frames", "18"], r"num_frames=18 is not 4k\+1"),
     (["--fraction", "2"], r"fraction"),
+    (["--params", "blocks", "--blocks", "2,99"], r"--blocks 2,99: block 99 does not exist; the model has \d+ blocks"),
+    (["--lora", "{file}"], r"lora=.*a_file: .*a_file is not a readable safetensors file"),
+    (["--lora", "{tmp}"], r"lora=.*: no \.safetensors file in this folder"),
 ]
 
 
@@ -334,6 +337,54 @@ def test_a_bad_curate_value_is_one_line_naming_it_before_any_model_loads(tmp_pat
     argv = ["curate"] + [token for key, value in {**base, **given}.items() for token in (key, value)]
     line = _one_line_error(capsys, main(argv))
     assert re.search(message, line), line
+
+
+def test_curate_blocks_the_config_files_cannot_count_are_checked_after_the_load_before_any_featurization(
+        tmp_path, capsys, source_clips, monkeypatch):
+    """A family whose config files do not tell the block count: the loaded model does, before any clip."""
+    import motionguide.motive.attributor as attributor
+    from motionguide.cli import main
+
+    monkeypatch.setattr(attributor, "block_count_of", lambda model: None)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("featurization started")
+
+    monkeypatch.setattr(attributor.Motive, "prepare", refuse)
+    data = tmp_path / "data"  # good clips only: the query set must be usable for the pass to get this far
+    data.mkdir()
+    for i, clip in enumerate(source_clips):
+        shutil.copy(clip, data / f"clip{i}.mp4")
+        (data / f"clip{i}.txt").write_text(CAPTION)
+    argv = ["curate", "--model", str(TOY_MODEL), "--data", str(data), "--queries", str(data), "--out",
+            str(tmp_path / "out"), "--num_frames", "9", "--params", "blocks", "--blocks", "0,99"]
+    code = main(argv)
+    err = capsys.readouterr().err  # the model loaded (its progress bars): one error line, no traceback
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert lines[0] == "error: --blocks 0,99: block 99 does not exist; the model has 6 blocks, numbered 0-5"
+
+
+@pytest.mark.parametrize("flags", [["--block", "99"], ["--block=-1"]])
+def test_track_with_a_block_the_model_does_not_have_is_one_line_before_any_model_loads(tmp_path, capsys,
+                                                                                   source_clips, no_model_load,
+                                                                                   flags):
+    from motionguide.cli import main
+
+    argv = ["track", "--model", str(TOY_MODEL), "--video", str(source_clips[0]), "--timestep", "50", "--out",
+            str(tmp_path / "tracks.npz"), *flags]
+    line = _one_line_error(capsys, main(argv))
+    assert "does not exist; the model has" in line and "--block" in line
+
+
+def test_analyze_layers_with_a_block_the_model_does_not_have_is_one_line_before_any_model_loads(
+        tmp_path, capsys, source_clips, no_model_load):
+    from motionguide.cli import main
+
+    argv = ["analyze-layers", "--model", str(TOY_MODEL), "--data", str(tmp_path), "--blocks", "0-40", "--out",
+            str(tmp_path / "p.yaml")]
+    line = _one_line_error(capsys, main(argv))
+    assert "--blocks 0,1," in line and "does not exist; the model has" in line
 
 
 # ---------------------------------------------------------------------------------------------- a training run

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arg_checks import check_positive
+from ..arg_checks import block_count_of, check_block_indices, check_positive
 from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
 from ..output_paths import check_output_file
@@ -88,6 +88,7 @@ def _run_track(args: argparse.Namespace) -> int:
     if args.timestep is not None and not 0 <= args.timestep <= 1000:
         raise ValueError(f"--timestep {args.timestep}: give a transformer timestep in 0..1000")
     placement = placement_from_args(args)  # everything checkable is checked before the video is read
+    check_block_indices("--block", args.block, block_count_of(args.model))
     check_output_file(args.out, "--out")
     if args.viz:
         check_output_file(args.viz, "--viz")
@@ -103,6 +104,7 @@ def _run_track(args: argparse.Namespace) -> int:
     else:
         queries = grid_points(args.grid, frames.shape[1], frames.shape[2])
     pipe = load_pipeline(args.model, placement=placement)
+    check_block_indices("--block", args.block, _num_blocks(pipe))  # a family the config files did not tell
     with torch.inference_mode():
         tracks = track_video(pipe, frames, queries, block=args.block, timestep=args.timestep,
                              chunk_size=args.chunk_size, profile=args.profile,
@@ -149,6 +151,12 @@ def _pixels_per_token(pipe) -> int:
     return backbone_for(pipe).pixels_per_token
 
 
+def _num_blocks(pipe) -> int:
+    from ..backbones import backbone_for
+
+    return backbone_for(pipe).num_blocks
+
+
 def _analysis_command_line(args: argparse.Namespace) -> str:
     """The command as run, options in a fixed order with their values (defaults included), for provenance."""
     parts = ["motionguide", "analyze-layers"]
@@ -175,8 +183,10 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
     steps = parse_index_list(args.steps, "steps") if args.steps else None
     blocks = parse_index_list(args.blocks, "blocks") if args.blocks else None
     placement = placement_from_args(args)
+    check_block_indices("--blocks", blocks, block_count_of(args.model))
     check_output_file(out, "--out")
     pipe = load_pipeline(args.model, placement=placement)
+    check_block_indices("--blocks", blocks, _num_blocks(pipe))
     max_len = args.max_sequence_length
     if max_len is None:
         max_len = SamplingSettings.for_model(args.model, pipeline=pipe).max_sequence_length

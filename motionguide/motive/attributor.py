@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..arg_checks import block_count_of, check_block_indices
 from ..backbones import backbone_for
 from ..errors import ConfigError
 from ..files import atomic_write
@@ -273,6 +274,11 @@ class Motive:
         self._trainable = {name: p.requires_grad for name, p in pipe.transformer.named_parameters()}
         try:
             pipe.load_lora_weights(lora, adapter_name=LORA_ADAPTER)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:  # weights that do not fit this model
+            self.__exit__()
+            raise ConfigError(f"lora={lora}: not a LoRA this model can load ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); pass a LoRA saved by "
+                              "the fine-tuning loop for this base model") from exc
         except BaseException:
             self.__exit__()
             raise
@@ -528,6 +534,27 @@ class Motive:
         return selection
 
 
+def check_lora_file(lora: str | os.PathLike | None) -> None:
+    """A LoRA file (or the one `.safetensors` of a LoRA folder) has a readable safetensors header: a garbage or
+    truncated file is one line naming it, before the model loads (not a traceback from the loader)."""
+    if lora is None:
+        return
+    from safetensors import safe_open
+
+    path = Path(lora)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"lora={lora}: no .safetensors file in this folder; pass a LoRA saved by the "
+                          "fine-tuning loop (<output_dir>/pytorch_lora_weights.safetensors or its folder)")
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own SafetensorError (an Exception) for a bad header
+            raise ConfigError(f"lora={lora}: {file} is not a readable safetensors file ({str(exc)[:120]}); "
+                              "pass a LoRA saved by the fine-tuning loop") from exc
+
+
 def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> dict[str, Any] | None:
     """The whole pass over `cfg`; returns the selection.json content on the main process (None elsewhere).
 
@@ -535,12 +562,18 @@ def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> 
     `cfg.model`); with `cfg.lora` the adapter is loaded into it for the pass and unloaded afterwards.
     """
     cfg.check()
+    if cfg.params == "blocks":  # a block past the end selects nothing: checked from the config files now
+        count = backbone_for(pipeline).num_blocks if pipeline is not None else block_count_of(cfg.model)
+        check_block_indices("--blocks", cfg.blocks, count)
+    check_lora_file(cfg.lora)
     masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
     datasets = pass_datasets(cfg)  # so does a query set that cannot work (every clip probed, nothing decoded)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     motive = Motive(pipeline if pipeline is not None else cfg.model, cfg, masker=masker if masker else False,
                     progress=progress)
     with motive:
+        if cfg.params == "blocks":  # a family whose config files did not tell: now the loaded model does
+            check_block_indices("--blocks", cfg.blocks, motive.backbone.num_blocks)
         for split in SPLITS:  # every cache first, so a bad setting or clip shows before the long part
             motive.prepare(split, datasets[split])
         for split in SPLITS:
