@@ -195,7 +195,8 @@ def test_reweight_uses_the_selection_percentile_and_rescoring_reuses_features(wo
     shutil.copytree(workspace / "single", workspace / "reweighted")
     cfg = config(workspace, "reweighted", mode="reweight", percentile=50.0, floor=0.1)
     result = run_attribution(cfg, progress=False)
-    assert result["counts"]["train"]["featurised"] == 0  # every feature was already stored
+    assert result["counts_this_run"]["train"]["featurised"] == 0  # every feature was already stored
+    assert result["counts"] == single["counts"]  # and the whole pass's counts say what the store holds
     scores = np.load(workspace / "reweighted" / "scores.npy")
     votes = (scores > np.percentile(scores, 50.0, axis=1, keepdims=True)).sum(axis=0)
     expected = 0.1 + 0.9 * votes / votes.max()
@@ -327,6 +328,11 @@ def test_sigkill_then_rerun_gives_identical_features_without_duplicates(workspac
     raw = [r["clip_id"] for part in sorted(out.glob("features/*/train/rank*/part-*.json"))
            for r in json.loads(part.read_text())["records"]]
     assert len(raw) == len(set(raw)) == len(reference_ids) + 1  # + the unreadable clip's record
+    # the counts cover the whole pass (the clips featurised before the kill too), the run's own say what it did
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["counts"] == single["counts"]
+    this_run = selection["counts_this_run"]["train"]
+    assert 0 < this_run["featurised"] < single["counts"]["train"]["featurised"]
 
 
 @pytest.mark.slow
@@ -427,7 +433,8 @@ def test_curation_mode_and_fraction_reach_the_pass_and_stale_selections_are_refu
     assert summary["curation"]["mode"] == "reweight" and len(curated["indices"]) == 8
     assert curated["weights"] is not None and min(curated["weights"]) >= 0.05 and max(curated["weights"]) == 1.0
     saved = json.loads((tmp_path / "reweight" / "motive" / "selection.json").read_text())
-    assert saved["counts"]["train"]["featurised"] == 0  # the copied features were reused: only rescoring ran
+    assert saved["counts_this_run"]["train"]["featurised"] == 0  # the copied features were reused: only rescoring ran
+    assert saved["counts"]["train"] == single["counts"]["train"]
 
     # queries_recipe: a registered data recipe creates the missing query folder before the pass
     made = []

@@ -254,7 +254,8 @@ class Motive:
         self._store_config: dict[str, Any] | None = None
         self._caches: dict[str, tuple[Any, Any]] = {}  # split -> (dataset, its latent cache)
         self._trainable: dict[str, bool] | None = None
-        self.counts: dict[str, dict[str, int]] = {}
+        self.counts: dict[str, dict[str, int]] = {}  # per split, the whole pass (every invocation)
+        self.counts_this_run: dict[str, dict[str, int]] = {}  # per split, this invocation only
 
     # --------------------------------------------------------------------------- the adapter (lora)
 
@@ -394,7 +395,9 @@ class Motive:
 
     def featurize(self, split: str, dataset, cache=None) -> dict[str, int]:
         """Featurise this rank's share of `dataset` into the feature store of `split`; returns the counts
-        (featurised, skipped, flagged) summed over ranks. Clips already stored are skipped (resume).
+        (featurised, skipped, flagged) of the whole pass, all ranks and every invocation (a resumed pass counts
+        the clips stored before it was interrupted; `counts_this_run` has this invocation's alone). Clips
+        already stored are not featurised again (resume).
 
         A bad clip (unreadable, too short, no caption, not encodable, a failing motion mask, a NaN / inf loss or
         gradient) is recorded with its reason and the pass goes on.
@@ -406,7 +409,11 @@ class Motive:
         self.out.mkdir(parents=True, exist_ok=True)
         with self.open_store(split) as store:
             counts = self._featurize_into(store, split, dataset, cache)
-        self.counts[split] = _sum_over_ranks(counts)
+            # summed over ranks: also the point from which every rank's parts are on disk
+            self.counts_this_run[split] = _sum_over_ranks(counts)
+            # the whole pass: clips featurised or skipped by earlier (interrupted) invocations count too
+            whole_pass = getattr(store, "counts", None)  # a swapped-in store without it: this run's counts
+            self.counts[split] = whole_pass(split) if whole_pass else dict(self.counts_this_run[split])
         return self.counts[split]
 
     def _featurize_into(self, store, split: str, dataset, cache) -> dict[str, int]:
@@ -509,6 +516,7 @@ class Motive:
             "config": asdict(cfg),
             "feature_store": str(self.out / "features" / config_hash(self.store_config)),
             "counts": {split: dict(c) for split, c in self.counts.items()},
+            "counts_this_run": {split: dict(c) for split, c in self.counts_this_run.items()},
             "ranking": [table.train_ids[int(i)] for i in vote.order],
             "votes": [int(v) for v in vote.votes],
             "mean_score": [float(s) for s in vote.mean_score],

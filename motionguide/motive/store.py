@@ -260,6 +260,19 @@ class FeatureStore:
         self._check_split(split)
         return {r["clip_id"] for records, _ in self._parts(split, with_features=False) for r in records}
 
+    def counts(self, split: str | None = None) -> dict[str, int]:
+        """featurised / skipped / flagged clips of a split over the complete parts of every rank and every
+        invocation, one per clip id (the counts of the whole pass, not of the last run)."""
+        split = split or self.split
+        self._check_split(split)
+        first: dict[str, dict] = {}
+        for records, _ in self._parts(split, with_features=False):
+            for record in records:
+                first.setdefault(record["clip_id"], record)
+        stored = [r for r in first.values() if r.get("row") is not None]
+        return {"featurised": len(stored), "skipped": len(first) - len(stored),
+                "flagged": sum(bool(r.get("flags")) for r in stored)}
+
     def _first_occurrences(self, split: str) -> tuple[dict[str, tuple[dict, torch.Tensor | None]], int]:
         found: dict[str, tuple[dict, torch.Tensor | None]] = {}
         duplicates = 0
