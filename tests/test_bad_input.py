@@ -470,3 +470,21 @@ def test_the_pixel_multiple_read_from_config_files_is_the_loaded_backbones(tmp_p
         path.unlink()  # the check must not need the weights
     assert pixel_multiple_of(tmp_path / "model") == backbone_for(pipe).pixels_per_token
     assert pixel_multiple_of(tmp_path / "nowhere") is None  # unknown offline: the check is left to diffusers
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox", "hunyuanvideo"])
+def test_the_block_count_read_from_config_files_is_the_loaded_backbones(tmp_path, family):
+    """`block_count_of(folder)` reads only config files (HunyuanVideo: dual- plus single-stream blocks, one
+    index list); it must agree with the loaded adapter's `num_blocks`."""
+    from motionguide.arg_checks import block_count_of
+    from motionguide.backbones import backbone_for
+    from motionguide.testing import tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan_pipeline
+
+    make = {"wan": lambda: tiny_wan_pipeline(num_layers=3), "cogvideox": lambda: tiny_cogvideox_pipeline(num_layers=3),
+            "hunyuanvideo": lambda: tiny_hunyuan_video_pipeline(num_layers=1, num_single_layers=2)}[family]
+    pipe = make()
+    pipe.save_pretrained(tmp_path / "model")
+    for path in (tmp_path / "model").rglob("*.safetensors"):
+        path.unlink()  # the check must not need the weights
+    assert block_count_of(tmp_path / "model") == backbone_for(pipe).num_blocks == 3
+    assert block_count_of(tmp_path / "nowhere") is None  # unknown offline: checked after the load instead
