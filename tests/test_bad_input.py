@@ -339,6 +339,35 @@ def test_a_bad_curate_value_is_one_line_naming_it_before_any_model_loads(tmp_pat
     assert re.search(message, line), line
 
 
+def _good_clips(folder: Path, source_clips: list[Path]) -> Path:
+    folder.mkdir(parents=True)
+    for i, clip in enumerate(source_clips):
+        shutil.copy(clip, folder / f"clip{i}.mp4")
+        (folder / f"clip{i}.txt").write_text(CAPTION)
+    return folder
+
+
+def _one_error_line_after_a_load(capsys, code: int) -> str:
+    err = capsys.readouterr().err  # the model loaded (its progress bars): one error line, no traceback
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def test_curate_with_a_safetensors_file_that_is_no_lora_is_one_line_naming_it(tmp_path, capsys, source_clips):
+    import torch
+    from safetensors.torch import save_file
+
+    from motionguide.cli import main
+
+    save_file({"foo.weight": torch.zeros(2, 2)}, str(tmp_path / "not_a_lora.safetensors"))
+    data = _good_clips(tmp_path / "data", source_clips)
+    argv = ["curate", "--model", str(TOY_MODEL), "--data", str(data), "--queries", str(data), "--out",
+            str(tmp_path / "out"), "--num_frames", "9", "--lora", str(tmp_path / "not_a_lora.safetensors")]
+    line = _one_error_line_after_a_load(capsys, main(argv))
+    assert line.startswith(f"error: lora={tmp_path / 'not_a_lora.safetensors'}: not a LoRA this model can load")
+
+
 def test_curate_blocks_the_config_files_cannot_count_are_checked_after_the_load_before_any_featurization(
         tmp_path, capsys, source_clips, monkeypatch):
     """A family whose config files do not tell the block count: the loaded model does, before any clip."""
@@ -351,18 +380,10 @@ def test_curate_blocks_the_config_files_cannot_count_are_checked_after_the_load_
         raise AssertionError("featurization started")
 
     monkeypatch.setattr(attributor.Motive, "prepare", refuse)
-    data = tmp_path / "data"  # good clips only: the query set must be usable for the pass to get this far
-    data.mkdir()
-    for i, clip in enumerate(source_clips):
-        shutil.copy(clip, data / f"clip{i}.mp4")
-        (data / f"clip{i}.txt").write_text(CAPTION)
+    data = _good_clips(tmp_path / "data", source_clips)  # the query set must be usable to get this far
     argv = ["curate", "--model", str(TOY_MODEL), "--data", str(data), "--queries", str(data), "--out",
             str(tmp_path / "out"), "--num_frames", "9", "--params", "blocks", "--blocks", "0,99"]
-    code = main(argv)
-    err = capsys.readouterr().err  # the model loaded (its progress bars): one error line, no traceback
-    lines = [line for line in err.splitlines() if line.startswith("error")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    assert lines[0] == "error: --blocks 0,99: block 99 does not exist; the model has 6 blocks, numbered 0-5"
+    assert _one_error_line_after_a_load(capsys, main(argv)) == "error: --blocks 0,99: block 99 does not exist; the model has 6 blocks, numbered 0-5"
 
 
 @pytest.mark.parametrize("flags", [["--block", "99"], ["--block=-1"]])
