@@ -7,10 +7,11 @@ video with exit code 0. These turn such values into one `error:` line naming the
 from __future__ import annotations
 
 import math
+import os
 
 from .errors import ConfigError
 
-__all__ = ["check_positive", "check_finite", "block_count_of", "check_block_indices"]
+__all__ = ["check_positive", "check_finite", "block_count_of", "check_block_indices", "check_lora_file"]
 
 
 def check_positive(flag: str, value: int | float | None) -> None:
@@ -55,3 +56,26 @@ def check_block_indices(flag: str, blocks: "int | list[int] | tuple[int, ...] | 
         shown = ",".join(str(b) for b in given)
         raise ConfigError(f"{flag} {shown}: block {', '.join(str(b) for b in bad)} does not exist; the model has "
                           f"{count} blocks, numbered 0-{count - 1}")
+
+
+def check_lora_file(lora: str | os.PathLike | None, flag: str = "--lora ") -> None:
+    """A LoRA file (or the one `.safetensors` of a LoRA folder) has a readable safetensors header: a garbage or
+    truncated file is one line naming it, before the model loads (not a traceback from the loader)."""
+    if lora is None:
+        return
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(lora)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{flag}{lora}: no .safetensors file in this folder; pass a LoRA saved by the "
+                          "fine-tuning loop (<output_dir>/pytorch_lora_weights.safetensors or its folder)")
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own SafetensorError (an Exception) for a bad header
+            raise ConfigError(f"{flag}{lora}: {file} is not a readable safetensors file ({str(exc)[:120]}); "
+                              "pass a LoRA saved by the fine-tuning loop") from exc

@@ -509,3 +509,15 @@ def test_the_block_count_read_from_config_files_is_the_loaded_backbones(tmp_path
         path.unlink()  # the check must not need the weights
     assert block_count_of(tmp_path / "model") == backbone_for(pipe).num_blocks == 3
     assert block_count_of(tmp_path / "nowhere") is None  # unknown offline: checked after the load instead
+
+
+def test_generate_names_a_garbage_lora_file_before_the_model_loads(tmp_path, capsys, no_model_load):
+    from motionguide.sampling.cli import main as generate_main
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"not a safetensors header")
+    code = generate_main(["--model", str(TOY_MODEL), "--lora", str(lora), "--prompt", "a red circle moves left",
+                          "--out", str(tmp_path / "out")])
+    line = _one_line_error(capsys, code)
+    assert "pytorch_lora_weights.safetensors" in line and "not a readable safetensors file" in line

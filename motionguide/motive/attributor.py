@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..arg_checks import block_count_of, check_block_indices
+from ..arg_checks import block_count_of, check_block_indices, check_lora_file
 from ..backbones import backbone_for
 from ..errors import ConfigError
 from ..files import atomic_write
@@ -542,27 +542,6 @@ class Motive:
         return selection
 
 
-def check_lora_file(lora: str | os.PathLike | None) -> None:
-    """A LoRA file (or the one `.safetensors` of a LoRA folder) has a readable safetensors header: a garbage or
-    truncated file is one line naming it, before the model loads (not a traceback from the loader)."""
-    if lora is None:
-        return
-    from safetensors import safe_open
-
-    path = Path(lora)
-    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-    if not files:
-        raise ConfigError(f"lora={lora}: no .safetensors file in this folder; pass a LoRA saved by the "
-                          "fine-tuning loop (<output_dir>/pytorch_lora_weights.safetensors or its folder)")
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                handle.keys()
-        except Exception as exc:  # safetensors raises its own SafetensorError (an Exception) for a bad header
-            raise ConfigError(f"lora={lora}: {file} is not a readable safetensors file ({str(exc)[:120]}); "
-                              "pass a LoRA saved by the fine-tuning loop") from exc
-
-
 def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> dict[str, Any] | None:
     """The whole pass over `cfg`; returns the selection.json content on the main process (None elsewhere).
 
@@ -573,7 +552,7 @@ def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> 
     if cfg.params == "blocks":  # a block past the end selects nothing: checked from the config files now
         count = backbone_for(pipeline).num_blocks if pipeline is not None else block_count_of(cfg.model)
         check_block_indices("--blocks", cfg.blocks, count)
-    check_lora_file(cfg.lora)
+    check_lora_file(cfg.lora, "lora=")
     masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
     datasets = pass_datasets(cfg)  # so does a query set that cannot work (every clip probed, nothing decoded)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..arg_checks import check_finite, check_positive
+from ..arg_checks import check_finite, check_lora_file, check_positive
 from ..cli_args import ArgumentParser, index_list, run_command
 from ..errors import ConfigError
 from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition
@@ -105,6 +105,8 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
                                                         or os.path.isdir(args.lora.split("/")[0])):
         raise ConfigError(f"--lora {args.lora}: no such folder or file; give the folder holding "
                           "pytorch_lora_weights.safetensors")
+    if args.lora and os.path.exists(args.lora):
+        check_lora_file(args.lora)  # a garbage or truncated file: one line naming it, before the load
     GUIDANCES.check(args.guidance)
     guidance_flags = [flag for flag, value in (("--correspondence_scale", args.correspondence_scale),
                                                ("--correspondence_blocks", args.correspondence_blocks),
