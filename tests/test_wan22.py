@@ -161,3 +161,44 @@ def test_one_timestep_per_sample_predicts_what_the_pipelines_per_token_timesteps
     per_token = ti2v.transformer(hidden_states=x, timestep=torch.full((1, tokens), 751.0),
                                  encoder_hidden_states=embeds, return_dict=False)[0]
     torch.testing.assert_close(per_sample, per_token, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- random-pipeline
+@pytest.mark.slow
+@pytest.mark.parametrize("like", ["wan2.2-ti2v-5b", "wan2.2-t2v-a14b"])
+def test_a_random_copy_of_the_released_architecture_loads_and_samples_on_the_expert_of_each_step(like, tmp_path):
+    """One block per expert and one text layer (the VAE at released size); the stock pipeline samples with the
+    released scheduler, and each expert runs exactly the steps the adapter assigns it."""
+    from motionguide.cli import main
+    from motionguide.loading import PipelinePlacement, load_pipeline
+
+    out = tmp_path / like
+    assert main(["random-pipeline", "--like", like, "--out", str(out), "--num_layers", "1", "--text_layers", "1",
+                 "--dtype", "bfloat16"]) == 0
+    pipe = load_pipeline(str(out), PipelinePlacement(dtype=torch.bfloat16))  # checks the components fit
+    pipe.set_progress_bar_config(disable=True)
+    backbone = backbone_for(pipe)
+    if like == "wan2.2-ti2v-5b":
+        assert pipe.config.expand_timesteps and len(backbone.experts) == 1
+        assert (backbone.vae_scale_spatial, backbone.pixels_per_token, pipe.vae.config.z_dim) == (16, 32, 48)
+        assert pipe.vae.config.latents_std[:2] == [0.4765, 1.0364] and pipe.scheduler.config.flow_shift == 5.0
+        size = 32
+    else:
+        assert backbone.boundary_timestep == 875.0 and pipe.scheduler.config.flow_shift == 12.0
+        first, second = backbone.experts
+        assert not torch.equal(first.blocks[0].attn1.to_q.weight, second.blocks[0].attn1.to_q.weight)
+        size = 16
+    ran = []
+    handles = [expert.register_forward_pre_hook(
+        lambda mod, args, kwargs: ran.append((mod, float(kwargs["timestep"].flatten()[0]))), with_kwargs=True)
+        for expert in backbone.experts]
+    try:
+        video = pipe("a red ball moves left", num_frames=5, height=size, width=size, num_inference_steps=3,
+                     max_sequence_length=16, guidance_scale=4.0, output_type="pt",
+                     generator=torch.Generator().manual_seed(0)).frames
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert video.shape == (1, 5, 3, size, size) and torch.isfinite(video.float()).all()
+    assert len(ran) == 6 and all(module is backbone.experts[backbone.expert_index(t)] for module, t in ran)
+    assert {backbone.expert_index(t) for _, t in ran} == set(range(len(backbone.experts)))
