@@ -101,10 +101,26 @@ def test_a_capture_during_sampling_reads_whichever_expert_runs_each_step(a14b):
     assert all(type(b.attn1.processor).__name__ == stock for e in backbone.experts for b in e.blocks)
 
 
-def test_the_trainer_refuses_a_two_expert_pipeline_naming_the_lora_per_expert(a14b, ti2v):
-    with pytest.raises(ConfigError, match="LoRA per expert"):
-        backbone_for(a14b).check_trainable()
-    backbone_for(ti2v).check_trainable()  # one transformer: trainable
+def test_the_trainer_refuses_a_two_expert_pipeline_before_caching_naming_the_lora_per_expert(a14b, ti2v, tmp_path):
+    from pathlib import Path
+
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    from motionguide.toy import make_dataset
+
+    a14b.save_pretrained(tmp_path / "model")
+    make_dataset(tmp_path / "data", num_clips=2, seed=3, progress=False)
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    cfg = TrainConfig.load(configs / "wan2.1-t2v-1.3b.yaml", [
+        "--pretrained_model_name_or_path", str(tmp_path / "model"), "--output_dir", str(tmp_path / "out"),
+        "--data_root", str(tmp_path / "data"), "--latent_cache_dir", str(tmp_path / "cache"),
+        "--num_frames", "9", "--height", "16", "--width", "16", "--max_sequence_length", "16",
+        "--train_steps", "1", "--report_to", "none", "--validation_prompts", "", "--mixed_precision", "no"])
+    with pytest.raises(ConfigError, match="needs a LoRA per expert"):
+        Trainer(cfg).run()
+    assert not (tmp_path / "cache").exists()  # refused before any latent was cached
+    backbone_for(ti2v).check_trainable()  # one transformer: trainable (its fine-tune: tests/test_training_config.py)
 
 
 def test_a14b_ships_its_own_provisional_profile_not_wan21_14b_of_the_same_shape():
