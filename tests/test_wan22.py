@@ -56,6 +56,18 @@ def test_the_boundary_is_ratio_times_train_steps_and_751_belongs_to_the_low_nois
     assert backbone_for(tiny_wan_pipeline()).boundary_timestep is None  # Wan2.1: one transformer, no boundary
 
 
+def test_the_motive_pass_differentiates_the_expert_that_owns_t_fix_and_records_it(a14b):
+    from motionguide.motive.featurizer import CommonRandomness, GradientFeaturizer, select_parameters
+
+    backbone = backbone_for(a14b)
+    projector = lambda sizes: SimpleNamespace(describe=lambda: {"name": "none"})  # noqa: E731 (nothing projected)
+    low = GradientFeaturizer(backbone, projector, CommonRandomness(timestep=751.0), scope="all")
+    high = GradientFeaturizer(backbone, projector, CommonRandomness(timestep=900.0), scope="all")
+    owned = {id(p) for _, p in select_parameters(a14b.transformer_2, "all", None)}
+    assert {id(p) for _, p in low.named} == owned and low.describe()["expert"] == 1
+    assert not owned & {id(p) for _, p in high.named} and "expert" not in high.describe()
+
+
 @torch.no_grad()
 def test_the_adapter_picks_the_expert_the_stock_pipeline_runs_at_each_step(a14b):
     backbone = backbone_for(a14b)
