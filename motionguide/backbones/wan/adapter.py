@@ -228,7 +228,7 @@ class WanBackbone(VideoBackbone):
         field, width = text_encoder_width(self.text_encoder)
         require_equal((f"text_encoder.config.{field}", width),
                       ("transformer.config.text_dim", config_value(self.transformer, "text_dim")),
-                      "load the text encoder the transformer was trained with (Wan2.1 / Wan2.2: UMT5-XXL, d_model 4096)")
+                      "load the text encoder the transformer was trained with (Wan2.1, Wan2.2: UMT5-XXL, d_model 4096)")
 
     @property
     def pipeline_class(self) -> type:
@@ -248,4 +248,6 @@ class WanBackbone(VideoBackbone):
 
 def _default_spatial_scale(out_channels) -> int:
     """The VAE factor a Wan transformer implies without its VAE: its latent channels name the VAE."""
-    return WAN22_VAE_SCALE_SPATIAL if int(out_channels) == WAN22_VAE_CHANNELS else WanBackbone.default_vae_scale_spatial
+    if int(out_channels) == WAN22_VAE_CHANNELS:
+        return WAN22_VAE_SCALE_SPATIAL
+    return WanBackbone.default_vae_scale_spatial
