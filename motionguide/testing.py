@@ -97,6 +97,55 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
     )
 
 
+def tiny_wan22_vae(seed: int = 0):
+    """A seeded, tiny random Wan2.2 `AutoencoderKLWan` (TI2V-5B's layout): 48 latent channels, 2x2 pixel
+    patches into a residual encoder, 16x16 spatial and 4x temporal compression, uneven latent statistics."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(base_dim=4, decoder_base_dim=4, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+                            out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                            latents_mean=[round(-0.5 + i / 48, 4) for i in range(48)],
+                            latents_std=[round(0.5 + i / 24, 4) for i in range(48)]).eval()
+
+
+def tiny_wan22_ti2v_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanPipeline` shaped like Wan2.2-TI2V-5B at tiny size: the 48-channel 16x VAE, a transformer of
+    48 in / out channels and per-token timesteps (`expand_timesteps`)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from .text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(TEST_WORDS)
+    vae = tiny_wan22_vae(seed)
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_umt5(len(tokenizer), seed=seed),
+        transformer=tiny_wan_transformer(seed, num_layers=num_layers, in_channels=48),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        expand_timesteps=True,
+    )
+
+
+def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio: float = 0.875):
+    """A stock `WanPipeline` shaped like Wan2.2-T2V-A14B at tiny size: two experts of different weights,
+    `transformer` for t >= boundary_ratio x 1000 and `transformer_2` below, on Wan2.1's VAE layout."""
+    from diffusers import WanPipeline
+
+    pipe = tiny_wan_pipeline(seed, num_layers=num_layers)
+    return WanPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        transformer=pipe.transformer,
+        transformer_2=tiny_wan_transformer(seed + 1, num_layers=num_layers),
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
+        boundary_ratio=boundary_ratio,
+    )
+
+
 def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2):
     """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline

@@ -3,7 +3,9 @@ methods run on each family as they do on Wan2.1.
 
 Families (ids): Wan2.1 ("wan2.1"), CogVideoX-2B ("cogvideox-2b": sin-cos positions), CogVideoX-5B-like
 ("cogvideox-5b": 3D RoPE, the 5B's layout at tiny size) and HunyuanVideo ("hunyuanvideo": one dual-stream then two
-single-stream blocks, text AFTER video, padded text masked out of the keys, embedded guidance). Each family case
+single-stream blocks, text AFTER video, padded text masked out of the keys, embedded guidance), Wan2.2-TI2V-5B-like
+("wan2.2-ti2v-5b": 48 latent channels, per-token timesteps, the 16x VAE in its pipeline) and, among the
+pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875). Each family case
 says only how to build its model and inputs and how to recompute its attention from the module's weights
 (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
@@ -98,6 +100,12 @@ def _hunyuan_reference(attn, args, kwargs):
                      mask.reshape(-1, s)[0].bool())
 
 
+def _ti2v_inputs(transformer):
+    """Wan2.2-TI2V-5B's call: one timestep per token ([B, tokens], `expand_timesteps`), all equal in text-to-video."""
+    inputs = wan_inputs(transformer, FRAMES, SIZE)
+    return {**inputs, "timestep": torch.full((1, FRAMES * PER_FRAME), 500)}
+
+
 def _hunyuan_inputs(transformer, text_len=6, valid=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     cfg = transformer.config
@@ -127,6 +135,7 @@ FAMILIES = [
            _cog_reference),
     Family("cogvideox-5b", lambda: tiny_cogvideox_transformer(rotary=True), _cog_rope_inputs, _cog_reference),
     Family("hunyuanvideo", lambda: tiny_hunyuan_video_transformer(), _hunyuan_inputs, _hunyuan_reference),
+    Family("wan2.2-ti2v-5b", lambda: tiny_wan_transformer(in_channels=48), _ti2v_inputs, _wan_reference),
 ]
 
 
@@ -291,14 +300,18 @@ class PipelineFamily:
     #: the scale is embedded guidance (an input of the transformer, HunyuanVideo), not CFG over two predictions
     embedded: bool
     target: Callable
+    #: frame side in pixels (two tokens across: 16 on 8x VAEs, 32 on Wan2.2-TI2V-5B's 16x VAE)
+    size: int = 16
 
 
 def _tiny_pipeline(name):
-    from motionguide.testing import tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan_pipeline
+    from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
+                                     tiny_wan22_ti2v_pipeline, tiny_wan_pipeline)
 
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
-            "hunyuanvideo": tiny_hunyuan_video_pipeline}[name]()
+            "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
+            "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline}[name]()
 
 
 PIPELINES = [
@@ -306,6 +319,8 @@ PIPELINES = [
     PipelineFamily("cogvideox-2b", lambda: _tiny_pipeline("cogvideox-2b"), 6.0, False, _v_target),
     PipelineFamily("cogvideox-5b", lambda: _tiny_pipeline("cogvideox-5b"), 6.0, False, _v_target),
     PipelineFamily("hunyuanvideo", lambda: _tiny_pipeline("hunyuanvideo"), 6.0, True, _flow_target),
+    PipelineFamily("wan2.2-ti2v-5b", lambda: _tiny_pipeline("wan2.2-ti2v-5b"), 5.0, False, _flow_target, size=32),
+    PipelineFamily("wan2.2-t2v-a14b", lambda: _tiny_pipeline("wan2.2-t2v-a14b"), 5.0, False, _flow_target),
 ]
 _BUILT: dict[str, object] = {}
 
@@ -353,25 +368,28 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
     scale, blocks, w = 0.7, [1], fam.guidance_scale
     seen = _record_scheduler_inputs(pipe)
     negative = {} if fam.embedded else {"negative_prompt_embeds": uncond}
+    size = dict(height=fam.size, width=fam.size)
     try:
         with correspondence_guided(pipe, scale=scale, blocks=blocks, window=(0.5, 1.0), renormalize=False) as proxy:
             pipe(**_prompt_kwargs(pipe, fam, cond), **negative, guidance_scale=w,
-                 generator=torch.Generator().manual_seed(0), **PIPE_KW)
+                 generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size})
     finally:
         del pipe.scheduler.step
-    assert proxy.perturbed_calls == 1 and len(seen) == 2  # the window [0.5, 1) holds step 1 of 2
+    # the window [0.5, 1) holds step 1 of 2 (Wan2.2-T2V-A14B: t = 47 < 875, its low-noise expert)
+    assert sum(p.perturbed_calls for p in proxy.experts) == 1 and len(seen) == 2
     extra = {"guidance": w} if fam.embedded else {}
     for step, (guided, t, latents) in enumerate(seen):
         x, tt = backbone.from_transformer_layout(latents), t.reshape(1)
+        expert = backbone.for_timestep(float(t))  # the model that runs this step (one but for two-expert Wan2.2)
         with torch.no_grad():
-            v_c = backbone.predict(x, tt, cond, **extra)
+            v_c = expert.predict(x, tt, cond, **extra)
             v = v_c
             if not fam.embedded:
-                v_u = backbone.predict(x, tt, uncond)
+                v_u = expert.predict(x, tt, uncond)
                 v = v_u + w * (v_c - v_u)
             if step == 1:
-                with AttentionController(pipe).frame_local(blocks=blocks, renormalize=False):
-                    v_ptb = backbone.predict(x, tt, cond, **extra)
+                with AttentionController(expert).frame_local(blocks=blocks, renormalize=False):
+                    v_ptb = expert.predict(x, tt, cond, **extra)
                 v = v + scale * (v_c - v_ptb)
         torch.testing.assert_close(guided.float(), backbone.to_transformer_layout(v).float(), atol=1e-5, rtol=1e-5)
 
@@ -424,24 +442,25 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
                                     blocks=[0, backbone.num_blocks - 1])
     result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9)
 
-    params = [p for _, p in select_parameters(backbone.transformer, "blocks", [0, backbone.num_blocks - 1])]
+    expert = backbone.for_timestep(751.0)  # Wan2.2-T2V-A14B: 751 < 875, the low-noise transformer_2
+    params = [p for _, p in select_parameters(expert.transformer, "blocks", [0, backbone.num_blocks - 1])]
     t = torch.tensor([751.0])
     noise, x0 = randomness.noise_for(latents.shape)[None], latents[None]
-    pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
+    pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
     err = (pred - fam.target(backbone, x0, noise, t)).square().mean(dim=1)
     grads = torch.autograd.grad((err * mask).mean() / 9, params, allow_unused=True)
     flat = torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)])
     reference = featurizer.projector.matrix @ flat
     torch.testing.assert_close(result.feature, reference / reference.norm(), atol=1e-5, rtol=1e-4)
-    assert all(p.grad is None for p in backbone.transformer.parameters())
+    assert all(p.grad is None for model in backbone.experts for p in model.parameters())
 
 
-def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(pipeline_family, tmp_path):
+@pytest.mark.parametrize("fam", [f for f in PIPELINES if f.name != "wan2.2-t2v-a14b"], ids=lambda f: f.name)
+def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_path):
     """Two optimiser steps of the family's own training loss on a LoRA; the stock pipeline's `load_lora_weights`
     on a fresh copy of the base model then predicts exactly what the fine-tuned transformer predicts."""
     from motionguide.training.lora import add_lora, save_lora
 
-    fam, _ = pipeline_family
     tuned, stock = fam.build(), fam.build()
     backbone = backbone_for(tuned)
     g = torch.Generator().manual_seed(2)
@@ -471,7 +490,8 @@ def test_tracking_a_real_video_returns_finite_tracks_for_every_frame(pipeline_fa
     from motionguide.correspondence import track_video
 
     fam, pipe = pipeline_family
-    frames = torch.randint(0, 256, (5, 32, 32, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
+    side = 2 * fam.size  # two tokens across (16 px per token, 32 on Wan2.2-TI2V-5B)
+    frames = torch.randint(0, 256, (5, side, side, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
     queries = [[4.0, 4.0], [20.0, 12.0]]
     tracks = track_video(pipe, frames.numpy(), queries, block=1, timestep=500.0, chunk_size=2,
                          max_sequence_length=16)

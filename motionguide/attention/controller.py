@@ -54,7 +54,7 @@ recomputation) and, unless asked with `branches="all"`, only for the conditional
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Container, Iterable, Iterator, Sequence
 
@@ -123,9 +123,16 @@ class _ForwardInfoHook(ModelHook):
 class AttentionController:
     """Installs and scopes attention instruments on one transformer (see the module docstring)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, every_expert: bool = True):
+        """model: a pipeline, transformer or `VideoBackbone`. every_expert: on a pipeline with several experts
+        chosen by timestep (Wan2.2 A14B), each scope also opens on the other experts (one controller each, at
+        the same block indices), so a capture during sampling sees whichever expert runs each step; False
+        instruments only the backbone's own transformer (per-expert callers such as guidance)."""
         self.backbone: VideoBackbone = model if isinstance(model, VideoBackbone) else backbone_for(model)
         self.transformer = self.backbone.transformer
+        others = range(len(self.backbone.experts)) if every_expert else ()
+        self._other_experts = [AttentionController(self.backbone.for_expert(index), every_expert=False)
+                               for index in others if index != self.backbone.expert]
         self._states: dict[tuple[int, str], _ModuleState] = {}
         self._hook_users = 0
         self._hook: AttachedHook | None = None
@@ -143,7 +150,8 @@ class AttentionController:
         """Install instrumented processors in pass-through mode (useful for parity checks)."""
         keys = self._install(blocks, attention)
         try:
-            yield self
+            with self._on_other_experts("installed", blocks, attention):
+                yield self
         finally:
             self._uninstall(keys)
 
@@ -174,7 +182,8 @@ class AttentionController:
             self._states[key].captures.append(sub)
         self._refresh_activity()
         try:
-            yield self
+            with self._on_other_experts("capture", consumer, blocks, attention, branches, steps, pre_rope):
+                yield self
         finally:
             for key in keys:
                 self._states[key].captures.remove(sub)
@@ -191,17 +200,29 @@ class AttentionController:
             self._states[key].frame_local.append(config)
         self._refresh_activity()
         try:
-            yield self
+            with self._on_other_experts("frame_local", blocks, renormalize):
+                yield self
         finally:
             for key in keys:
                 self._states[key].frame_local.remove(config)
             self._refresh_activity()
             self._uninstall(keys)
 
+    def _on_other_experts(self, scope: str, *args: Any) -> ExitStack:
+        """The same scope opened on every other expert's controller (nothing for one-transformer models)."""
+        stack = ExitStack()
+        try:
+            for other in self._other_experts:
+                stack.enter_context(getattr(other, scope)(*args))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
     @property
     def is_installed(self) -> bool:
         """Whether any instrumented processor is in place right now."""
-        return bool(self._states)
+        return bool(self._states) or any(other.is_installed for other in self._other_experts)
 
     # ------------------------------------------------------------------ installation
     def _refresh_activity(self) -> None:

@@ -376,6 +376,43 @@ class VideoBackbone(ABC):
         )
         return embeds
 
+    # ------------------------------------------------------------------ experts
+    @property
+    def experts(self) -> tuple[torch.nn.Module, ...]:
+        """The denoisers the pipeline switches between by timestep (one for every family but Wan2.2 A14B)."""
+        return (self.transformer,)
+
+    #: which of :attr:`experts` this adapter drives (see :meth:`for_expert`)
+    expert: int = 0
+
+    @property
+    def expert_names(self) -> tuple[str, ...]:
+        """The pipeline attributes that hold :attr:`experts`, in the same order."""
+        return ("transformer",)
+
+    def expert_index(self, timestep: float) -> int:
+        """Index in :attr:`experts` of the denoiser that runs `timestep` (0..1000 scale)."""
+        return 0
+
+    def for_expert(self, index: int) -> "VideoBackbone":
+        """This adapter over expert `index` (same VAE, text encoder, scheduler and pipeline)."""
+        if index != 0:
+            raise IndexError(f"{self.family} has one transformer; expert {index} does not exist")
+        return self
+
+    def for_timestep(self, timestep: float) -> "VideoBackbone":
+        """This adapter over the expert that runs `timestep` (itself when there is one expert): what the Motive
+        pass at its fixed timestep and any single-timestep transformer call must use."""
+        return self.for_expert(self.expert_index(timestep))
+
+    def cfg_scale(self) -> float:
+        """The CFG scale the pipeline's current call applies to this adapter's expert (`guidance_scale`)."""
+        return float(self._pipeline.guidance_scale)
+
+    def check_trainable(self) -> None:
+        """Raise a one-line `ConfigError` when the trainer cannot fine-tune this model as loaded (default: it can)."""
+        return None
+
     def check_components(self) -> None:
         """Raise a one-line `ConfigError` when the attached components cannot work together (e.g. a VAE whose
         latent channels differ from the transformer's input channels, a text encoder of another width).

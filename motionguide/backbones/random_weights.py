@@ -123,6 +123,10 @@ class ReferencePipeline:
     max_sequence_length_2: int = 77
     #: dotted path of `f(words, model_max_length) -> tokenizer` for the first tokenizer (default: word level)
     tokenizer_factory: str | None = None
+    #: a second denoiser of the same architecture (Wan2.2 A14B's low-noise expert), seeded apart from the first
+    transformer_2: ModelRecipe | None = None
+    #: the pipeline's own config values (Wan2.2: `boundary_ratio`, `expand_timesteps`)
+    pipeline_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def pipeline_class_name(self) -> str:
@@ -285,8 +289,9 @@ def write_reference_pipeline(
         components: dict[str, Any] = {"tokenizer": tokenizer}
         summary: dict[str, Any] = {"components": {}}
         depth = recipe.transformer
+        depth_overrides = {key: num_layers for key in (depth.depth_key, *depth.extra_depth_keys)}
         plans = [
-            ("transformer", depth, {key: num_layers for key in (depth.depth_key, *depth.extra_depth_keys)}),
+            ("transformer", depth, depth_overrides),
             ("vae", recipe.vae, {}),
             ("text_encoder", recipe.text_encoder, {
                 recipe.text_encoder.depth_key: max(text_layers, recipe.text_encoder.min_depth),
@@ -298,9 +303,12 @@ def write_reference_pipeline(
             components["tokenizer_2"] = tokenizer_2
             plans.append(("text_encoder_2", recipe.text_encoder_2, {recipe.text_encoder_2.depth_key: text_layers,
                                                                    "vocab_size": len(tokenizer_2)}))
+        if recipe.transformer_2 is not None:
+            plans.append(("transformer_2", recipe.transformer_2, depth_overrides))
         for name, model_recipe, overrides in plans:
             tick = time.perf_counter()
-            model = build_in_dtype(model_recipe, dtype, seed, **overrides)
+            # a second expert gets its own weights, so that a mix-up of the experts shows in any test
+            model = build_in_dtype(model_recipe, dtype, seed + (name == "transformer_2"), **overrides)
             params = sum(p.numel() for p in model.parameters())
             kept = sum(p.numel() for p in model.parameters() if p.dtype == torch.float32 and dtype != torch.float32)
             built = time.perf_counter() - tick
@@ -317,7 +325,7 @@ def write_reference_pipeline(
         scheduler.save_pretrained(partial / "scheduler")
         components["scheduler"] = scheduler
         # the pipeline over the released (meta) components only records each one's library and class
-        _resolve(recipe.pipeline_class_path)(**components).save_config(partial)
+        _resolve(recipe.pipeline_class_path)(**components, **dict(recipe.pipeline_config)).save_config(partial)
         summary.update({
             "like": recipe.name,
             "random_weights": True,

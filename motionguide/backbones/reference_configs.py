@@ -26,6 +26,13 @@ WAN21_T2V_1_3B = {
 
 WAN21_T2V_14B = {**WAN21_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
 
+#: `Wan-AI/Wan2.2-TI2V-5B-Diffusers`'s transformer: Wan2.1-1.3B's depth at width 3072 (24 heads x 128), reading and
+#: writing the 48 channels of the Wan2.2 VAE (16x16 spatial compression)
+WAN22_TI2V_5B = {**WAN21_T2V_1_3B, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48, "out_channels": 48}
+
+#: one expert of `Wan-AI/Wan2.2-T2V-A14B-Diffusers` (`transformer` and `transformer_2` share Wan2.1-14B's shape)
+WAN22_T2V_A14B_EXPERT = dict(WAN21_T2V_14B)
+
 COGVIDEOX_2B = {
     "num_attention_heads": 30,
     "attention_head_dim": 64,
@@ -79,6 +86,8 @@ HUNYUANVIDEO = {
 REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.1-t2v-1.3b": ("WanTransformer3DModel", WAN21_T2V_1_3B),
     "wan2.1-t2v-14b": ("WanTransformer3DModel", WAN21_T2V_14B),
+    "wan2.2-ti2v-5b": ("WanTransformer3DModel", WAN22_TI2V_5B),
+    "wan2.2-t2v-a14b": ("WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),  # each of its two experts
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
     "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
     "hunyuanvideo": ("HunyuanVideoTransformer3DModel", HUNYUANVIDEO),

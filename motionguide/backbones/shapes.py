@@ -83,6 +83,9 @@ def footprint_table(rows: list[AttentionFootprint]) -> str:
 REAL_SIZE_CASES = [
     ("wan2.1-t2v-1.3b", 81, 480, 832),
     ("wan2.1-t2v-14b", 81, 480, 832),
+    ("wan2.2-ti2v-5b", 81, 480, 832),  # Motive's fine-tuning setting (latent 21x30x52)
+    ("wan2.2-ti2v-5b", 121, 704, 1280),  # the model card's 720p, 24 fps
+    ("wan2.2-t2v-a14b", 81, 480, 832),  # per expert: both have this shape
     ("cogvideox-2b", 49, 480, 720),
     ("cogvideox-5b", 49, 480, 720),
     ("hunyuanvideo", 49, 480, 720),

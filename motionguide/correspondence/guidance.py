@@ -25,6 +25,10 @@ The perturbed pass reuses the conditional pass's blocks before the first guidanc
 see identical inputs, so their output is kept from the conditional call instead of being recomputed
 (`reuse_prefix=False` runs the whole forward again).
 
+A two-expert pipeline (Wan2.2 A14B: `transformer` above the timestep boundary, `transformer_2` below) has each
+expert wrapped, with its own instruments at the same profile blocks (each expert has its own layers), so guidance
+acts on whichever expert runs the step, with that expert's CFG scale (`guidance_scale_2` below the boundary).
+
 The stock pipeline is untouched afterwards: `pipe.transformer` is the original module again (set without
 rewriting the pipeline config), and the attention processors are the stock objects.
 """
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
 import torch
@@ -68,6 +72,8 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
         self._parameter_names = list(inspect.signature(transformer.forward).parameters)
         #: number of perturbed (frame-local) passes run so far, for logs and tests
         self.perturbed_calls = 0
+        #: the stand-ins of every expert of the pipeline (this one alone for one-transformer pipelines)
+        self.experts = [self]
 
     # ------------------------------------------------------------------ forwarding
     def __getattr__(self, name: str) -> Any:
@@ -177,7 +183,7 @@ class CorrespondenceGuidedTransformer(torch.nn.Module):
 
     def _guided_output(self, output: Any, perturbed: torch.Tensor, rows: slice) -> Any:
         sample = output[0] if isinstance(output, tuple) else output.sample
-        guidance_scale = float(self._pipe.guidance_scale)
+        guidance_scale = self._controller.backbone.cfg_scale()  # this expert's CFG scale
         factor = self._settings.scale
         if self._cfg_on():
             factor = factor / guidance_scale
@@ -195,9 +201,6 @@ def _refuse_unsupported(pipe: Any) -> None:
         raise InstrumentError("this pipeline is already under correspondence guidance (nested guided calls)")
     if transformer is None:
         raise ConfigError("correspondence guidance needs a pipeline with a `transformer`")
-    if getattr(pipe, "transformer_2", None) is not None:
-        raise ConfigError("two-transformer pipelines (Wan2.2 A14B) are not supported by the classic adapter yet; "
-                          "use the modular pipeline with a CorrespondenceGuidance guider per transformer")
     if getattr(pipe, "_all_hooks", None) or hasattr(transformer, "_hf_hook"):
         raise ConfigError("correspondence guidance on a classic pipeline does not support enable_model_cpu_offload "
                           "/ sequential offload (the offload hooks would move to the temporary wrapper); move the "
@@ -228,20 +231,33 @@ def correspondence_guided(
     settings = resolve_cag_settings(backbone, scale=scale, profile=profile, blocks=blocks, window=window,
                                     renormalize=renormalize)
     check_attention_backend(backbone, settings.blocks)
-    transformer = pipe.transformer
-    controller = AttentionController(backbone)
+    experts = [backbone.for_expert(index) for index in range(len(backbone.experts))]
+    with ExitStack() as stack:
+        proxies = []
+        for name, expert in zip(backbone.expert_names, experts):
+            proxies.append(_guide_expert(stack, pipe, name, expert, settings, reuse_prefix))
+        for proxy in proxies:
+            proxy.experts = proxies
+        yield proxies[0]
+
+
+def _guide_expert(stack: ExitStack, pipe: Any, name: str, backbone: Any, settings: CAGSettings,
+                  reuse_prefix: bool) -> CorrespondenceGuidedTransformer:
+    """Put a guided stand-in for `pipe.<name>` (one expert) in place until `stack` closes."""
+    transformer = getattr(pipe, name)
+    controller = AttentionController(backbone, every_expert=False)
     prefix = None
     if reuse_prefix and reuse_blocker(transformer, backbone.blocks[:min(settings.blocks)]) is None:
         prefix = PrefixReuse(backbone.blocks, min(settings.blocks), root=transformer)
     proxy = CorrespondenceGuidedTransformer(transformer, pipe, controller, settings, prefix)
     # Processors stay installed (pass-through) for the whole call; only the perturbed pass goes frame-local.
-    with controller.installed(settings.blocks, "self"), (prefix.installed() if prefix else nullcontext()):
-        # object.__setattr__: DiffusionPipeline.__setattr__ would also rewrite the pipeline config.
-        object.__setattr__(pipe, "transformer", proxy)
-        try:
-            yield proxy
-        finally:
-            object.__setattr__(pipe, "transformer", transformer)
+    stack.enter_context(controller.installed(settings.blocks, "self"))
+    if prefix is not None:
+        stack.enter_context(prefix.installed())
+    # object.__setattr__: DiffusionPipeline.__setattr__ would also rewrite the pipeline config.
+    object.__setattr__(pipe, name, proxy)
+    stack.callback(object.__setattr__, pipe, name, transformer)
+    return proxy
 
 
 @register_guidance("correspondence")

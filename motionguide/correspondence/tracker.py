@@ -128,6 +128,7 @@ def track_video(
         block = resolved.tracking.block if block is None else block
         timestep = default_tracking_timestep(backbone, resolved) if timestep is None else timestep
     matching = _descriptor_settings(resolved, descriptor, content_weight)
+    backbone = backbone.for_timestep(timestep)  # a two-expert model (Wan2.2 A14B): the expert that runs t
     frames = np.asarray(frames_uint8)
     s = backbone.pixels_per_token
     if frames.ndim != 4 or frames.shape[-1] != 3:

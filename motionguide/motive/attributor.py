@@ -350,7 +350,8 @@ class Motive:
             self._store_config = {
                 "featurizer": self.featurizer.describe(),
                 "model": model_identity(self.backbone),
-                "transformer": module_identity(self.backbone.transformer),
+                # the weights the gradients come from (a two-expert model: the expert that runs t_fix)
+                "transformer": module_identity(self.featurizer.backbone.transformer),
                 "clip": [cfg.num_frames, cfg.height, cfg.width, cfg.max_sequence_length],
                 **_sampling_identity(cfg),
                 "mask": self.masker.describe() if self.masker is not None else {"use": False},

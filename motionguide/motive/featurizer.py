@@ -187,6 +187,7 @@ class GradientFeaturizer:
                  blocks: Sequence[int] | None = None, loss: str = "motion_weighted",
                  gradient_checkpointing: bool = False, device: torch.device | str | None = None):
         self.loss = _check_loss(loss)
+        backbone = backbone.for_timestep(randomness.timestep)  # a two-expert model: the expert owning t_fix
         self.gradient_checkpointing = bool(gradient_checkpointing)
         if self.gradient_checkpointing and not getattr(backbone.transformer, "_supports_gradient_checkpointing",
                                                        False):
@@ -206,6 +207,8 @@ class GradientFeaturizer:
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the parameter scope, projector, randomness and model family."""
         extra = {} if self.loss == "motion_weighted" else {"loss": self.loss}  # old stores keep their hash
+        if getattr(self.backbone, "expert", 0):  # a two-expert model's second expert (Wan2.2 A14B, t < boundary)
+            extra["expert"] = int(self.backbone.expert)
         return {**extra, "scope": self.scope, "num_parameters": int(sum(self.sizes)), "num_tensors": len(self.sizes),
                 "projector": self.projector.describe(), "randomness": self.randomness.describe(),
                 "family": self.backbone.family}

@@ -197,6 +197,7 @@ def saliency_for_latents(
     tokenizer = _check_tokenizer(backbone)
     blocks, k, section = resolve_imap_settings(backbone, profile_or_blocks, top_k)
     t_value = default_renoise_timestep(backbone, section) if timestep is None else float(timestep)
+    backbone = backbone.for_timestep(t_value)  # a two-expert model (Wan2.2 A14B): the expert that runs t
     latents = _latents_batch(latents_normalised)
     device, dtype = _model_device_dtype(backbone.transformer)
     with torch.no_grad():

@@ -297,6 +297,7 @@ class Trainer:
         run.pipe = load_pipeline(cfg.pretrained_model_name_or_path, pipeline_placement(cfg, run.accelerator.device))
         run.pipe.set_progress_bar_config(disable=True)
         run.backbone = backbone_for(run.pipe)
+        run.backbone.check_trainable()  # e.g. a two-expert Wan2.2 pipeline, before any latent is cached
         # as loaded: each module's majority dtype (the few modules diffusers keeps in fp32 do not change it)
         run.component_dtypes = {name: str(dtype) for name, dtype in component_dtypes_of(run.pipe).items()}
         if cfg.max_sequence_length is None:

@@ -1,4 +1,5 @@
-"""Wan2.1-T2V-1.3B as a recipe for a random-weight copy (`motionguide random-pipeline --like wan2.1-t2v-1.3b`).
+"""Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B and Wan2.2-T2V-A14B as recipes for random-weight copies
+(`motionguide random-pipeline --like wan2.1-t2v-1.3b | wan2.2-ti2v-5b | wan2.2-t2v-a14b`).
 
 The numbers are the released diffusers checkpoint's (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`): the transformer
 (1,418,996,800 parameters, shared with `motionguide shapes` through `reference_configs`), the 3D causal VAE,
@@ -10,7 +11,7 @@ flow-matching scheduler with shift 3 (the 480p setting).
 from __future__ import annotations
 
 from ..random_weights import ModelRecipe, ReferencePipeline
-from ..reference_configs import WAN21_T2V_1_3B
+from ..reference_configs import WAN21_T2V_1_3B, WAN22_T2V_A14B_EXPERT, WAN22_TI2V_5B
 
 #: `AutoencoderKLWan` of Wan2.1 (per-channel latent statistics used by `normalize_latents`)
 WAN21_VAE = {
@@ -74,4 +75,64 @@ WAN21_T2V_1_3B_PIPELINE = ReferencePipeline(
     source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers configs (transformer, vae, text_encoder width, scheduler)",
 )
 
-__all__ = ["WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER"]
+#: `AutoencoderKLWan` of Wan2.2-TI2V-5B (`Wan-AI/Wan2.2-TI2V-5B-Diffusers` vae config, the statistics of the
+#: original release's `Wan2_2_VAE`): 2x2 pixel patches into a residual encoder, 48 channels, 16x16 x 4 compression
+WAN22_VAE = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "z_dim": 48,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_temporal": 4,
+    "scale_factor_spatial": 16,
+    "latents_mean": [-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+                     -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+                     -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+                     -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+                     -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+                     0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667],
+    "latents_std": [0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+                    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+                    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+                    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+                    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+                    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744],
+}
+
+WAN22_TI2V_5B_PIPELINE = ReferencePipeline(
+    name="wan2.2-ti2v-5b",
+    pipeline_class_path="diffusers.WanPipeline",
+    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_TI2V_5B),
+    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN22_VAE),
+    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
+    scheduler_class_path="diffusers.UniPCMultistepScheduler",
+    scheduler_config={**WAN21_SCHEDULER, "flow_shift": 5.0},  # the release's sample_shift
+    max_sequence_length=512,
+    pipeline_config={"expand_timesteps": True},
+    source="Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer and vae configs; Wan2.2's ti2v_5B config (sample_shift 5)",
+)
+
+WAN22_T2V_A14B_PIPELINE = ReferencePipeline(
+    name="wan2.2-t2v-a14b",
+    pipeline_class_path="diffusers.WanPipeline",
+    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),
+    transformer_2=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),
+    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN21_VAE),
+    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
+    scheduler_class_path="diffusers.UniPCMultistepScheduler",
+    scheduler_config={**WAN21_SCHEDULER, "flow_shift": 12.0},  # the release's sample_shift
+    max_sequence_length=512,
+    pipeline_config={"boundary_ratio": 0.875},
+    source="Wan2.2's t2v_A14B config (two Wan2.1-14B-shaped experts, boundary 0.875, sample_shift 12) on "
+           "Wan2.1's VAE",
+)
+
+__all__ = ["WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER", "WAN22_VAE",
+           "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE"]
