@@ -148,7 +148,12 @@ def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None 
 
         backbone_for(pipe).check_components()
     if lora:
-        pipe.load_lora_weights(str(lora), adapter_name="motionguide")
+        try:
+            pipe.load_lora_weights(str(lora), adapter_name="motionguide")
+        except (ValueError, RuntimeError, KeyError, OSError) as error:  # shapes or names of another model
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"LoRA {lora} does not fit {model} ({first}); pass a LoRA trained on this model "
+                              "(its pytorch_lora_weights.safetensors or folder)") from error
         pipe.set_adapters(["motionguide"], [lora_scale])
     vae = getattr(pipe, "vae", None)
     if placement.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):

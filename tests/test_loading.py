@@ -41,3 +41,14 @@ def test_bf16_loads_every_weight_in_bf16_except_what_diffusers_keeps_in_fp32():
 def test_a_component_that_is_not_a_pipeline_model_cannot_get_a_dtype():
     with pytest.raises(ConfigError, match="scheduler"):
         PipelinePlacement(component_dtypes={"scheduler": torch.float16})
+
+
+def test_a_lora_of_another_model_is_one_line_naming_it(tmp_path):
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "pytorch_lora_weights.safetensors"
+    # a LoRA for a layer width the toy transformer does not have
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 999),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(999, 4)}, str(lora))
+    with pytest.raises(ConfigError, match=r"LoRA .*pytorch_lora_weights.safetensors does not fit"):
+        load_pipeline(TOY, lora=lora)
