@@ -9,6 +9,7 @@ held-out (colour, shape, direction pair) turns, which no turn pool or query set 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -171,12 +172,12 @@ def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: i
 def straight_heldout_prompts(model: str, limit: int = 0) -> list[dict[str, Any]]:
     """The old motions' held-out prompts (the model's held-out moving triples at normal speed) for forgetting."""
     import json
-    from pathlib import Path as _Path
 
     from motionguide.toy import prompts_for_combinations
 
-    report = _Path(model) / "training_report.json"
-    combos = [tuple(c) for c in json.loads(report.read_text()).get("heldout_combinations", [])] if report.is_file() else []
+    report = Path(model) / "training_report.json"
+    held = json.loads(report.read_text()).get("heldout_combinations", []) if report.is_file() else []
+    combos = [tuple(c) for c in held]
     combos = [c for c in combos if c[2] != "still"]
     if limit:
         combos = combos[:limit]

@@ -74,5 +74,6 @@ def test_selection_precision_and_recall_match_a_recount_from_the_clips(quick_run
         assert quality["recall"] == pytest.approx(hits / len(clean))
     # what a LoRA trained on: the arm's subset folder holds exactly its selection
     for arm in ("motive", "random", "keyword", "oracle"):
-        subset = [json.loads(line)["id"] for line in (work / "subsets" / arm / "metadata.jsonl").read_text().splitlines()]
+        lines = (work / "subsets" / arm / "metadata.jsonl").read_text().splitlines()
+        subset = [json.loads(line)["id"] for line in lines]
         assert sorted(subset) == sorted(data["selections"][arm])
