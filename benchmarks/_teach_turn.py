@@ -145,7 +145,8 @@ def write_subset(pool: Path, ids: Sequence[str], folder: Path) -> Path:
 
 
 def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: int, batch: int, lr: float,
-                     rank: int, seed: int, max_sequence_length: int = 16) -> dict[str, Any]:
+                     rank: int, seed: int, max_sequence_length: int = 16,
+                     training_type: str = "lora") -> dict[str, Any]:
     """One LoRA fine-tune on a dataset folder; a finished run with the identical config and clip list is reused."""
     import json
     import time
@@ -155,7 +156,8 @@ def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: i
     cfg = TrainConfig(pretrained_model_name_or_path=model, output_dir=str(out), data_root=str(data),
                       latent_cache_dir=str(cache), train_steps=steps, train_batch_size=batch, learning_rate=lr,
                       rank=rank, lora_alpha=float(rank), seed=seed, max_sequence_length=max_sequence_length,
-                      checkpointing_steps=0, report_to="none", logging_steps=max(1, steps), curation="none")
+                      checkpointing_steps=0, report_to="none", logging_steps=max(1, steps), curation="none",
+                      training_type=training_type)
     summary_file, config_file, stamp = out / "train_summary.json", out / "train_config.json", out / "clips_used.txt"
     clips = (data / "metadata.jsonl").read_text()
     start = time.perf_counter()

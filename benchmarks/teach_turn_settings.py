@@ -29,6 +29,8 @@ def parse_args():
     parser.add_argument("--pool", type=int, default=600, help="clips in the turn pool")
     parser.add_argument("--grid", default="400:5e-4:16",
                         help="comma-separated steps:lr:rank settings to try ('' = only rewrite the summary)")
+    parser.add_argument("--training_type", default="lora", choices=["lora", "full"],
+                        help="lora, or full (every transformer weight: a capacity check, rank unused)")
     parser.add_argument("--batch", type=int, default=4, help="training batch")
     parser.add_argument("--prompts", type=int, default=12, help="first N held-out turn prompts")
     parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per prompt")
@@ -65,10 +67,16 @@ def main() -> None:
         steps, lr, rank = item.split(":")
         steps, lr, rank = int(steps), float(lr), int(rank)
         name = f"oracle_s{args.world_seed}_steps{steps}_lr{lr:g}_r{rank}_b{args.batch}"
+        name += "_full" if args.training_type == "full" else ""
         started = time.perf_counter()
         trained = tt.fine_tune_subset(args.model, data, work / name, work / "train-cache", steps=steps,
-                                      batch=args.batch, lr=lr, rank=rank, seed=0)
-        pipe = load_pipeline(args.model, lora=trained["lora"])
+                                      batch=args.batch, lr=lr, rank=rank, seed=0,
+                                      training_type=args.training_type)
+        if args.training_type == "full":  # the trained transformer replaces the shipped one
+            pipe = load_pipeline(args.model)
+            pipe.transformer = type(pipe.transformer).from_pretrained(Path(trained["lora"]) / "transformer")
+        else:
+            pipe = load_pipeline(args.model, lora=trained["lora"])
         pipe.set_progress_bar_config(disable=True)
         from motionguide.backbones import backbone_for
 
@@ -78,7 +86,8 @@ def main() -> None:
         if seen_prompts:
             seen = tt.success_summary(tt.evaluate_arm(pipe, seen_prompts, [], range(args.seeds), settings,
                                                       backbone_for(pipe).pixels_per_token)["turn"])
-        record = {"name": name, "steps": steps, "lr": lr, "rank": rank, "batch": args.batch,
+        record = {"name": name, "training_type": args.training_type, "steps": steps, "lr": lr, "rank": rank,
+                  "batch": args.batch,
                   "world_seed": args.world_seed, "oracle_clips": len(oracle), "prompts": len(prompts),
                   "seeds": args.seeds, "training": trained, "summary": summary, "seen_summary": seen,
                   "minutes": (time.perf_counter() - started) / 60}
@@ -96,8 +105,15 @@ def main() -> None:
 
 def summarize(results_file: Path, args) -> None:
     """Every setting tried so far in --work (one line each in settings_search.jsonl) as a results table."""
-    records = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
-    rows = [[r["steps"], f"{r['lr']:g}", r["rank"], r["batch"], r["world_seed"], r["oracle_clips"],
+    latest = {}  # a setting scored again (e.g. with --seen_prompts) keeps its last record
+    for line in results_file.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            latest.pop(record["name"], None)
+            latest[record["name"]] = record
+    records = list(latest.values())
+    rows = [[r["steps"], f"{r['lr']:g}", r["rank"] if r.get("training_type", "lora") == "lora" else "full",
+             r["batch"], r["world_seed"], r["oracle_clips"],
              f"{r['summary']['successes']}/{r['summary']['videos']}",
              f"[{r['summary']['wilson_95'][0]:.0%}, {r['summary']['wilson_95'][1]:.0%}]",
              f"{r['summary']['first_leg_right']:.0%}", f"{r['summary']['second_leg_right']:.0%}",
