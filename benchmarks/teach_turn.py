@@ -16,7 +16,13 @@ object presence, flow-warp smoothness; forgetting: direction accuracy on the mod
 (the old motions), base minus arm. Paired bootstrap CIs between arms resample (prompt, seed) pairs.
 
 Evidence hygiene (issue 16, item 8): the LoRA defaults below were chosen with `teach_turn_settings.py` on world
-seed 0 (the oracle arm only); report with --world_seed 1 (or others), data nothing was chosen on.
+seed 0 (the oracle arm only); report with --world_seed 1 (or others), data nothing was chosen on. Caveat measured
+there: with every LoRA setting tried the oracle does not learn the turn on the toy model (README, "Teaching a new
+motion"), so until the toy model can carry a turn this benchmark cannot show a curation effect.
+
+Cost at the defaults (one thread): 6 fine-tunes x 1000 steps (~4-5 min each unloaded), two Motive passes over
+606 clips, and 7 arms x (36 turn + 25 straight prompts) x 3 seeds videos at ~6 s each (~2 h in all); use
+--prompts / --straight_prompts / --seeds / --arms for a smaller run.
 
     python benchmarks/teach_turn.py --world_seed 1 --threads 1                  # the benchmark
     python benchmarks/teach_turn.py --quick --results_dir /tmp/res --work /tmp/w # tiny end-to-end run (a test)
@@ -61,9 +67,9 @@ def parse_args():
     parser.add_argument("--queries", type=int, default=6, help="clean turn query clips for Motive")
     parser.add_argument("--fraction", type=float, default=0.1, help="Motive / random share of the pool")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run")
-    parser.add_argument("--steps", type=int, default=400, help="training steps, equal for every arm")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps, equal for every arm")
     parser.add_argument("--batch", type=int, default=4, help="training batch")
-    parser.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate")
+    parser.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = rank)")
     parser.add_argument("--train_seed", type=int, default=0, help="LoRA init / batch order / random-arm seed")
     parser.add_argument("--prompts", type=int, default=0, help="first N held-out turn prompts (0 = all 36)")
