@@ -9,6 +9,7 @@ held-out (colour, shape, direction pair) turns, which no turn pool or query set 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -96,3 +97,111 @@ def success_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "present_in_80pct_frames": float(np.mean([r["presence"] >= 0.8 for r in rows])),
         "outcomes": {k: sum(r["outcome"] == k for r in rows) for k in sorted({r["outcome"] for r in rows})},
     }
+
+
+# ---------------------------------------------------------------------- fine-tune arms (issue 16, items 3-4)
+def selection_quality(selected_ids: Sequence[str], truth: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Precision / recall of the clean turn clips (turn shown, captioned right, no defect) in a selection, and
+    what else it holds, against the pool's truth table."""
+    by_id = {r["id"]: r for r in truth}
+    chosen = [by_id[i] for i in selected_ids]
+    clean_total = sum(bool(r["clean_turn"]) for r in truth)
+    hits = sum(bool(r["clean_turn"]) for r in chosen)
+    videos_total = sum(bool(r["clean_turn_video"]) for r in truth)
+    return {
+        "selected": len(chosen),
+        "clean_turns": hits,
+        "precision": hits / len(chosen) if chosen else float("nan"),
+        "recall": hits / clean_total if clean_total else float("nan"),
+        "clean_turn_videos": sum(bool(r["clean_turn_video"]) for r in chosen),
+        "recall_clean_turn_videos": (sum(bool(r["clean_turn_video"]) for r in chosen) / videos_total
+                                     if videos_total else float("nan")),
+        "caption_kinds": {k: sum(r["caption_kind"] == k for r in chosen) for k in ("clean", "truncated", "mislabeled")},
+        "with_defect": sum(r["defect"] != "none" for r in chosen),
+    }
+
+
+def write_subset(pool: Path, ids: Sequence[str], folder: Path) -> Path:
+    """A dataset folder holding only `ids` of `pool` (its metadata rows; videos and ground truth linked, not
+    copied), so every arm trains through the same plain path (no curation inside the trainer)."""
+    import json
+    import os
+
+    keep = set(ids)
+    rows = [line for line in (pool / "metadata.jsonl").read_text().splitlines()
+            if line.strip() and json.loads(line)["id"] in keep]
+    if len(rows) != len(keep):
+        raise ValueError(f"{len(keep) - len(rows)} selected ids are not in {pool}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("videos", "gt"):
+        link = folder / name
+        if not link.exists():
+            os.symlink(os.path.relpath(pool / name, folder), link)
+    text = "\n".join(rows) + "\n"
+    target = folder / "metadata.jsonl"
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
+    return folder
+
+
+def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: int, batch: int, lr: float,
+                     rank: int, seed: int, max_sequence_length: int = 16,
+                     training_type: str = "lora") -> dict[str, Any]:
+    """One LoRA fine-tune on a dataset folder; a finished run with the identical config and clip list is reused."""
+    import json
+    import time
+
+    from motionguide.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(pretrained_model_name_or_path=model, output_dir=str(out), data_root=str(data),
+                      latent_cache_dir=str(cache), train_steps=steps, train_batch_size=batch, learning_rate=lr,
+                      rank=rank, lora_alpha=float(rank), seed=seed, max_sequence_length=max_sequence_length,
+                      checkpointing_steps=0, report_to="none", logging_steps=max(1, steps), curation="none",
+                      training_type=training_type)
+    summary_file, config_file, stamp = out / "train_summary.json", out / "train_config.json", out / "clips_used.txt"
+    clips = (data / "metadata.jsonl").read_text()
+    start = time.perf_counter()
+    reused = (summary_file.is_file() and config_file.is_file() and stamp.is_file()
+              and json.loads(config_file.read_text()) == cfg.to_dict() and stamp.read_text() == clips)
+    summary = json.loads(summary_file.read_text()) if reused else Trainer(cfg).run()
+    stamp.write_text(clips)
+    losses = [v for _, v in sorted((int(k), v) for k, v in summary["losses"].items())]
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"lora": str(out), "clips": summary["clips"], "steps": summary["steps"], "reused": reused,
+            "final_loss_mean_last_10pct": float(np.mean(tail)), "seconds": time.perf_counter() - start}
+
+
+def straight_heldout_prompts(model: str, limit: int = 0) -> list[dict[str, Any]]:
+    """The old motions' held-out prompts (the model's held-out moving triples at normal speed) for forgetting."""
+    import json
+
+    from motionguide.toy import prompts_for_combinations
+
+    report = Path(model) / "training_report.json"
+    held = json.loads(report.read_text()).get("heldout_combinations", []) if report.is_file() else []
+    combos = [tuple(c) for c in held]
+    combos = [c for c in combos if c[2] != "still"]
+    if limit:
+        combos = combos[:limit]
+    return [{"prompt": prompts_for_combinations([c])[0], "color": c[0], "shape": c[1], "motion": c[2]} for c in combos]
+
+
+def evaluate_arm(pipe, turn_prompts_: Sequence[dict[str, Any]], straight_prompts: Sequence[dict[str, Any]],
+                 seeds: Sequence[int], settings, token_px: float) -> dict[str, list[dict[str, Any]]]:
+    """Rows per (prompt, seed), in a fixed order shared by every arm (so arms pair up): turn success, presence,
+    smoothness on the turn prompts; direction accuracy on the straight prompts."""
+    from motionguide.metrics import flow_warp_smoothness
+    from motionguide.sampling import generate_videos
+
+    turn_rows, straight_rows = [], []
+    for prompt in turn_prompts_:
+        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, progress=False):
+            scored = score_turn_video(video["frames"], prompt, token_px)
+            turn_rows.append({**prompt, "seed": video["seed"], **scored,
+                              "smoothness": float(flow_warp_smoothness(video["frames"]))})
+    for prompt in straight_prompts:
+        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, progress=False):
+            adherence = toy_prompt_adherence(video["frames"], prompt["prompt"], token_px=token_px)[0]
+            straight_rows.append({**prompt, "seed": video["seed"],
+                                  "direction_correct": bool(adherence.direction_correct)})
+    return {"turn": turn_rows, "straight": straight_rows}
