@@ -153,7 +153,20 @@ def run_command(func: Callable[..., Any], *args: Any, prefix: str = "error") -> 
     """`func(*args)` as an exit code: its return value (0 when None), or 2 with one line on stderr for a user
     error (a bad flag value, a missing file, a config mistake). Programming errors keep their traceback."""
     try:
-        return int(func(*args) or 0)
+        code = int(func(*args) or 0)
     except USER_ERRORS as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
+    release_process_group()
+    return code
+
+
+def release_process_group() -> None:
+    """Destroy the default torch.distributed group, if this process has one, once a command has done its work.
+
+    Why: a gloo (or NCCL) group left to interpreter exit can abort the finished process ("terminate called
+    without an active exception", exit -6) after every file was written, and the launcher then reports the
+    whole run as failed. Only after success: after an error another rank may still sit in a collective."""
+    dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -12,7 +12,7 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from ..cli_args import USER_ERRORS, ArgumentParser, run_command
+from ..cli_args import USER_ERRORS, ArgumentParser, release_process_group, run_command
 from .config import TrainConfig, build_parser
 
 PROG = "train/finetune.py"
@@ -67,9 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _is_first_rank():
         return run_command(_run, argv)
     try:
-        return int(_run(argv) or 0)
+        code = int(_run(argv) or 0)
     except USER_ERRORS:
         return 2
+    release_process_group()
+    return code
 
 
 if __name__ == "__main__":  # `python -m` / `accelerate launch -m`: the demo from a plain install

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 
 from motionguide.attention import AttentionController
 from motionguide.testing import tiny_wan_transformer
+from motionguide.cli_args import release_process_group
 
 
 def main(out_path: str) -> None:
@@ -48,3 +49,4 @@ def main(out_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank

@@ -20,6 +20,7 @@ from motionguide.training.config import TrainConfig  # noqa: E402
 from motionguide.training.distributed import gathered  # noqa: E402
 from motionguide.training.lora import lora_state_dict  # noqa: E402
 from motionguide.training.loop import Trainer  # noqa: E402
+from motionguide.cli_args import release_process_group
 
 
 class GatherAtTheEnd(TrainerCallback):
@@ -59,3 +60,4 @@ if __name__ == "__main__":
     summary = Trainer(config, callbacks=[probe]).run()
     if getattr(probe, "result", None) is not None:
         out.write_text(json.dumps({**probe.result, "summary": summary}))
+    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from motionguide.training.callbacks import TrainerCallback  # noqa: E402
 from motionguide.training.config import TrainConfig  # noqa: E402
 from motionguide.training.loop import Trainer  # noqa: E402
+from motionguide.cli_args import release_process_group
 
 
 class CompareRanks(TrainerCallback):
@@ -39,3 +40,4 @@ class CompareRanks(TrainerCallback):
 if __name__ == "__main__":
     config = TrainConfig.load(sys.argv[1])
     Trainer(config, callbacks=[CompareRanks(sys.argv[2])]).run()
+    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank

@@ -15,6 +15,7 @@ from diffusers import DiffusionPipeline  # noqa: E402
 
 from motionguide.backbones import backbone_for  # noqa: E402
 from motionguide.data import LatentCache, VideoDataset  # noqa: E402
+from motionguide.cli_args import release_process_group
 
 if __name__ == "__main__":
     model, data, cache_root, out = sys.argv[1:5]
@@ -28,3 +29,4 @@ if __name__ == "__main__":
         "world_size": accelerator.num_processes, "encoded_here": report.encoded_here, "encoded": report.encoded,
         "failed": report.failed, "cache_dir": str(cache.dir)}))
     accelerator.wait_for_everyone()
+    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank
