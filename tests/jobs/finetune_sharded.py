@@ -8,6 +8,7 @@ gathered them at the end of training (`gathered.safetensors` next to OUT.json), 
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -61,3 +62,8 @@ if __name__ == "__main__":
     if getattr(probe, "result", None) is not None:
         out.write_text(json.dumps({**probe.result, "summary": summary}))
     release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank
+    # and skip the interpreter's teardown: it still aborts a finished rank now and then ("terminate called
+    # without an active exception", cause not found yet); every result above is written and flushed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
