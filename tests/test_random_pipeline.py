@@ -5,6 +5,7 @@ values are the released checkpoints' configs, written out in this file.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def built(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("random") / request.param
     assert main(["random-pipeline", "--like", request.param, "--out", str(out), "--num_layers", "1",
                  "--text_layers", "1", "--dtype", "bfloat16", "--seed", "0"]) == 0
-    return request.param, out
+    yield request.param, out
+    shutil.rmtree(out, ignore_errors=True)  # up to 3 GB each
 
 
 def _config(folder: Path, component: str) -> dict:

@@ -10,6 +10,7 @@ videos, 64 text tokens, 2 steps, a toy dataset of 4 clips and 1 query clip.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def workspace(tmp_path_factory):
     make_dataset(root / "data", num_clips=4, seed=1, progress=False)
     make_dataset(root / "queries", num_clips=1, seed=2, progress=False)
     (root / "profile.yaml").write_text(PROFILE)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # a GB-sized model and its caches
 
 
 @pytest.fixture(scope="module")
