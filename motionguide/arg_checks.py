@@ -68,7 +68,9 @@ def check_lora_file(lora: str | os.PathLike | None, flag: str = "--lora ") -> No
     from safetensors import safe_open
 
     path = Path(lora)
-    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    # a two-expert model's LoRA (Wan2.2-T2V-A14B) keeps its low-noise part in transformer_2/ (loading.py)
+    files = [path] if path.is_file() else sorted([*path.glob("*.safetensors"),
+                                                  *path.glob("transformer_2/*.safetensors")])
     if not files:
         raise ConfigError(f"{flag}{lora}: no .safetensors file in this folder; pass a LoRA saved by the "
                           "fine-tuning loop (<output_dir>/pytorch_lora_weights.safetensors or its folder)")

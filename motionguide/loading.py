@@ -19,7 +19,7 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["DTYPES", "COMPONENTS", "PipelinePlacement", "parse_dtype", "dtype_of_mixed_precision",
-           "resolve_device", "load_pipeline", "component_dtypes_of"]
+           "resolve_device", "load_pipeline", "component_dtypes_of", "expert_lora_folder", "load_lora_into_pipeline"]
 
 #: accepted spellings of a dtype on the command line and in configs
 DTYPES: dict[str, torch.dtype] = {
@@ -149,7 +149,7 @@ def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None 
         backbone_for(pipe).check_components()
     if lora:
         try:
-            pipe.load_lora_weights(str(lora), adapter_name="motionguide")
+            load_lora_into_pipeline(pipe, lora, adapter_name="motionguide")
         except (ValueError, RuntimeError, KeyError, OSError) as error:  # shapes or names of another model
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise ConfigError(f"LoRA {lora} does not fit {model} ({first}); pass a LoRA trained on this model "
@@ -169,3 +169,46 @@ def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None 
     elif placement.device is not None:
         pipe.to(resolve_device(placement.device))
     return pipe
+
+
+# ---------------------------------------------------------------------- LoRA files of a several-expert model
+def expert_lora_folder(root: str | os.PathLike, expert_name: str) -> "os.PathLike":
+    """Where the trainer saves the LoRA of pipeline component `expert_name`: `root` for `transformer` (what a
+    plain `pipe.load_lora_weights(root)` loads), `root/<name>` for a further expert (`transformer_2`, Wan2.2-T2V-
+    A14B's low-noise expert: `pipe.load_lora_weights(root / "transformer_2", load_into_transformer_2=True)`).
+
+    Why a subfolder and not a second file next to the first: diffusers guesses the file of a folder, and a
+    folder holding only a low-noise LoRA would then be loaded into the high-noise expert without a word."""
+    from pathlib import Path
+
+    return Path(root) if expert_name == "transformer" else Path(root) / expert_name
+
+
+def load_lora_into_pipeline(pipe: Any, lora: str | os.PathLike, adapter_name: str | None = None) -> list[str]:
+    """Load a LoRA the trainer saved into each expert it has weights for, through the stock
+    `load_lora_weights` (with `load_into_transformer_2=True` for `transformer_2`); returns the components loaded.
+
+    `lora` is a `.safetensors` file (the `transformer`'s) or a folder laid out by :func:`expert_lora_folder`.
+    ValueError when the LoRA holds weights for an expert the pipeline lacks, or none for any."""
+    from pathlib import Path
+
+    path = Path(lora)
+    if path.is_file():
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        return ["transformer"]
+    loaded = []
+    if any(path.glob("*.safetensors")):
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        loaded.append("transformer")
+    for name in ("transformer_2",):
+        folder = expert_lora_folder(path, name)
+        if not any(folder.glob("*.safetensors")):
+            continue
+        if getattr(pipe, name, None) is None:
+            raise ValueError(f"{folder} holds a LoRA for {name}, which {type(pipe).__name__} does not have "
+                             "(a LoRA of a two-expert Wan2.2-T2V-A14B model)")
+        pipe.load_lora_weights(str(folder), adapter_name=adapter_name, load_into_transformer_2=True)
+        loaded.append(name)
+    if not loaded:
+        raise ValueError(f"{path} holds no .safetensors LoRA file")
+    return loaded

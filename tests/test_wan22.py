@@ -113,26 +113,175 @@ def test_a_capture_during_sampling_reads_whichever_expert_runs_each_step(a14b):
     assert all(type(b.attn1.processor).__name__ == stock for e in backbone.experts for b in e.blocks)
 
 
-def test_the_trainer_refuses_a_two_expert_pipeline_before_caching_naming_the_lora_per_expert(a14b, ti2v, tmp_path):
-    from pathlib import Path
-
-    from motionguide.training.config import TrainConfig
-    from motionguide.training.loop import Trainer
-
+# ---------------------------------------------------------------------------------------------- A14B fine-tuning
+@pytest.fixture(scope="module")
+def a14b_workspace(tmp_path_factory):
     from motionguide.toy import make_dataset
 
-    a14b.save_pretrained(tmp_path / "model")
-    make_dataset(tmp_path / "data", num_clips=2, seed=3, progress=False)
-    configs = Path(__file__).resolve().parent.parent / "configs"
-    cfg = TrainConfig.load(configs / "wan2.1-t2v-1.3b.yaml", [
-        "--pretrained_model_name_or_path", str(tmp_path / "model"), "--output_dir", str(tmp_path / "out"),
-        "--data_root", str(tmp_path / "data"), "--latent_cache_dir", str(tmp_path / "cache"),
-        "--num_frames", "9", "--height", "16", "--width", "16", "--max_sequence_length", "16",
-        "--train_steps", "1", "--report_to", "none", "--validation_prompts", "", "--mixed_precision", "no"])
-    with pytest.raises(ConfigError, match="needs a LoRA per expert"):
-        Trainer(cfg).run()
-    assert not (tmp_path / "cache").exists()  # refused before any latent was cached
-    backbone_for(ti2v).check_trainable()  # one transformer: trainable (its fine-tune: tests/test_training_config.py)
+    root = tmp_path_factory.mktemp("a14b-train")
+    tiny_wan22_a14b_pipeline().save_pretrained(root / "model")
+    make_dataset(root / "data", num_clips=4, seed=3, progress=False)
+    return root
+
+
+def _a14b_config(root, out, **overrides):
+    from motionguide.training.config import TrainConfig
+
+    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
+                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), num_frames=9, height=16,
+                  width=16, max_sequence_length=16, train_steps=3, train_batch_size=2, checkpointing_steps=0,
+                  report_to="none", rank=2, lora_alpha=4, learning_rate=1e-2, lr_scheduler="constant",
+                  timestep_shift=8.0, caption_dropout=0.0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class _ExpertProbe:
+    """A callback that records, at the end of training, each expert's prediction on fixed inputs (t = 950 on the
+    high-noise expert, 400 on the low-noise one) and the timesteps every micro-batch was routed by."""
+
+    def __init__(self):
+        from motionguide.training.callbacks import TrainerCallback
+
+        probe = self
+
+        class Callback(TrainerCallback):
+            def on_train_end(self, ctx):
+                probe.outputs = _expert_outputs(ctx.transformer.experts)
+
+        self.callback, self.outputs = Callback(), None
+
+
+def _probe_inputs():
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(1, 16, 3, 2, 2, generator=g), torch.randn(1, 16, 32, generator=g)
+
+
+@torch.no_grad()
+def _expert_outputs(experts):
+    x, text = _probe_inputs()
+    return [expert(hidden_states=x, timestep=torch.tensor([t]), encoder_hidden_states=text, return_dict=False)[0]
+            for expert, t in zip(experts, (950.0, 400.0))]
+
+
+def test_two_experts_train_a_lora_each_that_the_stock_pipeline_reloads_exactly(a14b_workspace):
+    """Each expert's LoRA lands where the stock loader takes it (`load_lora_weights(out)` for `transformer`,
+    `load_lora_weights(out / "transformer_2", load_into_transformer_2=True)`), and the reloaded pipeline predicts
+    exactly what the trained experts predicted; both experts moved (the batches straddled the boundary)."""
+    from diffusers import WanPipeline
+
+    from motionguide.training.loop import Trainer
+
+    probe = _ExpertProbe()
+    summary = Trainer(_a14b_config(a14b_workspace, "both"), callbacks=[probe.callback]).run()
+    out = a14b_workspace / "both"
+    assert summary["expert_loras"] == {"transformer": str(out), "transformer_2": str(out / "transformer_2")}
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert (out / "transformer_2" / "pytorch_lora_weights.safetensors").is_file()
+    stock = WanPipeline.from_pretrained(a14b_workspace / "model")
+    base = _expert_outputs([stock.transformer, stock.transformer_2])
+    stock.load_lora_weights(out)
+    stock.load_lora_weights(out / "transformer_2", load_into_transformer_2=True)
+    reloaded = _expert_outputs([stock.transformer, stock.transformer_2])
+    for trained, again, before in zip(probe.outputs, reloaded, base):
+        assert not torch.allclose(trained, before)  # this expert's LoRA was trained ...
+        assert torch.equal(again, trained)  # ... and the stock loader reproduces it exactly
+
+    from motionguide.loading import load_lora_into_pipeline
+
+    both = WanPipeline.from_pretrained(a14b_workspace / "model")
+    assert load_lora_into_pipeline(both, out) == ["transformer", "transformer_2"]  # what generate / curate use
+    assert all(torch.equal(a, b) for a, b in zip(_expert_outputs([both.transformer, both.transformer_2]),
+                                                   probe.outputs))
+
+
+def test_the_routed_loss_gives_each_lora_exactly_the_gradient_of_its_own_samples():
+    """One batch mixing both experts: the router's mean loss and its LoRA gradients equal a float64 reference
+    that calls the expert owning each sample's timestep on that sample alone."""
+    from motionguide.training.experts import ExpertRouter
+    from motionguide.training.lora import add_lora
+
+    pipe = tiny_wan22_a14b_pipeline()
+    experts = [pipe.transformer.double(), pipe.transformer_2.double()]
+    for expert in experts:
+        add_lora(expert, rank=2, alpha=4, target_modules=["to_q", "to_v"])
+        for name, p in expert.named_parameters():
+            if "lora_B" in name:  # non-zero B, so every LoRA factor has a gradient
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+    router = ExpertRouter(experts, 875.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 16, 3, 2, 2, generator=g, dtype=torch.float64)
+    text = torch.randn(3, 5, 32, generator=g, dtype=torch.float64)
+    target = torch.randn(3, 16, 3, 2, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([900.0, 400.0, 875.0])
+    assert router.route(t).tolist() == [0, 1, 0]
+    params = [p for p in router.parameters() if p.requires_grad]
+    loss = (router(hidden_states=x, timestep=t, encoder_hidden_states=text)[0] - target).square().mean()
+    grads = torch.autograd.grad(loss, params)
+    per_sample = []
+    for i, index in enumerate([0, 1, 0]):
+        pred = experts[index](hidden_states=x[i:i + 1], timestep=t[i:i + 1], encoder_hidden_states=text[i:i + 1],
+                              return_dict=False)[0]
+        per_sample.append((pred - target[i:i + 1]).square().mean())
+    reference = torch.stack(per_sample).mean()
+    expected = torch.autograd.grad(reference, params)
+    # float64 weights; diffusers keeps the timestep embedding and RoPE in float32, hence 1e-7 rather than 1e-15
+    torch.testing.assert_close(loss, reference, atol=1e-8, rtol=1e-7)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+    assert all(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_two_expert_checkpoints_hold_both_loras_and_resume_exactly(a14b_workspace):
+    from safetensors.torch import load_file
+
+    from motionguide.training.distributed import TRAINABLE_WEIGHTS_NAME
+    from motionguide.training.loop import Trainer
+
+    straight = Trainer(_a14b_config(a14b_workspace, "straight", train_steps=4, checkpointing_steps=2)).run()
+    folder = a14b_workspace / "straight" / "checkpoint-2"
+    stored = load_file(str(folder / TRAINABLE_WEIGHTS_NAME))
+    assert {n.split(".")[1] for n in stored} == {"0", "1"} and all("lora_" in n for n in stored)
+    assert (folder / "transformer_2" / "pytorch_lora_weights.safetensors").is_file()
+    resumed = Trainer(_a14b_config(a14b_workspace, "resumed", train_steps=4,
+                                   resume_from_checkpoint=str(folder))).run()
+    assert [resumed["losses"][s] for s in (3, 4)] == [straight["losses"][s] for s in (3, 4)]
+
+
+def test_training_one_expert_draws_its_timesteps_and_saves_its_lora_only(a14b_workspace):
+    from safetensors.torch import load_file
+
+    from motionguide.training.experts import sample_sigmas_between
+    from motionguide.training.loop import Trainer
+
+    summary = Trainer(_a14b_config(a14b_workspace, "low", experts="low_noise", train_steps=1)).run()
+    out = a14b_workspace / "low"
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+    assert summary["expert_loras"] == {"transformer_2": str(out / "transformer_2")}
+    assert all(k.startswith("transformer.") for k in load_file(str(out / "transformer_2" /
+                                                                    "pytorch_lora_weights.safetensors")))
+    # the conditioned draw: inside the range, and distributed as the unconditioned one restricted to it
+    from motionguide.training.loop import sample_sigmas
+
+    for mode in ("logit_normal", "uniform"):
+        low = sample_sigmas_between(20000, torch.Generator().manual_seed(0), mode, 8.0, 0.0, 0.875)
+        high = sample_sigmas_between(20000, torch.Generator().manual_seed(0), mode, 8.0, 0.875, 1.0)
+        assert float(low.max()) * 1000 < 875.0 <= float(high.min()) * 1000
+        free = sample_sigmas(200000, torch.Generator().manual_seed(1), mode, 8.0)
+        for part, inside in ((low, free[free < 0.875]), (high, free[free >= 0.875])):
+            assert abs(float(part.mean()) - float(inside.mean())) < 0.01
+
+
+def test_one_expert_options_and_sharded_two_expert_training_are_refused_in_one_line(a14b_workspace, ti2v, tmp_path):
+    from motionguide.training.experts import trained_experts
+
+    with pytest.raises(ConfigError, match="experts='low_noise'.*one transformer"):
+        trained_experts("low_noise", backbone_for(ti2v))
+    assert trained_experts("both", backbone_for(ti2v)) == (0,)
+    from motionguide.training.loop import Trainer
+
+    with pytest.raises(ConfigError, match="training_type='full'.*LoRA per expert"):
+        Trainer(_a14b_config(a14b_workspace, "full", training_type="full", train_steps=1)).run()
 
 
 def test_a14b_ships_its_own_provisional_profile_not_wan21_14b_of_the_same_shape():

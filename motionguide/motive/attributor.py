@@ -272,9 +272,14 @@ class Motive:
                               "attribute one adapter at a time: pass a pipeline without adapters, or drop --lora "
                               "to differentiate the active adapter already loaded (--params lora)")
         # loading freezes the base weights and unloading does not thaw them: put every flag back afterwards
-        self._trainable = {name: p.requires_grad for name, p in pipe.transformer.named_parameters()}
+        self._trainable = {(index, name): p.requires_grad for index, expert in enumerate(self._experts())
+                           for name, p in expert.named_parameters()}
         try:
-            pipe.load_lora_weights(lora, adapter_name=LORA_ADAPTER)
+            from ..loading import load_lora_into_pipeline
+
+            # a two-expert model's LoRA (Wan2.2-T2V-A14B): each expert's part into that expert, so the gradients
+            # at t_fix come from the LoRA of the expert that runs it
+            load_lora_into_pipeline(pipe, lora, adapter_name=LORA_ADAPTER)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:  # weights that do not fit this model
             self.__exit__()
             raise ConfigError(f"lora={lora}: not a LoRA this model can load ({type(exc).__name__}: "
@@ -293,10 +298,15 @@ class Motive:
         pipe = self.pipeline
         if _adapter_names(pipe):
             pipe.unload_lora_weights()
-        for name, p in pipe.transformer.named_parameters():
-            p.requires_grad_(self._trainable.get(name, p.requires_grad))
+        for index, expert in enumerate(self._experts()):
+            for name, p in expert.named_parameters():
+                p.requires_grad_(self._trainable.get((index, name), p.requires_grad))
         self._trainable = None
         self._featurizer = self._store_config = None
+
+    def _experts(self) -> tuple[torch.nn.Module, ...]:
+        """The pipeline's transformers (two for Wan2.2-T2V-A14B)."""
+        return tuple(backbone_for(self.pipeline).experts)
 
     # -------------------------------------------------------------------------------- the parts
 
@@ -515,6 +525,11 @@ class Motive:
         clips = clip_summaries(table.train_ids, table.train_records)
         selection.details = {
             "config": asdict(cfg),
+            # which expert each loss timestep ran on (the Motive loss has one, t_fix): the pipeline component
+            # whose weights (or LoRA) the gradients come from
+            "timesteps": [{"timestep": float(cfg.timestep),
+                           "expert": self.backbone.expert_names[self.featurizer.backbone.expert],
+                           "expert_index": int(self.featurizer.backbone.expert)}],
             "feature_store": str(self.out / "features" / config_hash(self.store_config)),
             "counts": {split: dict(c) for split, c in self.counts.items()},
             "counts_this_run": {split: dict(c) for split, c in self.counts_this_run.items()},

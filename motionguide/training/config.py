@@ -73,6 +73,10 @@ class TrainConfig:
     target_modules: list[str] | str = _flag(
         help="modules that get a LoRA: a list (to_q,to_k or [to_q, to_k]) or one regex over module names",
         factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    experts: Literal["both", "high_noise", "low_noise"] = _flag(
+        "both", help="a two-expert model (Wan2.2-T2V-A14B): which experts get a LoRA: both (each sample's loss on "
+                     "the expert owning its timestep), high_noise (transformer, t >= boundary) or low_noise "
+                     "(transformer_2), whose timesteps are then drawn from that expert's range only")
     # data
     data_root: str = _flag("data/toy-train", help="dataset folder (metadata.jsonl/csv or video + txt pairs)")
     data_recipe: dict[str, Any] | None = _flag(
@@ -200,7 +204,7 @@ class TrainConfig:
             return ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
         for key in ("training_type", "mixed_precision", "report_to", "timestep_sampling", "resize_mode",
-                    "video_reader", "text_encoder_after_cache"):
+                    "video_reader", "text_encoder_after_cache", "experts"):
             choices = typing.get_args(typing.get_type_hints(TrainConfig)[key])
             if getattr(self, key) not in choices:
                 raise bad(key, "must be " + " or ".join(", ".join(repr(c) for c in choices).rsplit(", ", 1)))

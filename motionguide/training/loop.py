@@ -37,9 +37,12 @@ from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .checkpoint_files import FILES_KEY, STATE_FILE, checkpoint_problem, file_hashes
 from .config import TrainConfig
-from .distributed import (check_launch_took_effect, frozen_components_unpartitioned, gathered_lora_state_dict,
-                          load_state_options, register_lean_checkpoint_hooks, runs_on_every_rank, save_state_options)
-from .lora import add_lora, save_lora, trainable_parameters
+from .distributed import (check_launch_took_effect, deepspeed_plugin, frozen_components_unpartitioned,
+                          gathered_lora_state_dict, load_state_options, register_lean_checkpoint_hooks,
+                          runs_on_every_rank, save_state_options, uses_fsdp)
+from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, sigma_range,
+                      trained_experts)
+from .lora import add_lora, save_expert_loras, save_lora, trainable_parameters
 from .preflight import check_data_root, check_frame_sizes, check_output_dir
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
@@ -187,11 +190,11 @@ class Trainer:
             accelerator.save_state(str(tmp), **save_state_options(accelerator))
         lora = None
         if cfg.training_type == "lora":
-            lora = gathered_lora_state_dict(accelerator, ctx.model, ctx.transformer)
+            lora = self._gathered_loras(accelerator, ctx.model, ctx.transformer)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if lora is not None:
-                save_lora(ctx.backbone.pipeline_class, ctx.transformer, tmp, state_dict=lora)
+                self._save_loras(ctx.backbone, ctx.transformer, tmp, lora)
             # last: the state records the hash of every file written above (every rank's, under DeepSpeed),
             # so resuming can refuse a checkpoint whose files changed since (see checkpoint_files)
             state = {**state, "callbacks": {type(c).__name__: c.state_dict() for c in callbacks},
@@ -205,6 +208,25 @@ class Trainer:
             self._prune_checkpoints(ctx.output_dir)
         accelerator.wait_for_everyone()
         return final
+
+    def _gathered_loras(self, accelerator, model, unwrapped) -> Any:
+        """The LoRA weights, whole: one state dict for one transformer, {pipeline name: state dict} for the
+        trained experts of an `ExpertRouter` (every rank calls this; see `gathered_lora_state_dict`)."""
+        if not isinstance(unwrapped, ExpertRouter):
+            return gathered_lora_state_dict(accelerator, model, unwrapped)
+        names = self._expert_names
+        return {names[i]: gathered_lora_state_dict(accelerator, model, unwrapped.experts[i])
+                for i in self._trained_experts}
+
+    def _save_loras(self, backbone, unwrapped, folder: Path, lora: Any) -> Path:
+        """Write the LoRA(s) where the stock loader finds them; returns the first trained expert's file (the
+        `transformer`'s for one transformer or both experts)."""
+        if not isinstance(unwrapped, ExpertRouter):
+            return save_lora(backbone.pipeline_class, unwrapped, folder, state_dict=lora)
+        names = self._expert_names
+        files = save_expert_loras(backbone.pipeline_class, [(names[i], unwrapped.experts[i])
+                                                            for i in self._trained_experts], folder, lora)
+        return files[names[self._trained_experts[0]]]
 
     def _prune_checkpoints(self, output_dir: Path) -> None:
         limit = self.config.checkpointing_limit
@@ -297,7 +319,8 @@ class Trainer:
         run.pipe = load_pipeline(cfg.pretrained_model_name_or_path, pipeline_placement(cfg, run.accelerator.device))
         run.pipe.set_progress_bar_config(disable=True)
         run.backbone = backbone_for(run.pipe)
-        run.backbone.check_trainable()  # e.g. a two-expert Wan2.2 pipeline, before any latent is cached
+        run.backbone.check_trainable()  # what the adapter cannot fine-tune, before any latent is cached
+        self._check_experts(run)
         # as loaded: each module's majority dtype (the few modules diffusers keeps in fp32 do not change it)
         run.component_dtypes = {name: str(dtype) for name, dtype in component_dtypes_of(run.pipe).items()}
         if cfg.max_sequence_length is None:
@@ -306,6 +329,24 @@ class Trainer:
                 atomic_write_text(run.output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         if run.accelerator.is_main_process:
             _warn_if_toy_clip_size(cfg, run.pipe)
+
+    def _check_experts(self, run: "_RunState") -> None:
+        """Which experts of the model get a LoRA (`experts`; one transformer: itself), refusing what the
+        two-expert loop does not support, before any latent is cached: a full fine-tune (two 14B transformers
+        of trainable weights) and sharded training (DeepSpeed, FSDP: the router is tested with DDP only)."""
+        cfg, backbone, accelerator = self.config, run.backbone, run.accelerator
+        self._trained_experts = trained_experts(cfg.experts, backbone)
+        self._expert_names = backbone.expert_names
+        if len(backbone.experts) == 1:
+            return
+        if cfg.training_type != "lora":
+            raise ConfigError(f"training_type={cfg.training_type!r}: a two-expert model ("
+                              f"{', '.join(backbone.expert_names)}) trains a LoRA per expert only; use "
+                              "training_type: lora")
+        if deepspeed_plugin(accelerator) is not None or uses_fsdp(accelerator):
+            raise ConfigError("a two-expert model (Wan2.2-T2V-A14B) trains in one process or under DDP; DeepSpeed "
+                              "and FSDP are not supported for it yet: launch with a DDP accelerate config (e.g. "
+                              "configs/accelerate/cpu_ddp_2ranks.yaml, or multi_gpu without deepspeed_config)")
 
     def _load_data(self, run: "_RunState") -> None:
         """Stage 2: the dataset (created by `data_recipe` when missing), its latent cache (each rank encodes
@@ -378,13 +419,25 @@ class Trainer:
         self._release_text_encoder(run)
         transformer = run.pipe.transformer
         run.compute_dtype = transformer.dtype  # the frozen weights' dtype: inputs are cast to it
-        if cfg.training_type == "lora":
-            add_lora(transformer, cfg.rank, cfg.lora_alpha, cfg.target_modules)  # LoRA weights in fp32
-        else:
-            transformer.requires_grad_(True)
-        transformer.train()
-        if cfg.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+        experts = list(run.backbone.experts)
+        for index in self._trained_experts:  # one transformer: itself; Wan2.2-T2V-A14B: a LoRA per expert
+            expert = experts[index]
+            if cfg.training_type == "lora":
+                add_lora(expert, cfg.rank, cfg.lora_alpha, cfg.target_modules)  # LoRA weights in fp32
+            else:
+                expert.requires_grad_(True)
+            expert.train()
+            if cfg.gradient_checkpointing:
+                expert.enable_gradient_checkpointing()
+        if len(experts) > 1:
+            # each sample on the expert owning its timestep (see training/experts.py for why the batch is split)
+            boundary = run.backbone.boundary_timestep
+            transformer = run.router = ExpertRouter(experts, boundary)
+            run.sigma_range = sigma_range(self._trained_experts, boundary, len(experts))
+            if accelerator.num_processes > 1:  # a rank's micro-batch may hold no sample of an expert
+                from accelerate.utils import DistributedDataParallelKwargs
+
+                accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
         params = trainable_parameters(transformer)
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
         scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
@@ -530,7 +583,11 @@ class Trainer:
             if drop.any():
                 embeds[drop] = run.empty_embeds.to(device, embeds.dtype)
             noise = torch.randn(latents.shape, generator=g).to(device)
-            sigmas = sample_sigmas(size, g, cfg.timestep_sampling, cfg.timestep_shift).to(device)
+            if run.sigma_range is None:
+                sigmas = sample_sigmas(size, g, cfg.timestep_sampling, cfg.timestep_shift).to(device)
+            else:  # one expert of two trained: its own timestep range
+                sigmas = sample_sigmas_between(size, g, cfg.timestep_sampling, cfg.timestep_shift,
+                                               *run.sigma_range).to(device)
             timesteps = sigmas * 1000.0
             data_time += time.perf_counter() - t_data
             with accelerator.accumulate(model):
@@ -544,6 +601,7 @@ class Trainer:
                     run.bad_in_a_row += 1
                     run.skipped.append({"step": step, "micro_step": k, "reason": f"non-finite loss {loss.item()}"})
                     run.optimizer.zero_grad(set_to_none=True)
+                    run.expert_counts = None
                     if run.bad_in_a_row >= MAX_CONSECUTIVE_BAD_LOSSES:
                         raise FloatingPointError(
                             f"{run.bad_in_a_row} non-finite losses in a row (last at step {step}); lower "
@@ -551,7 +609,15 @@ class Trainer:
                     continue
                 run.bad_in_a_row = 0
                 accelerator.backward(loss)
+                if run.router is not None:
+                    self._count_expert_samples(run, timesteps, size)
                 if accelerator.sync_gradients:
+                    if run.router is not None:
+                        counts = run.expert_counts.to(device)
+                        if accelerator.num_processes > 1:
+                            counts = accelerator.reduce(counts, reduction="sum")
+                        drop_unvisited_expert_grads(run.router, counts)
+                        run.expert_counts = None
                     norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     grad_norm = float(norm) if norm is not None else float("nan")
                 run.optimizer.step()
@@ -560,6 +626,13 @@ class Trainer:
             step_losses.append(loss.item())
         mean_loss = float(np.mean(step_losses)) if step_losses else float("nan")
         return mean_loss, grad_norm, data_time
+
+    @staticmethod
+    def _count_expert_samples(run: "_RunState", timesteps: torch.Tensor, size: int) -> None:
+        """Add this micro-batch's samples per expert to the optimiser step's counts."""
+        route = run.router.route(timesteps, size).cpu()
+        counts = torch.bincount(route, minlength=len(run.router.experts))
+        run.expert_counts = counts if run.expert_counts is None else run.expert_counts + counts
 
     def _finish(self, run: "_RunState") -> dict[str, Any]:
         """Stage 9: the trained weights (LoRA or full transformer) and the summary, then the callbacks' end
@@ -571,13 +644,18 @@ class Trainer:
                    "curation": run.selection.get("summary"), "clips": len(run.selection["indices"]),
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         unwrapped = accelerator.unwrap_model(run.model)
-        lora = gathered_lora_state_dict(accelerator, run.model, unwrapped) if cfg.training_type == "lora" else None
+        lora = self._gathered_loras(accelerator, run.model, unwrapped) if cfg.training_type == "lora" else None
         # full fine-tuning with sharded weights (ZeRO-3: the 16-bit weights; FSDP): gathered, every rank joins
         full = accelerator.get_state_dict(run.model) if lora is None and runs_on_every_rank(accelerator) else None
         if accelerator.is_main_process:
             if lora is not None:
-                summary["lora"] = str(save_lora(run.backbone.pipeline_class, unwrapped, run.output_dir,
-                                                state_dict=lora))
+                summary["lora"] = str(self._save_loras(run.backbone, unwrapped, run.output_dir, lora))
+                if isinstance(unwrapped, ExpertRouter):  # where each expert's LoRA is, by pipeline name
+                    from ..loading import expert_lora_folder
+
+                    summary["expert_loras"] = {
+                        self._expert_names[i]: str(expert_lora_folder(run.output_dir, self._expert_names[i]))
+                        for i in self._trained_experts}
             elif full is not None:
                 _save_gathered_transformer(unwrapped, full, run.output_dir / "transformer")
                 summary["transformer"] = str(run.output_dir / "transformer")
@@ -632,6 +710,9 @@ class _RunState:
     component_dtypes: dict[str, str] = field(default_factory=dict)  # pipeline module -> dtype, as loaded
     bad_in_a_row: int = 0
     compute_dtype: torch.dtype = torch.float32
+    router: Any = None  # an ExpertRouter over a two-expert model's transformers (None: one transformer)
+    sigma_range: tuple[float, float] | None = None  # noise levels drawn when one expert of two is trained
+    expert_counts: torch.Tensor | None = None  # samples per expert in the current optimiser step
 
 
 class _PlanBatches:

@@ -70,6 +70,20 @@ def save_lora(pipeline_class: type, transformer: torch.nn.Module, out_dir: str |
     return out_dir / LORA_WEIGHT_NAME
 
 
+def save_expert_loras(pipeline_class: type, experts: Sequence[tuple[str, torch.nn.Module]],
+                      out_dir: str | os.PathLike, states: dict[str, dict[str, torch.Tensor]] | None = None
+                      ) -> dict[str, Path]:
+    """The LoRA of each (pipeline attribute name, transformer) in `experts`, one `save_lora` each where
+    `loading.expert_lora_folder` puts it (`transformer` in `out_dir`, `transformer_2` in `out_dir/transformer_2`),
+    so the stock `load_lora_weights` (with `load_into_transformer_2=True` for the second) restores each expert.
+    `states`: gathered weights per name (see `save_lora`). Returns the file written per name."""
+    from ..loading import expert_lora_folder
+
+    states = states or {}
+    return {name: save_lora(pipeline_class, module, expert_lora_folder(out_dir, name), state_dict=states.get(name))
+            for name, module in experts}
+
+
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Parameters of `module` that require gradients."""
     return [p for p in module.parameters() if p.requires_grad]

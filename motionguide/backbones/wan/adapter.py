@@ -8,7 +8,8 @@ Wan2.2 brings two things the adapter must know (diffusers' `WanPipeline`):
   transformer only broadcasts it), so training and the Motive pass pass one t per sample.
 - T2V-A14B: two experts, `transformer` for t >= boundary_ratio x num_train_timesteps (high noise; 0.875 x 1000 =
   875 in the release) and `transformer_2` below it (low noise). Every single-timestep call uses the expert
-  that owns its timestep (:meth:`for_timestep`): Motive's t = 751 < 875 runs on `transformer_2`.
+  that owns its timestep (:meth:`for_timestep`): Motive's t = 751 < 875 runs on `transformer_2`. Fine-tuning
+  trains a LoRA per expert, each sample on the expert of its timestep (`motionguide/training/experts.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Sequence
 
 import torch
 
-from ...errors import ConfigError
 from ..base import SamplingDefaults, TokenGrid, VideoBackbone
 from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
 
@@ -191,14 +191,6 @@ class WanBackbone(VideoBackbone):
         if self.expert == 1 and second is not None:
             return float(second)
         return super().cfg_scale()
-
-    def check_trainable(self) -> None:
-        """A two-expert pipeline (Wan2.2 A14B) needs a LoRA per expert, which the trainer does not build yet:
-        refuse rather than train one expert silently."""
-        if len(self.experts) > 1:
-            raise ConfigError("pretrained_model_name_or_path: a two-expert Wan2.2 pipeline (transformer and "
-                              "transformer_2, e.g. Wan2.2-T2V-A14B) needs a LoRA per expert, which the trainer "
-                              "does not support yet; fine-tune a one-transformer model (e.g. Wan2.2-TI2V-5B)")
 
     def default_profile(self):
         """The shipped Wan2.2-T2V-A14B profile for a two-expert pipeline (its experts share Wan2.1-14B's shape,
