@@ -455,35 +455,50 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     assert all(p.grad is None for model in backbone.experts for p in model.parameters())
 
 
-@pytest.mark.parametrize("fam", [f for f in PIPELINES if f.name != "wan2.2-t2v-a14b"], ids=lambda f: f.name)
+@pytest.mark.parametrize("fam", PIPELINES, ids=lambda f: f.name)
 def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_path):
-    """Two optimiser steps of the family's own training loss on a LoRA; the stock pipeline's `load_lora_weights`
-    on a fresh copy of the base model then predicts exactly what the fine-tuned transformer predicts."""
-    from motionguide.training.lora import add_lora, save_lora
+    """Two optimiser steps of the family's own training loss on a LoRA per expert (one transformer: itself;
+    Wan2.2-T2V-A14B: each expert at a timestep it owns); the stock pipeline's `load_lora_weights` (with
+    `load_into_transformer_2=True` for the second expert's folder) on a fresh copy of the base model then
+    predicts exactly what each fine-tuned expert predicts."""
+    from motionguide.loading import expert_lora_folder
+    from motionguide.training.lora import add_lora, save_expert_loras
 
     tuned, stock = fam.build(), fam.build()
     backbone = backbone_for(tuned)
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(1, tuned.transformer.config.in_channels, 3, 4, 4, generator=g)
-    noise, t = torch.randn(x0.shape, generator=g), torch.tensor([600.0])
+    noise = torch.randn(x0.shape, generator=g)
+    times = [torch.tensor([600.0]), torch.tensor([950.0])][:len(backbone.experts)]
+    if len(times) == 2:
+        times.reverse()  # transformer: the high-noise expert (t >= 875), transformer_2 below it
     with torch.no_grad():
         embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)
-    add_lora(tuned.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
-    optimizer = torch.optim.AdamW([p for p in tuned.transformer.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(2):
-        pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
-        loss = (pred - fam.target(backbone, x0, noise, t)).square().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    save_lora(type(tuned), tuned.transformer, tmp_path / "lora")
+    experts = [backbone.for_timestep(float(t)) for t in times]
+    assert [e.expert for e in experts] == list(range(len(experts)))
+    for expert, t in zip(experts, times):
+        add_lora(expert.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
+        optimizer = torch.optim.AdamW([p for p in expert.transformer.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(2):
+            pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds)
+            loss = (pred - fam.target(backbone, x0, noise, t)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    names = backbone.expert_names
+    save_expert_loras(type(tuned), [(n, e.transformer) for n, e in zip(names, experts)], tmp_path / "lora")
+    stock_backbone = backbone_for(stock)
     with torch.no_grad():
-        base = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
-        stock.load_lora_weights(tmp_path / "lora")
-        reloaded = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
-        trained = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
-    assert not torch.allclose(trained, base)  # the fine-tune changed the model ...
-    assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly
+        base = [stock_backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
+                for t in times]
+        for name in names:
+            extra = {} if name == "transformer" else {"load_into_transformer_2": True}
+            stock.load_lora_weights(expert_lora_folder(tmp_path / "lora", name), **extra)
+        for t, before in zip(times, base):
+            reloaded = stock_backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
+            trained = backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
+            assert not torch.allclose(trained, before)  # the fine-tune changed the model ...
+            assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly
 
 
 def test_tracking_a_real_video_returns_finite_tracks_for_every_frame(pipeline_family):

@@ -284,6 +284,74 @@ def test_one_expert_options_and_sharded_two_expert_training_are_refused_in_one_l
         Trainer(_a14b_config(a14b_workspace, "full", training_type="full", train_steps=1)).run()
 
 
+class _DenseProjector:
+    """A seeded dense matrix split per parameter (the reference below multiplies the same matrix)."""
+
+    def __init__(self, sizes, dim=6):
+        self.matrix = torch.randn(dim, sum(sizes), generator=torch.Generator().manual_seed(4), dtype=torch.float32)
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.dim, self.streaming = dim, True
+
+    def describe(self):
+        return {"name": "dense", "dim": self.dim}
+
+    def project_parameter(self, index, flat):
+        return self.matrix[:, self.offsets[index]:self.offsets[index] + flat.numel()] @ flat
+
+
+def test_the_motive_pass_on_a_two_expert_lora_differentiates_the_lora_of_the_expert_owning_t_fix(tmp_path):
+    """`--lora` of a two-expert fine-tune loads each expert's part; with `--params lora` at t_fix = 751 the
+    feature is the projected autograd gradient of transformer_2's LoRA, selection.json names that expert, and
+    leaving the pass unloads both parts."""
+    from motionguide.motive import Motive, MotiveConfig
+    from motionguide.motive.attributor import LORA_ADAPTER, ScoreTable
+    from motionguide.training.lora import add_lora, save_expert_loras
+
+    trained = tiny_wan22_a14b_pipeline()
+    for index, expert in enumerate((trained.transformer, trained.transformer_2)):
+        add_lora(expert, rank=2, alpha=4, target_modules=["to_q", "to_v"])
+        for name, p in expert.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(index))
+    save_expert_loras(type(trained), [("transformer", trained.transformer), ("transformer_2", trained.transformer_2)],
+                      tmp_path / "lora")
+
+    pipe = tiny_wan22_a14b_pipeline()
+    config = MotiveConfig(model="tiny", data=str(tmp_path / "data"), queries=str(tmp_path / "queries"),
+                          out=str(tmp_path / "out"), lora=str(tmp_path / "lora"), params="lora", timestep=751.0,
+                          num_frames=9, height=16, width=16, max_sequence_length=16, report=False, device="cpu")
+    motive = Motive(pipe, config, projector=lambda sizes: _DenseProjector(sizes), masker=False, progress=False)
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(16, 3, 2, 2, generator=g)
+    embeds = torch.randn(5, 32, generator=g)
+    def flags():
+        return [p.requires_grad for expert in (pipe.transformer, pipe.transformer_2) for p in expert.parameters()]
+
+    before = flags()
+    with motive:
+        loaded = pipe.get_list_adapters()
+        featurizer = motive.featurizer
+        lora_params = [p for n, p in pipe.transformer_2.named_parameters() if f".{LORA_ADAPTER}." in n]
+        assert [id(p) for _, p in featurizer.named] == [id(p) for p in lora_params]
+        result = featurizer.featurize(latents, embeds, None, num_pixel_frames=9)
+        backbone = backbone_for(pipe).for_timestep(751.0)
+        t = torch.tensor([751.0])
+        noise = featurizer.randomness.noise_for(latents.shape)[None]
+        pred = backbone.predict(backbone.add_noise(latents[None], noise, t), t, embeds[None])
+        for p in lora_params:
+            p.requires_grad_(True)
+        loss = (pred - (noise - latents[None])).square().mean() / 9
+        grads = torch.autograd.grad(loss, lora_params)
+        reference = featurizer.projector.matrix @ torch.cat([gr.flatten() for gr in grads])
+        torch.testing.assert_close(result.feature, reference / reference.norm(), atol=1e-5, rtol=1e-4)
+        table = ScoreTable(torch.tensor([[0.3, -0.1]]), ["a", "b"], ["q"], [{}, {}], [{}])
+        selection = motive.select(table, save=False)
+    assert selection.details["timesteps"] == [{"timestep": 751.0, "expert": "transformer_2", "expert_index": 1}]
+    assert loaded == {"transformer": [LORA_ADAPTER], "transformer_2": [LORA_ADAPTER]}
+    assert not any(pipe.get_list_adapters().values())
+    assert flags() == before  # every requires_grad as it was before the pass
+
+
 def test_a14b_ships_its_own_provisional_profile_not_wan21_14b_of_the_same_shape():
     experts = build_on_meta("wan2.2-t2v-a14b"), build_on_meta("wan2.2-t2v-a14b")
     pipeline = SimpleNamespace(transformer=experts[0], transformer_2=experts[1],
