@@ -272,6 +272,61 @@ def test_training_one_expert_draws_its_timesteps_and_saves_its_lora_only(a14b_wo
             assert abs(float(part.mean()) - float(inside.mean())) < 0.01
 
 
+def test_an_expert_without_a_sample_in_a_step_is_left_exactly_as_it_was(a14b_workspace):
+    """One clip per step: one expert runs, and AdamW (weight decay included) must not touch the other's LoRA."""
+    from motionguide.training.callbacks import TrainerCallback
+    from motionguide.training.loop import Trainer
+
+    seen = {}
+
+    def lora_of(router):
+        return [{n: p.detach().clone() for n, p in e.named_parameters() if p.requires_grad} for e in router.experts]
+
+    class Watch(TrainerCallback):
+        def on_train_start(self, ctx):
+            seen["before"] = lora_of(ctx.transformer)
+
+        def on_train_end(self, ctx):
+            seen["after"] = lora_of(ctx.transformer)
+
+    Trainer(_a14b_config(a14b_workspace, "one-sample", train_steps=1, train_batch_size=1,
+                         adam_weight_decay=0.1), callbacks=[Watch()]).run()
+    unchanged = [all(torch.equal(before[n], after[n]) for n in before)
+                 for before, after in zip(seen["before"], seen["after"])]
+    assert sorted(unchanged) == [False, True]
+
+
+@pytest.mark.slow
+def test_two_ranks_of_ddp_keep_both_expert_loras_in_sync(a14b_workspace):
+    """One clip per rank and micro-step, so a rank often holds samples of one expert only while the other rank
+    holds the other's: DDP (find_unused_parameters) must still reduce both LoRAs alike on every rank."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from helpers import torchrun_two_ranks
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = _a14b_config(a14b_workspace, "ddp", train_steps=3, train_batch_size=1, learning_rate=1e-3)
+    config_path = a14b_workspace / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    out = a14b_workspace / "ddp.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(torchrun_two_ranks(repo / "tests" / "jobs" / "finetune_sync.py", config_path, out),
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and result["max_rank_difference"] == 0.0 and result["changed_from_init"] > 0
+    from safetensors.torch import load_file
+
+    for folder in (a14b_workspace / "ddp", a14b_workspace / "ddp" / "transformer_2"):
+        lora_b = [t for k, t in load_file(str(folder / "pytorch_lora_weights.safetensors")).items() if "lora_B" in k]
+        assert any(float(t.abs().max()) > 0 for t in lora_b)  # both experts trained
+
+
 def test_one_expert_options_and_sharded_two_expert_training_are_refused_in_one_line(a14b_workspace, ti2v, tmp_path):
     from motionguide.training.experts import trained_experts
 
