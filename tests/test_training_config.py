@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from motionguide.errors import ConfigError
-from motionguide.testing import tiny_cogvideox_pipeline, tiny_wan22_ti2v_pipeline, tiny_wan_pipeline
+from motionguide.testing import (tiny_cogvideox_pipeline, tiny_wan22_a14b_pipeline, tiny_wan22_ti2v_pipeline,
+                                 tiny_wan_pipeline)
 from motionguide.toy import make_dataset
 from motionguide.training import cli as train_cli
 from motionguide.training.config import DEPRECATED_KEYS, TrainConfig
@@ -21,7 +22,8 @@ ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "cpu_deeps
                       "deepspeed_zero3", "fsdp", "multi_gpu", "single_gpu"]
 
 
-@pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml", "wan2.2-ti2v-5b.yaml"])
+@pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml", "wan2.2-ti2v-5b.yaml",
+                                  "wan2.2-t2v-a14b.yaml"])
 def test_shipped_configs_parse_without_deprecated_keys(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the shipped configs use the current names only
@@ -264,6 +266,7 @@ def test_old_keys_warn_in_one_line_each_from_the_script(tmp_path, capsys, no_mod
     ("wan2.1-t2v-1.3b.yaml", tiny_wan_pipeline, 17, 32),
     ("cogvideox-2b.yaml", tiny_cogvideox_pipeline, 9, 32),
     ("wan2.2-ti2v-5b.yaml", tiny_wan22_ti2v_pipeline, 9, 64),
+    ("wan2.2-t2v-a14b.yaml", tiny_wan22_a14b_pipeline, 9, 32),
 ])
 def test_real_config_builds_its_family_through_the_loop(tmp_path, name, make_pipe, frames, size):
     make_pipe().save_pretrained(tmp_path / "model")
