@@ -148,6 +148,9 @@ class _ExpertProbe:
         class Callback(TrainerCallback):
             def on_train_end(self, ctx):
                 probe.outputs = _expert_outputs(ctx.transformer.experts)
+                pipe = ctx.extras["pipeline"]  # what validation samples with
+                probe.pipeline_experts_are_the_trained_ones = (
+                    pipe.transformer is ctx.transformer.experts[0] and pipe.transformer_2 is ctx.transformer.experts[1])
 
         self.callback, self.outputs = Callback(), None
 
@@ -173,8 +176,14 @@ def test_two_experts_train_a_lora_each_that_the_stock_pipeline_reloads_exactly(a
     from motionguide.training.loop import Trainer
 
     probe = _ExpertProbe()
-    summary = Trainer(_a14b_config(a14b_workspace, "both"), callbacks=[probe.callback]).run()
+    # the IMAP monitor probes (t = 400: transformer_2) and validation samples with both LoRAs through the pipeline
+    config = _a14b_config(a14b_workspace, "both", monitor=["imap"], method_options={"imap": {"every": 1,
+                          "num_probes": 1, "top_k": 1, "blocks": [0, 1]}}, validation_prompts=["a red circle moves left"],
+                          validation_inference_steps=3, report_to="tensorboard")
+    summary = Trainer(config, callbacks=[probe.callback]).run()
     out = a14b_workspace / "both"
+    assert probe.pipeline_experts_are_the_trained_ones
+    assert list((out / "validation" / "step-3").glob("*.mp4")) and (out / "logs").is_dir()
     assert summary["expert_loras"] == {"transformer": str(out), "transformer_2": str(out / "transformer_2")}
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert (out / "transformer_2" / "pytorch_lora_weights.safetensors").is_file()
