@@ -305,6 +305,22 @@ def test_an_expert_without_a_sample_in_a_step_is_left_exactly_as_it_was(a14b_wor
     assert sorted(unchanged) == [False, True]
 
 
+def test_a_two_expert_lora_on_a_one_transformer_model_is_refused_naming_transformer_2(tmp_path):
+    from motionguide.loading import load_lora_into_pipeline
+    from motionguide.training.lora import add_lora, save_expert_loras
+
+    trained = tiny_wan22_a14b_pipeline()
+    for expert in (trained.transformer, trained.transformer_2):
+        add_lora(expert, rank=2, alpha=4, target_modules=["to_q"])
+    save_expert_loras(type(trained), [("transformer_2", trained.transformer_2)], tmp_path / "low")
+    assert not (tmp_path / "low" / "pytorch_lora_weights.safetensors").exists()
+    with pytest.raises(ValueError, match="holds a LoRA for transformer_2, which WanPipeline does not have"):
+        load_lora_into_pipeline(tiny_wan_pipeline(), tmp_path / "low")
+    pipe = tiny_wan22_a14b_pipeline()
+    assert load_lora_into_pipeline(pipe, tmp_path / "low") == ["transformer_2"]  # never into the wrong expert
+    assert pipe.get_list_adapters() == {"transformer_2": ["default_0"]}
+
+
 @pytest.mark.slow
 def test_two_ranks_of_ddp_keep_both_expert_loras_in_sync(a14b_workspace):
     """One clip per rank and micro-step, so a rank often holds samples of one expert only while the other rank
@@ -312,7 +328,6 @@ def test_two_ranks_of_ddp_keep_both_expert_loras_in_sync(a14b_workspace):
     import json
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     import yaml
@@ -336,16 +351,26 @@ def test_two_ranks_of_ddp_keep_both_expert_loras_in_sync(a14b_workspace):
         assert any(float(t.abs().max()) > 0 for t in lora_b)  # both experts trained
 
 
-def test_one_expert_options_and_sharded_two_expert_training_are_refused_in_one_line(a14b_workspace, ti2v, tmp_path):
-    from motionguide.training.experts import trained_experts
+def test_expert_options_the_model_cannot_train_are_refused_from_its_config_files_before_loading(
+        a14b_workspace, ti2v, tmp_path):
+    import json
 
-    with pytest.raises(ConfigError, match="experts='low_noise'.*one transformer"):
-        trained_experts("low_noise", backbone_for(ti2v))
-    assert trained_experts("both", backbone_for(ti2v)) == (0,)
+    from motionguide.training.experts import trained_experts
     from motionguide.training.loop import Trainer
 
-    with pytest.raises(ConfigError, match="training_type='full'.*LoRA per expert"):
-        Trainer(_a14b_config(a14b_workspace, "full", training_type="full", train_steps=1)).run()
+    one = tmp_path / "one-transformer"
+    one.mkdir()
+    (one / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "transformer": ["diffusers",
+                                          "WanTransformer3DModel"], "transformer_2": [None, None]}))
+    with pytest.raises(ConfigError, match="experts='low_noise': the model has one transformer.*Leave experts"):
+        Trainer(_a14b_config(a14b_workspace, "x", pretrained_model_name_or_path=str(one), experts="low_noise"))
+    with pytest.raises(ConfigError, match="training_type='full': a two-expert model .* LoRA per expert"):
+        Trainer(_a14b_config(a14b_workspace, "full", training_type="full"))
+    assert not (a14b_workspace / "full").exists()  # refused before the output folder, the model and the cache
+    with pytest.raises(ConfigError, match="experts='low_noise'"):  # the same rule on a loaded pipeline
+        trained_experts("low_noise", backbone_for(ti2v))
+    assert trained_experts("both", backbone_for(ti2v)) == (0,)
+    assert trained_experts("low_noise", backbone_for(tiny_wan22_a14b_pipeline())) == (1,)
 
 
 class _DenseProjector:

@@ -34,7 +34,7 @@ class TrainContext:
     config: "TrainConfig"
     accelerator: "Accelerator"
     backbone: "VideoBackbone"
-    model: Any  # the wrapped (prepared) transformer
+    model: Any  # the wrapped (prepared) transformer; a two-expert model's `training.experts.ExpertRouter`
     output_dir: Path
     dataset: Any = None  # the cached-latent dataset the loop samples from
     step: int = 0

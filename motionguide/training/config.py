@@ -350,6 +350,9 @@ class TrainConfig:
             from .preflight import check_frame_sizes
 
             check_frame_sizes(config, where=str(path))  # reads the model's config files, loads no weights
+            from .preflight import check_experts
+
+            check_experts(config, where=str(path))
         except ConfigError as exc:  # a value from the command line is blamed on it, not on the file
             text, prefix = str(exc), f"{path}: "
             key = re.match(r"\w+", text[len(prefix):]) if text.startswith(prefix) else None

@@ -162,7 +162,8 @@ def register_lean_checkpoint_hooks(accelerator: Any) -> list[Any]:
                 raise RuntimeError(f"{input_dir}: the checkpoint's trainable weights do not match this model's "
                                    f"(first differences, checkpoint vs model: "
                                    f"{[(n, found.get(n), expected.get(n)) for n in differ[:3]]}); resume with "
-                                   "the same training_type, rank and target_modules")
+                                   "the same training_type, rank and target_modules (and experts, on a "
+                                   "two-expert model)")
             unwrapped.load_state_dict(state, strict=False)
         models.clear()  # accelerate must not look for model.safetensors
 

@@ -35,16 +35,25 @@ from ..errors import ConfigError
 EXPERT_CHOICES = {"both": (0, 1), "high_noise": (0,), "low_noise": (1,)}
 
 
-def trained_experts(choice: str, backbone: Any) -> tuple[int, ...]:
-    """The indices in `backbone.experts` that get a LoRA for the config's `experts` value; a ConfigError (one
-    line, before any latent is cached) when the model has one transformer and the value names one expert."""
+def check_expert_settings(choice: str, training_type: str, num_experts: int) -> None:
+    """One-line ConfigError for `experts` / `training_type` values the model's expert count cannot train:
+    high_noise / low_noise on one transformer; a full fine-tune of two experts (two 14B transformers of
+    trainable weights: a LoRA per expert only). Called from the config files (preflight) and on load."""
     if choice not in EXPERT_CHOICES:
         raise ConfigError(f"experts={choice!r} must be one of {', '.join(EXPERT_CHOICES)}")
+    if num_experts == 1 and choice != "both":
+        raise ConfigError(f"experts={choice!r}: the model has one transformer; high_noise / low_noise choose an "
+                          "expert of a two-expert model (Wan2.2-T2V-A14B). Leave experts at both")
+    if num_experts > 1 and training_type != "lora":
+        raise ConfigError(f"training_type={training_type!r}: a two-expert model (transformer, transformer_2) "
+                          "trains a LoRA per expert only; use training_type: lora")
+
+
+def trained_experts(choice: str, backbone: Any, training_type: str = "lora") -> tuple[int, ...]:
+    """The indices in `backbone.experts` that get a LoRA for the config's `experts` value (one transformer:
+    itself), after :func:`check_expert_settings`."""
+    check_expert_settings(choice, training_type, len(backbone.experts))
     if len(backbone.experts) == 1:
-        if choice != "both":
-            raise ConfigError(f"experts={choice!r}: {type(backbone.transformer).__name__} is one transformer; "
-                              "high_noise / low_noise choose an expert of a two-expert model (Wan2.2-T2V-A14B). "
-                              "Leave experts at both")
         return (0,)
     if len(backbone.experts) != 2 or backbone.boundary_timestep is None:
         raise ConfigError(f"this pipeline has {len(backbone.experts)} transformers but no timestep boundary "

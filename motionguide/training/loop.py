@@ -43,7 +43,7 @@ from .distributed import (check_launch_took_effect, deepspeed_plugin, frozen_com
 from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, sigma_range,
                       trained_experts)
 from .lora import add_lora, save_expert_loras, save_lora, trainable_parameters
-from .preflight import check_data_root, check_frame_sizes, check_output_dir
+from .preflight import check_data_root, check_experts, check_frame_sizes, check_output_dir
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -92,6 +92,7 @@ class Trainer:
         self._accelerator = accelerator
         self._check_method_names()
         check_frame_sizes(self.config)  # from the model's config files: no weights load
+        check_experts(self.config)
 
     def _check_method_names(self) -> None:
         """Every method the config names is registered: a typo fails here, before any model loads (checking a
@@ -335,14 +336,10 @@ class Trainer:
         two-expert loop does not support, before any latent is cached: a full fine-tune (two 14B transformers
         of trainable weights) and sharded training (DeepSpeed, FSDP: the router is tested with DDP only)."""
         cfg, backbone, accelerator = self.config, run.backbone, run.accelerator
-        self._trained_experts = trained_experts(cfg.experts, backbone)
+        self._trained_experts = trained_experts(cfg.experts, backbone, cfg.training_type)
         self._expert_names = backbone.expert_names
         if len(backbone.experts) == 1:
             return
-        if cfg.training_type != "lora":
-            raise ConfigError(f"training_type={cfg.training_type!r}: a two-expert model ("
-                              f"{', '.join(backbone.expert_names)}) trains a LoRA per expert only; use "
-                              "training_type: lora")
         if deepspeed_plugin(accelerator) is not None or uses_fsdp(accelerator):
             raise ConfigError("a two-expert model (Wan2.2-T2V-A14B) trains in one process or under DDP; DeepSpeed "
                               "and FSDP are not supported for it yet: launch with a DDP accelerate config (e.g. "

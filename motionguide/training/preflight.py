@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["pixel_multiple_of", "check_frame_sizes", "check_output_dir", "check_data_root"]
+__all__ = ["pixel_multiple_of", "check_frame_sizes", "check_experts", "check_output_dir", "check_data_root"]
 
 
 def _config_json(model: str, name: str) -> dict[str, Any] | None:
@@ -78,6 +78,22 @@ def check_frame_sizes(cfg: Any, where: str = "config") -> None:
             raise ConfigError(
                 f"{where}: {key}={value} is not a multiple of {multiple}, the pixel size of one token of "
                 f"{cfg.pretrained_model_name_or_path} (VAE factor x patch size); use {lower} or {lower + multiple}")
+
+
+def check_experts(cfg: Any, where: str = "config") -> None:
+    """`experts` and `training_type` against the model's expert count, read from its `model_index.json`
+    (a `transformer_2` entry: Wan2.2-T2V-A14B), before any weights load; nothing known, nothing checked."""
+    from .experts import check_expert_settings
+
+    index = _config_json(cfg.pretrained_model_name_or_path, "model_index.json")
+    if index is None:
+        return
+    second = index.get("transformer_2")
+    num_experts = 2 if isinstance(second, list) and second and second[0] is not None else 1
+    try:
+        check_expert_settings(getattr(cfg, "experts", "both"), cfg.training_type, num_experts)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc} ({cfg.pretrained_model_name_or_path})") from None
 
 
 def check_output_dir(path: str | os.PathLike, key: str = "output_dir", create: bool = False) -> Path:
