@@ -177,9 +177,10 @@ def test_two_experts_train_a_lora_each_that_the_stock_pipeline_reloads_exactly(a
 
     probe = _ExpertProbe()
     # the IMAP monitor probes (t = 400: transformer_2) and validation samples with both LoRAs through the pipeline
-    config = _a14b_config(a14b_workspace, "both", monitor=["imap"], method_options={"imap": {"every": 1,
-                          "num_probes": 1, "top_k": 1, "blocks": [0, 1]}}, validation_prompts=["a red circle moves left"],
-                          validation_inference_steps=3, report_to="tensorboard")
+    imap = {"every": 1, "num_probes": 1, "top_k": 1, "blocks": [0, 1]}
+    config = _a14b_config(a14b_workspace, "both", monitor=["imap"], method_options={"imap": imap},
+                          validation_prompts=["a red circle moves left"], validation_inference_steps=3,
+                          report_to="tensorboard")
     summary = Trainer(config, callbacks=[probe.callback]).run()
     out = a14b_workspace / "both"
     assert probe.pipeline_experts_are_the_trained_ones
