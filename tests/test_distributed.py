@@ -185,6 +185,16 @@ def test_under_deepspeed_bf16_the_lora_is_saved_from_the_fp32_master_weights_not
     assert set("transformer." + k for k in loaded) == set(final)
     assert all(torch.equal(loaded[k], final["transformer." + k]) for k in loaded)
 
+    if stage == 2:  # resuming restores the fp32 masters from the optimiser files: the same fp32 LoRA at the end
+        resumed = _launch("cpu_deepspeed_zero2_2ranks.yaml",
+                          toy_run_config(f"{name}-resumed", mixed_precision="bf16", train_steps=2,
+                                         checkpointing_steps=1, validation_prompts=[],
+                                         resume_from_checkpoint=str(checkpoint)),
+                          toy_run_config.root / f"{name}-resumed.json", "--mixed_precision", "bf16")
+        assert resumed["summary"]["losses"] == result["summary"]["losses"]
+        again = load_file(str(toy_run_config.root / f"{name}-resumed" / "pytorch_lora_weights.safetensors"))
+        assert set(again) == set(final) and all(torch.equal(again[k], final[k]) for k in final)
+
 
 @pytest.mark.slow
 def test_the_fsdp_config_on_cpu_ranks_is_refused_before_training_unsynchronised_copies(toy_run_config):
