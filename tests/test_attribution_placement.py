@@ -134,13 +134,14 @@ def test_curate_flags_reach_the_config():
     base = ["curate", "--model", "m", "--data", "d", "--queries", "q", "--out", "o"]
     cfg = config_from_args(parser.parse_args(base + [
         "--dtype", "bf16", "--device", "cpu", "--gradient_checkpointing", "--vae-tiling", "--projector_cache_mb",
-        "2048", "--process-group-timeout-s", "60"]))
+        "2048", "--process-group-timeout-s", "60", "--projector_rng", "cpu"]))
     assert (cfg.dtype, cfg.device, cfg.gradient_checkpointing, cfg.vae_tiling) == ("bf16", "cpu", True, True)
     assert (cfg.projector_cache_mb, cfg.process_group_timeout_s, cfg.enable_model_cpu_offload) == ("2048", 60.0,
                                                                                                    False)
     defaults = config_from_args(parser.parse_args(base))
     assert (defaults.device, defaults.dtype, defaults.gradient_checkpointing, defaults.projector_cache_mb,
             defaults.process_group_timeout_s) == ("auto", None, False, "auto", 1800.0)
+    assert (cfg.projector_rng, defaults.projector_rng) == ("cpu", "auto")
     placement = cfg.placement()
     assert placement.dtype == torch.bfloat16 and placement.device == "cpu" and placement.vae_tiling
 
