@@ -211,8 +211,10 @@ class Bench:
 
         self._checkpointing(gc)
         config = MotiveConfig(model="", data="", queries="", out="")
-        featurizer = GradientFeaturizer(_InputsInWeightDtype(self.backbone), config.make_projector_factory(),
-                                        CommonRandomness(seed=0), scope=config.params, loss=config.loss)
+        # the pass's own placement: projector state budgeted on, and generated on, the gradients' device
+        featurizer = GradientFeaturizer(_InputsInWeightDtype(self.backbone),
+                                        config.make_projector_factory(self.device), CommonRandomness(seed=0),
+                                        scope=config.params, loss=config.loss)
         latents = self.latents[0]
         mask = torch.ones(latents.shape[1:], device=self.device)
 

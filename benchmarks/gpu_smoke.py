@@ -14,6 +14,8 @@ r32 step with gradient checkpointing (last, because it adds the adapter). Each s
 (1), then `--repeats` timed calls (1); the peak is `torch.cuda.max_memory_allocated` over the timed calls,
 everything on the device counted (weights included). On the CPU the peak is the process's resident high-water
 mark instead (the whole process: libraries included), which is only a check that the script runs.
+Last, with the pipeline off the device, the Motive projector's random state: generated as the pass does
+(`projector_rng: auto`, on the GPU) vs on the CPU, per 2^20-number block, and bitwise reproducible or not.
 
 Goals (issue 15, Wan2.1-1.3B, LoRA r32, 81x480x832, one GPU): training step <= 24 GB, Motive featurization per
 clip <= 40 GB with checkpointing, sampling <= 16 GB with the text encoder offloaded (GB = 1e9 bytes).
@@ -115,10 +117,43 @@ def run_smoke(args) -> dict:
                 else row["peak_bytes"] <= limit
         rows.append(row)
         print(f"{stage:>14}: {row}", flush=True)
+    bench_tokens, bench_layers, weights = bench.tokens, bench.num_layers(), bench.weight_bytes()
+    del bench  # the projector check runs without the pipeline on the device
+    _release(device)
+    projector = projector_state_check(device)
+    print(f"projector state: {projector}", flush=True)
     return {"machine": {**machine(), "device": _device_name(device)}, "size": str(args.size),
-            "tokens": bench.tokens, "num_layers": bench.num_layers(), "text_layers": args.text_layers,
-            "sampling_steps_per_call": steps, "weights_bytes": bench.weight_bytes(), "build_seconds": build_seconds,
-            "rows": rows, "settings": {k: str(v) for k, v in vars(args).items()}}
+            "tokens": bench_tokens, "num_layers": bench_layers, "text_layers": args.text_layers,
+            "sampling_steps_per_call": steps, "weights_bytes": weights, "build_seconds": build_seconds,
+            "rows": rows, "projector_state": projector, "settings": {k: str(v) for k, v in vars(args).items()}}
+
+
+def projector_state_check(device: torch.device, numel: int = 2**22) -> dict:
+    """The Motive projector with its random state made where the pass makes it (`projector_rng: auto`: on the
+    GPU when the gradients are there) and on the CPU: seconds to generate the state of one 2^20 block and
+    project it (nothing kept, as for every clip when the state cache is too small), and whether two projectors
+    built alike give bitwise equal features (the per-device reproducibility the README states)."""
+    from motionguide.motive.config import projector_rng_device
+    from motionguide.motive.projectors import BlockwiseFastfood
+
+    grad = torch.randn(numel, generator=torch.Generator().manual_seed(0)).to(device)
+    found = {}
+    for label, rng_device in (("pass", projector_rng_device("auto", device)), ("cpu", None)):
+        def make():
+            return BlockwiseFastfood([numel], dim=512, cache_bytes=0, rng_device=rng_device)
+        first = make().project_parameter(0, grad)  # also the warm-up
+        _sync(device)
+        start = time.perf_counter()
+        second = make().project_parameter(0, grad)
+        _sync(device)
+        found[label] = {"rng": make().describe()["rng"], "deterministic": bool(torch.equal(first, second)),
+                        "seconds_per_block": (time.perf_counter() - start) / (numel / 2**20)}
+    return found
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _release(device: torch.device) -> None:
@@ -154,6 +189,13 @@ def markdown(report: dict) -> str:
               f"{report['size']} ({report['tokens']:,} tokens), sampling {report['sampling_steps_per_call']} steps "
               "per call; the text encoder is moved off the device after caching. torch "
               f"{report['machine']['torch']}."]
+    state = report.get("projector_state")
+    if state:
+        lines += ["", "Motive projector, one 2^20-number block with its random state generated and the gradient "
+                  f"projected (nothing kept): {state['pass']['seconds_per_block'] * 1e3:.1f} ms with the state made "
+                  f"as the pass makes it ({state['pass']['rng']}), {state['cpu']['seconds_per_block'] * 1e3:.1f} ms "
+                  f"made on the CPU; two projectors built alike agree bitwise: "
+                  f"{'yes' if state['pass']['deterministic'] and state['cpu']['deterministic'] else 'NO'}."]
     return "\n".join(lines)
 
 

@@ -306,8 +306,8 @@ def _motive_cost_lines(results: dict, sizes: list[str], projection: dict) -> lis
                    "proportional to the parameters): at these token counts it dominates, at 32,760 tokens the CPU's "
                    "forward+backward dwarfs it, so the projected ratio rests on the two-point slopes (a 2-3 s "
                    "difference over the fixed cost: uncertain to a factor ~2). On a GPU the forward+backward is "
-                   "~100x faster while the projector state is still made on the CPU (on main), so the GPU ratio "
-                   "will be far above this until the projector runs on the device.")
+                   "~100x faster; the projector state is then generated on the GPU too (`projector_rng: auto`; "
+                   "with `cpu` it is made on one CPU core, and the GPU ratio would be far above this).")
     return out
 
 

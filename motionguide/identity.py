@@ -93,14 +93,27 @@ def _weights_sample(module: torch.nn.Module) -> str:
 
 
 def module_identity(module: Any) -> dict[str, Any] | None:
-    """Class, config hash, dtype and a sample hash of the weights of one module (None for None)."""
+    """Class, config hash, dtype and a sample hash of the weights of one module (None for None).
+
+    `dtype` is the dtype holding most of the floating weights (a bf16 Wan transformer is bf16, although
+    diffusers keeps its first modules in fp32); a module mixing dtypes also gets `dtypes`, the number of
+    values in each, so its record says what is kept in which precision. A module in one dtype gets no
+    `dtypes`: its identity, and every key hashed from it, is what it always was."""
     if module is None:
         return None
+    from .loading import parameter_dtype_counts
+
     identity = {"class": type(module).__name__, "config": _sha(key_json(_config_dict(module)))}
     if isinstance(module, torch.nn.Module):
         identity["weights"] = _weights_sample(module)
-        first = next(module.parameters(), None)
-        identity["dtype"] = str(first.dtype) if first is not None else None
+        counts = parameter_dtype_counts(module)
+        if counts:
+            identity["dtype"] = str(max(counts, key=counts.get))
+        else:  # no floating weights: the first parameter's dtype, as before
+            first = next(module.parameters(), None)
+            identity["dtype"] = str(first.dtype) if first is not None else None
+        if len(counts) > 1:
+            identity["dtypes"] = {str(dtype): int(n) for dtype, n in sorted(counts.items(), key=str)}
     return identity
 
 

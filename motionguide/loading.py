@@ -19,7 +19,8 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["DTYPES", "COMPONENTS", "PipelinePlacement", "parse_dtype", "dtype_of_mixed_precision",
-           "resolve_device", "load_pipeline", "component_dtypes_of", "expert_lora_folder", "load_lora_into_pipeline"]
+           "resolve_device", "load_pipeline", "component_dtypes_of", "majority_dtype", "parameter_dtype_counts",
+           "expert_lora_folder", "load_lora_into_pipeline"]
 
 #: accepted spellings of a dtype on the command line and in configs
 DTYPES: dict[str, torch.dtype] = {
@@ -94,18 +95,31 @@ class PipelinePlacement:
         return {"default": self.dtype or torch.float32, **overrides}
 
 
+def parameter_dtype_counts(module: torch.nn.Module) -> dict[torch.dtype, int]:
+    """How many floating parameter values `module` holds in each dtype (in the order the dtypes first occur)."""
+    counts: dict[torch.dtype, int] = {}
+    for p in module.parameters():
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return counts
+
+
+def majority_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The dtype holding most of `module`'s floating weights (None without any). Not the first parameter's:
+    a bf16 Wan transformer starts with a module diffusers keeps in fp32."""
+    counts = parameter_dtype_counts(module)
+    return max(counts, key=counts.get) if counts else None
+
+
 def component_dtypes_of(pipe: Any) -> dict[str, torch.dtype]:
     """The dtype holding most of each torch module's floating weights (a bf16 transformer keeps a few small
     modules in fp32 by diffusers' choice; this says bf16 for it), for reports and tests."""
     found = {}
     for name, module in pipe.components.items():
         if isinstance(module, torch.nn.Module):
-            counts: dict[torch.dtype, int] = {}
-            for p in module.parameters():
-                if p.is_floating_point():
-                    counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
-            if counts:
-                found[name] = max(counts, key=counts.get)
+            dtype = majority_dtype(module)
+            if dtype is not None:
+                found[name] = dtype
     return found
 
 

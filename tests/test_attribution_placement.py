@@ -134,13 +134,14 @@ def test_curate_flags_reach_the_config():
     base = ["curate", "--model", "m", "--data", "d", "--queries", "q", "--out", "o"]
     cfg = config_from_args(parser.parse_args(base + [
         "--dtype", "bf16", "--device", "cpu", "--gradient_checkpointing", "--vae-tiling", "--projector_cache_mb",
-        "2048", "--process-group-timeout-s", "60"]))
+        "2048", "--process-group-timeout-s", "60", "--projector_rng", "cpu"]))
     assert (cfg.dtype, cfg.device, cfg.gradient_checkpointing, cfg.vae_tiling) == ("bf16", "cpu", True, True)
     assert (cfg.projector_cache_mb, cfg.process_group_timeout_s, cfg.enable_model_cpu_offload) == ("2048", 60.0,
                                                                                                    False)
     defaults = config_from_args(parser.parse_args(base))
     assert (defaults.device, defaults.dtype, defaults.gradient_checkpointing, defaults.projector_cache_mb,
             defaults.process_group_timeout_s) == ("auto", None, False, "auto", 1800.0)
+    assert (cfg.projector_rng, defaults.projector_rng) == ("cpu", "auto")
     placement = cfg.placement()
     assert placement.dtype == torch.bfloat16 and placement.device == "cpu" and placement.vae_tiling
 
@@ -279,3 +280,58 @@ def test_the_curations_pass_config_carries_the_runs_placement_and_options_overri
     assert (cfg.device, cfg.dtype, cfg.gradient_checkpointing) == ("cpu", "bf16", True)
     cfg = MotiveCuration(queries="q", gradient_checkpointing=False, projector_cache_mb=128).config_for(ctx)
     assert (cfg.gradient_checkpointing, cfg.projector_cache_mb) == (False, 128)
+
+
+# ---------------------------------------------------------------------- where the projector's random state is made
+RNG_VARIANTS = {"fastfood_blockwise": {}, "fastfood_blockwise/feistel": {"permutation": "feistel"},
+                "fastfood": {}, "fastfood/feistel": {"permutation": "feistel"}, "sparse_jl": {}, "dense_gaussian": {}}
+
+
+@pytest.mark.parametrize("variant", list(RNG_VARIANTS))
+def test_state_generated_through_the_device_path_on_the_cpu_is_todays_state(variant):
+    """`rng_device` runs every draw through the device-generic code; on the CPU that is the stream the default
+    (and every earlier version) uses: the same features and the same description, so stores keep their hash."""
+    from motionguide.motive.projectors import CPU_RNG
+
+    name = variant.split("/")[0]
+    sizes = [5, 300, 1500, 40]
+    x = torch.randn(2, sum(sizes), generator=torch.Generator().manual_seed(0))
+    default = make_projector(name, sizes, dim=64, seed=3, **RNG_VARIANTS[variant])
+    for rng_device in ("cpu", torch.device("cpu")):
+        through = make_projector(name, sizes, dim=64, seed=3, rng_device=rng_device, **RNG_VARIANTS[variant])
+        assert torch.equal(through.project_full(x), default.project_full(x))
+        assert through.describe() == default.describe() and default.describe()["rng"] == CPU_RNG
+
+
+def test_every_random_draw_of_the_projectors_is_made_on_the_generators_device():
+    """A draw without `device=` would run on the CPU with a GPU generator (a crash on the GPU only): every call
+    that takes a generator in projectors.py also names the device."""
+    import ast
+    import inspect
+
+    from motionguide.motive import projectors
+
+    calls = [node for node in ast.walk(ast.parse(inspect.getsource(projectors))) if isinstance(node, ast.Call)
+             and any(k.arg == "generator" for k in node.keywords)]
+    assert len(calls) >= 12
+    missing = [node.lineno for node in calls if not any(k.arg == "device" for k in node.keywords)]
+    assert missing == [], f"draws without device= at projectors.py lines {missing}"
+
+
+def test_projector_rng_auto_generates_on_an_accelerator_and_on_the_cpu_otherwise():
+    from motionguide.motive.config import projector_rng_device
+
+    assert projector_rng_device("auto", "cuda:1") == torch.device("cuda:1")
+    assert projector_rng_device("auto", torch.device("mps")) == torch.device("mps")
+    for setting, device in (("auto", "cpu"), ("auto", None), ("auto", "meta"), ("cpu", "cuda:0")):
+        assert projector_rng_device(setting, device) is None  # the CPU stream: today's projector
+    cpu_factory = MotiveConfig(model="m", data="d", queries="q", out="o", dim=32).make_projector_factory("cpu")
+    assert cpu_factory([10, 20]).describe() == make_projector("fastfood_blockwise", [10, 20], dim=32).describe()
+
+
+def test_a_bad_projector_rng_or_rng_device_is_one_line_naming_it():
+    with pytest.raises(ConfigError, match="projector_rng must be one of auto, cpu, got 'gpu'"):
+        MotiveConfig(model="m", data="d", queries="q", out="o", projector_rng="gpu").check()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="rng_device 'cuda': no random generator there"):
+            make_projector("fastfood_blockwise", [10], dim=8, rng_device="cuda")

@@ -477,15 +477,16 @@ def test_a_resumed_fine_tune_shows_each_redone_step_once_in_tensorboard(tmp_path
     assert events.Scalars("train/loss")[-1].value == pytest.approx(resumed["losses"][3])
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", ["wan", "cogvideox", "hunyuanvideo"])
 def test_the_pixel_multiple_read_from_config_files_is_the_loaded_backbones(tmp_path, family):
     """`pixel_multiple_of(folder)` reads only config files; it must agree with the loaded adapter's
     `pixels_per_token` (VAE factor x patch), including for a VAE that is not the default 8x."""
     from motionguide.backbones import backbone_for
-    from motionguide.testing import tiny_cogvideox_pipeline, tiny_wan_pipeline
+    from motionguide.testing import tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan_pipeline
     from motionguide.training.preflight import pixel_multiple_of
 
-    pipe = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline}[family]()
+    pipe = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline,
+            "hunyuanvideo": tiny_hunyuan_video_pipeline}[family]()
     pipe.save_pretrained(tmp_path / "model")
     for path in (tmp_path / "model").rglob("*.safetensors"):
         path.unlink()  # the check must not need the weights

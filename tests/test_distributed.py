@@ -103,7 +103,7 @@ def test_zero3_on_two_ranks_trains_and_saves_the_gathered_lora_that_the_stock_pi
     assert result["world_size"] == 2 and "DEEPSPEED" in result["distributed_type"]
     assert result["max_rank_difference"] == 0.0 and result["changed_from_init"] > 0
     assert result["gathered_shapes"] == [[4, 24], [24, 4]]  # whole LoRA matrices, not rank shards
-    gathered = load_file(str(output_dir.parent / "gathered.safetensors"))
+    gathered = load_file(str(output_dir.parent / "zero3.gathered.safetensors"))
 
     stock = WanPipeline.from_pretrained(output_dir.parent / "model")
     stock.load_lora_weights(output_dir)
@@ -141,6 +141,59 @@ def test_resuming_a_zero3_checkpoint_on_two_ranks_repeats_the_uninterrupted_loss
                       toy_run_config.root / "zero3-resumed.json")
     assert resumed["summary"]["losses"]["3"] == result["summary"]["losses"]["3"]
     assert resumed["summary"]["losses"]["2"] == result["summary"]["losses"]["2"]  # restored from the checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_under_deepspeed_bf16_the_lora_is_saved_from_the_fp32_master_weights_not_the_bf16_copy(toy_run_config,
+                                                                                                 stage):
+    """DeepSpeed bf16 casts the module (LoRA included) to bf16 and updates fp32 master weights in the optimiser
+    partitions; the saved LoRA must be those fp32 weights (checked against DeepSpeed's own consolidation of the
+    checkpoint's optimiser files), not the rounded copy the module computes with."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from diffusers import WanPipeline
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    name = f"zero{stage}-bf16"
+    result = _launch(f"cpu_deepspeed_zero{stage}_2ranks.yaml",
+                     toy_run_config(name, mixed_precision="bf16", train_steps=2, checkpointing_steps=1,
+                                    validation_prompts=[]),
+                     toy_run_config.root / f"{name}.json", "--mixed_precision", "bf16")
+    output_dir = toy_run_config.root / name
+    assert result["world_size"] == 2 and result["trainable_dtypes"] == ["torch.bfloat16"]  # DeepSpeed's copy
+
+    checkpoint = output_dir / "checkpoint-1"
+    saved = load_file(str(checkpoint / "pytorch_lora_weights.safetensors"))
+    masters = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), exclude_frozen_parameters=True)
+    masters = {k: v for k, v in masters.items() if "lora_" in k}
+    assert len(saved) == len(masters) == 32
+    for key, weight in masters.items():
+        peft_name = "transformer." + key.replace(".default.", ".")
+        assert saved[peft_name].dtype == torch.float32 and torch.equal(saved[peft_name], weight), peft_name
+
+    final = load_file(str(output_dir / "pytorch_lora_weights.safetensors"))
+    module_copy = load_file(str(output_dir.parent / f"{name}.gathered.safetensors"))  # the module's, at the end
+    assert all(t.dtype == torch.float32 for t in final.values())
+    assert any(not torch.equal(t.bfloat16().float(), t) for t in final.values())  # not an upcast bf16 copy
+    for key, weight in module_copy.items():
+        assert torch.equal(final["transformer." + key].bfloat16(), weight), key  # the copy is the rounded master
+
+    stock = WanPipeline.from_pretrained(output_dir.parent / "model")
+    stock.load_lora_weights(output_dir)
+    loaded = get_peft_model_state_dict(stock.transformer, adapter_name="default_0")
+    assert set("transformer." + k for k in loaded) == set(final)
+    assert all(torch.equal(loaded[k], final["transformer." + k]) for k in loaded)
+
+    if stage == 2:  # resuming restores the fp32 masters from the optimiser files: the same fp32 LoRA at the end
+        resumed = _launch("cpu_deepspeed_zero2_2ranks.yaml",
+                          toy_run_config(f"{name}-resumed", mixed_precision="bf16", train_steps=2,
+                                         checkpointing_steps=1, validation_prompts=[],
+                                         resume_from_checkpoint=str(checkpoint)),
+                          toy_run_config.root / f"{name}-resumed.json", "--mixed_precision", "bf16")
+        assert resumed["summary"]["losses"] == result["summary"]["losses"]
+        again = load_file(str(toy_run_config.root / f"{name}-resumed" / "pytorch_lora_weights.safetensors"))
+        assert set(again) == set(final) and all(torch.equal(again[k], final[k]) for k in final)
 
 
 @pytest.mark.slow

@@ -46,6 +46,13 @@ def test_gpu_smoke_script_runs_every_stage_on_the_cpu_and_reports_each(tmp_path)
     assert all(row["goal_met"] is None for row in report["rows"] if "goal" in row)  # judged on CUDA only
     table = (out / "gpu_smoke.md").read_text()
     assert all(f"| {stage} |" in table for stage in STAGES) and "n/a on the CPU" in table
+    # the projector's state made as the pass makes it (on the CPU here: the CPU stream), reproducible bitwise
+    from motionguide.motive.projectors import CPU_RNG
+
+    state = report["projector_state"]
+    assert state["pass"]["rng"] == state["cpu"]["rng"] == CPU_RNG
+    assert state["pass"]["deterministic"] and state["cpu"]["deterministic"]
+    assert "two projectors built alike agree bitwise: yes" in table
 
 
 def test_gpu_smoke_script_refuses_cuda_on_a_machine_without_it(tmp_path):

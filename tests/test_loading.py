@@ -52,3 +52,22 @@ def test_a_lora_of_another_model_is_one_line_naming_it(tmp_path):
                "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(999, 4)}, str(lora))
     with pytest.raises(ConfigError, match=r"LoRA .*pytorch_lora_weights.safetensors does not fit"):
         load_pipeline(TOY, lora=lora)
+
+
+def test_a_bf16_transformer_is_identified_as_bf16_although_its_first_weights_are_kept_in_fp32():
+    """The Motive feature store and latent cache records name a module's dtype: the majority one, with the
+    count per dtype when it mixes them; a one-dtype module's identity keeps its old form (and keys)."""
+    from motionguide.identity import module_identity
+
+    pipe = load_pipeline(TOY, PipelinePlacement(dtype=torch.bfloat16))
+    transformer = pipe.transformer
+    assert next(transformer.parameters()).dtype == torch.float32  # what the first-parameter rule read
+    counts = {}
+    for param in transformer.parameters():
+        counts[str(param.dtype)] = counts.get(str(param.dtype), 0) + param.numel()
+    assert set(counts) == {"torch.bfloat16", "torch.float32"} and counts["torch.bfloat16"] > counts["torch.float32"]
+    identity = module_identity(transformer)
+    assert identity["dtype"] == "torch.bfloat16" and identity["dtypes"] == counts
+
+    fp32 = module_identity(load_pipeline(TOY).transformer)
+    assert sorted(fp32) == ["class", "config", "dtype", "weights"] and fp32["dtype"] == "torch.float32"

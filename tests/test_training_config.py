@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from motionguide.errors import ConfigError
-from motionguide.testing import (tiny_cogvideox_pipeline, tiny_wan22_a14b_pipeline, tiny_wan22_ti2v_pipeline,
-                                 tiny_wan_pipeline)
+from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
+                                 tiny_wan22_ti2v_pipeline, tiny_wan_pipeline)
 from motionguide.toy import make_dataset
 from motionguide.training import cli as train_cli
 from motionguide.training.config import DEPRECATED_KEYS, TrainConfig
@@ -23,7 +23,7 @@ ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "cpu_deeps
 
 
 @pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml", "wan2.2-ti2v-5b.yaml",
-                                  "wan2.2-t2v-a14b.yaml"])
+                                  "wan2.2-t2v-a14b.yaml", "hunyuanvideo.yaml"])
 def test_shipped_configs_parse_without_deprecated_keys(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the shipped configs use the current names only
@@ -267,6 +267,7 @@ def test_old_keys_warn_in_one_line_each_from_the_script(tmp_path, capsys, no_mod
     ("cogvideox-2b.yaml", tiny_cogvideox_pipeline, 9, 32),
     ("wan2.2-ti2v-5b.yaml", tiny_wan22_ti2v_pipeline, 9, 64),
     ("wan2.2-t2v-a14b.yaml", tiny_wan22_a14b_pipeline, 9, 32),
+    ("hunyuanvideo.yaml", tiny_hunyuan_video_pipeline, 9, 32),
 ])
 def test_real_config_builds_its_family_through_the_loop(tmp_path, name, make_pipe, frames, size):
     make_pipe().save_pretrained(tmp_path / "model")
@@ -286,3 +287,23 @@ def test_real_config_builds_its_family_through_the_loop(tmp_path, name, make_pip
     keys = load_file(summary["lora"])
     for module in cfg.target_modules:
         assert any(f".{module}.lora_A" in k for k in keys), f"{module} got no LoRA"
+
+
+def test_the_hunyuanvideo_config_samples_as_the_family_does_and_passes_preflight_at_its_own_size(tmp_path):
+    """Its clip and validation settings are the HunyuanVideo adapter's sampling defaults (49x480x720, 256 prompt
+    tokens, 30 steps, embedded guidance 6), and the Trainer's preflight (method names, frame sizes against the
+    model's VAE factor x patch size, 16 for HunyuanVideo as for the tiny copy) accepts them: no weights load."""
+    from motionguide.backbones import HunyuanVideoBackbone
+
+    tiny_hunyuan_video_pipeline().save_pretrained(tmp_path / "model")
+    cfg = TrainConfig.load(CONFIGS / "hunyuanvideo.yaml", ["--pretrained_model_name_or_path", str(tmp_path / "model"),
+                                                           "--output_dir", str(tmp_path / "out"),
+                                                           "--data_root", str(tmp_path / "data")])
+    own = HunyuanVideoBackbone.sampling_defaults
+    assert (cfg.num_frames, cfg.height, cfg.width, cfg.max_sequence_length) == (
+        own.num_frames, own.height, own.width, own.max_sequence_length)
+    assert (cfg.validation_inference_steps, cfg.validation_guidance_scale) == (own.steps, own.cfg)
+    Trainer(cfg)  # preflight only
+    with pytest.raises(ConfigError, match="width=728 is not a multiple of 16"):
+        Trainer(TrainConfig.load(CONFIGS / "hunyuanvideo.yaml", [
+            "--pretrained_model_name_or_path", str(tmp_path / "model"), "--width", "728"]))

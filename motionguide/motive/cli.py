@@ -145,6 +145,10 @@ def add_curate_command(subparsers: argparse._SubParsersAction) -> ArgumentParser
     placement.add_argument("--projector_cache_mb", help="MiB of projector random state kept on the gradients' "
                            "device instead of regenerated for every clip: auto (default: 40%% of free GPU "
                            "memory, 25%% of available host memory) or a number; never changes a feature")
+    placement.add_argument("--projector_rng", choices=("auto", "cpu"), help="where the projector's random state "
+                           "is generated: auto (default: on the GPU when the gradients are there: much faster, but "
+                           "another random stream, so scores are reproducible per device type) or cpu (the same "
+                           "features on every machine)")
     placement.add_argument("--process_group_timeout_s", type=float, help="timeout of every collective of the "
                            f"process group the pass creates under torchrun (default {defaults.process_group_timeout_s:g} s)")
     p.set_defaults(func=_run)

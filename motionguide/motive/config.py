@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError, unknown_key_message
 from .selection import DEFAULT_MODE, check_mode
 
-__all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS", "projector_cache_bytes"]
+__all__ = ["MotiveConfig", "AttributionConfig", "DEPRECATED_KEYS", "projector_cache_bytes", "projector_rng_device"]
 
 #: old option names still accepted, with a DeprecationWarning: old name -> new name
 DEPRECATED_KEYS = {"cache_dir": "latent_cache_dir"}
@@ -69,6 +69,11 @@ class MotiveConfig:
     #: the projector's kept random state, in MiB: "auto" (a share of the free memory of the gradients' device,
     #: see projectors.auto_cache_bytes) or a number (0: regenerate every block for every clip). Values unchanged.
     projector_cache_mb: Any = "auto"
+    #: where the projector's random state is generated: "auto" (on the gradients' device when it is an
+    #: accelerator: far cheaper there, but another random stream, so features and scores are reproducible per
+    #: device type and model; the CPU when the gradients are on the CPU) or "cpu" (the stream every machine
+    #: shares: a GPU run gives the CPU's features, paying the CPU generation until the state cache holds it)
+    projector_rng: str = "auto"
     process_group_timeout_s: float = 1800.0  # collectives' timeout of the group the pass creates (torchrun)
     #: deprecated spelling of `latent_cache_dir` (diffusers' `cache_dir` is the hub download cache)
     cache_dir: dataclasses.InitVar[str | None] = None
@@ -150,6 +155,8 @@ class MotiveConfig:
             raise ConfigError("enable_model_cpu_offload keeps components on the CPU until the GPU needs them; it "
                               "needs device cuda (or auto on a machine with a GPU)")
         projector_cache_bytes(self.projector_cache_mb, None, check_only=True)
+        if str(self.projector_rng) not in PROJECTOR_RNG:
+            raise ConfigError(f"projector_rng must be one of {', '.join(PROJECTOR_RNG)}, got {self.projector_rng!r}")
         if not float(self.process_group_timeout_s) > 0:
             raise ConfigError(f"process_group_timeout_s must be > 0 seconds, got {self.process_group_timeout_s}")
 
@@ -173,13 +180,17 @@ class MotiveConfig:
 
     def make_projector_factory(self, device: Any = None):
         """`sizes -> Projector` for these settings (the parameter sizes are known once the model is loaded);
-        `device`: where the gradients are, which sizes the "auto" state-cache budget."""
+        `device`: where the gradients are, which sizes the "auto" state-cache budget and, with `projector_rng`
+        "auto", is where an accelerator generates the random state (`projector_rng_device`)."""
         from .projectors import make_projector
 
         def factory(sizes):
             extra = {}
             if self.projector != "fastfood":  # the global Fastfood keeps its one state anyway
                 extra["cache_bytes"] = projector_cache_bytes(self.projector_cache_mb, device)
+            rng_device = projector_rng_device(self.projector_rng, device)
+            if rng_device is not None:  # the CPU path passes nothing: the projector it builds is today's
+                extra["rng_device"] = rng_device
             return make_projector(self.projector, sizes, dim=self.dim, seed=self.seed, **extra)
 
         return factory
@@ -187,6 +198,23 @@ class MotiveConfig:
     def cache_root(self) -> Path:
         """Where the latent cache lives: `latent_cache_dir`, or `<out>/cache`."""
         return Path(self.latent_cache_dir) if self.latent_cache_dir else Path(self.out) / "cache"
+
+
+#: `projector_rng` values
+PROJECTOR_RNG = ("auto", "cpu")
+
+
+def projector_rng_device(setting: str, device: Any = None) -> Any:
+    """Where `projector_rng` generates the projector's random state for gradients on `device`: the accelerator
+    itself for "auto" on one (cuda, cuda:N, mps, ...), None (the CPU) otherwise."""
+    if str(setting) not in PROJECTOR_RNG:
+        raise ConfigError(f"projector_rng must be one of {', '.join(PROJECTOR_RNG)}, got {setting!r}")
+    if setting == "cpu" or device is None:
+        return None
+    import torch
+
+    device = torch.device(device)
+    return None if device.type in ("cpu", "meta") else device
 
 
 def projector_cache_bytes(setting: Any, device: Any = None, check_only: bool = False) -> int:

@@ -5,12 +5,16 @@ products are preserved in expectation and the caller's ℓ2 normalisation turns 
 
 Why these choices:
 
-* **Identical across processes.** All randomness comes from ``torch.Generator`` (CPU, Mersenne Twister) and
-  numpy's PCG64, seeded by ``derive_seed(seed, tag, param_index, chunk_index)`` (a sha256 of the keys), never
-  from global RNG state; state is generated on the CPU and then moved to the gradient's device. Two ranks, or a
-  query job run a month later, get bitwise identical random matrices. ``describe()`` carries a fingerprint of
-  generated state, so a store written with another RNG stream (a torch upgrade that changed ``randperm``)
-  refuses to mix with new features instead of silently mixing two projections.
+* **Identical across processes.** All randomness comes from ``torch.Generator`` and numpy's PCG64, seeded by
+  ``derive_seed(seed, tag, param_index, chunk_index)`` (a sha256 of the keys), never from global RNG state.
+  By default (``rng_device=None``) state is generated on the CPU (Mersenne Twister) and moved to the
+  gradient's device: every machine, with or without a GPU, gets bitwise identical random matrices.
+  ``rng_device="cuda"`` generates it on the GPU instead (Philox: a different stream, so different features
+  and scores, reproducible on the same kind of device and torch version), which on a GPU is far cheaper than
+  the CPU generation that otherwise dominates featurisation. ``describe()`` names the generator (and the GPU
+  model) and carries a fingerprint of generated state, so a store written with another RNG stream (another
+  device type, a torch upgrade that changed ``randperm``) refuses to mix with new features instead of
+  silently mixing two projections.
 * **Streaming.** The featurizer sees one parameter's gradient at a time, in autograd's order, and frees it
   right after. Streaming projectors (``streaming = True``) give a contribution per parameter; the feature is
   the sum of the contributions, and ``project_full`` of the concatenation (in ``named_parameters()`` order)
@@ -56,6 +60,7 @@ __all__ = [
     "derive_seed",
     "next_power_of_two",
     "auto_cache_bytes",
+    "resolve_rng_device",
 ]
 
 # Bump when a change to the maths or the random streams would change the features for the same config.
@@ -84,8 +89,36 @@ def derive_seed(seed: int, *keys: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-def _generator(seed: int, *keys: Any) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(derive_seed(seed, *keys))
+def _generator(seed: int, *keys: Any, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
+
+
+CPU_RNG = "torch.Generator(cpu)+numpy.PCG64, sha256-derived seeds"
+
+
+def resolve_rng_device(rng_device: Any) -> torch.device:
+    """The device random state is generated on: the CPU for None / "cpu" (the stream every machine shares),
+    else the accelerator named (its own generator; checked now, so a bad name fails before any gradient)."""
+    if rng_device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(rng_device)
+        torch.Generator(device=device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"rng_device {str(rng_device)!r}: no random generator there ({str(exc).splitlines()[0]}); "
+                          "use cpu, or the accelerator the gradients are on (cuda, cuda:N)") from None
+    return device
+
+
+def rng_description(device: torch.device) -> str:
+    """`describe()`'s "rng": which generator made the state. An accelerator's stream may differ between device
+    models and torch versions, so both are named (the CPU stream is the same everywhere)."""
+    if device.type == "cpu":
+        return CPU_RNG
+    name = device.type
+    if device.type == "cuda":
+        name = f"cuda, {torch.cuda.get_device_name(device)}"
+    return f"torch.Generator({name}, torch {torch.__version__})+numpy.PCG64, sha256-derived seeds"
 
 
 _LOW_BITS = 4  # the first log2(16) butterfly stages as one [*, 16] x [16, 16] product (contiguous, cheap)
@@ -276,11 +309,13 @@ class Projector(ABC):
     seed: int
     streaming: bool = False
 
-    def __init__(self, dim: int, seed: int):
+    def __init__(self, dim: int, seed: int, rng_device: Any = None):
         if int(dim) < 1:
             raise ConfigError(f"projection dim must be >= 1, got {dim}")
         self.dim = int(dim)
         self.seed = int(seed)
+        #: where random state is generated (then moved to each gradient's device): see `resolve_rng_device`
+        self.rng_device = resolve_rng_device(rng_device)
         self._fingerprint: str | None = None
 
     def describe(self) -> dict:
@@ -288,7 +323,7 @@ class Projector(ABC):
         if self._fingerprint is None:
             self._fingerprint = _sha_of_tensors(self._fingerprint_state())
         return {"class": type(self).__name__, "scheme_version": PROJECTION_SCHEME_VERSION, "dim": self.dim,
-                "seed": self.seed, "rng": "torch.Generator(cpu)+numpy.PCG64, sha256-derived seeds",
+                "seed": self.seed, "rng": rng_description(self.rng_device),
                 "fingerprint": self._fingerprint, **self._describe_extra()}
 
     def project_parameter(self, param_index: int, flat_grad: torch.Tensor) -> torch.Tensor:
@@ -314,8 +349,9 @@ class _StreamingProjector(Projector):
 
     streaming = True
 
-    def __init__(self, sizes: Sequence[int], dim: int, seed: int, chunk: int, cache_bytes: int):
-        super().__init__(dim, seed)
+    def __init__(self, sizes: Sequence[int], dim: int, seed: int, chunk: int, cache_bytes: int,
+                 rng_device: Any = None):
+        super().__init__(dim, seed, rng_device)
         sizes = [int(s) for s in sizes]
         if not sizes or any(s < 0 for s in sizes):
             raise ConfigError("sizes must be a non-empty list of parameter numels (>= 0), in "
@@ -391,12 +427,13 @@ class DenseGaussian(_StreamingProjector):
     """
 
     def __init__(self, sizes: Sequence[int], dim: int = DEFAULT_DIM, seed: int = 0, chunk: int = 2**16,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
-        super().__init__(sizes, dim, seed, chunk, cache_bytes)
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, rng_device: Any = None):
+        super().__init__(sizes, dim, seed, chunk, cache_bytes, rng_device)
 
     def _matrix(self, param_index: int, chunk_index: int, n: int) -> tuple[torch.Tensor]:
-        gen = _generator(self.seed, "dense", param_index, chunk_index)
-        return (torch.randn(n, self.dim, generator=gen).mul_(1.0 / math.sqrt(self.dim)),)
+        dev = self.rng_device
+        gen = _generator(self.seed, "dense", param_index, chunk_index, device=dev)
+        return (torch.randn(n, self.dim, generator=gen, device=dev).mul_(1.0 / math.sqrt(self.dim)),)
 
     def _project_chunk(self, param_index: int, chunk_index: int, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
@@ -424,21 +461,23 @@ class SparseJL(_StreamingProjector):
     """
 
     def __init__(self, sizes: Sequence[int], dim: int = DEFAULT_DIM, seed: int = 0, nonzeros: int = 4,
-                 chunk: int = 2**20, cache_bytes: int = DEFAULT_CACHE_BYTES):
-        super().__init__(sizes, dim, seed, chunk, cache_bytes)
+                 chunk: int = 2**20, cache_bytes: int = DEFAULT_CACHE_BYTES, rng_device: Any = None):
+        super().__init__(sizes, dim, seed, chunk, cache_bytes, rng_device)
         if not 1 <= int(nonzeros) <= self.dim:
             raise ConfigError(f"nonzeros must be in [1, dim={self.dim}], got {nonzeros}")
         self.nonzeros = int(nonzeros)
 
     def _hashing(self, param_index: int, chunk_index: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = _generator(self.seed, "sparse", param_index, chunk_index)
+        dev = self.rng_device
+        gen = _generator(self.seed, "sparse", param_index, chunk_index, device=dev)
         s = self.nonzeros
         if self.dim % s == 0:
             block = self.dim // s
-            rows = torch.randint(0, block, (s, n), generator=gen) + torch.arange(s)[:, None] * block
+            rows = (torch.randint(0, block, (s, n), generator=gen, device=dev)
+                    + torch.arange(s, device=dev)[:, None] * block)
         else:
-            rows = torch.randint(0, self.dim, (s, n), generator=gen)
-        signs = torch.randint(0, 2, (s, n), generator=gen).to(torch.float32).mul_(2).sub_(1)
+            rows = torch.randint(0, self.dim, (s, n), generator=gen, device=dev)
+        signs = torch.randint(0, 2, (s, n), generator=gen, device=dev).to(torch.float32).mul_(2).sub_(1)
         return rows.reshape(-1), signs.mul_(1.0 / math.sqrt(s)).reshape(-1)
 
     def _project_chunk(self, param_index: int, chunk_index: int, x: torch.Tensor) -> torch.Tensor:
@@ -473,12 +512,12 @@ class BlockwiseFastfood(_StreamingProjector):
     is kept per block while ``cache_bytes`` lasts; generating it costs ~40–60 ms of one CPU core per 2^20
     block with ``randperm`` (~10 ms with ``feistel``, whose Π is then computed on the gradient's device:
     cheap on a GPU, ~0.25 s per block on one CPU core), so for billion-parameter models give the cache room
-    for as much of the model as memory allows.
+    for as much of the model as memory allows, and on a GPU generate it there (``rng_device``).
     """
 
     def __init__(self, sizes: Sequence[int], dim: int = DEFAULT_DIM, seed: int = 0, block_size: int = 2**20,
-                 permutation: str = "randperm", cache_bytes: int = DEFAULT_CACHE_BYTES):
-        super().__init__(sizes, dim, seed, block_size, cache_bytes)
+                 permutation: str = "randperm", cache_bytes: int = DEFAULT_CACHE_BYTES, rng_device: Any = None):
+        super().__init__(sizes, dim, seed, block_size, cache_bytes, rng_device)
         if permutation not in PERMUTATIONS:
             raise ConfigError(f"unknown permutation {permutation!r}; valid: {', '.join(PERMUTATIONS)}")
         self.block_size = int(block_size)
@@ -486,21 +525,23 @@ class BlockwiseFastfood(_StreamingProjector):
 
     def _fastfood_state(self, param_index: int, chunk_index: int, n: int) -> tuple[torch.Tensor, ...]:
         length = next_power_of_two(n)
-        gen = _generator(self.seed, "fastfood", param_index, chunk_index)
-        signs = torch.randint(0, 2, (n,), generator=gen, dtype=torch.int8).mul_(2).sub_(1)
+        dev = self.rng_device
+        gen = _generator(self.seed, "fastfood", param_index, chunk_index, device=dev)
+        signs = torch.randint(0, 2, (n,), generator=gen, dtype=torch.int8, device=dev).mul_(2).sub_(1)
         if self.permutation == "randperm":
-            perm = torch.randperm(length, generator=gen).to(torch.int32)  # index_select takes int32
+            perm = torch.randperm(length, generator=gen, device=dev).to(torch.int32)  # index_select takes int32
         else:
-            perm = torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=gen)  # round keys
-        gauss = torch.randn(length, generator=gen)
+            perm = torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=gen, device=dev)  # round keys
+        gauss = torch.randn(length, generator=gen, device=dev)
         g_norm = float(gauss.double().norm())
         row_scale = _chi_row_scale((self.seed, "fastfood-chi", param_index, chunk_index), length, self.dim,
-                                   g_norm)
+                                   g_norm).to(dev)
         return signs, perm, gauss, row_scale
 
     def _dense_state(self, param_index: int, chunk_index: int, n: int) -> tuple[torch.Tensor]:
-        gen = _generator(self.seed, "fastfood-dense", param_index, chunk_index)
-        return (torch.randn(n, self.dim, generator=gen).mul_(1.0 / math.sqrt(self.dim)),)
+        dev = self.rng_device
+        gen = _generator(self.seed, "fastfood-dense", param_index, chunk_index, device=dev)
+        return (torch.randn(n, self.dim, generator=gen, device=dev).mul_(1.0 / math.sqrt(self.dim)),)
 
     def _project_chunk(self, param_index: int, chunk_index: int, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
@@ -557,7 +598,7 @@ class BlockwiseFastfood(_StreamingProjector):
         return out
 
     def _stacked_fastfood_state(self, members, length: int) -> tuple[torch.Tensor, ...]:
-        signs = torch.zeros(len(members), length, dtype=torch.int8)
+        signs = torch.zeros(len(members), length, dtype=torch.int8, device=self.rng_device)
         perms, gausses, scales = [], [], []
         for row, (index, chunk_index, x) in enumerate(members):
             s, perm, gauss, scale = self._fastfood_state(index, chunk_index, x.numel())
@@ -589,8 +630,8 @@ class FastfoodGlobal(Projector):
     """
 
     def __init__(self, total_size: int, dim: int = DEFAULT_DIM, seed: int = 0, permutation: str = "randperm",
-                 gen_chunk: int = 2**22):
-        super().__init__(dim, seed)
+                 gen_chunk: int = 2**22, rng_device: Any = None):
+        super().__init__(dim, seed, rng_device)
         if int(total_size) < 1:
             raise ConfigError(f"total_size must be >= 1, got {total_size}")
         if permutation not in PERMUTATIONS:
@@ -605,21 +646,22 @@ class FastfoodGlobal(Projector):
         signs = torch.empty(self.total_size, dtype=torch.int8, device=device)
         gauss = torch.empty(self.length, dtype=torch.float32, device=device)
         g_sq = 0.0
+        dev = self.rng_device
         for k, start in enumerate(range(0, self.length, self.gen_chunk)):
             stop = min(self.length, start + self.gen_chunk)
-            gen = _generator(self.seed, "global", k)
+            gen = _generator(self.seed, "global", k, device=dev)
             if start < self.total_size:
                 hi = min(stop, self.total_size)
-                bits = torch.randint(0, 2, (hi - start,), generator=gen, dtype=torch.int8)
+                bits = torch.randint(0, 2, (hi - start,), generator=gen, dtype=torch.int8, device=dev)
                 signs[start:hi] = (bits * 2 - 1).to(device)
-            piece = torch.randn(stop - start, generator=gen)
+            piece = torch.randn(stop - start, generator=gen, device=dev)
             g_sq += float(piece.double().square().sum())
             gauss[start:stop] = piece.to(device)
-        gen = _generator(self.seed, "global-perm")
+        gen = _generator(self.seed, "global-perm", device=dev)
         if self.permutation == "randperm":
-            perm = torch.randperm(self.length, generator=gen).to(torch.int32).to(device)
+            perm = torch.randperm(self.length, generator=gen, device=dev).to(torch.int32).to(device)
         else:
-            perm = torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=gen)
+            perm = torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=gen, device=dev)
         row_scale = _chi_row_scale((self.seed, "global-chi"), self.length, self.dim, math.sqrt(g_sq)).to(device)
         return signs, perm, gauss, row_scale
 
@@ -641,11 +683,13 @@ class FastfoodGlobal(Projector):
                 "gen_chunk": self.gen_chunk}
 
     def _fingerprint_state(self) -> list[torch.Tensor]:
-        gen = _generator(self.seed, "global", 0)
-        head = [torch.randint(0, 2, (7,), generator=gen, dtype=torch.int8), torch.randn(7, generator=gen)]
-        perm_gen = _generator(self.seed, "global-perm")
-        head.append(torch.randperm(8, generator=perm_gen) if self.permutation == "randperm"
-                    else torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=perm_gen))
+        dev = self.rng_device
+        gen = _generator(self.seed, "global", 0, device=dev)
+        head = [torch.randint(0, 2, (7,), generator=gen, dtype=torch.int8, device=dev),
+                torch.randn(7, generator=gen, device=dev)]
+        perm_gen = _generator(self.seed, "global-perm", device=dev)
+        head.append(torch.randperm(8, generator=perm_gen, device=dev) if self.permutation == "randperm"
+                    else torch.randint(0, 2**31, (_FEISTEL_ROUNDS,), generator=perm_gen, device=dev))
         return head
 
 

@@ -93,20 +93,55 @@ def frozen_components_unpartitioned(accelerator: Any) -> Iterator[None]:
 
 
 def gathered_lora_state_dict(accelerator: Any, model: Any, transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The LoRA weights whole, as `lora_state_dict` names them, copied to the CPU. Under ZeRO-3 and FSDP every
-    rank must call this (the weights are gathered with collectives); elsewhere it only reads them.
+    """The LoRA weights whole, as `lora_state_dict` names them, copied to the CPU, in fp32 when they train in
+    fp32 (under DeepSpeed bf16 / fp16: the optimiser's fp32 master weights, not the module's rounded copy).
+    Under DeepSpeed and FSDP every rank must call this (the weights are gathered with collectives); elsewhere
+    it only reads them.
 
     `model` is what `accelerator.prepare` returned, `transformer` the module inside it."""
     if uses_fsdp(accelerator):  # not run yet: accelerate applies FSDP on GPUs only
         from peft.utils import get_peft_model_state_dict
 
         state = get_peft_model_state_dict(transformer, state_dict=accelerator.get_state_dict(model))
+    elif deepspeed_holds_fp32_masters(accelerator, transformer):
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(transformer, state_dict=fp32_master_weights(transformer))
     else:
         params = [p for p in transformer.parameters() if p.requires_grad]
         with gathered(accelerator, params):
             state = {k: v.detach().to("cpu", copy=True) for k, v in lora_state_dict(transformer).items()}
         return state
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def deepspeed_holds_fp32_masters(accelerator: Any, transformer: torch.nn.Module) -> bool:
+    """Whether the trainable weights in the module are DeepSpeed's low-precision copies of fp32 master weights.
+
+    Under `mixed_precision: bf16` (or fp16) DeepSpeed casts every parameter of the prepared module, the fp32
+    LoRA included, to that dtype and keeps the fp32 weights the optimiser updates in its own partitions; the
+    module's copy is rounded, so what is saved must come from the partitions. The same on every rank."""
+    if deepspeed_plugin(accelerator) is None:
+        return False
+    return any(p.requires_grad and p.dtype != torch.float32 for p in transformer.parameters())
+
+
+def fp32_master_weights(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters' fp32 master weights from DeepSpeed's optimiser partitions, whole, on the CPU,
+    by their name in `transformer`. A collective per parameter (ZeRO-1/2: an all-reduce, ZeRO-3: an
+    all-gather): every rank must call it, and in the same order (`named_parameters` order)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    masters = {}
+    for name, param in transformer.named_parameters():
+        if not param.requires_grad:
+            continue
+        full = safe_get_full_fp32_param(param)
+        if full is None:
+            raise RuntimeError(f"DeepSpeed holds no fp32 master weight for the trainable parameter {name} "
+                               f"({param.dtype}); was the model prepared with its optimizer by accelerate?")
+        masters[name] = full.detach().to("cpu", torch.float32, copy=True).contiguous()
+    return masters
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@
         tests/jobs/finetune_sharded.py CONFIG.yaml OUT.json
 
 Writes OUT.json (main process): the world size, the distributed type, the trainable weights as every rank
-gathered them at the end of training (`gathered.safetensors` next to OUT.json), and the run's summary.
+gathered them at the end of training (`OUT.gathered.safetensors` next to OUT.json), and the run's summary.
 """
 
 import json
@@ -44,13 +44,14 @@ class GatherAtTheEnd(TrainerCallback):
         if acc.is_main_process:
             from safetensors.torch import save_file
 
-            save_file(state, str(self.out_path.with_name("gathered.safetensors")))
+            save_file(state, str(self.out_path.with_name(f"{self.out_path.stem}.gathered.safetensors")))
             self.result = {
                 "world_size": acc.num_processes,
                 "distributed_type": str(acc.distributed_type),
                 "max_rank_difference": float((copies[0] - copies[-1]).abs().max()),
                 "changed_from_init": float(flat.abs().max()),
                 "gathered_shapes": [list(s) for s in local_shapes],
+                "trainable_dtypes": sorted({str(p.dtype) for p in trainable}),  # the module's copy
             }
 
 

@@ -190,6 +190,13 @@ class HunyuanVideoBackbone(VideoBackbone):
             return int(self.vae.config.temporal_compression_ratio)
         return self.default_vae_scale_temporal
 
+    @classmethod
+    def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:
+        """What frame height and width must divide by, from the config files alone (VAE x patch; 16 on
+        HunyuanVideo, whose pipeline refuses other sizes): the training preflight checks it before any load."""
+        spatial = int((vae_config or {}).get("spatial_compression_ratio", cls.default_vae_scale_spatial))
+        return spatial * int(transformer_config["patch_size"])
+
     def instrumented_processor(self, controller, original, block: int, attention: str):
         """:class:`InstrumentedHunyuanVideoProcessor` (loaded here: it builds on `motionguide.attention`)."""
         from .processor import InstrumentedHunyuanVideoProcessor
