@@ -34,8 +34,14 @@ def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, hea
 
 
 def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: int = 2, heads: int = 4,
-                               head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16):
-    """A seeded, tiny random `CogVideoXTransformer3DModel` in eval mode (3D RoPE if `rotary`)."""
+                               head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16,
+                               image_to_video: bool = False, learned_positions: bool = False,
+                               ofs_embed_dim: int | None = None, sample_size: int = 4):
+    """A seeded, tiny random `CogVideoXTransformer3DModel` in eval mode (3D RoPE if `rotary`).
+
+    `image_to_video`: CogVideoX-I2V's layout, reading 2 x `in_channels` (noise + image latents) and writing
+    `in_channels`; `learned_positions` (5B-I2V's stored position table, which fixes the latent size to
+    `sample_size`) and `ofs_embed_dim` (CogVideoX1.5-I2V's ofs embedding) as in those configs."""
     from diffusers import CogVideoXTransformer3DModel
 
     head_dim = head_dim or (16 if rotary else 8)  # 3D RoPE splits the head dim 2:3:3, so it needs 16
@@ -43,18 +49,20 @@ def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: 
     return CogVideoXTransformer3DModel(
         num_attention_heads=heads,
         attention_head_dim=head_dim,
-        in_channels=in_channels,
+        in_channels=2 * in_channels if image_to_video else in_channels,
         out_channels=in_channels,
         time_embed_dim=2,
         text_embed_dim=text_dim,
         num_layers=num_layers,
-        sample_width=4,
-        sample_height=4,
+        sample_width=sample_size,
+        sample_height=sample_size,
         sample_frames=9,
         patch_size=2,
         temporal_compression_ratio=4,
         max_text_seq_length=max_text,
         use_rotary_positional_embeddings=rotary,
+        use_learned_positional_embeddings=learned_positions,
+        ofs_embed_dim=ofs_embed_dim,
     ).eval()
 
 
@@ -146,9 +154,13 @@ def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio:
     )
 
 
-def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2):
-    """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline
+def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2, image_to_video: bool = False,
+                            **transformer_options):
+    """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer; with `image_to_video`, a
+    `CogVideoXImageToVideoPipeline` over a transformer of CogVideoX-I2V's layout (see `tiny_cogvideox_transformer`,
+    which `transformer_options` reach)."""
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline,
+                           CogVideoXPipeline)
 
     from .text import word_level_tokenizer
 
@@ -160,10 +172,12 @@ def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int
         block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
         temporal_compression_ratio=4,
     ).eval()
-    return CogVideoXPipeline(
+    pipeline_class = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+    return pipeline_class(
         tokenizer=tokenizer,
         text_encoder=tiny_t5(len(tokenizer), seed=seed),
-        transformer=tiny_cogvideox_transformer(seed, rotary=rotary, num_layers=num_layers),
+        transformer=tiny_cogvideox_transformer(seed, rotary=rotary, num_layers=num_layers,
+                                               image_to_video=image_to_video, **transformer_options),
         vae=vae,
         scheduler=CogVideoXDDIMScheduler(),
     )

@@ -5,7 +5,9 @@ Families (ids): Wan2.1 ("wan2.1"), CogVideoX-2B ("cogvideox-2b": sin-cos positio
 ("cogvideox-5b": 3D RoPE, the 5B's layout at tiny size) and HunyuanVideo ("hunyuanvideo": one dual-stream then two
 single-stream blocks, text AFTER video, padded text masked out of the keys, embedded guidance), Wan2.2-TI2V-5B-like
 ("wan2.2-ti2v-5b": 48 latent channels, per-token timesteps, the 16x VAE in its pipeline) and, among the
-pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875). Each family case
+pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875) and the image-to-video models:
+CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel axis, 3D RoPE; every method call
+passes the conditioning image's latents). Each family case
 says only how to build its model and inputs and how to recompute its attention from the module's weights
 (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
@@ -20,7 +22,7 @@ import pytest
 import torch
 
 from motionguide.attention import AttentionController
-from motionguide.backbones import backbone_for, supported_families
+from motionguide.backbones import backbone_for, condition_kwargs, image_pixels, supported_families
 from motionguide.motive.featurizer import select_parameters
 from motionguide.testing import (tiny_cogvideox_transformer, tiny_hunyuan_video_transformer,
                                  tiny_wan_transformer)
@@ -136,6 +138,8 @@ FAMILIES = [
     Family("cogvideox-5b", lambda: tiny_cogvideox_transformer(rotary=True), _cog_rope_inputs, _cog_reference),
     Family("hunyuanvideo", lambda: tiny_hunyuan_video_transformer(), _hunyuan_inputs, _hunyuan_reference),
     Family("wan2.2-ti2v-5b", lambda: tiny_wan_transformer(in_channels=48), _ti2v_inputs, _wan_reference),
+    Family("cogvideox-5b-i2v", lambda: tiny_cogvideox_transformer(rotary=True, image_to_video=True), _cog_rope_inputs,
+           _cog_reference),
 ]
 
 
@@ -302,6 +306,8 @@ class PipelineFamily:
     target: Callable
     #: frame side in pixels (two tokens across: 16 on 8x VAEs, 32 on Wan2.2-TI2V-5B's 16x VAE)
     size: int = 16
+    #: an image-to-video pipeline: its call takes `image=` and every transformer call its conditioning
+    image: bool = False
 
 
 def _tiny_pipeline(name):
@@ -311,7 +317,8 @@ def _tiny_pipeline(name):
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
             "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
-            "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline}[name]()
+            "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline,
+            "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True)}[name]()
 
 
 PIPELINES = [
@@ -321,6 +328,7 @@ PIPELINES = [
     PipelineFamily("hunyuanvideo", lambda: _tiny_pipeline("hunyuanvideo"), 6.0, True, _flow_target),
     PipelineFamily("wan2.2-ti2v-5b", lambda: _tiny_pipeline("wan2.2-ti2v-5b"), 5.0, False, _flow_target, size=32),
     PipelineFamily("wan2.2-t2v-a14b", lambda: _tiny_pipeline("wan2.2-t2v-a14b"), 5.0, False, _flow_target),
+    PipelineFamily("cogvideox-5b-i2v", lambda: _tiny_pipeline("cogvideox-5b-i2v"), 6.0, False, _v_target, image=True),
 ]
 _BUILT: dict[str, object] = {}
 
@@ -342,6 +350,22 @@ def _prompt_kwargs(pipe, fam, packed):
 
     embeds, mask, pooled = unpack_prompt(packed, pipe.transformer.config.pooled_projection_dim)
     return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "pooled_prompt_embeds": pooled}
+
+
+def _frame(side, seed=4):
+    """A seeded random uint8 RGB frame [side, side, 3] (the conditioning image of the image-to-video cases)."""
+    return torch.randint(0, 256, (side, side, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def _condition(backbone, latents, seed=4):
+    """An image-to-video model's conditioning for latents [B, C, F', h, w]: a seeded random first frame encoded
+    as its pipeline encodes its image (posterior mode); {} for text-to-video."""
+    if not backbone.conditions_on_image:
+        return {}
+    _, _, f, h, w = latents.shape
+    side = h * backbone.vae_scale_spatial
+    with torch.no_grad():
+        return backbone.encode_condition(image_pixels(_frame(side, seed)), 1 + backbone.vae_scale_temporal * (f - 1))
 
 
 def _record_scheduler_inputs(pipe):
@@ -369,9 +393,19 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
     seen = _record_scheduler_inputs(pipe)
     negative = {} if fam.embedded else {"negative_prompt_embeds": uncond}
     size = dict(height=fam.size, width=fam.size)
+    image, condition = {}, {}
+    if fam.image:  # the pipeline encodes its image first, drawing from the call's generator: so does the check
+        from PIL import Image
+
+        frame = _frame(fam.size)
+        image = {"image": Image.fromarray(frame.numpy())}
+        with torch.no_grad():
+            condition = backbone.encode_condition(image_pixels(frame), PIPE_KW["num_frames"],
+                                                  generator=torch.Generator().manual_seed(0))
+    extra_c = condition_kwargs(condition)
     try:
         with correspondence_guided(pipe, scale=scale, blocks=blocks, window=(0.5, 1.0), renormalize=False) as proxy:
-            pipe(**_prompt_kwargs(pipe, fam, cond), **negative, guidance_scale=w,
+            pipe(**_prompt_kwargs(pipe, fam, cond), **negative, **image, guidance_scale=w,
                  generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size})
     finally:
         del pipe.scheduler.step
@@ -382,14 +416,14 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
         x, tt = backbone.from_transformer_layout(latents), t.reshape(1)
         expert = backbone.for_timestep(float(t))  # the model that runs this step (one but for two-expert Wan2.2)
         with torch.no_grad():
-            v_c = expert.predict(x, tt, cond, **extra)
+            v_c = expert.predict(x, tt, cond, **extra, **extra_c)
             v = v_c
             if not fam.embedded:
-                v_u = expert.predict(x, tt, uncond)
+                v_u = expert.predict(x, tt, uncond, **extra_c)
                 v = v_u + w * (v_c - v_u)
             if step == 1:
                 with AttentionController(expert).frame_local(blocks=blocks, renormalize=False):
-                    v_ptb = expert.predict(x, tt, cond, **extra)
+                    v_ptb = expert.predict(x, tt, cond, **extra, **extra_c)
                 v = v + scale * (v_c - v_ptb)
         torch.testing.assert_close(guided.float(), backbone.to_transformer_layout(v).float(), atol=1e-5, rtol=1e-5)
 
@@ -399,10 +433,11 @@ def test_saliency_maps_come_out_finite_for_every_word(pipeline_family):
 
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
-    channels = backbone.transformer.config.in_channels
+    channels = backbone.transformer.config.out_channels  # the latent channels (I2V reads more: its condition)
     latents = torch.randn(channels, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    condition = _condition(backbone, latents[None])
     maps = saliency_for_latents(pipe, latents, PROMPT, ["red", "circle"], [0, 1], top_k=1, timestep=500.0,
-                                max_sequence_length=16)
+                                max_sequence_length=16, condition=condition or None)
     grid = backbone.token_grid(tuple(backbone.to_transformer_layout(latents[None]).shape)).as_tuple()
     for kind in maps.kinds:
         assert maps.maps[kind].shape == (2, *grid) and torch.isfinite(maps.maps[kind]).all()
@@ -434,19 +469,21 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
     g = torch.Generator().manual_seed(1)
-    latents = torch.randn(backbone.transformer.config.in_channels, 3, 4, 4, generator=g)
+    latents = torch.randn(backbone.transformer.config.out_channels, 3, 4, 4, generator=g)
     embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)[0]
+    condition = _condition(backbone, latents[None])  # batch of one; the featurizer takes one clip's, unbatched
     mask = torch.rand(3, 4, 4, generator=g)
     randomness = CommonRandomness(timestep=751.0, seed=5)
     featurizer = GradientFeaturizer(backbone, lambda sizes: _MatrixProjector(sizes), randomness, scope="blocks",
                                     blocks=[0, backbone.num_blocks - 1])
-    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9)
+    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9,
+                                  condition={k: v[0] for k, v in condition.items()} or None)
 
     expert = backbone.for_timestep(751.0)  # Wan2.2-T2V-A14B: 751 < 875, the low-noise transformer_2
     params = [p for _, p in select_parameters(expert.transformer, "blocks", [0, backbone.num_blocks - 1])]
     t = torch.tensor([751.0])
     noise, x0 = randomness.noise_for(latents.shape)[None], latents[None]
-    pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
+    pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None], **condition_kwargs(condition))
     err = (pred - fam.target(backbone, x0, noise, t)).square().mean(dim=1)
     grads = torch.autograd.grad((err * mask).mean() / 9, params, allow_unused=True)
     flat = torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)])
@@ -464,24 +501,25 @@ def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_pa
     tuned, stock = fam.build(), fam.build()
     backbone = backbone_for(tuned)
     g = torch.Generator().manual_seed(2)
-    x0 = torch.randn(1, tuned.transformer.config.in_channels, 3, 4, 4, generator=g)
+    x0 = torch.randn(1, tuned.transformer.config.out_channels, 3, 4, 4, generator=g)
     noise, t = torch.randn(x0.shape, generator=g), torch.tensor([600.0])
     with torch.no_grad():
         embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)
+    extra = condition_kwargs(_condition(backbone, x0))  # image-to-video: the first frame's conditioning
     add_lora(tuned.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
     optimizer = torch.optim.AdamW([p for p in tuned.transformer.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
-        pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
+        pred = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
         loss = (pred - fam.target(backbone, x0, noise, t)).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     save_lora(type(tuned), tuned.transformer, tmp_path / "lora")
     with torch.no_grad():
-        base = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
+        base = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
         stock.load_lora_weights(tmp_path / "lora")
-        reloaded = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds)
-        trained = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds)
+        reloaded = backbone_for(stock).predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
+        trained = backbone.predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
     assert not torch.allclose(trained, base)  # the fine-tune changed the model ...
     assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..attention import AttentionController
-from ..backbones import LayerProfile, VideoBackbone, backbone_for, warn_if_provisional
+from ..backbones import (LayerProfile, VideoBackbone, backbone_for, condition_kwargs, image_pixels, move_condition,
+                          warn_if_provisional)
 from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
@@ -52,6 +53,19 @@ def encode_frames_individually(backbone: VideoBackbone, frames_uint8: np.ndarray
         encoded = backbone.vae.encode(x).latent_dist.mode()  # [b, C, 1, h, w]
         latents.append(backbone.normalize_latents(encoded)[:, :, 0])
     return torch.cat(latents, dim=0)
+
+
+def _first_frame_condition(backbone: VideoBackbone, frame0: np.ndarray, latent_frames: int,
+                           cache: dict[int, dict[str, torch.Tensor]], device, dtype) -> dict[str, torch.Tensor]:
+    """An image-to-video model's condition for a chunk of `latent_frames` (frame 0 first): the video's own first
+    frame as the conditioning image, as the stock pipeline would take it; {} for text-to-video."""
+    if not backbone.conditions_on_image:
+        return {}
+    if latent_frames not in cache:
+        num_frames = 1 + backbone.vae_scale_temporal * (latent_frames - 1)
+        cache[latent_frames] = move_condition(backbone.encode_condition(image_pixels(frame0), num_frames),
+                                              device, dtype)
+    return cache[latent_frames]
 
 
 def _empty_prompt(backbone: VideoBackbone, max_sequence_length: int | None, device) -> torch.Tensor:
@@ -150,14 +164,16 @@ def track_video(
         generator = torch.Generator(device="cpu").manual_seed(seed)
         tracks = np.empty((len(queries), len(frames), 2), dtype=np.float32)
         tracks[:, 0] = queries
+        conditions: dict[int, dict[str, torch.Tensor]] = {}
         for chunk in _chunks(len(frames), chunk_size):
             clip = latents[chunk].permute(1, 0, 2, 3).unsqueeze(0)  # [1, C, n, h, w]
             if add_noise:
                 noise = torch.randn(clip.shape, generator=generator).to(device, dtype)
                 clip = backbone.add_noise(clip, noise, t)
             acc = CorrespondenceAccumulator([block], direction=direction, temperature=temperature, **matching)
+            condition = _first_frame_condition(backbone, frames[0], len(chunk), conditions, device, dtype)
             with acc.capturing(controller):
-                backbone.predict(clip, t, embeds)
+                backbone.predict(clip, t, embeds, **condition_kwargs(condition))
             chunk_tracks = acc.tracks(queries, s, method=method)  # [N, n, 2]
             tracks[:, chunk[1:]] = chunk_tracks[:, 1:].numpy()
     return tracks

@@ -57,6 +57,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from ..backbones import backbone_for
     from ..sampling.generate import SamplingSettings, load_pipeline
     from .compute import encode_clip, saliency_for_latents, saliency_while_sampling
     from .monitor import word_tag
@@ -89,9 +90,12 @@ def run_saliency(args: argparse.Namespace) -> int:
                              f"{settings.num_frames}; pass a smaller --num_frames (4k+1)")
         pixels = frames_to_pixels(frames, settings.height, settings.width)
         latents = encode_clip(pipe, pixels)
+        backbone = backbone_for(pipe)
+        with torch.no_grad():  # an image-to-video model: the video's own first frame conditions it
+            condition = backbone.encode_condition(pixels[None, :, 0], pixels.shape[1])
         maps = saliency_for_latents(pipe, latents, args.prompt, words, where, args.top_k, args.timestep, args.seed,
                                     max_sequence_length=settings.max_sequence_length,
-                                    real_slots_only=args.real_slots_only)
+                                    real_slots_only=args.real_slots_only, condition=condition or None)
         mode = "real_video"
     else:
         call = dict(num_frames=settings.num_frames, height=settings.height, width=settings.width,

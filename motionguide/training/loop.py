@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones import backbone_for
+from ..backbones import backbone_for, condition_kwargs, move_condition
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError, MotionGuideError
 from ..files import atomic_write_text
@@ -524,6 +524,7 @@ class Trainer:
             batch = next(batches)
             latents = batch["latents"].to(device)
             embeds = batch["prompt_embeds"].to(device)
+            condition = move_condition(batch.get("condition"), device, compute_dtype)  # image-to-video: first frame
             size = latents.shape[0]
             g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, k, rank]).generate_state(1)[0]))
             drop = torch.rand(size, generator=g) < cfg.caption_dropout
@@ -538,7 +539,8 @@ class Trainer:
                 target = backbone.training_target(latents, noise, timesteps)
                 with accelerator.autocast():
                     # in the frozen weights' dtype (a no-op in fp32); timesteps stay fp32 for the embedders
-                    pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model)
+                    pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model,
+                                            **condition_kwargs(condition))
                 loss = (pred.float() - target.float()).square().mean()
                 if not torch.isfinite(loss):
                     run.bad_in_a_row += 1
@@ -649,10 +651,14 @@ class _PlanBatches:
         return len(self.micro_steps)
 
 
-def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings."""
-    return {"latents": torch.stack([it["latents"] for it in items]),
-            "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings, and an
+    image-to-video model's conditioning tensors (`condition`, stacked per name) when the cache holds them."""
+    batch: dict[str, Any] = {"latents": torch.stack([it["latents"] for it in items]),
+                             "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+    if "condition" in items[0]:
+        batch["condition"] = {k: torch.stack([it["condition"][k] for it in items]) for k in items[0]["condition"]}
+    return batch
 
 
 def _save_gathered_transformer(transformer: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
