@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -477,7 +478,7 @@ class VideoBackbone(ABC):
 def image_pixels(frame_uint8: Any) -> torch.Tensor:
     """One uint8 RGB frame [H, W, 3] (numpy or tensor) -> [1, 3, H, W] float in [-1, 1], the scale the stock
     pipelines' image preprocessing gives a conditioning image."""
-    x = torch.as_tensor(frame_uint8)
+    x = frame_uint8 if isinstance(frame_uint8, torch.Tensor) else torch.from_numpy(np.array(frame_uint8, np.uint8))
     if x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"a conditioning image is one uint8 RGB frame [H, W, 3]; got shape {tuple(x.shape)}")
     return (x.permute(2, 0, 1).float() / 127.5 - 1.0).unsqueeze(0)

@@ -268,7 +268,8 @@ class Trainer:
                                log=lambda values, step: accelerator.log(values, step=step),
                                log_images=self._image_logger(accelerator),
                                log_videos=self._video_logger(accelerator),
-                               extras={"pipeline": run.pipe, "cache": run.cache})
+                               extras={"pipeline": run.pipe, "cache": run.cache,
+                                       "validation_image": run.validation_image})
         self._curate(run)
         self._prepare_model(run)
         self._start_trackers(run)
@@ -334,6 +335,13 @@ class Trainer:
         run.data_report = write_skipped_clips(run.output_dir, dataset, cache, accelerator.is_main_process)
         run.cache, run.dataset = cache, CachedLatentDataset(cache, ids=sorted(ids))
         run.empty_embeds = cache.empty_prompt_embeds(backbone)
+        if backbone.conditions_on_image and cfg.validation_prompts:
+            # image-to-video: validation samples start from the first frame of the first training clip
+            from PIL import Image
+
+            first = dataset[dataset.ids.index(run.dataset.ids[0])]["pixels"][:, 0]  # [3, H, W] in [-1, 1]
+            pixels = ((first.permute(1, 2, 0).float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            run.validation_image = Image.fromarray(pixels.numpy())
 
     def _read_resume_state(self, run: "_RunState") -> None:
         """Stage 3, run before stage 1 (so a damaged checkpoint costs no model load): which checkpoint to resume
@@ -634,6 +642,7 @@ class _RunState:
     component_dtypes: dict[str, str] = field(default_factory=dict)  # pipeline module -> dtype, as loaded
     bad_in_a_row: int = 0
     compute_dtype: torch.dtype = torch.float32
+    validation_image: Any = None  # image-to-video: the validation samples' conditioning image (PIL)
 
 
 class _PlanBatches:

@@ -1,0 +1,231 @@
+"""Image-to-video models (CogVideoX-5B-I2V at tiny size): the conditioning image reaches every transformer call.
+
+The family matrix covers the instruments and methods; here: the latent cache stores each clip's first frame encoded
+as the pipeline encodes its image, fine-tuning and the Motive pass read it from there, the `--image` flag is checked
+before any model loads, and real-video tracking conditions on the video's own first frame by default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from motionguide.backbones import backbone_for, image_pixels
+from motionguide.errors import ConfigError
+from motionguide.testing import tiny_cogvideox_pipeline
+from motionguide.toy import make_dataset
+
+
+@pytest.fixture(scope="module")
+def i2v_pipe():
+    return tiny_cogvideox_pipeline(rotary=True, image_to_video=True)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("i2v") / "toy", num_clips=3, seed=5, progress=False)
+
+
+def test_the_pipeline_input_is_noise_then_the_image_latents_at_frame_0_and_zeros(i2v_pipe):
+    """`encode_condition` with the call's generator gives the image latents the stock pipeline builds, and
+    `predict` lays them out as the pipeline does: [noise | image at frame 0, zeros after] on the channel axis."""
+    from PIL import Image
+
+    backbone = backbone_for(i2v_pipe)
+    frame = torch.randint(0, 256, (16, 16, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    seen = []
+    hook = i2v_pipe.transformer.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["hidden_states"].clone()), with_kwargs=True)
+    try:
+        i2v_pipe(image=Image.fromarray(frame.numpy()), prompt="a red circle", num_frames=9, height=16, width=16,
+                 num_inference_steps=1, max_sequence_length=16, output_type="latent", guidance_scale=1.0,
+                 generator=torch.Generator().manual_seed(3))
+    finally:
+        hook.remove()
+    (hidden,) = seen  # [1, F, 2C, h, w], CFG off
+    with torch.no_grad():
+        condition = backbone.encode_condition(image_pixels(frame), 9, generator=torch.Generator().manual_seed(3))
+    c = backbone.config.out_channels
+    torch.testing.assert_close(hidden[:, :1, c:], condition["image_latents"].permute(0, 2, 1, 3, 4), atol=0, rtol=0)
+    assert not hidden[:, 1:, c:].any()
+    seen.clear()
+    noisy = hidden[:, :, :c].permute(0, 2, 1, 3, 4)
+    hook = backbone.transformer.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["hidden_states"].clone()), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            backbone.predict(noisy, torch.tensor([999]), torch.zeros(1, 16, 32), condition=condition)
+    finally:
+        hook.remove()
+    assert torch.equal(seen[0], hidden)
+
+
+def test_a_call_without_the_condition_or_a_text_model_with_one_is_a_one_line_error(i2v_pipe):
+    backbone = backbone_for(i2v_pipe)
+    with pytest.raises(ValueError, match="needs its conditioning image") as exc:
+        backbone.predict(torch.zeros(1, 4, 3, 2, 2), torch.tensor([500]), torch.zeros(1, 16, 32))
+    assert "\n" not in str(exc.value)
+    t2v = backbone_for(tiny_cogvideox_pipeline(rotary=True))
+    assert not t2v.conditions_on_image and t2v.encode_condition(torch.zeros(1, 3, 16, 16), 9) == {}
+    with pytest.raises(ValueError, match="takes no conditioning image"):
+        t2v.predict(torch.zeros(1, 4, 3, 2, 2), torch.tensor([500]), torch.zeros(1, 16, 32),
+                    condition={"image_latents": torch.zeros(1, 4, 1, 2, 2)})
+
+
+def test_the_cache_stores_each_clips_first_frame_encoded_as_the_pipeline_encodes_its_image(i2v_pipe, toy_root,
+                                                                                           tmp_path):
+    from motionguide.data import CachedLatentDataset, LatentCache, VideoDataset
+    from motionguide.training.loop import _stack_cached_clips
+
+    backbone = backbone_for(i2v_pipe)
+    dataset = VideoDataset(toy_root, num_frames=9, height=32, width=32)
+    cache = LatentCache.for_dataset(tmp_path / "cache", dataset, backbone, max_sequence_length=16)
+    assert cache.fields["condition"] == "first_frame"
+    cache.build(dataset, backbone, max_sequence_length=16, progress=False)
+    cached = CachedLatentDataset(cache)
+    for index, clip_id in enumerate(dataset.ids):
+        item = cached[cached.ids.index(clip_id)]
+        first = dataset[index]["pixels"][:, 0]  # [3, H, W] in [-1, 1]
+        with torch.no_grad():  # independent: the frame alone through the VAE, posterior mode, scaling factor
+            expected = i2v_pipe.vae.encode(first[None, :, None]).latent_dist.mode()
+        expected = expected * i2v_pipe.vae.config.scaling_factor
+        assert set(item["condition"]) == {"image_latents"}
+        torch.testing.assert_close(item["condition"]["image_latents"], expected[0], atol=1e-6, rtol=1e-6)
+    batch = _stack_cached_clips([cached[0], cached[1]])
+    assert batch["condition"]["image_latents"].shape == (2, 4, 1, 4, 4)
+    # an interrupted build's clip files are adopted with their condition
+    manifest = cache.dir / "manifest.json"
+    manifest.unlink()
+    reopened = LatentCache.for_dataset(tmp_path / "cache", dataset, backbone, max_sequence_length=16)
+    report = reopened.build(dataset, backbone, max_sequence_length=16, progress=False)
+    assert not report.encoded and sorted(report.reused) == sorted(dataset.ids)
+    assert json.loads(manifest.read_text())["counts"]["ok"] == len(dataset.ids)
+
+
+def test_fine_tuning_an_image_to_video_model_trains_on_its_first_frames_and_reloads_in_the_stock_pipeline(
+        i2v_pipe, toy_root, tmp_path):
+    """Two LoRA steps through the Trainer (the cache's condition in every batch, validation conditioned on the
+    first training clip's first frame); the saved LoRA loads into the stock CogVideoXImageToVideoPipeline."""
+    from diffusers import CogVideoXImageToVideoPipeline
+
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    i2v_pipe.save_pretrained(tmp_path / "model")
+    config = TrainConfig(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+                         data_root=str(toy_root), latent_cache_dir=str(tmp_path / "cache"), train_steps=2,
+                         train_batch_size=2, checkpointing_steps=0, report_to="none", rank=2, lora_alpha=4,
+                         max_sequence_length=16, learning_rate=1e-2, num_frames=9, height=32, width=32,
+                         validation_prompts=["a red circle moves left"], validation_inference_steps=1,
+                         validation_num_frames=9, validation_height=32, validation_width=32)
+    summary = Trainer(config).run()
+    assert Path(summary["lora"]).is_file()
+    assert list((tmp_path / "out" / "validation").rglob("*.mp4"))
+    stock = CogVideoXImageToVideoPipeline.from_pretrained(tmp_path / "model")
+    stock.load_lora_weights(tmp_path / "out")
+    assert any("lora" in name for name, _ in stock.transformer.named_parameters())
+
+
+def test_the_motive_featurizer_reads_the_condition_from_the_cache(i2v_pipe, toy_root, tmp_path):
+    """A clip's feature from its cached latents and condition equals the one computed from the same tensors by
+    hand, and differs when the conditioning image is another (the condition is used, not ignored)."""
+    from motionguide.data import LatentCache, VideoDataset
+    from motionguide.data.cache import condition_of
+    from motionguide.motive.featurizer import CommonRandomness, GradientFeaturizer
+
+    backbone = backbone_for(i2v_pipe)
+    dataset = VideoDataset(toy_root, num_frames=9, height=32, width=32)
+    cache = LatentCache.for_dataset(tmp_path / "cache", dataset, backbone, max_sequence_length=16)
+    cache.build(dataset, backbone, max_sequence_length=16, progress=False)
+    tensors = cache.load(dataset.ids[0])
+    condition = condition_of(tensors)
+    featurizer = GradientFeaturizer(backbone, lambda sizes: _Dense(sizes), CommonRandomness(timestep=751.0, seed=1),
+                                    scope="blocks", blocks=[0])
+    a = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None, condition=condition)
+    b = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None,
+                             condition={"image_latents": condition["image_latents"].flip(-1)})
+    again = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None, condition=condition)
+    assert torch.equal(a.feature, again.feature) and not torch.allclose(a.feature, b.feature)
+    with pytest.raises(ValueError, match="conditioning image"):
+        featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None)
+
+
+class _Dense:
+    def __init__(self, sizes, dim=8):
+        self.matrix = torch.randn(dim, sum(sizes), generator=torch.Generator().manual_seed(0))
+        self.offsets = np.cumsum([0, *sizes[:-1]]).tolist()
+        self.dim, self.streaming = dim, True
+
+    def describe(self):
+        return {"name": "dense", "dim": self.dim}
+
+    def project_parameter(self, index, flat):
+        o = self.offsets[index]
+        return self.matrix[:, o:o + flat.numel()] @ flat
+
+
+def test_tracking_conditions_on_the_videos_first_frame_unless_given_another_image(i2v_pipe):
+    from motionguide.correspondence import track_video
+
+    frames = torch.randint(0, 256, (5, 32, 32, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8).numpy()
+    queries = [[4.0, 4.0], [20.0, 12.0]]
+    kwargs = dict(block=1, timestep=500.0, chunk_size=2, max_sequence_length=16, method="soft_argmax")
+    default = track_video(i2v_pipe, frames, queries, **kwargs)
+    explicit = track_video(i2v_pipe, frames, queries, image=frames[0], **kwargs)
+    other = track_video(i2v_pipe, frames, queries, image=255 - frames[0], **kwargs)
+    assert np.array_equal(default, explicit) and not np.array_equal(default, other)
+    with pytest.raises(ValueError, match="takes no conditioning image"):
+        track_video(tiny_cogvideox_pipeline(rotary=True), frames, queries, image=frames[0], **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- --image flag
+def _model_folder(root: Path, pipeline_class: str) -> Path:
+    """A model folder as far as the pre-load checks read it: its model_index.json."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": pipeline_class, "transformer": ["diffusers", "CogVideoXTransformer3DModel"]}))
+    return root
+
+
+@pytest.mark.parametrize("command", ["generate", "track"])
+def test_the_image_flag_is_checked_before_any_model_loads(tmp_path, command, capsys, monkeypatch):
+    from PIL import Image
+
+    from motionguide.sampling import generate
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(generate, "load_pipeline", no_load)
+    i2v = _model_folder(tmp_path / "i2v", "CogVideoXImageToVideoPipeline")
+    t2v = _model_folder(tmp_path / "t2v", "CogVideoXPipeline")
+    image = tmp_path / "first.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    (tmp_path / "garbage.png").write_bytes(b"not an image")
+    video = tmp_path / "clip.mp4"
+    from motionguide.video import write_video
+
+    write_video(video, np.zeros((5, 32, 32, 3), dtype=np.uint8), fps=8, lossless=True)
+
+    def run(model, *extra):
+        if command == "generate":
+            from motionguide.sampling.cli import main
+
+            return main(["--model", str(model), "--prompt", "a red circle", "--out", str(tmp_path / "out"), *extra])
+        from motionguide.cli import main
+
+        return main(["track", "--model", str(model), "--video", str(video), "--out", str(tmp_path / "t.npz"),
+                     *extra])
+
+    cases = [(i2v, [], "is an image-to-video model"),
+             (t2v, ["--image", str(image)], "is a text-to-video model"),
+             (i2v, ["--image", str(tmp_path / "missing.png")], "no such file"),
+             (i2v, ["--image", str(tmp_path / "garbage.png")], "cannot be read as an image")]
+    for model, extra, message in cases:
+        assert run(model, *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
