@@ -56,8 +56,12 @@ def check_image_for_pipeline(flag: str, image: Any, pipe: Any) -> None:
     """After the load (the check :func:`check_image_flag` could not make offline): the same rule, from the
     loaded pipeline's backbone."""
     from .backbones import backbone_for
+    from .errors import UnsupportedModelError
 
-    takes = backbone_for(pipe).conditions_on_image
+    try:
+        takes = backbone_for(pipe).conditions_on_image
+    except UnsupportedModelError:  # not a video pipeline motionguide knows: its own call says what it needs
+        return
     name = type(pipe).__name__
     if takes and image is None:
         raise ConfigError(f"this is an image-to-video model ({name}): give its conditioning image with {flag} PATH")
