@@ -229,3 +229,42 @@ def test_the_image_flag_is_checked_before_any_model_loads(tmp_path, command, cap
         assert run(model, *extra) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
+
+
+def test_the_released_5b_i2v_transformer_is_image_to_video_and_takes_the_5b_profile():
+    """Built on the meta device from its released config: 42 blocks x 48 heads, so the CogVideoX-5B profile (DiffTrack
+    lists 5B-I2V with the 5B's layers); real token grids at 49 x 480 x 720."""
+    from motionguide.backbones.reference_configs import build_on_meta
+
+    backbone = backbone_for(build_on_meta("cogvideox-5b-i2v"))
+    assert backbone.conditions_on_image and backbone.default_profile().name == "cogvideox-5b"
+    assert backbone.token_grid_for_video(49, 480, 720).as_tuple() == (13, 30, 45)
+
+
+@pytest.mark.slow
+def test_a_random_cogvideox_5b_i2v_loads_as_an_image_to_video_pipeline_and_encodes_its_image(tmp_path):
+    """`random-pipeline --like cogvideox-5b-i2v` at one block and one text layer (~1.5 GB, removed after): the
+    stock image-to-video pipeline class, the released transformer layout, and the adapter sees an I2V model."""
+    import shutil
+
+    from diffusers import DiffusionPipeline
+
+    from motionguide.cli import main
+
+    out = tmp_path / "cogvideox-5b-i2v"
+    try:
+        assert main(["random-pipeline", "--like", "cogvideox-5b-i2v", "--out", str(out), "--num_layers", "1",
+                     "--text_layers", "1", "--dtype", "bfloat16"]) == 0
+        config = json.loads((out / "transformer" / "config.json").read_text())
+        assert (config["in_channels"], config["out_channels"], config["num_attention_heads"]) == (32, 16, 48)
+        assert config["use_learned_positional_embeddings"] and config["use_rotary_positional_embeddings"]
+        pipe = DiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.bfloat16)
+        assert type(pipe).__name__ == "CogVideoXImageToVideoPipeline"
+        backbone = backbone_for(pipe)
+        backbone.check_components()
+        assert backbone.conditions_on_image
+        with torch.no_grad():
+            condition = backbone.encode_condition(torch.zeros(1, 3, 32, 32), 49)
+        assert condition["image_latents"].shape == (1, 16, 1, 4, 4)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

@@ -63,6 +63,10 @@ COGVIDEOX_2B = {
 
 COGVIDEOX_5B = {**COGVIDEOX_2B, "num_attention_heads": 48, "num_layers": 42, "use_rotary_positional_embeddings": True}
 
+#: `THUDM/CogVideoX-5b-I2V`'s transformer: CogVideoX-5B reading 32 channels (16 noise + 16 image latents) with a
+#: stored (learned) position table, which fixes its latent size to 60 x 90 (480 x 720 frames)
+COGVIDEOX_5B_I2V = {**COGVIDEOX_5B, "in_channels": 32, "use_learned_positional_embeddings": True}
+
 #: `hunyuanvideo-community/HunyuanVideo`'s transformer: 20 dual-stream + 40 single-stream blocks, 24 heads x 128
 HUNYUANVIDEO = {
     "in_channels": 16,
@@ -90,6 +94,7 @@ REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.2-t2v-a14b": ("WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),  # each of its two experts
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
     "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
+    "cogvideox-5b-i2v": ("CogVideoXTransformer3DModel", COGVIDEOX_5B_I2V),
     "hunyuanvideo": ("HunyuanVideoTransformer3DModel", HUNYUANVIDEO),
 }
 
