@@ -12,17 +12,21 @@ TEST_WORDS = "a red green blue yellow circle square triangle moves left right up
 
 
 def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
-                         text_dim: int = 32):
-    """A seeded, tiny random `WanTransformer3DModel` in eval mode."""
+                         text_dim: int = 32, image_to_video: bool = False, image_dim: int = 16):
+    """A seeded, tiny random `WanTransformer3DModel` in eval mode. `image_to_video`: Wan2.1-I2V's layout, reading
+    `in_channels` + 4 (mask) + `in_channels` (the condition video's latents) and writing `in_channels`, with CLIP
+    image embeddings of width `image_dim` through added key / value projections in the cross-attention."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
+    extra = dict(image_dim=image_dim, added_kv_proj_dim=heads * head_dim) if image_to_video else {}
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=heads,
         attention_head_dim=head_dim,
-        in_channels=in_channels,
+        in_channels=2 * in_channels + 4 if image_to_video else in_channels,
         out_channels=in_channels,
+        **extra,
         text_dim=text_dim,
         freq_dim=256,
         ffn_dim=32,
@@ -102,6 +106,35 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
         transformer=tiny_wan_transformer(seed, num_layers=num_layers),
         vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+
+
+def tiny_clip_vision(seed: int = 0, hidden_size: int = 16, image_size: int = 32):
+    """A seeded, tiny random `CLIPVisionModel` (Wan2.1-I2V's image encoder) and its `CLIPImageProcessor` at
+    `image_size` pixels (16 patches + the class token)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=hidden_size, intermediate_size=37, num_hidden_layers=2,
+                                             num_attention_heads=2, image_size=image_size, patch_size=8)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
+    return model, processor
+
+
+def tiny_wan_i2v_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanImageToVideoPipeline` shaped like Wan2.1-I2V at tiny size: Wan2.1's VAE layout, a transformer
+    of 16 + 4 + 16 input channels with CLIP image embeddings in its cross-attention, a tiny CLIP image encoder."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    pipe = tiny_wan_pipeline(seed, num_layers=num_layers)
+    image_encoder, image_processor = tiny_clip_vision(seed)
+    return WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_processor=image_processor,
+        image_encoder=image_encoder,
+        transformer=tiny_wan_transformer(seed, num_layers=num_layers, image_to_video=True,
+                                         image_dim=image_encoder.config.hidden_size),
     )
 
 

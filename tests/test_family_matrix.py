@@ -6,8 +6,9 @@ Families (ids): Wan2.1 ("wan2.1"), CogVideoX-2B ("cogvideox-2b": sin-cos positio
 single-stream blocks, text AFTER video, padded text masked out of the keys, embedded guidance), Wan2.2-TI2V-5B-like
 ("wan2.2-ti2v-5b": 48 latent channels, per-token timesteps, the 16x VAE in its pipeline) and, among the
 pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875) and the image-to-video models:
-CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel axis, 3D RoPE; every method call
-passes the conditioning image's latents). Each family case
+CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel axis, 3D RoPE) and Wan2.1-I2V-like
+("wan2.1-i2v": noise + mask + condition-video latents, CLIP image tokens through the added key / value projections
+of the cross-attention, 512 text tokens); every method call passes the conditioning image. Each family case
 says only how to build its model and inputs and how to recompute its attention from the module's weights
 (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
@@ -108,6 +109,15 @@ def _ti2v_inputs(transformer):
     return {**inputs, "timestep": torch.full((1, FRAMES * PER_FRAME), 500)}
 
 
+def _wan_i2v_inputs(transformer):
+    """Wan2.1-I2V's call: 36 input channels, 512 text tokens (the stock processor splits the image context off at
+    512) and CLIP image tokens."""
+    g = torch.Generator().manual_seed(1)
+    inputs = wan_inputs(transformer, FRAMES, SIZE, text_len=512)
+    image = torch.randn(1, 17, transformer.config.image_dim, generator=g)
+    return {**inputs, "encoder_hidden_states_image": image}
+
+
 def _hunyuan_inputs(transformer, text_len=6, valid=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     cfg = transformer.config
@@ -140,6 +150,7 @@ FAMILIES = [
     Family("wan2.2-ti2v-5b", lambda: tiny_wan_transformer(in_channels=48), _ti2v_inputs, _wan_reference),
     Family("cogvideox-5b-i2v", lambda: tiny_cogvideox_transformer(rotary=True, image_to_video=True), _cog_rope_inputs,
            _cog_reference),
+    Family("wan2.1-i2v", lambda: tiny_wan_transformer(image_to_video=True), _wan_i2v_inputs, _wan_reference),
 ]
 
 
@@ -308,17 +319,20 @@ class PipelineFamily:
     size: int = 16
     #: an image-to-video pipeline: its call takes `image=` and every transformer call its conditioning
     image: bool = False
+    #: text tokens per prompt (Wan2.1-I2V: 512, where its attention splits image from text context)
+    text_len: int = 16
 
 
 def _tiny_pipeline(name):
     from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
-                                     tiny_wan22_ti2v_pipeline, tiny_wan_pipeline)
+                                     tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline, tiny_wan_pipeline)
 
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
             "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
             "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline,
-            "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True)}[name]()
+            "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True),
+            "wan2.1-i2v": tiny_wan_i2v_pipeline}[name]()
 
 
 PIPELINES = [
@@ -329,6 +343,8 @@ PIPELINES = [
     PipelineFamily("wan2.2-ti2v-5b", lambda: _tiny_pipeline("wan2.2-ti2v-5b"), 5.0, False, _flow_target, size=32),
     PipelineFamily("wan2.2-t2v-a14b", lambda: _tiny_pipeline("wan2.2-t2v-a14b"), 5.0, False, _flow_target),
     PipelineFamily("cogvideox-5b-i2v", lambda: _tiny_pipeline("cogvideox-5b-i2v"), 6.0, False, _v_target, image=True),
+    PipelineFamily("wan2.1-i2v", lambda: _tiny_pipeline("wan2.1-i2v"), 5.0, False, _flow_target, image=True,
+                   text_len=512),
 ]
 _BUILT: dict[str, object] = {}
 
@@ -387,8 +403,8 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
 
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
-    cond = backbone.encode_prompt([PROMPT], max_sequence_length=16)
-    uncond = None if fam.embedded else backbone.encode_prompt([""], max_sequence_length=16)
+    cond = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)
+    uncond = None if fam.embedded else backbone.encode_prompt([""], max_sequence_length=fam.text_len)
     scale, blocks, w = 0.7, [1], fam.guidance_scale
     seen = _record_scheduler_inputs(pipe)
     negative = {} if fam.embedded else {"negative_prompt_embeds": uncond}
@@ -406,7 +422,7 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
     try:
         with correspondence_guided(pipe, scale=scale, blocks=blocks, window=(0.5, 1.0), renormalize=False) as proxy:
             pipe(**_prompt_kwargs(pipe, fam, cond), **negative, **image, guidance_scale=w,
-                 generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size})
+                 generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size, "max_sequence_length": fam.text_len})
     finally:
         del pipe.scheduler.step
     # the window [0.5, 1) holds step 1 of 2 (Wan2.2-T2V-A14B: t = 47 < 875, its low-noise expert)
@@ -437,7 +453,7 @@ def test_saliency_maps_come_out_finite_for_every_word(pipeline_family):
     latents = torch.randn(channels, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     condition = _condition(backbone, latents[None])
     maps = saliency_for_latents(pipe, latents, PROMPT, ["red", "circle"], [0, 1], top_k=1, timestep=500.0,
-                                max_sequence_length=16, condition=condition or None)
+                                max_sequence_length=fam.text_len, condition=condition or None)
     grid = backbone.token_grid(tuple(backbone.to_transformer_layout(latents[None]).shape)).as_tuple()
     for kind in maps.kinds:
         assert maps.maps[kind].shape == (2, *grid) and torch.isfinite(maps.maps[kind]).all()
@@ -470,7 +486,7 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     backbone = backbone_for(pipe)
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(backbone.transformer.config.out_channels, 3, 4, 4, generator=g)
-    embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)[0]
+    embeds = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)[0]
     condition = _condition(backbone, latents[None])  # batch of one; the featurizer takes one clip's, unbatched
     mask = torch.rand(3, 4, 4, generator=g)
     randomness = CommonRandomness(timestep=751.0, seed=5)
@@ -504,7 +520,7 @@ def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_pa
     x0 = torch.randn(1, tuned.transformer.config.out_channels, 3, 4, 4, generator=g)
     noise, t = torch.randn(x0.shape, generator=g), torch.tensor([600.0])
     with torch.no_grad():
-        embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)
+        embeds = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)
     extra = condition_kwargs(_condition(backbone, x0))  # image-to-video: the first frame's conditioning
     add_lora(tuned.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
     optimizer = torch.optim.AdamW([p for p in tuned.transformer.parameters() if p.requires_grad], lr=1e-2)
@@ -532,6 +548,6 @@ def test_tracking_a_real_video_returns_finite_tracks_for_every_frame(pipeline_fa
     frames = torch.randint(0, 256, (5, side, side, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
     queries = [[4.0, 4.0], [20.0, 12.0]]
     tracks = track_video(pipe, frames.numpy(), queries, block=1, timestep=500.0, chunk_size=2,
-                         max_sequence_length=16)
+                         max_sequence_length=fam.text_len)
     assert tracks.shape == (2, 5, 2) and torch.isfinite(torch.as_tensor(tracks)).all()
     assert torch.equal(torch.as_tensor(tracks[:, 0]), torch.tensor(queries))  # frame 0 holds the queries

@@ -231,6 +231,41 @@ def test_the_image_flag_is_checked_before_any_model_loads(tmp_path, command, cap
         assert message in err and "\n" not in err, err
 
 
+def test_the_wan_cache_holds_what_the_stock_pipeline_computes_from_the_first_frame(toy_root, tmp_path):
+    """Wan2.1-I2V: the cached condition is the stock pipeline's own `prepare_latents` condition (its mask then the
+    latents of [first frame, zeros]) and `encode_image` CLIP tokens, for each clip's first frame."""
+    from PIL import Image
+
+    from motionguide.data import CachedLatentDataset, LatentCache, VideoDataset
+    from motionguide.testing import tiny_wan_i2v_pipeline
+
+    pipe = tiny_wan_i2v_pipeline()
+    backbone = backbone_for(pipe)
+    dataset = VideoDataset(toy_root, num_frames=9, height=32, width=32)
+    cache = LatentCache.for_dataset(tmp_path / "cache", dataset, backbone, max_sequence_length=512)
+    cache.build(dataset, backbone, max_sequence_length=512, progress=False)
+    cached = CachedLatentDataset(cache)
+    item = cached[cached.ids.index(dataset.ids[1])]
+    first = dataset[1]["pixels"][:, 0]
+    image = Image.fromarray(((first.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy())
+    with torch.no_grad():
+        # the clip's frame as the pipeline's preprocessed image tensor; CLIP reads it as uint8 (as a PIL image)
+        _, condition = pipe.prepare_latents(first[None], 1, 16, 32, 32, 9, torch.float32, torch.device("cpu"), None)
+        embeds = pipe.encode_image(image, torch.device("cpu"))
+    assert condition.shape[1] == 20 and item["condition"]["condition_latents"].shape == (16, 3, 4, 4)
+    torch.testing.assert_close(item["condition"]["condition_latents"], condition[0, 4:], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(item["condition"]["image_embeds"], embeds[0], atol=1e-6, rtol=1e-6)
+    assert (condition[0, :4, 0] == 1).all() and not condition[0, :4, 1:].any()  # the mask predict() rebuilds
+
+
+def test_released_wan_i2v_transformer_is_image_to_video_and_takes_the_14b_profile():
+    from motionguide.backbones.reference_configs import build_on_meta
+
+    backbone = backbone_for(build_on_meta("wan2.1-i2v-14b"))
+    assert backbone.conditions_on_image and backbone.image_conditioning == "channels"
+    assert backbone.default_profile().name == "wan2.1-t2v-14b"
+
+
 def test_the_released_5b_i2v_transformer_is_image_to_video_and_takes_the_5b_profile():
     """Built on the meta device from its released config: 42 blocks x 48 heads, so the CogVideoX-5B profile (DiffTrack
     lists 5B-I2V with the 5B's layers); real token grids at 49 x 480 x 720."""

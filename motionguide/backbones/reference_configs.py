@@ -30,6 +30,10 @@ WAN21_T2V_14B = {**WAN21_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, 
 #: writing the 48 channels of the Wan2.2 VAE (16x16 spatial compression)
 WAN22_TI2V_5B = {**WAN21_T2V_1_3B, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48, "out_channels": 48}
 
+#: `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`'s transformer: Wan2.1-14B reading 36 channels (16 noise + 4 mask + 16
+#: condition-video latents) and CLIP ViT-H image tokens (1280 wide) through added key / value projections
+WAN21_I2V_14B = {**WAN21_T2V_14B, "in_channels": 36, "image_dim": 1280, "added_kv_proj_dim": 5120}
+
 #: one expert of `Wan-AI/Wan2.2-T2V-A14B-Diffusers` (`transformer` and `transformer_2` share Wan2.1-14B's shape)
 WAN22_T2V_A14B_EXPERT = dict(WAN21_T2V_14B)
 
@@ -90,6 +94,7 @@ HUNYUANVIDEO = {
 REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.1-t2v-1.3b": ("WanTransformer3DModel", WAN21_T2V_1_3B),
     "wan2.1-t2v-14b": ("WanTransformer3DModel", WAN21_T2V_14B),
+    "wan2.1-i2v-14b": ("WanTransformer3DModel", WAN21_I2V_14B),
     "wan2.2-ti2v-5b": ("WanTransformer3DModel", WAN22_TI2V_5B),
     "wan2.2-t2v-a14b": ("WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),  # each of its two experts
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
