@@ -170,6 +170,16 @@ def tiny_wan22_ti2v_pipeline(seed: int = 0, num_layers: int = 2):
     )
 
 
+def tiny_wan22_ti2v_i2v_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanImageToVideoPipeline` shaped like Wan2.2-TI2V-5B conditioned on an image: the TI2V components
+    with `expand_timesteps` (latent frame 0 is the image's latents, at timestep 0), no image encoder."""
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = tiny_wan22_ti2v_pipeline(seed, num_layers=num_layers)
+    return WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+                                   scheduler=pipe.scheduler, transformer=pipe.transformer, expand_timesteps=True)
+
+
 def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio: float = 0.875):
     """A stock `WanPipeline` shaped like Wan2.2-T2V-A14B at tiny size: two experts of different weights,
     `transformer` for t >= boundary_ratio x 1000 and `transformer_2` below, on Wan2.1's VAE layout."""

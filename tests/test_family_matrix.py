@@ -325,14 +325,15 @@ class PipelineFamily:
 
 def _tiny_pipeline(name):
     from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
-                                     tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline, tiny_wan_pipeline)
+                                     tiny_wan22_ti2v_i2v_pipeline, tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline,
+                                     tiny_wan_pipeline)
 
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
             "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
             "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline,
             "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True),
-            "wan2.1-i2v": tiny_wan_i2v_pipeline}[name]()
+            "wan2.1-i2v": tiny_wan_i2v_pipeline, "wan2.2-ti2v-5b-i2v": tiny_wan22_ti2v_i2v_pipeline}[name]()
 
 
 PIPELINES = [
@@ -345,6 +346,8 @@ PIPELINES = [
     PipelineFamily("cogvideox-5b-i2v", lambda: _tiny_pipeline("cogvideox-5b-i2v"), 6.0, False, _v_target, image=True),
     PipelineFamily("wan2.1-i2v", lambda: _tiny_pipeline("wan2.1-i2v"), 5.0, False, _flow_target, image=True,
                    text_len=512),
+    PipelineFamily("wan2.2-ti2v-5b-i2v", lambda: _tiny_pipeline("wan2.2-ti2v-5b-i2v"), 5.0, False, _flow_target,
+                   size=32, image=True),
 ]
 _BUILT: dict[str, object] = {}
 
@@ -500,8 +503,9 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     t = torch.tensor([751.0])
     noise, x0 = randomness.noise_for(latents.shape)[None], latents[None]
     pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None], **condition_kwargs(condition))
-    err = (pred - fam.target(backbone, x0, noise, t)).square().mean(dim=1)
-    grads = torch.autograd.grad((err * mask).mean() / 9, params, allow_unused=True)
+    skip = backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is the image, not denoised
+    err = (pred - fam.target(backbone, x0, noise, t))[:, :, skip:].square().mean(dim=1)
+    grads = torch.autograd.grad((err * mask[skip:]).mean() / 9, params, allow_unused=True)
     flat = torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)])
     reference = featurizer.projector.matrix @ flat
     torch.testing.assert_close(result.feature, reference / reference.norm(), atol=1e-5, rtol=1e-4)

@@ -259,8 +259,9 @@ class VideoBackbone(ABC):
         if scheduler is None:
             scheduler = getattr(self._pipeline, "scheduler", None)
         timesteps = getattr(scheduler, "timesteps", None)
-        if isinstance(timestep, torch.Tensor):
-            timestep = float(timestep.flatten()[0]) if timestep.numel() else None
+        if isinstance(timestep, torch.Tensor):  # per-token timesteps (Wan2.2-TI2V): the step's t is the largest,
+            # since an image-to-video first frame's tokens sit at 0
+            timestep = float(timestep.flatten().max()) if timestep.numel() else None
         if timestep is None or timesteps is None or not len(timesteps):
             return None
         matches = (timesteps.float().cpu() - float(timestep)).abs() < 1e-3
@@ -361,6 +362,11 @@ class VideoBackbone(ABC):
         if not self.conditions_on_image:
             return {}
         raise NotImplementedError(f"{type(self).__name__} conditions on an image but has no encode_condition()")
+
+    def conditioned_latent_frames(self, condition: dict[str, torch.Tensor] | None) -> int:
+        """Leading latent frames the condition itself supplies (Wan2.2-TI2V-5B: the image's latents, at t = 0): the
+        model is not asked to denoise them, so training losses and the Motive loss leave them out (default 0)."""
+        return 0
 
     def check_condition(self, condition: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """`condition` as {} or the dict given; a one-line ValueError when an image-to-video model gets none or a

@@ -275,6 +275,10 @@ class GradientFeaturizer:
             pred = self.backbone.predict(noisy.to(weight_dtype), t, prompt_embeds[None].to(device, weight_dtype),
                                          **condition_kwargs(move_condition(condition, device, weight_dtype,
                                                                            add_batch=True)))
+            skip = self.backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is given
+            if skip:
+                pred, target = pred[:, :, skip:], target[:, :, skip:]
+                mask = mask[..., skip:, :, :] if mask is not None else None
             loss = motion_weighted_loss(pred, target, mask, num_pixel_frames, kind=self.loss)
             if not torch.isfinite(loss):
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")

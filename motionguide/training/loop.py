@@ -549,6 +549,9 @@ class Trainer:
                     # in the frozen weights' dtype (a no-op in fp32); timesteps stay fp32 for the embedders
                     pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model,
                                             **condition_kwargs(condition))
+                skip = backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is given
+                if skip:
+                    pred, target = pred[:, :, skip:], target[:, :, skip:]
                 loss = (pred.float() - target.float()).square().mean()
                 if not torch.isfinite(loss):
                     run.bad_in_a_row += 1

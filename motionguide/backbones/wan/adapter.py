@@ -172,6 +172,10 @@ class WanBackbone(VideoBackbone):
         return model(hidden_states=hidden, timestep=timesteps, encoder_hidden_states=prompt_embeds,
                      return_dict=False, **extra)[0]
 
+    def conditioned_latent_frames(self, condition) -> int:
+        """1 under "first_frame" conditioning (TI2V: latent frame 0 is the image, not denoised), else 0."""
+        return 1 if condition and self.image_conditioning == "first_frame" else 0
+
     def _first_frame_timesteps(self, hidden: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """[B, tokens]: each token's timestep as `expand_timesteps` gives it, 0 on latent frame 0's tokens."""
         grid = self.token_grid(hidden.shape)
