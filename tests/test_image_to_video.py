@@ -106,26 +106,30 @@ def test_the_cache_stores_each_clips_first_frame_encoded_as_the_pipeline_encodes
     assert json.loads(manifest.read_text())["counts"]["ok"] == len(dataset.ids)
 
 
+@pytest.mark.parametrize("model", ["cogvideox-5b-i2v", "wan2.1-i2v"])
 def test_fine_tuning_an_image_to_video_model_trains_on_its_first_frames_and_reloads_in_the_stock_pipeline(
-        i2v_pipe, toy_root, tmp_path):
+        model, i2v_pipe, toy_root, tmp_path):
     """Two LoRA steps through the Trainer (the cache's condition in every batch, validation conditioned on the
-    first training clip's first frame); the saved LoRA loads into the stock CogVideoXImageToVideoPipeline."""
-    from diffusers import CogVideoXImageToVideoPipeline
+    first training clip's first frame); the saved LoRA loads into the stock image-to-video pipeline."""
+    from diffusers import DiffusionPipeline
 
+    from motionguide.testing import tiny_wan_i2v_pipeline
     from motionguide.training.config import TrainConfig
     from motionguide.training.loop import Trainer
 
-    i2v_pipe.save_pretrained(tmp_path / "model")
+    pipe, text_len = (i2v_pipe, 16) if model.startswith("cogvideox") else (tiny_wan_i2v_pipeline(), 512)
+    pipe.save_pretrained(tmp_path / "model")
     config = TrainConfig(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
                          data_root=str(toy_root), latent_cache_dir=str(tmp_path / "cache"), train_steps=2,
                          train_batch_size=2, checkpointing_steps=0, report_to="none", rank=2, lora_alpha=4,
-                         max_sequence_length=16, learning_rate=1e-2, num_frames=9, height=32, width=32,
+                         max_sequence_length=text_len, learning_rate=1e-2, num_frames=9, height=32, width=32,
                          validation_prompts=["a red circle moves left"], validation_inference_steps=1,
                          validation_num_frames=9, validation_height=32, validation_width=32)
     summary = Trainer(config).run()
     assert Path(summary["lora"]).is_file()
     assert list((tmp_path / "out" / "validation").rglob("*.mp4"))
-    stock = CogVideoXImageToVideoPipeline.from_pretrained(tmp_path / "model")
+    stock = DiffusionPipeline.from_pretrained(tmp_path / "model")
+    assert type(stock).__name__ == type(pipe).__name__
     stock.load_lora_weights(tmp_path / "out")
     assert any("lora" in name for name, _ in stock.transformer.named_parameters())
 
