@@ -158,6 +158,10 @@ class WanBackbone(VideoBackbone):
                         return_dict=False)[0]
             return out
         video = condition["condition_latents"].to(latents.device, latents.dtype)
+        if video.shape[2:] != latents.shape[2:]:
+            raise ValueError(f"Wan image-to-video: the condition's latent grid {tuple(video.shape[2:])} differs from "
+                             f"the latents' {tuple(latents.shape[2:])}; encode it for this clip's size and length "
+                             "(encode_condition(first_frame, num_frames))")
         mask = torch.zeros_like(video[:, :self.vae_scale_temporal])
         mask[:, :, 0] = 1.0  # the latent frame that holds the image
         hidden = torch.cat([latents, torch.cat([mask, video], dim=1).expand(latents.shape[0], -1, -1, -1, -1)],
