@@ -195,7 +195,7 @@ def _model_folder(root: Path, pipeline_class: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("command", ["generate", "track"])
+@pytest.mark.parametrize("command", ["generate", "track", "saliency"])
 def test_the_image_flag_is_checked_before_any_model_loads(tmp_path, command, capsys, monkeypatch):
     from PIL import Image
 
@@ -222,6 +222,9 @@ def test_the_image_flag_is_checked_before_any_model_loads(tmp_path, command, cap
             return main(["--model", str(model), "--prompt", "a red circle", "--out", str(tmp_path / "out"), *extra])
         from motionguide.cli import main
 
+        if command == "saliency":  # generation mode: the image conditions the generated video
+            return main(["saliency", "--model", str(model), "--prompt", "a red circle", "--out", str(tmp_path / "s"),
+                         *extra])
         return main(["track", "--model", str(model), "--video", str(video), "--out", str(tmp_path / "t.npz"),
                      *extra])
 
@@ -307,3 +310,28 @@ def test_a_random_cogvideox_5b_i2v_loads_as_an_image_to_video_pipeline_and_encod
         assert condition["image_latents"].shape == (1, 16, 1, 4, 4)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_generate_and_saliency_commands_sample_an_image_to_video_model_from_the_given_image(i2v_pipe, tmp_path):
+    """The tiny CogVideoX-I2V folder, end to end: `sample/generate.py --image` writes its video, `motionguide saliency
+    --image` its maps while sampling; the first generated frame follows the image (two images, two first frames)."""
+    from PIL import Image
+
+    from motionguide.cli import main as cli_main
+    from motionguide.sampling.cli import main
+    from motionguide.video import read_video
+
+    i2v_pipe.save_pretrained(tmp_path / "model")
+    common = ["--num_frames", "9", "--height", "32", "--width", "32", "--num_inference_steps", "2",
+              "--max_sequence_length", "16", "--device", "cpu", "--dtype", "float32"]
+    firsts = []
+    for name, value in (("dark", 20), ("light", 235)):
+        Image.fromarray(np.full((32, 32, 3), value, dtype=np.uint8)).save(tmp_path / f"{name}.png")
+        assert main(["--model", str(tmp_path / "model"), "--prompt", "a red circle", "--image",
+                     str(tmp_path / f"{name}.png"), "--out", str(tmp_path / name), "--lossless", *common]) == 0
+        (video,) = (tmp_path / name).glob("*.mp4")
+        firsts.append(read_video(video)[0])
+    assert not np.array_equal(firsts[0], firsts[1])
+    assert cli_main(["saliency", "--model", str(tmp_path / "model"), "--prompt", "a red circle", "--words", "red",
+                     "--image", str(tmp_path / "dark.png"), "--out", str(tmp_path / "maps"), *common]) == 0
+    assert (tmp_path / "maps" / "maps.npz").is_file()

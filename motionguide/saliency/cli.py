@@ -32,6 +32,9 @@ def add_saliency_command(subparsers: Any) -> None:
     p.add_argument("--words", type=str, nargs="+", help="words to map (default: the prompt's noun and motion "
                                                         "verb); '</s>' is the end token")
     p.add_argument("--video", type=str, help="real-video mode: re-noise this clip's latents and run one forward")
+    p.add_argument("--image", type=str,
+                   help="conditioning image (PNG / JPEG) of an image-to-video model when generating (without "
+                        "--video; a --video is conditioned on its own first frame)")
     p.add_argument("--num_frames", type=int, help="frames (default: the model's sampling default)")
     p.add_argument("--height", type=int, help="frame height (default: the model's sampling default)")
     p.add_argument("--width", type=int, help="frame width (default: the model's sampling default)")
@@ -75,7 +78,15 @@ def run_saliency(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "--out")
     if args.video and not Path(args.video).is_file():
         raise FileNotFoundError(f"--video {args.video}: no such file")
+    from ..conditioning_image import check_image_flag, check_image_for_pipeline
+
+    if args.video and args.image:
+        raise ValueError("--image conditions a generated video; a --video is conditioned on its own first frame: "
+                         "drop --image")
+    image = None if args.video else check_image_flag("--image", args.image, args.model)  # before the load
     pipe = load_pipeline(args.model, lora=args.lora, placement=placement)
+    if not args.video:
+        check_image_for_pipeline("--image", image, pipe)
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
         steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length)
@@ -105,6 +116,8 @@ def run_saliency(args: argparse.Namespace) -> int:
             call["max_sequence_length"] = settings.max_sequence_length
         if settings.negative_prompt is not None:
             call["negative_prompt"] = settings.negative_prompt
+        if image is not None:  # an image-to-video model's conditioning image
+            call["image"] = image
         maps, _ = saliency_while_sampling(pipe, args.prompt, words, where, args.top_k,
                                           tuple(args.window) if args.window else None,
                                           real_slots_only=args.real_slots_only, **call)
