@@ -335,3 +335,29 @@ def test_generate_and_saliency_commands_sample_an_image_to_video_model_from_the_
     assert cli_main(["saliency", "--model", str(tmp_path / "model"), "--prompt", "a red circle", "--words", "red",
                      "--image", str(tmp_path / "dark.png"), "--out", str(tmp_path / "maps"), *common]) == 0
     assert (tmp_path / "maps" / "maps.npz").is_file()
+
+
+def test_layer_analysis_conditions_each_clip_on_its_own_first_frame(i2v_pipe, tmp_path):
+    """`analyze_layers` on the tiny CogVideoX-I2V: every transformer call carries the image latents of the clip it
+    scores (its first frame alone through the VAE, scaled), at latent frame 0."""
+    from motionguide.correspondence import analyze_layers
+    from motionguide.video import read_video
+
+    data = make_dataset(tmp_path / "data", num_clips=1, seed=2, progress=False)
+    seen = []
+    hook = i2v_pipe.transformer.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["hidden_states"].clone()), with_kwargs=True)
+    try:
+        result = analyze_layers(i2v_pipe, data, steps=[1], num_inference_steps=2, max_sequence_length=16)
+    finally:
+        hook.remove()
+    assert result.produced_by["clips"] == 1 and seen
+    row = json.loads((data / "metadata.jsonl").read_text().splitlines()[0])
+    first = torch.from_numpy(read_video(data / row["file_name"])[0].copy())
+    with torch.no_grad():
+        expected = i2v_pipe.vae.encode(image_pixels(first)[:, :, None]).latent_dist.mode()
+    expected = (expected * i2v_pipe.vae.config.scaling_factor).permute(0, 2, 1, 3, 4)  # [1, 1, C, h, w]
+    c = i2v_pipe.transformer.config.out_channels
+    for hidden in seen:
+        torch.testing.assert_close(hidden[:, :1, c:], expected, atol=1e-6, rtol=1e-6)
+        assert not hidden[:, 1:, c:].any()
