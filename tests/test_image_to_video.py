@@ -361,3 +361,48 @@ def test_layer_analysis_conditions_each_clip_on_its_own_first_frame(i2v_pipe, tm
     for hidden in seen:
         torch.testing.assert_close(hidden[:, :1, c:], expected, atol=1e-6, rtol=1e-6)
         assert not hidden[:, 1:, c:].any()
+
+
+@pytest.mark.slow
+def test_a_random_wan21_i2v_14b_runs_the_stock_pipeline_and_the_backbone_rebuilds_its_input(tmp_path):
+    """`random-pipeline --like wan2.1-i2v-14b` at one block and two text / image-encoder layers (~1.5 GB, removed
+    after): the stock `WanImageToVideoPipeline` loads and samples one step; `encode_condition` + `predict` give
+    the transformer the input the pipeline gave it (36 channels, 257 CLIP tokens of 1280)."""
+    import shutil
+
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+
+    from motionguide.cli import main
+
+    out = tmp_path / "wan2.1-i2v-14b"
+    try:
+        assert main(["random-pipeline", "--like", "wan2.1-i2v-14b", "--out", str(out), "--num_layers", "1",
+                     "--text_layers", "2", "--dtype", "bfloat16"]) == 0
+        pipe = DiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.bfloat16)
+        assert type(pipe).__name__ == "WanImageToVideoPipeline"
+        backbone = backbone_for(pipe)
+        backbone.check_components()
+        assert backbone.image_conditioning == "channels"
+        frame = torch.randint(0, 256, (32, 32, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        seen = []
+        hook = pipe.transformer.register_forward_pre_hook(
+            lambda m, a, k: seen.append({n: v for n, v in k.items() if torch.is_tensor(v)}), with_kwargs=True)
+        try:
+            pipe.set_progress_bar_config(disable=True)
+            pipe(image=Image.fromarray(frame.numpy()), prompt="a red ball moves left", num_frames=5, height=32,
+                 width=32, num_inference_steps=1, guidance_scale=1.0, output_type="latent",
+                 generator=torch.Generator().manual_seed(0))
+            call = seen.pop()
+            assert call["hidden_states"].shape[1] == 36 and call["encoder_hidden_states_image"].shape == (1, 257, 1280)
+            with torch.no_grad():
+                condition = backbone.encode_condition(image_pixels(frame), 5)
+                backbone.predict(call["hidden_states"][:, :16], call["timestep"], call["encoder_hidden_states"],
+                                 condition=condition)
+        finally:
+            hook.remove()
+        rebuilt = seen.pop()
+        assert torch.equal(rebuilt["hidden_states"], call["hidden_states"])
+        assert torch.equal(rebuilt["encoder_hidden_states_image"], call["encoder_hidden_states_image"])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
