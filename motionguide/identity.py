@@ -141,6 +141,9 @@ def model_identity(backbone: Any) -> dict[str, str]:
     }
     if getattr(backbone.vae, "use_tiling", False):  # only when on: caches made without tiling keep their keys
         parts["vae_tiling"] = True
+    image_encoder = getattr(pipeline, "image_encoder", None)  # image-to-video (Wan-I2V's CLIP): its conditioning
+    if image_encoder is not None:
+        parts["image_encoder"] = module_identity(image_encoder)
     return {"model_name": str(name) if name else "unnamed", "model_hash": _sha(key_json(parts))}
 
 
@@ -161,5 +164,8 @@ def cache_fields(dataset: Any, backbone: Any, max_sequence_length: int, sample: 
         **dataset.sampling_config(),
         "max_sequence_length": int(max_sequence_length),
         "sample": bool(sample),
+        # an image-to-video model caches its conditioning image (the clip's first frame) too; text-to-video keys
+        # stay as they were
+        **({"condition": "first_frame"} if getattr(backbone, "conditions_on_image", False) else {}),
         **extra,
     }

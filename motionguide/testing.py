@@ -12,17 +12,21 @@ TEST_WORDS = "a red green blue yellow circle square triangle moves left right up
 
 
 def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
-                         text_dim: int = 32):
-    """A seeded, tiny random `WanTransformer3DModel` in eval mode."""
+                         text_dim: int = 32, image_to_video: bool = False, image_dim: int = 16):
+    """A seeded, tiny random `WanTransformer3DModel` in eval mode. `image_to_video`: Wan2.1-I2V's layout, reading
+    `in_channels` + 4 (mask) + `in_channels` (the condition video's latents) and writing `in_channels`, with CLIP
+    image embeddings of width `image_dim` through added key / value projections in the cross-attention."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
+    extra = dict(image_dim=image_dim, added_kv_proj_dim=heads * head_dim) if image_to_video else {}
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=heads,
         attention_head_dim=head_dim,
-        in_channels=in_channels,
+        in_channels=2 * in_channels + 4 if image_to_video else in_channels,
         out_channels=in_channels,
+        **extra,
         text_dim=text_dim,
         freq_dim=256,
         ffn_dim=32,
@@ -34,8 +38,14 @@ def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, hea
 
 
 def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: int = 2, heads: int = 4,
-                               head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16):
-    """A seeded, tiny random `CogVideoXTransformer3DModel` in eval mode (3D RoPE if `rotary`)."""
+                               head_dim: int | None = None, in_channels: int = 4, text_dim: int = 32, max_text: int = 16,
+                               image_to_video: bool = False, learned_positions: bool = False,
+                               ofs_embed_dim: int | None = None, sample_size: int = 4):
+    """A seeded, tiny random `CogVideoXTransformer3DModel` in eval mode (3D RoPE if `rotary`).
+
+    `image_to_video`: CogVideoX-I2V's layout, reading 2 x `in_channels` (noise + image latents) and writing
+    `in_channels`; `learned_positions` (5B-I2V's stored position table, which fixes the latent size to
+    `sample_size`) and `ofs_embed_dim` (CogVideoX1.5-I2V's ofs embedding) as in those configs."""
     from diffusers import CogVideoXTransformer3DModel
 
     head_dim = head_dim or (16 if rotary else 8)  # 3D RoPE splits the head dim 2:3:3, so it needs 16
@@ -43,18 +53,20 @@ def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: 
     return CogVideoXTransformer3DModel(
         num_attention_heads=heads,
         attention_head_dim=head_dim,
-        in_channels=in_channels,
+        in_channels=2 * in_channels if image_to_video else in_channels,
         out_channels=in_channels,
         time_embed_dim=2,
         text_embed_dim=text_dim,
         num_layers=num_layers,
-        sample_width=4,
-        sample_height=4,
+        sample_width=sample_size,
+        sample_height=sample_size,
         sample_frames=9,
         patch_size=2,
         temporal_compression_ratio=4,
         max_text_seq_length=max_text,
         use_rotary_positional_embeddings=rotary,
+        use_learned_positional_embeddings=learned_positions,
+        ofs_embed_dim=ofs_embed_dim,
     ).eval()
 
 
@@ -97,6 +109,35 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
     )
 
 
+def tiny_clip_vision(seed: int = 0, hidden_size: int = 16, image_size: int = 32):
+    """A seeded, tiny random `CLIPVisionModel` (Wan2.1-I2V's image encoder) and its `CLIPImageProcessor` at
+    `image_size` pixels (16 patches + the class token)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=hidden_size, intermediate_size=37, num_hidden_layers=2,
+                                             num_attention_heads=2, image_size=image_size, patch_size=8)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
+    return model, processor
+
+
+def tiny_wan_i2v_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanImageToVideoPipeline` shaped like Wan2.1-I2V at tiny size: Wan2.1's VAE layout, a transformer
+    of 16 + 4 + 16 input channels with CLIP image embeddings in its cross-attention, a tiny CLIP image encoder."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    pipe = tiny_wan_pipeline(seed, num_layers=num_layers)
+    image_encoder, image_processor = tiny_clip_vision(seed)
+    return WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_processor=image_processor,
+        image_encoder=image_encoder,
+        transformer=tiny_wan_transformer(seed, num_layers=num_layers, image_to_video=True,
+                                         image_dim=image_encoder.config.hidden_size),
+    )
+
+
 def tiny_wan22_vae(seed: int = 0):
     """A seeded, tiny random Wan2.2 `AutoencoderKLWan` (TI2V-5B's layout): 48 latent channels, 2x2 pixel
     patches into a residual encoder, 16x16 spatial and 4x temporal compression, uneven latent statistics."""
@@ -129,6 +170,16 @@ def tiny_wan22_ti2v_pipeline(seed: int = 0, num_layers: int = 2):
     )
 
 
+def tiny_wan22_ti2v_i2v_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanImageToVideoPipeline` shaped like Wan2.2-TI2V-5B conditioned on an image: the TI2V components
+    with `expand_timesteps` (latent frame 0 is the image's latents, at timestep 0), no image encoder."""
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = tiny_wan22_ti2v_pipeline(seed, num_layers=num_layers)
+    return WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+                                   scheduler=pipe.scheduler, transformer=pipe.transformer, expand_timesteps=True)
+
+
 def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio: float = 0.875):
     """A stock `WanPipeline` shaped like Wan2.2-T2V-A14B at tiny size: two experts of different weights,
     `transformer` for t >= boundary_ratio x 1000 and `transformer_2` below, on Wan2.1's VAE layout."""
@@ -146,9 +197,13 @@ def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio:
     )
 
 
-def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2):
-    """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline
+def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2, image_to_video: bool = False,
+                            **transformer_options):
+    """A stock `CogVideoXPipeline` with tiny random components and a word-level tokenizer; with `image_to_video`, a
+    `CogVideoXImageToVideoPipeline` over a transformer of CogVideoX-I2V's layout (see `tiny_cogvideox_transformer`,
+    which `transformer_options` reach)."""
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline,
+                           CogVideoXPipeline)
 
     from .text import word_level_tokenizer
 
@@ -160,10 +215,12 @@ def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int
         block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
         temporal_compression_ratio=4,
     ).eval()
-    return CogVideoXPipeline(
+    pipeline_class = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+    return pipeline_class(
         tokenizer=tokenizer,
         text_encoder=tiny_t5(len(tokenizer), seed=seed),
-        transformer=tiny_cogvideox_transformer(seed, rotary=rotary, num_layers=num_layers),
+        transformer=tiny_cogvideox_transformer(seed, rotary=rotary, num_layers=num_layers,
+                                               image_to_video=image_to_video, **transformer_options),
         vae=vae,
         scheduler=CogVideoXDDIMScheduler(),
     )

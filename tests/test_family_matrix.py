@@ -5,7 +5,10 @@ Families (ids): Wan2.1 ("wan2.1"), CogVideoX-2B ("cogvideox-2b": sin-cos positio
 ("cogvideox-5b": 3D RoPE, the 5B's layout at tiny size) and HunyuanVideo ("hunyuanvideo": one dual-stream then two
 single-stream blocks, text AFTER video, padded text masked out of the keys, embedded guidance), Wan2.2-TI2V-5B-like
 ("wan2.2-ti2v-5b": 48 latent channels, per-token timesteps, the 16x VAE in its pipeline) and, among the
-pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875). Each family case
+pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875) and the image-to-video models:
+CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel axis, 3D RoPE) and Wan2.1-I2V-like
+("wan2.1-i2v": noise + mask + condition-video latents, CLIP image tokens through the added key / value projections
+of the cross-attention, 512 text tokens); every method call passes the conditioning image. Each family case
 says only how to build its model and inputs and how to recompute its attention from the module's weights
 (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
@@ -20,7 +23,7 @@ import pytest
 import torch
 
 from motionguide.attention import AttentionController
-from motionguide.backbones import backbone_for, supported_families
+from motionguide.backbones import backbone_for, condition_kwargs, image_pixels, supported_families
 from motionguide.motive.featurizer import select_parameters
 from motionguide.testing import (tiny_cogvideox_transformer, tiny_hunyuan_video_transformer,
                                  tiny_wan_transformer)
@@ -106,6 +109,15 @@ def _ti2v_inputs(transformer):
     return {**inputs, "timestep": torch.full((1, FRAMES * PER_FRAME), 500)}
 
 
+def _wan_i2v_inputs(transformer):
+    """Wan2.1-I2V's call: 36 input channels, 512 text tokens (the stock processor splits the image context off at
+    512) and CLIP image tokens."""
+    g = torch.Generator().manual_seed(1)
+    inputs = wan_inputs(transformer, FRAMES, SIZE, text_len=512)
+    image = torch.randn(1, 17, transformer.config.image_dim, generator=g)
+    return {**inputs, "encoder_hidden_states_image": image}
+
+
 def _hunyuan_inputs(transformer, text_len=6, valid=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     cfg = transformer.config
@@ -136,6 +148,9 @@ FAMILIES = [
     Family("cogvideox-5b", lambda: tiny_cogvideox_transformer(rotary=True), _cog_rope_inputs, _cog_reference),
     Family("hunyuanvideo", lambda: tiny_hunyuan_video_transformer(), _hunyuan_inputs, _hunyuan_reference),
     Family("wan2.2-ti2v-5b", lambda: tiny_wan_transformer(in_channels=48), _ti2v_inputs, _wan_reference),
+    Family("cogvideox-5b-i2v", lambda: tiny_cogvideox_transformer(rotary=True, image_to_video=True), _cog_rope_inputs,
+           _cog_reference),
+    Family("wan2.1-i2v", lambda: tiny_wan_transformer(image_to_video=True), _wan_i2v_inputs, _wan_reference),
 ]
 
 
@@ -302,16 +317,23 @@ class PipelineFamily:
     target: Callable
     #: frame side in pixels (two tokens across: 16 on 8x VAEs, 32 on Wan2.2-TI2V-5B's 16x VAE)
     size: int = 16
+    #: an image-to-video pipeline: its call takes `image=` and every transformer call its conditioning
+    image: bool = False
+    #: text tokens per prompt (Wan2.1-I2V: 512, where its attention splits image from text context)
+    text_len: int = 16
 
 
 def _tiny_pipeline(name):
     from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
-                                     tiny_wan22_ti2v_pipeline, tiny_wan_pipeline)
+                                     tiny_wan22_ti2v_i2v_pipeline, tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline,
+                                     tiny_wan_pipeline)
 
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
             "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
-            "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline}[name]()
+            "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline,
+            "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True),
+            "wan2.1-i2v": tiny_wan_i2v_pipeline, "wan2.2-ti2v-5b-i2v": tiny_wan22_ti2v_i2v_pipeline}[name]()
 
 
 PIPELINES = [
@@ -321,6 +343,11 @@ PIPELINES = [
     PipelineFamily("hunyuanvideo", lambda: _tiny_pipeline("hunyuanvideo"), 6.0, True, _flow_target),
     PipelineFamily("wan2.2-ti2v-5b", lambda: _tiny_pipeline("wan2.2-ti2v-5b"), 5.0, False, _flow_target, size=32),
     PipelineFamily("wan2.2-t2v-a14b", lambda: _tiny_pipeline("wan2.2-t2v-a14b"), 5.0, False, _flow_target),
+    PipelineFamily("cogvideox-5b-i2v", lambda: _tiny_pipeline("cogvideox-5b-i2v"), 6.0, False, _v_target, image=True),
+    PipelineFamily("wan2.1-i2v", lambda: _tiny_pipeline("wan2.1-i2v"), 5.0, False, _flow_target, image=True,
+                   text_len=512),
+    PipelineFamily("wan2.2-ti2v-5b-i2v", lambda: _tiny_pipeline("wan2.2-ti2v-5b-i2v"), 5.0, False, _flow_target,
+                   size=32, image=True),
 ]
 _BUILT: dict[str, object] = {}
 
@@ -344,6 +371,22 @@ def _prompt_kwargs(pipe, fam, packed):
     return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "pooled_prompt_embeds": pooled}
 
 
+def _frame(side, seed=4):
+    """A seeded random uint8 RGB frame [side, side, 3] (the conditioning image of the image-to-video cases)."""
+    return torch.randint(0, 256, (side, side, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def _condition(backbone, latents, seed=4):
+    """An image-to-video model's conditioning for latents [B, C, F', h, w]: a seeded random first frame encoded
+    as its pipeline encodes its image (posterior mode); {} for text-to-video."""
+    if not backbone.conditions_on_image:
+        return {}
+    _, _, f, h, w = latents.shape
+    side = h * backbone.vae_scale_spatial
+    with torch.no_grad():
+        return backbone.encode_condition(image_pixels(_frame(side, seed)), 1 + backbone.vae_scale_temporal * (f - 1))
+
+
 def _record_scheduler_inputs(pipe):
     seen, step = [], pipe.scheduler.step
 
@@ -363,16 +406,26 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
 
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
-    cond = backbone.encode_prompt([PROMPT], max_sequence_length=16)
-    uncond = None if fam.embedded else backbone.encode_prompt([""], max_sequence_length=16)
+    cond = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)
+    uncond = None if fam.embedded else backbone.encode_prompt([""], max_sequence_length=fam.text_len)
     scale, blocks, w = 0.7, [1], fam.guidance_scale
     seen = _record_scheduler_inputs(pipe)
     negative = {} if fam.embedded else {"negative_prompt_embeds": uncond}
     size = dict(height=fam.size, width=fam.size)
+    image, condition = {}, {}
+    if fam.image:  # the pipeline encodes its image first, drawing from the call's generator: so does the check
+        from PIL import Image
+
+        frame = _frame(fam.size)
+        image = {"image": Image.fromarray(frame.numpy())}
+        with torch.no_grad():
+            condition = backbone.encode_condition(image_pixels(frame), PIPE_KW["num_frames"],
+                                                  generator=torch.Generator().manual_seed(0))
+    extra_c = condition_kwargs(condition)
     try:
         with correspondence_guided(pipe, scale=scale, blocks=blocks, window=(0.5, 1.0), renormalize=False) as proxy:
-            pipe(**_prompt_kwargs(pipe, fam, cond), **negative, guidance_scale=w,
-                 generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size})
+            pipe(**_prompt_kwargs(pipe, fam, cond), **negative, **image, guidance_scale=w,
+                 generator=torch.Generator().manual_seed(0), **{**PIPE_KW, **size, "max_sequence_length": fam.text_len})
     finally:
         del pipe.scheduler.step
     # the window [0.5, 1) holds step 1 of 2 (Wan2.2-T2V-A14B: t = 47 < 875, its low-noise expert)
@@ -382,14 +435,14 @@ def test_guided_prediction_equals_separate_transformer_calls(pipeline_family):
         x, tt = backbone.from_transformer_layout(latents), t.reshape(1)
         expert = backbone.for_timestep(float(t))  # the model that runs this step (one but for two-expert Wan2.2)
         with torch.no_grad():
-            v_c = expert.predict(x, tt, cond, **extra)
+            v_c = expert.predict(x, tt, cond, **extra, **extra_c)
             v = v_c
             if not fam.embedded:
-                v_u = expert.predict(x, tt, uncond)
+                v_u = expert.predict(x, tt, uncond, **extra_c)
                 v = v_u + w * (v_c - v_u)
             if step == 1:
                 with AttentionController(expert).frame_local(blocks=blocks, renormalize=False):
-                    v_ptb = expert.predict(x, tt, cond, **extra)
+                    v_ptb = expert.predict(x, tt, cond, **extra, **extra_c)
                 v = v + scale * (v_c - v_ptb)
         torch.testing.assert_close(guided.float(), backbone.to_transformer_layout(v).float(), atol=1e-5, rtol=1e-5)
 
@@ -399,10 +452,11 @@ def test_saliency_maps_come_out_finite_for_every_word(pipeline_family):
 
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
-    channels = backbone.transformer.config.in_channels
+    channels = backbone.transformer.config.out_channels  # the latent channels (I2V reads more: its condition)
     latents = torch.randn(channels, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    condition = _condition(backbone, latents[None])
     maps = saliency_for_latents(pipe, latents, PROMPT, ["red", "circle"], [0, 1], top_k=1, timestep=500.0,
-                                max_sequence_length=16)
+                                max_sequence_length=fam.text_len, condition=condition or None)
     grid = backbone.token_grid(tuple(backbone.to_transformer_layout(latents[None]).shape)).as_tuple()
     for kind in maps.kinds:
         assert maps.maps[kind].shape == (2, *grid) and torch.isfinite(maps.maps[kind]).all()
@@ -434,21 +488,24 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     fam, pipe = pipeline_family
     backbone = backbone_for(pipe)
     g = torch.Generator().manual_seed(1)
-    latents = torch.randn(backbone.transformer.config.in_channels, 3, 4, 4, generator=g)
-    embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)[0]
+    latents = torch.randn(backbone.transformer.config.out_channels, 3, 4, 4, generator=g)
+    embeds = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)[0]
+    condition = _condition(backbone, latents[None])  # batch of one; the featurizer takes one clip's, unbatched
     mask = torch.rand(3, 4, 4, generator=g)
     randomness = CommonRandomness(timestep=751.0, seed=5)
     featurizer = GradientFeaturizer(backbone, lambda sizes: _MatrixProjector(sizes), randomness, scope="blocks",
                                     blocks=[0, backbone.num_blocks - 1])
-    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9)
+    result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9,
+                                  condition={k: v[0] for k, v in condition.items()} or None)
 
     expert = backbone.for_timestep(751.0)  # Wan2.2-T2V-A14B: 751 < 875, the low-noise transformer_2
     params = [p for _, p in select_parameters(expert.transformer, "blocks", [0, backbone.num_blocks - 1])]
     t = torch.tensor([751.0])
     noise, x0 = randomness.noise_for(latents.shape)[None], latents[None]
-    pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None])
-    err = (pred - fam.target(backbone, x0, noise, t)).square().mean(dim=1)
-    grads = torch.autograd.grad((err * mask).mean() / 9, params, allow_unused=True)
+    pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds[None], **condition_kwargs(condition))
+    skip = backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is the image, not denoised
+    err = (pred - fam.target(backbone, x0, noise, t))[:, :, skip:].square().mean(dim=1)
+    grads = torch.autograd.grad((err * mask[skip:]).mean() / 9, params, allow_unused=True)
     flat = torch.cat([(gr if gr is not None else torch.zeros_like(p)).flatten() for gr, p in zip(grads, params)])
     reference = featurizer.projector.matrix @ flat
     torch.testing.assert_close(result.feature, reference / reference.norm(), atol=1e-5, rtol=1e-4)
@@ -467,20 +524,21 @@ def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_pa
     tuned, stock = fam.build(), fam.build()
     backbone = backbone_for(tuned)
     g = torch.Generator().manual_seed(2)
-    x0 = torch.randn(1, tuned.transformer.config.in_channels, 3, 4, 4, generator=g)
+    x0 = torch.randn(1, tuned.transformer.config.out_channels, 3, 4, 4, generator=g)
     noise = torch.randn(x0.shape, generator=g)
     times = [torch.tensor([600.0]), torch.tensor([950.0])][:len(backbone.experts)]
     if len(times) == 2:
         times.reverse()  # transformer: the high-noise expert (t >= 875), transformer_2 below it
     with torch.no_grad():
-        embeds = backbone.encode_prompt([PROMPT], max_sequence_length=16)
+        embeds = backbone.encode_prompt([PROMPT], max_sequence_length=fam.text_len)
+    extra = condition_kwargs(_condition(backbone, x0))  # image-to-video: the first frame's conditioning
     experts = [backbone.for_timestep(float(t)) for t in times]
     assert [e.expert for e in experts] == list(range(len(experts)))
     for expert, t in zip(experts, times):
         add_lora(expert.transformer, rank=2, alpha=4, target_modules=["to_q", "to_k", "to_v"])
         optimizer = torch.optim.AdamW([p for p in expert.transformer.parameters() if p.requires_grad], lr=1e-2)
         for _ in range(2):
-            pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds)
+            pred = expert.predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
             loss = (pred - fam.target(backbone, x0, noise, t)).square().mean()
             optimizer.zero_grad()
             loss.backward()
@@ -489,14 +547,15 @@ def test_a_lora_fine_tune_reloads_exactly_through_the_stock_pipeline(fam, tmp_pa
     save_expert_loras(type(tuned), [(n, e.transformer) for n, e in zip(names, experts)], tmp_path / "lora")
     stock_backbone = backbone_for(stock)
     with torch.no_grad():
-        base = [stock_backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
+        base = [stock_backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds, **extra)
                 for t in times]
         for name in names:
-            extra = {} if name == "transformer" else {"load_into_transformer_2": True}
-            stock.load_lora_weights(expert_lora_folder(tmp_path / "lora", name), **extra)
+            options = {} if name == "transformer" else {"load_into_transformer_2": True}
+            stock.load_lora_weights(expert_lora_folder(tmp_path / "lora", name), **options)
         for t, before in zip(times, base):
-            reloaded = stock_backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
-            trained = backbone.for_timestep(float(t)).predict(backbone.add_noise(x0, noise, t), t, embeds)
+            noisy = backbone.add_noise(x0, noise, t)
+            reloaded = stock_backbone.for_timestep(float(t)).predict(noisy, t, embeds, **extra)
+            trained = backbone.for_timestep(float(t)).predict(noisy, t, embeds, **extra)
             assert not torch.allclose(trained, before)  # the fine-tune changed the model ...
             assert torch.equal(reloaded, trained)  # ... and the stock loader reproduces it exactly
 
@@ -509,6 +568,6 @@ def test_tracking_a_real_video_returns_finite_tracks_for_every_frame(pipeline_fa
     frames = torch.randint(0, 256, (5, side, side, 3), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
     queries = [[4.0, 4.0], [20.0, 12.0]]
     tracks = track_video(pipe, frames.numpy(), queries, block=1, timestep=500.0, chunk_size=2,
-                         max_sequence_length=16)
+                         max_sequence_length=fam.text_len)
     assert tracks.shape == (2, 5, 2) and torch.isfinite(torch.as_tensor(tracks)).all()
     assert torch.equal(torch.as_tensor(tracks[:, 0]), torch.tensor(queries))  # frame 0 holds the queries

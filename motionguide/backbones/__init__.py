@@ -4,7 +4,7 @@ Each family is a folder (`wan/`, `cogvideox/`, `hunyuanvideo/`) with its adapter
 its instrumented attention processor; `registry.py` lists them. Add a family with :func:`register_backbone`.
 """
 
-from .base import SamplingDefaults, TokenGrid, VideoBackbone
+from .base import SamplingDefaults, TokenGrid, VideoBackbone, condition_kwargs, image_pixels, move_condition
 from .profiles import (
     GuidanceProfile,
     LayerProfile,
@@ -31,6 +31,9 @@ from .registry import (
 
 __all__ = [
     "TokenGrid",
+    "condition_kwargs",
+    "image_pixels",
+    "move_condition",
     "VideoBackbone",
     "SamplingDefaults",
     "WanBackbone",

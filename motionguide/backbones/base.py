@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,8 +259,9 @@ class VideoBackbone(ABC):
         if scheduler is None:
             scheduler = getattr(self._pipeline, "scheduler", None)
         timesteps = getattr(scheduler, "timesteps", None)
-        if isinstance(timestep, torch.Tensor):
-            timestep = float(timestep.flatten()[0]) if timestep.numel() else None
+        if isinstance(timestep, torch.Tensor):  # per-token timesteps (Wan2.2-TI2V): the step's t is the largest,
+            # since an image-to-video first frame's tokens sit at 0
+            timestep = float(timestep.flatten().max()) if timestep.numel() else None
         if timestep is None or timesteps is None or not len(timesteps):
             return None
         matches = (timesteps.float().cpu() - float(timestep)).abs() < 1e-3
@@ -336,8 +338,46 @@ class VideoBackbone(ABC):
                 model: torch.nn.Module | None = None) -> torch.Tensor:
         """The transformer's prediction for noisy latents in VAE layout [B, C, F, H, W], returned in that layout.
 
-        `model` is the module to call (e.g. the DDP / DeepSpeed wrapper of this backbone's transformer).
+        `model` is the module to call (e.g. the DDP / DeepSpeed wrapper of this backbone's transformer). An
+        image-to-video family also takes `condition=` (the dict of :meth:`encode_condition`); callers pass it
+        through :func:`condition_kwargs`, so a text-to-video family's `predict` never sees the keyword.
         """
+
+    # ------------------------------------------------------------------ conditioning (image-to-video)
+    @property
+    def conditions_on_image(self) -> bool:
+        """Whether the transformer takes a conditioning image besides the noisy latents (an image-to-video model:
+        CogVideoX-I2V, Wan-I2V). Every call of :meth:`predict` then needs `condition=`."""
+        return False
+
+    def encode_condition(self, image: torch.Tensor, num_frames: int,
+                         generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """What the transformer needs of a conditioning image besides the noisy latents, as the family's stock
+        image-to-video pipeline computes it: `image` [B, 3, H, W] in [-1, 1] (the first frame of the clip),
+        `num_frames` the clip's pixel frames; tensors with a batch axis, fp32, on the VAE's device.
+
+        `generator`: draw from the VAE posterior as the pipeline does (exact parity with it); None takes the
+        posterior's mode (a clip's cached condition then does not depend on a draw). {} for text-to-video.
+        """
+        if not self.conditions_on_image:
+            return {}
+        raise NotImplementedError(f"{type(self).__name__} conditions on an image but has no encode_condition()")
+
+    def conditioned_latent_frames(self, condition: dict[str, torch.Tensor] | None) -> int:
+        """Leading latent frames the condition itself supplies (Wan2.2-TI2V-5B: the image's latents, at t = 0): the
+        model is not asked to denoise them, so training losses and the Motive loss leave them out (default 0)."""
+        return 0
+
+    def check_condition(self, condition: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """`condition` as {} or the dict given; a one-line ValueError when an image-to-video model gets none or a
+        text-to-video model gets one."""
+        if self.conditions_on_image and not condition:
+            raise ValueError(f"{self.family}: this image-to-video transformer needs its conditioning image: pass "
+                             "condition=backbone.encode_condition(first_frame, num_frames)")
+        if not self.conditions_on_image and condition:
+            raise ValueError(f"{self.family}: this text-to-video transformer takes no conditioning image; drop "
+                             f"condition= (got {sorted(condition)})")
+        return dict(condition or {})
 
     # ------------------------------------------------------------------ text
     @property
@@ -439,3 +479,29 @@ class VideoBackbone(ABC):
             "patch_size": list(self.patch_size),
             "text_layout": self.text_layout,
         }
+
+
+def image_pixels(frame_uint8: Any) -> torch.Tensor:
+    """One uint8 RGB frame [H, W, 3] (numpy or tensor) -> [1, 3, H, W] float in [-1, 1], the scale the stock
+    pipelines' image preprocessing gives a conditioning image."""
+    x = frame_uint8 if isinstance(frame_uint8, torch.Tensor) else torch.from_numpy(np.array(frame_uint8, np.uint8))
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"a conditioning image is one uint8 RGB frame [H, W, 3]; got shape {tuple(x.shape)}")
+    return (x.permute(2, 0, 1).float() / 127.5 - 1.0).unsqueeze(0)
+
+
+def condition_kwargs(condition: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """`{"condition": condition}` for a non-empty conditioning dict, else {}: what a caller splices into
+    `backbone.predict(...)` so that text-to-video families (and third-party adapters) see no new keyword."""
+    return {"condition": condition} if condition else {}
+
+
+def move_condition(condition: dict[str, torch.Tensor] | None, device: Any = None, dtype: torch.dtype | None = None,
+                   add_batch: bool = False) -> dict[str, torch.Tensor]:
+    """A conditioning dict moved to `device` and `dtype` (floating tensors only), with a leading batch axis added
+    to each tensor when `add_batch` (one cached clip's condition -> a batch of one)."""
+    out = {}
+    for name, value in (condition or {}).items():
+        value = value[None] if add_batch else value
+        out[name] = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+    return out

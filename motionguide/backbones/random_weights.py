@@ -127,6 +127,10 @@ class ReferencePipeline:
     transformer_2: ModelRecipe | None = None
     #: the pipeline's own config values (Wan2.2: `boundary_ratio`, `expand_timesteps`)
     pipeline_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: an image-to-video pipeline's image encoder (Wan2.1-I2V: CLIP ViT-H; its depth follows `--text_layers`, at
+    #: least its `min_depth`) and the config of its image processor (a transformers `CLIPImageProcessor`)
+    image_encoder: ModelRecipe | None = None
+    image_processor_config: Mapping[str, Any] | None = None
 
     @property
     def pipeline_class_name(self) -> str:
@@ -305,6 +309,14 @@ def write_reference_pipeline(
                                                                    "vocab_size": len(tokenizer_2)}))
         if recipe.transformer_2 is not None:
             plans.append(("transformer_2", recipe.transformer_2, depth_overrides))
+        if recipe.image_encoder is not None:
+            plans.append(("image_encoder", recipe.image_encoder,
+                          {recipe.image_encoder.depth_key: max(text_layers, recipe.image_encoder.min_depth)}))
+            from transformers import CLIPImageProcessor
+
+            processor = CLIPImageProcessor(**dict(recipe.image_processor_config or {}))
+            processor.save_pretrained(partial / "image_processor")
+            components["image_processor"] = processor
         for name, model_recipe, overrides in plans:
             tick = time.perf_counter()
             # a second expert gets its own weights, so that a mix-up of the experts shows in any test

@@ -30,6 +30,10 @@ WAN21_T2V_14B = {**WAN21_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, 
 #: writing the 48 channels of the Wan2.2 VAE (16x16 spatial compression)
 WAN22_TI2V_5B = {**WAN21_T2V_1_3B, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48, "out_channels": 48}
 
+#: `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`'s transformer: Wan2.1-14B reading 36 channels (16 noise + 4 mask + 16
+#: condition-video latents) and CLIP ViT-H image tokens (1280 wide) through added key / value projections
+WAN21_I2V_14B = {**WAN21_T2V_14B, "in_channels": 36, "image_dim": 1280, "added_kv_proj_dim": 5120}
+
 #: one expert of `Wan-AI/Wan2.2-T2V-A14B-Diffusers` (`transformer` and `transformer_2` share Wan2.1-14B's shape)
 WAN22_T2V_A14B_EXPERT = dict(WAN21_T2V_14B)
 
@@ -63,6 +67,10 @@ COGVIDEOX_2B = {
 
 COGVIDEOX_5B = {**COGVIDEOX_2B, "num_attention_heads": 48, "num_layers": 42, "use_rotary_positional_embeddings": True}
 
+#: `THUDM/CogVideoX-5b-I2V`'s transformer: CogVideoX-5B reading 32 channels (16 noise + 16 image latents) with a
+#: stored (learned) position table, which fixes its latent size to 60 x 90 (480 x 720 frames)
+COGVIDEOX_5B_I2V = {**COGVIDEOX_5B, "in_channels": 32, "use_learned_positional_embeddings": True}
+
 #: `hunyuanvideo-community/HunyuanVideo`'s transformer: 20 dual-stream + 40 single-stream blocks, 24 heads x 128
 HUNYUANVIDEO = {
     "in_channels": 16,
@@ -86,10 +94,12 @@ HUNYUANVIDEO = {
 REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.1-t2v-1.3b": ("WanTransformer3DModel", WAN21_T2V_1_3B),
     "wan2.1-t2v-14b": ("WanTransformer3DModel", WAN21_T2V_14B),
+    "wan2.1-i2v-14b": ("WanTransformer3DModel", WAN21_I2V_14B),
     "wan2.2-ti2v-5b": ("WanTransformer3DModel", WAN22_TI2V_5B),
     "wan2.2-t2v-a14b": ("WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),  # each of its two experts
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
     "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
+    "cogvideox-5b-i2v": ("CogVideoXTransformer3DModel", COGVIDEOX_5B_I2V),
     "hunyuanvideo": ("HunyuanVideoTransformer3DModel", HUNYUANVIDEO),
 }
 

@@ -111,6 +111,14 @@ def transformer_class_name(model: str | os.PathLike) -> str | None:
     return None
 
 
+def pipeline_class_name(model: str | os.PathLike) -> str | None:
+    """The pipeline class a model folder or hub id declares in its `model_index.json` (`_class_name`), read
+    without loading anything; None when it cannot be told offline."""
+    index = _read_json(_config_file(str(model), "model_index.json"))
+    name = index.get("_class_name") if index is not None else None
+    return name if isinstance(name, str) else None
+
+
 def sampling_defaults_for(model: Any) -> SamplingDefaults | None:
     """The family's sampling defaults for a loaded pipeline, a transformer, or a model folder / hub id (read from
     its config files, no weights loaded); None when the family cannot be told (no config, unknown class)."""

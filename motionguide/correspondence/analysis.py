@@ -38,7 +38,7 @@ import torch
 
 from ..attention import AttentionController
 from ..attention.capture import AttentionCapture
-from ..backbones import VideoBackbone, backbone_for
+from ..backbones import VideoBackbone, backbone_for, condition_kwargs, image_pixels, move_condition
 from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT, PRE_ROPE_DESCRIPTORS, TRACKING_DESCRIPTORS
 from ..backbones.base import TokenGrid
 from ..metrics.tracking import pck
@@ -364,6 +364,8 @@ def analyze_layers(
         table = np.full((len(names), len(block_list), len(step_list)), np.nan)
         with torch.no_grad():
             latents = _encode_clip(backbone, frames[:usable]).to(device, dtype)
+            # an image-to-video model: the clip's own first frame is its conditioning image
+            condition = move_condition(backbone.encode_condition(image_pixels(frames[0]), usable), device, dtype)
             embeds = _prompt_embeds(backbone, clip.caption if use_captions else "", max_sequence_length, device, dtype)
             noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + index))
             noise = noise.to(device, dtype)
@@ -371,7 +373,7 @@ def analyze_layers(
                 t = torch.tensor([timestep], device=device)
                 scorer = _ClipScorer(tracks, visibility, threshold, s, r, descriptor, content_weight)
                 with controller.capture(scorer, blocks=block_list, attention="self"):
-                    backbone.predict(backbone.add_noise(latents, noise, t), t, embeds)
+                    backbone.predict(backbone.add_noise(latents, noise, t), t, embeds, **condition_kwargs(condition))
                 for row, block in enumerate(block_list):
                     table[:, row, col] = [scorer.rows[block][name] for name in names]
         per_clip.append(table)

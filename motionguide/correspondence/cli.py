@@ -92,6 +92,9 @@ def _run_track(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     if args.viz:
         check_output_file(args.viz, "--viz")
+    from ..conditioning_image import check_image_flag, check_image_for_pipeline
+
+    image = check_image_flag("--image", args.image, args.model)  # before the model loads
     frames = read_video(args.video)
     gt_tracks = visible = None
     if args.gt:
@@ -105,8 +108,9 @@ def _run_track(args: argparse.Namespace) -> int:
         queries = grid_points(args.grid, frames.shape[1], frames.shape[2])
     pipe = load_pipeline(args.model, placement=placement)
     check_block_indices("--block", args.block, _num_blocks(pipe))  # a family the config files did not tell
+    check_image_for_pipeline("--image", image, pipe)
     with torch.inference_mode():
-        tracks = track_video(pipe, frames, queries, block=args.block, timestep=args.timestep,
+        tracks = track_video(pipe, frames, queries, block=args.block, timestep=args.timestep, image=image,
                              chunk_size=args.chunk_size, profile=args.profile,
                              max_sequence_length=args.max_sequence_length, temperature=args.temperature,
                              method=args.method, descriptor=args.descriptor, content_weight=args.content_weight)
@@ -232,6 +236,9 @@ def add_correspondence_commands(subparsers: argparse._SubParsersAction) -> argpa
     p.add_argument("--content_weight", type=float,
                    help="weight of the pre-RoPE logits in qk_mixed (default: the profile's)")
     p.add_argument("--max_sequence_length", type=int, help="text length for the empty prompt")
+    p.add_argument("--image", type=str,
+                   help="conditioning image (PNG / JPEG) of an image-to-video model (CogVideoX-5B-I2V), resized to "
+                        "the video, e.g. the video's first frame; required there, refused for text-to-video models")
     add_placement_arguments(p)
     p.add_argument("--out", type=str, default="tracks.npz",
                    help="tracks.npz (arrays tracks [N, F, 2], queries [N, 2], JSON info) or a .json file with the "

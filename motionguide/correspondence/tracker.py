@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..attention import AttentionController
-from ..backbones import LayerProfile, VideoBackbone, backbone_for, warn_if_provisional
+from ..backbones import (LayerProfile, VideoBackbone, backbone_for, condition_kwargs, image_pixels, move_condition,
+                          warn_if_provisional)
 from ..backbones.profiles import DEFAULT_CONTENT_WEIGHT
 from .matching import CorrespondenceAccumulator
 from .profiles import default_tracking_timestep, resolve_profile
@@ -52,6 +53,31 @@ def encode_frames_individually(backbone: VideoBackbone, frames_uint8: np.ndarray
         encoded = backbone.vae.encode(x).latent_dist.mode()  # [b, C, 1, h, w]
         latents.append(backbone.normalize_latents(encoded)[:, :, 0])
     return torch.cat(latents, dim=0)
+
+
+def _resized_rgb(image: Any, height: int, width: int) -> np.ndarray:
+    """A PIL image or uint8 [H, W, 3] array as uint8 [height, width, 3], resized (Lanczos) as the stock
+    pipelines' image processor resizes a conditioning image."""
+    from PIL import Image
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    pil = pil.convert("RGB")
+    if pil.size != (width, height):
+        pil = pil.resize((width, height), resample=Image.LANCZOS)
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def _first_frame_condition(backbone: VideoBackbone, frame0: np.ndarray, latent_frames: int,
+                           cache: dict[int, dict[str, torch.Tensor]], device, dtype) -> dict[str, torch.Tensor]:
+    """An image-to-video model's condition for a chunk of `latent_frames` (frame 0 first): the video's own first
+    frame as the conditioning image, as the stock pipeline would take it; {} for text-to-video."""
+    if not backbone.conditions_on_image:
+        return {}
+    if latent_frames not in cache:
+        num_frames = 1 + backbone.vae_scale_temporal * (latent_frames - 1)
+        cache[latent_frames] = move_condition(backbone.encode_condition(image_pixels(frame0), num_frames),
+                                              device, dtype)
+    return cache[latent_frames]
 
 
 def _empty_prompt(backbone: VideoBackbone, max_sequence_length: int | None, device) -> torch.Tensor:
@@ -97,6 +123,7 @@ def track_video(
     add_noise: bool = False,
     seed: int = 0,
     vae_batch: int = 4,
+    image: Any = None,
 ) -> np.ndarray:
     """Track frame-0 query points through a real video: [N, F, 2] (x, y) pixels, frame 0 = the queries.
 
@@ -111,8 +138,12 @@ def track_video(
         descriptor, content_weight: "qk", "qk_no_rope", "qk_mixed" or "output" and the pre-RoPE weight of
             "qk_mixed" (see `CorrespondenceAccumulator`); default the profile's when one is read (passed, or the
             model's shipped one supplying the block), else DiffTrack's "qk".
+        image: an image-to-video model's conditioning image (PIL image or uint8 [H, W, 3], resized to the frames
+            as the pipeline resizes its image); default the video's own first frame. Refused for text-to-video.
     """
     backbone = _backbone(pipe_or_backbone)
+    if image is not None and not backbone.conditions_on_image:
+        raise ValueError(f"image=: {backbone.family} here is a text-to-video model and takes no conditioning image")
     if backbone.patch_size[0] != 1:
         raise ValueError("real-video tracking needs one token frame per encoded frame (temporal patch size 1); "
                          f"{backbone.family} here patches {backbone.patch_size[0]} latent frames together")
@@ -150,14 +181,17 @@ def track_video(
         generator = torch.Generator(device="cpu").manual_seed(seed)
         tracks = np.empty((len(queries), len(frames), 2), dtype=np.float32)
         tracks[:, 0] = queries
+        conditions: dict[int, dict[str, torch.Tensor]] = {}
+        first = frames[0] if image is None else _resized_rgb(image, frames.shape[1], frames.shape[2])
         for chunk in _chunks(len(frames), chunk_size):
             clip = latents[chunk].permute(1, 0, 2, 3).unsqueeze(0)  # [1, C, n, h, w]
             if add_noise:
                 noise = torch.randn(clip.shape, generator=generator).to(device, dtype)
                 clip = backbone.add_noise(clip, noise, t)
             acc = CorrespondenceAccumulator([block], direction=direction, temperature=temperature, **matching)
+            condition = _first_frame_condition(backbone, first, len(chunk), conditions, device, dtype)
             with acc.capturing(controller):
-                backbone.predict(clip, t, embeds)
+                backbone.predict(clip, t, embeds, **condition_kwargs(condition))
             chunk_tracks = acc.tracks(queries, s, method=method)  # [N, n, 2]
             tracks[:, chunk[1:]] = chunk_tracks[:, 1:].numpy()
     return tracks

@@ -7,7 +7,7 @@ through here, so a folder that trains also curates and analyses. Nothing here im
 
 from .batches import StepBatchPlan
 from .buckets import Bucket, BucketBatchSampler, assign_bucket, parse_buckets
-from .cache import BuildReport, CachedLatentDataset, LatentCache, clip_file_name
+from .cache import BuildReport, CachedLatentDataset, LatentCache, clip_file_name, condition_of
 from .dataset import (
     RESIZE_MODES,
     SKIP_CATEGORIES,
@@ -30,5 +30,5 @@ __all__ = [
     "VIDEO_READERS", "open_video", "resolve_reader",
     "LAYOUTS", "VIDEO_EXTENSIONS", "read_layout",
     "Bucket", "assign_bucket", "parse_buckets", "BucketBatchSampler", "StepBatchPlan",
-    "LatentCache", "CachedLatentDataset", "BuildReport", "clip_file_name",
+    "LatentCache", "CachedLatentDataset", "BuildReport", "clip_file_name", "condition_of",
 ]

@@ -49,6 +49,15 @@ _FLUSH_SECONDS = 10.0
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+#: prefix of the conditioning tensors in a clip file (an image-to-video model's first-frame condition)
+CONDITION_PREFIX = "condition."
+
+
+def condition_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The conditioning tensors of a loaded clip ({} for a text-to-video cache), without their prefix."""
+    return {k[len(CONDITION_PREFIX):]: v for k, v in tensors.items() if k.startswith(CONDITION_PREFIX)}
+
+
 def clip_file_name(clip_id: str) -> str:
     """A file name for a clip id; ids that are not plain names get a hash suffix so two never collide."""
     if _SAFE_NAME.fullmatch(clip_id) and not clip_id.endswith(".safetensors"):
@@ -159,7 +168,8 @@ class LatentCache:
             raise KeyError(f"clip {clip_id!r} is not in the latent cache {self.dir}") from None
 
     def load(self, clip_id: str) -> dict[str, torch.Tensor]:
-        """{latents, prompt_embeds} of one cached clip."""
+        """{latents, prompt_embeds} of one cached clip, and for an image-to-video model its `condition.*`
+        tensors (see :func:`condition_of`)."""
         record = self.clip_record(clip_id)
         if record["status"] != "ok":
             raise KeyError(f"clip {clip_id!r} failed to cache ({record.get('reason')}); see {self.dir / MANIFEST}")
@@ -211,7 +221,10 @@ class LatentCache:
             record = json.loads(meta.get("record", "null"))
         except Exception:  # unreadable leftover: encode again
             return False
-        if not _same_source(record, source) or set(shapes) != {"latents", "prompt_embeds"}:
+        conditioned = self.fields is not None and "condition" in self.fields
+        plain = {k for k in shapes if not k.startswith(CONDITION_PREFIX)}
+        if not _same_source(record, source) or plain != {"latents", "prompt_embeds"} or \
+                conditioned != (len(plain) < len(shapes)):
             return False
         self._manifest["clips"][clip_id] = {**record, "status": "ok", "file": path.name,
                                             "latent_shape": shapes["latents"],
@@ -254,10 +267,12 @@ class LatentCache:
         report.failed[entry.clip_id] = reason
         logger.info("latent cache: skipped clip %r (%s): %s", entry.clip_id, entry.path, reason)
 
-    def _store(self, entry: Any, latents: torch.Tensor, embeds: torch.Tensor) -> None:
+    def _store(self, entry: Any, latents: torch.Tensor, embeds: torch.Tensor,
+               condition: dict[str, torch.Tensor] | None = None) -> None:
         record = _source_record(entry)
         name = clip_file_name(entry.clip_id)
-        tensors = {"latents": latents.clone(), "prompt_embeds": embeds.clone()}  # own storage, not the batch's
+        tensors = {"latents": latents.clone(), "prompt_embeds": embeds.clone(),  # own storage, not the batch's
+                   **{CONDITION_PREFIX + k: v.clone() for k, v in (condition or {}).items()}}
         metadata = {"record": json.dumps(record), "clip_id": entry.clip_id, "key": self.key}
         atomic_write(self.dir / name, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         self._manifest["clips"][entry.clip_id] = {**record, "status": "ok", "file": name,
@@ -281,6 +296,10 @@ class LatentCache:
         try:
             with torch.no_grad():
                 latents = self._encode_latents(backbone, pixels, ids, sample)
+                # image-to-video: the clip's first frame, encoded as the stock pipeline encodes its image
+                # (posterior mode; {} for text-to-video)
+                condition = {k: v.float().cpu() for k, v in
+                             backbone.encode_condition(pixels[:, :, 0], pixels.shape[2]).items()}
                 embeds = backbone.encode_prompt([item["caption"] for _, item in loaded], max_sequence_length)
         except torch.cuda.OutOfMemoryError as error:
             raise MotionGuideError(f"out of memory encoding {len(loaded)} clip(s) for the latent cache; lower "
@@ -291,10 +310,12 @@ class LatentCache:
             return len(loaded)
         embeds = embeds.detach().cpu()
         for j, (entry, _) in enumerate(loaded):
-            if not torch.isfinite(latents[j]).all() or not torch.isfinite(embeds[j]).all():
+            clip_condition = {k: v[j] for k, v in condition.items()}
+            if not torch.isfinite(latents[j]).all() or not torch.isfinite(embeds[j]).all() or \
+                    not all(torch.isfinite(v).all() for v in clip_condition.values()):
                 self._record_failure(entry, "encode: non-finite latents or prompt embeddings", False, report)
                 continue
-            self._store(entry, latents[j], embeds[j])
+            self._store(entry, latents[j], embeds[j], clip_condition)
             report.encoded.append(entry.clip_id)
             report.encoded_here.append(entry.clip_id)
         return 0
@@ -423,7 +444,8 @@ def _seed_of(clip_id: str) -> int:
 
 
 class CachedLatentDataset(torch.utils.data.Dataset):
-    """Items {id, caption, latents [C, F', h, w], prompt_embeds [seq, dim]} from a built `LatentCache`.
+    """Items {id, caption, latents [C, F', h, w], prompt_embeds [seq, dim]} from a built `LatentCache` (and
+    `condition`, a dict of tensors, for an image-to-video model).
 
     `ids` picks a subset (e.g. after curation); by default every successfully cached clip, sorted by id.
     """
@@ -451,8 +473,12 @@ class CachedLatentDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         clip_id = self.ids[index]
         tensors = self.cache.load(clip_id)
-        return {"id": clip_id, "caption": self.cache.clip_record(clip_id)["caption"],
+        item = {"id": clip_id, "caption": self.cache.clip_record(clip_id)["caption"],
                 "latents": tensors["latents"], "prompt_embeds": tensors["prompt_embeds"]}
+        condition = condition_of(tensors)
+        if condition:  # image-to-video: the first frame's conditioning tensors
+            item["condition"] = condition
+        return item
 
     @property
     def bucket_of_index(self) -> list[Bucket]:

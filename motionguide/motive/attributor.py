@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..arg_checks import block_count_of, check_block_indices, check_lora_file
 from ..backbones import backbone_for
+from ..data.cache import condition_of
 from ..errors import ConfigError
 from ..files import atomic_write
 from .config import MotiveConfig
@@ -472,7 +473,7 @@ class Motive:
             tensors = cache.load(entry.clip_id)
             latents = tensors["latents"]
             result = featurizer.featurize(latents, tensors["prompt_embeds"], mask,
-                                          num_pixel_frames=entry.bucket.num_frames)
+                                          num_pixel_frames=entry.bucket.num_frames, condition=condition_of(tensors))
             record.update({"loss": _finite_or_none(result.loss), "grad_norm": _finite_or_none(result.grad_norm),
                            "flags": result.flags,
                            "noise": {"shape": list(latents.shape),

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..backbones import backbone_for
+from ..backbones import backbone_for, condition_kwargs, move_condition
 from ..errors import ConfigError
 from ..files import atomic_write_text
 
@@ -214,8 +214,12 @@ class GradientFeaturizer:
                 "family": self.backbone.family}
 
     def featurize(self, latents: torch.Tensor, prompt_embeds: torch.Tensor, mask: torch.Tensor | None,
-                  num_pixel_frames: int | None = None) -> FeatureResult:
-        """latents [C, F', h, w] (normalised, VAE layout), prompt_embeds [seq, dim], mask [F', h, w] or None."""
+                  num_pixel_frames: int | None = None,
+                  condition: dict[str, torch.Tensor] | None = None) -> FeatureResult:
+        """latents [C, F', h, w] (normalised, VAE layout), prompt_embeds [seq, dim], mask [F', h, w] or None;
+        `condition`: an image-to-video model's conditioning of this clip, no batch axis (the latent cache's
+        `condition.*` tensors: its first frame, encoded as the pipeline encodes its image)."""
+        condition = self.backbone.check_condition(condition)
         transformer = self.backbone.transformer
         params = [p for _, p in self.named]
         was_training = transformer.training
@@ -268,7 +272,13 @@ class GradientFeaturizer:
             t = self.timestep.to(device)
             noisy = self.backbone.add_noise(x0, noise, t)
             target = self.backbone.training_target(x0, noise, t)
-            pred = self.backbone.predict(noisy.to(weight_dtype), t, prompt_embeds[None].to(device, weight_dtype))
+            pred = self.backbone.predict(noisy.to(weight_dtype), t, prompt_embeds[None].to(device, weight_dtype),
+                                         **condition_kwargs(move_condition(condition, device, weight_dtype,
+                                                                           add_batch=True)))
+            skip = self.backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is given
+            if skip:
+                pred, target = pred[:, :, skip:], target[:, :, skip:]
+                mask = mask[..., skip:, :, :] if mask is not None else None
             loss = motion_weighted_loss(pred, target, mask, num_pixel_frames, kind=self.loss)
             if not torch.isfinite(loss):
                 return FeatureResult(None, float(loss.detach()), float("nan"), ["nonfinite_loss"], "non-finite loss")

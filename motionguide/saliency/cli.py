@@ -32,6 +32,9 @@ def add_saliency_command(subparsers: Any) -> None:
     p.add_argument("--words", type=str, nargs="+", help="words to map (default: the prompt's noun and motion "
                                                         "verb); '</s>' is the end token")
     p.add_argument("--video", type=str, help="real-video mode: re-noise this clip's latents and run one forward")
+    p.add_argument("--image", type=str,
+                   help="conditioning image (PNG / JPEG) of an image-to-video model when generating (without "
+                        "--video; a --video is conditioned on its own first frame)")
     p.add_argument("--num_frames", type=int, help="frames (default: the model's sampling default)")
     p.add_argument("--height", type=int, help="frame height (default: the model's sampling default)")
     p.add_argument("--width", type=int, help="frame width (default: the model's sampling default)")
@@ -57,6 +60,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from ..backbones import backbone_for
     from ..sampling.generate import SamplingSettings, load_pipeline
     from .compute import encode_clip, saliency_for_latents, saliency_while_sampling
     from .monitor import word_tag
@@ -74,7 +78,15 @@ def run_saliency(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "--out")
     if args.video and not Path(args.video).is_file():
         raise FileNotFoundError(f"--video {args.video}: no such file")
+    from ..conditioning_image import check_image_flag, check_image_for_pipeline
+
+    if args.video and args.image:
+        raise ValueError("--image conditions a generated video; a --video is conditioned on its own first frame: "
+                         "drop --image")
+    image = None if args.video else check_image_flag("--image", args.image, args.model)  # before the load
     pipe = load_pipeline(args.model, lora=args.lora, placement=placement)
+    if not args.video:
+        check_image_for_pipeline("--image", image, pipe)
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
         steps=args.num_inference_steps, cfg=args.guidance_scale, max_sequence_length=args.max_sequence_length)
@@ -89,9 +101,12 @@ def run_saliency(args: argparse.Namespace) -> int:
                              f"{settings.num_frames}; pass a smaller --num_frames (4k+1)")
         pixels = frames_to_pixels(frames, settings.height, settings.width)
         latents = encode_clip(pipe, pixels)
+        backbone = backbone_for(pipe)
+        with torch.no_grad():  # an image-to-video model: the video's own first frame conditions it
+            condition = backbone.encode_condition(pixels[None, :, 0], pixels.shape[1])
         maps = saliency_for_latents(pipe, latents, args.prompt, words, where, args.top_k, args.timestep, args.seed,
                                     max_sequence_length=settings.max_sequence_length,
-                                    real_slots_only=args.real_slots_only)
+                                    real_slots_only=args.real_slots_only, condition=condition or None)
         mode = "real_video"
     else:
         call = dict(num_frames=settings.num_frames, height=settings.height, width=settings.width,
@@ -101,6 +116,8 @@ def run_saliency(args: argparse.Namespace) -> int:
             call["max_sequence_length"] = settings.max_sequence_length
         if settings.negative_prompt is not None:
             call["negative_prompt"] = settings.negative_prompt
+        if image is not None:  # an image-to-video model's conditioning image
+            call["image"] = image
         maps, _ = saliency_while_sampling(pipe, args.prompt, words, where, args.top_k,
                                           tuple(args.window) if args.window else None,
                                           real_slots_only=args.real_slots_only, **call)

@@ -18,7 +18,8 @@ import torch
 
 from ..attention import AttentionController
 from ..attention.capture import AttentionCapture
-from ..backbones import LayerProfile, SaliencyProfile, VideoBackbone, backbone_for, load_profile
+from ..backbones import (LayerProfile, SaliencyProfile, VideoBackbone, backbone_for, condition_kwargs, load_profile,
+                         move_condition)
 from ..errors import ConfigError
 from .imap import SaliencyAccumulator
 from .maps import KINDS, SaliencyMaps
@@ -184,6 +185,7 @@ def saliency_for_latents(
     subtokens: str = "first",
     kinds: Sequence[str] = KINDS,
     noise: torch.Tensor | None = None,
+    condition: dict[str, torch.Tensor] | None = None,
 ) -> SaliencyMaps:
     """Real-video saliency: re-noise clean normalised latents at `timestep` and run one conditional forward.
 
@@ -192,8 +194,11 @@ def saliency_for_latents(
     scale; None uses the profile's re-noise step. prompt_embeds: [1, T, D] or [T, D] to skip the text encoder.
     real_slots_only: z-score over the prompt's real tokens (+ end token) instead of all T padded slots.
     noise: fixed noise of the latents' shape (default: `torch.randn` seeded with `seed`).
+    condition: an image-to-video model's conditioning image, `backbone.encode_condition(first_frame, num_frames)`
+        (one clip: batch axis of 1); required there, refused for text-to-video.
     """
     backbone = _as_backbone(backbone)
+    condition = backbone.check_condition(condition)
     tokenizer = _check_tokenizer(backbone)
     blocks, k, section = resolve_imap_settings(backbone, profile_or_blocks, top_k)
     t_value = default_renoise_timestep(backbone, section) if timestep is None else float(timestep)
@@ -216,7 +221,8 @@ def saliency_for_latents(
         accumulator = SaliencyAccumulator(positions, blocks, k, real_slots=real_slots, kinds=kinds)
         controller = AttentionController(backbone)
         with eval_mode(backbone.transformer), controller.capture(accumulator, blocks=blocks, attention="text"):
-            backbone.predict(noisy.to(dtype), t, embeds.to(device, dtype))
+            backbone.predict(noisy.to(dtype), t, embeds.to(device, dtype),
+                             **condition_kwargs(move_condition(condition, device, dtype)))
     return accumulator.result()
 
 

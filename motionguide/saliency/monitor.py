@@ -43,6 +43,8 @@ import torch
 from PIL import Image
 
 from ..attention import AttentionController
+from ..backbones.base import condition_kwargs, move_condition
+from ..data.cache import condition_of
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..training.callbacks import TrainContext, TrainerCallback, register_monitor
@@ -72,6 +74,8 @@ class _Probe:
     noisy: torch.Tensor  # [1, C, F', h, w] on the model device
     embeds: torch.Tensor  # [1, T, D] on the model device
     positions: dict[str, list[int]]
+    #: an image-to-video model's conditioning of the clip (batch axis of 1, model device); {} for text-to-video
+    condition: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,12 +167,14 @@ class IMAPMonitor(TrainerCallback):
     # ------------------------------------------------------------------ the standalone API
     def set_probes(self, model: Any, latents: torch.Tensor | Sequence[torch.Tensor],
                    prompt_embeds: torch.Tensor | Sequence[torch.Tensor], captions: Sequence[str],
-                   ids: Sequence[str] | None = None, device: torch.device | str | None = None) -> None:
+                   ids: Sequence[str] | None = None, device: torch.device | str | None = None,
+                   conditions: Sequence[dict[str, torch.Tensor]] | None = None) -> None:
         """Fix the probe clips: `model` is the diffusers pipeline (or a motionguide backbone) being trained;
         `latents` [N, C, F', h, w] are the clips' normalised VAE latents (as a training step sees them),
         `prompt_embeds` [N, T, D] their caption embeddings, `captions` the N captions, `ids` names for
         `masks_fn` (default "0", "1", ...). Resolves blocks and heads, finds the words' text slots and noises
-        each clip once with its own seeded noise (`seed + i`)."""
+        each clip once with its own seeded noise (`seed + i`). `conditions`: an image-to-video model's
+        conditioning of each clip (the latent cache's `condition.*` tensors, no batch axis)."""
         from ..backbones import VideoBackbone, backbone_for
 
         backbone = model if isinstance(model, VideoBackbone) else backbone_for(model)
@@ -181,6 +187,11 @@ class IMAPMonitor(TrainerCallback):
             raise ConfigError(f"set_probes needs one latent, one prompt embedding and one id per caption; got "
                               f"{len(latents)} latents, {len(prompt_embeds)} embeddings, {len(ids)} ids and "
                               f"{len(captions)} captions")
+        conditions = list(conditions) if conditions is not None else [{}] * len(captions)
+        if len(conditions) != len(captions):
+            raise ConfigError(f"set_probes needs one condition per caption; got {len(conditions)} for "
+                              f"{len(captions)} captions")
+        conditions = [backbone.check_condition(c) for c in conditions]
         self.backbone = backbone
         self.blocks, self.top_k, _ = resolve_imap_settings(backbone, self.blocks_option, self.top_k_option)
         device = torch.device(device) if device is not None else next(backbone.transformer.parameters()).device
@@ -203,7 +214,8 @@ class IMAPMonitor(TrainerCallback):
             noise = torch.randn(clip_latents.shape, generator=torch.Generator().manual_seed(self.seed + index))
             with torch.no_grad():
                 noisy = backbone.add_noise(clip_latents.to(device), noise.to(device), t)
-            self.probes.append(_Probe(clip_id, caption, noisy, embeds.to(device), positions))
+            self.probes.append(_Probe(clip_id, caption, noisy, embeds.to(device), positions,
+                                      move_condition(conditions[index], device, add_batch=True)))
         if not self.probes:
             raise ConfigError(f"none of the words {self.words} occurs in the probe captions {captions}; "
                               "set method_options.imap.words")
@@ -227,7 +239,8 @@ class IMAPMonitor(TrainerCallback):
                 accumulator = SaliencyAccumulator(probe.positions, self.blocks, self.top_k, kinds=("imap",))
                 # Same precision as the training forward (the maps' maths is fp32 regardless).
                 with precision(), controller.capture(accumulator, blocks=self.blocks, attention="text"):
-                    self.backbone.predict(probe.noisy.to(dtype), t, probe.embeds.to(dtype), model=transformer)
+                    self.backbone.predict(probe.noisy.to(dtype), t, probe.embeds.to(dtype), model=transformer,
+                                          **condition_kwargs(move_condition(probe.condition, dtype=dtype)))
                 results.append(accumulator.result())
         return results
 
@@ -328,7 +341,7 @@ class IMAPMonitor(TrainerCallback):
         records = [cache.load(clip_id) for clip_id in ids]
         self.set_probes(ctx.backbone, [r["latents"] for r in records], [r["prompt_embeds"] for r in records],
                         [cache.clip_record(clip_id)["caption"] for clip_id in ids], ids=ids,
-                        device=ctx.accelerator.device)
+                        device=ctx.accelerator.device, conditions=[condition_of(r) for r in records])
 
     def on_step_end(self, ctx: TrainContext, logs: dict[str, float]) -> None:
         """Every `every` steps: probe, then log entropy, mask scores, heatmaps and head stability."""

@@ -35,6 +35,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prompt", type=str, action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts_file", type=str, help="one prompt per line")
     p.add_argument("--negative_prompt", type=str, help="negative prompt of classifier-free guidance")
+    p.add_argument("--image", type=str,
+                   help="conditioning image (PNG / JPEG) of an image-to-video model, e.g. CogVideoX-5B-I2V; "
+                        "required there, refused for text-to-video models")
     p.add_argument("--num_frames", type=int,
                    help="frames per video (default: the model's; Wan 81, CogVideoX 49, the toy its own file's)")
     p.add_argument("--height", type=int, help="frame height (default: the model's; Wan 480, CogVideoX 480)")
@@ -123,6 +126,9 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
                           "hooks would move to its temporary transformer wrapper); drop one of the two")
     placement = placement_from_args(args)
     check_output_folder(args.out, "--out")
+    from ..conditioning_image import check_image_flag
+
+    args.image_value = check_image_flag("--image", args.image, args.model)  # read before the model loads
     return placement
 
 
@@ -135,6 +141,10 @@ def _run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("scale", args.correspondence_scale), ("profile", args.profile),
                                  ("blocks", args.correspondence_blocks)) if v is not None}
     pipe = generate.load_pipeline(args.model, lora=args.lora, lora_scale=args.lora_scale, placement=placement)
+    from ..conditioning_image import check_image_for_pipeline
+
+    image = args.image_value
+    check_image_for_pipeline("--image", image, pipe)  # a hub id whose config files were not cached
     # the family's defaults come from the loaded pipeline, so a hub id gets them too
     settings = SamplingSettings.for_model(
         args.model, pipeline=pipe, num_frames=args.num_frames, height=args.height, width=args.width,
@@ -142,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt, fps=args.fps,
     )
     results = generate.generate_videos(pipe, prompts, args.seed or [0], settings, guidance=args.guidance,
-                                       guidance_options=options)
+                                       guidance_options=options, image=image)
     saved = generate.save_videos(results, args.out, fps=settings.fps, lossless=args.lossless)
     print(json.dumps({"out": str(Path(args.out).resolve()), "videos": len(saved["videos"]), "grid": saved["grid"]}))
     return 0

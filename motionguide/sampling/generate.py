@@ -100,8 +100,10 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplingSettings,
                     guidance: str | None = "none", guidance_options: dict[str, Any] | None = None,
-                    progress: bool = True) -> list[dict[str, Any]]:
-    """One video per (prompt, seed), each with its own seeded generator: uint8 frames [F, H, W, 3]."""
+                    progress: bool = True, image: Any = None) -> list[dict[str, Any]]:
+    """One video per (prompt, seed), each with its own seeded generator: uint8 frames [F, H, W, 3].
+
+    `image`: an image-to-video pipeline's conditioning image (a PIL image), passed as its `image=`."""
     guide = get_guidance(guidance, **(guidance_options or {}))
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     results = []
@@ -114,6 +116,8 @@ def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
                 call["negative_prompt"] = settings.negative_prompt
             if settings.max_sequence_length is not None:
                 call["max_sequence_length"] = settings.max_sequence_length
+            if image is not None:
+                call["image"] = image
             out = guide(pipe, **call)
             results.append({"prompt": prompt, "seed": int(seed), "frames": to_uint8(out.frames[0])})
     return results

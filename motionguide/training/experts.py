@@ -136,9 +136,12 @@ class ExpertRouter(torch.nn.Module):
         per_sample_t = timestep.ndim and timestep.shape[0] == batch
         for index in used:
             rows = (route == index).nonzero().flatten()
+            # per-sample extras (e.g. an image-to-video model's image embeddings) follow their rows
+            extras = {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == batch else v
+                      for k, v in kwargs.items()}
             parts.append(self.experts[index](
                 hidden_states=hidden_states[rows], timestep=timestep[rows] if per_sample_t else timestep,
-                encoder_hidden_states=encoder_hidden_states[rows], return_dict=False, **kwargs)[0])
+                encoder_hidden_states=encoder_hidden_states[rows], return_dict=False, **extras)[0])
             order.append(rows)
         inverse = torch.argsort(torch.cat(order))
         return (torch.cat(parts)[inverse],)

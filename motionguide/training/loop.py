@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones import backbone_for
+from ..backbones import backbone_for, condition_kwargs, move_condition
 from ..data.batches import StepBatchPlan
 from ..errors import ConfigError, MotionGuideError
 from ..files import atomic_write_text
@@ -291,7 +291,8 @@ class Trainer:
                                log=lambda values, step: accelerator.log(values, step=step),
                                log_images=self._image_logger(accelerator),
                                log_videos=self._video_logger(accelerator),
-                               extras={"pipeline": run.pipe, "cache": run.cache})
+                               extras={"pipeline": run.pipe, "cache": run.cache,
+                                       "validation_image": run.validation_image})
         self._curate(run)
         self._prepare_model(run)
         self._start_trackers(run)
@@ -372,6 +373,13 @@ class Trainer:
         run.data_report = write_skipped_clips(run.output_dir, dataset, cache, accelerator.is_main_process)
         run.cache, run.dataset = cache, CachedLatentDataset(cache, ids=sorted(ids))
         run.empty_embeds = cache.empty_prompt_embeds(backbone)
+        if backbone.conditions_on_image and cfg.validation_prompts:
+            # image-to-video: validation samples start from the first frame of the first training clip
+            from PIL import Image
+
+            first = dataset[dataset.ids.index(run.dataset.ids[0])]["pixels"][:, 0]  # [3, H, W] in [-1, 1]
+            pixels = ((first.permute(1, 2, 0).float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            run.validation_image = Image.fromarray(pixels.numpy())
 
     def _read_resume_state(self, run: "_RunState") -> None:
         """Stage 3, run before stage 1 (so a damaged checkpoint costs no model load): which checkpoint to resume
@@ -574,6 +582,7 @@ class Trainer:
             batch = next(batches)
             latents = batch["latents"].to(device)
             embeds = batch["prompt_embeds"].to(device)
+            condition = move_condition(batch.get("condition"), device, compute_dtype)  # image-to-video: first frame
             size = latents.shape[0]
             g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, k, rank]).generate_state(1)[0]))
             drop = torch.rand(size, generator=g) < cfg.caption_dropout
@@ -592,7 +601,11 @@ class Trainer:
                 target = backbone.training_target(latents, noise, timesteps)
                 with accelerator.autocast():
                     # in the frozen weights' dtype (a no-op in fp32); timesteps stay fp32 for the embedders
-                    pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model)
+                    pred = backbone.predict(noisy.to(compute_dtype), timesteps, embeds.to(compute_dtype), model=model,
+                                            **condition_kwargs(condition))
+                skip = backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is given
+                if skip:
+                    pred, target = pred[:, :, skip:], target[:, :, skip:]
                 loss = (pred.float() - target.float()).square().mean()
                 if not torch.isfinite(loss):
                     run.bad_in_a_row += 1
@@ -710,6 +723,7 @@ class _RunState:
     router: Any = None  # an ExpertRouter over a two-expert model's transformers (None: one transformer)
     sigma_range: tuple[float, float] | None = None  # noise levels drawn when one expert of two is trained
     expert_counts: torch.Tensor | None = None  # samples per expert in the current optimiser step
+    validation_image: Any = None  # image-to-video: the validation samples' conditioning image (PIL)
 
 
 class _PlanBatches:
@@ -727,10 +741,14 @@ class _PlanBatches:
         return len(self.micro_steps)
 
 
-def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings."""
-    return {"latents": torch.stack([it["latents"] for it in items]),
-            "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings, and an
+    image-to-video model's conditioning tensors (`condition`, stacked per name) when the cache holds them."""
+    batch: dict[str, Any] = {"latents": torch.stack([it["latents"] for it in items]),
+                             "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+    if "condition" in items[0]:
+        batch["condition"] = {k: torch.stack([it["condition"][k] for it in items]) for k in items[0]["condition"]}
+    return batch
 
 
 def _save_gathered_transformer(transformer: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path) -> None:

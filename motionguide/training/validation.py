@@ -54,8 +54,8 @@ def encode_validation_prompts(backbone: Any, prompts: list[str], settings: Sampl
 
 
 def generate_from_embeddings(pipe: Any, prompts: list[str], seeds: list[int], settings: SamplingSettings,
-                             embeddings: dict[str, dict[str, torch.Tensor]], guidance: str = "none"
-                             ) -> list[dict[str, Any]]:
+                             embeddings: dict[str, dict[str, torch.Tensor]], guidance: str = "none",
+                             image: Any = None) -> list[dict[str, Any]]:
     """`generate_videos` with precomputed prompt embeddings (the text encoder offloaded or freed): the same
     call, seeds and output, with `prompt_embeds` / `negative_prompt_embeds` on the pipeline's device instead
     of the prompt."""
@@ -71,6 +71,8 @@ def generate_from_embeddings(pipe: Any, prompts: list[str], seeds: list[int], se
                         num_frames=settings.num_frames, height=settings.height, width=settings.width,
                         num_inference_steps=settings.steps, guidance_scale=settings.cfg, output_type="np",
                         generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+            if image is not None:  # image-to-video: the conditioning image
+                call["image"] = image
             out = guide(pipe, **call)
             results.append({"prompt": prompt, "seed": int(seed), "frames": to_uint8(out.frames[0])})
     return results
@@ -132,12 +134,13 @@ class ValidationSampler(TrainerCallback):
             was_training = transformer.training
             transformer.eval()
             embeddings = ctx.extras.get("validation_prompt_embeds")
+            image = ctx.extras.get("validation_image")  # image-to-video: the first training clip's first frame
             if embeddings:
                 videos = generate_from_embeddings(pipe, self.prompts, self.seeds, self.settings, embeddings,
-                                                  guidance=self.guidance)
+                                                  guidance=self.guidance, image=image)
             else:
                 videos = generate_videos(pipe, self.prompts, self.seeds, self.settings, guidance=self.guidance,
-                                         progress=False)
+                                         progress=False, image=image)
             transformer.train(was_training)
         if ctx.is_main_process and self.prompts:
             folder = ctx.output_dir / "validation" / f"step-{ctx.step}"

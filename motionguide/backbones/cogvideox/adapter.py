@@ -1,4 +1,10 @@
-"""CogVideoX transformers (`CogVideoXTransformer3DModel`): one joint text+video attention per block."""
+"""CogVideoX transformers (`CogVideoXTransformer3DModel`): one joint text+video attention per block.
+
+CogVideoX-5B-I2V (`CogVideoXImageToVideoPipeline`) is the same transformer reading twice the latent channels: the
+noisy latents, then the conditioning image's latents at latent frame 0 and zeros after it, concatenated on the
+channel axis. The adapter tells it from the config (`in_channels == 2 x out_channels`) and builds that input in
+:meth:`CogVideoXBackbone.predict` from :meth:`CogVideoXBackbone.encode_condition`'s image latents.
+"""
 
 from __future__ import annotations
 
@@ -79,11 +85,17 @@ class CogVideoXBackbone(VideoBackbone):
                   if self.vae is not None else ("vae", None))
         same_model = "load the VAE and transformer of the same model (one pipeline folder)"
         in_channels = config_value(self.transformer, "in_channels")
-        if not is_image_to_video(self._pipeline):
+        if is_image_to_video(self._pipeline):
+            doubled = ("2 x vae.config.latent_channels", None if latent[1] is None else 2 * latent[1])
+            require_equal(doubled, ("transformer.config.in_channels", in_channels),
+                          f"{same_model}; an image-to-video pipeline needs an image-to-video transformer "
+                          "(CogVideoX-5B-I2V: in_channels = 2 x latent_channels)")
+        else:
             fix = f"{same_model}; text-to-video needs in_channels = latent_channels"
             if latent[1] is not None and in_channels == 2 * latent[1]:
-                fix = ("this is an image-to-video transformer (in_channels = 2 x latent_channels, CogVideoX-I2V); "
-                       "only text-to-video pipelines are supported: use a CogVideoX text-to-video model")
+                fix = ("this is an image-to-video transformer (in_channels = 2 x latent_channels, CogVideoX-I2V), not "
+                       "a text-to-video one: "
+                       "load it with CogVideoXImageToVideoPipeline, as its model folder's model_index.json names it")
             require_equal(latent, ("transformer.config.in_channels", in_channels), fix)
         require_equal(latent, ("transformer.config.out_channels", config_value(self.transformer, "out_channels")),
                       same_model)
@@ -157,20 +169,62 @@ class CogVideoXBackbone(VideoBackbone):
         s = self.vae_scale_spatial
         return self.pipeline()._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device)
 
-    def predict(self, latents, timesteps, prompt_embeds, model=None):
-        """Call the transformer in [B, F, C, H, W] layout with integer timesteps and RoPE if the model uses it."""
+    # ------------------------------------------------------------------ image-to-video (CogVideoX-5B-I2V)
+    @property
+    def conditions_on_image(self) -> bool:
+        """An image-to-video transformer: it reads twice the channels it writes (noise + image latents)."""
+        return int(self.config.in_channels) == 2 * int(self.config.out_channels)
+
+    def encode_condition(self, image, num_frames, generator=None):
+        """{"image_latents": [B, C, 1, h, w]}: each image alone through the VAE (a one-frame video), scaled by the
+        VAE's `scaling_factor` (divided, for a VAE with `invert_scale_latents`), as
+        `CogVideoXImageToVideoPipeline.prepare_latents` does; the transformer input pads frames 1.. with zeros."""
+        if not self.conditions_on_image:
+            return {}
+        if self.vae is None:
+            raise ValueError("CogVideoX-I2V conditioning needs the VAE: build the backbone from the pipeline")
+        x = image.to(self.vae.device, self.vae.dtype).unsqueeze(2)  # [B, 3, 1, H, W]
+        latents = []
+        for one in x:  # one encode per image, drawing from `generator` in order, as the pipeline does
+            posterior = self.vae.encode(one[None]).latent_dist
+            latents.append(posterior.sample(generator) if generator is not None else posterior.mode())
+        latents = torch.cat(latents).float()
+        scale = self._scaling_factor
+        latents = latents / scale if getattr(self.vae.config, "invert_scale_latents", False) else latents * scale
+        return {"image_latents": latents}
+
+    def _model_input(self, latents: torch.Tensor, condition) -> torch.Tensor:
+        """[B, F, C(, + C), H, W]: the noisy latents, and for I2V the image latents at frame 0 then zeros."""
+        hidden = self.to_transformer_layout(latents)
+        if not self.conditions_on_image:
+            return hidden
+        image = self.to_transformer_layout(condition["image_latents"]).to(hidden.device, hidden.dtype)
+        if image.shape[0] != hidden.shape[0]:
+            image = image.expand(hidden.shape[0], *image.shape[1:])
+        b, f, c, h, w = hidden.shape
+        padding = hidden.new_zeros(b, f - image.shape[1], image.shape[2], h, w)
+        return torch.cat([hidden, torch.cat([image, padding], dim=1)], dim=2)
+
+    def predict(self, latents, timesteps, prompt_embeds, model=None, condition=None):
+        """Call the transformer in [B, F, C, H, W] layout with integer timesteps and RoPE if the model uses it;
+        an image-to-video transformer also gets the image latents (`condition`, see :meth:`encode_condition`) on
+        the channel axis and, when its config has `ofs_embed_dim` (CogVideoX1.5-I2V), the pipeline's ofs of 2."""
         model = model if model is not None else self.transformer
-        out = model(hidden_states=self.to_transformer_layout(latents), encoder_hidden_states=prompt_embeds,
+        condition = self.check_condition(condition)
+        extra = {}
+        if self.conditions_on_image and self.config.ofs_embed_dim is not None:
+            extra["ofs"] = latents.new_full((1,), 2.0)
+        out = model(hidden_states=self._model_input(latents, condition), encoder_hidden_states=prompt_embeds,
                     timestep=timesteps.long() if timesteps.is_floating_point() else timesteps,
-                    image_rotary_emb=self.rotary_embeddings(latents), return_dict=False)[0]
+                    image_rotary_emb=self.rotary_embeddings(latents), return_dict=False, **extra)[0]
         return self.from_transformer_layout(out)
 
     @property
     def pipeline_class(self) -> type:
-        """`diffusers.CogVideoXPipeline`."""
-        from diffusers import CogVideoXPipeline
+        """`diffusers.CogVideoXPipeline`, or `CogVideoXImageToVideoPipeline` for an image-to-video transformer."""
+        from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline
 
-        return CogVideoXPipeline
+        return CogVideoXImageToVideoPipeline if self.conditions_on_image else CogVideoXPipeline
 
     @classmethod
     def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:

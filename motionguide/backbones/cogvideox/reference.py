@@ -1,4 +1,5 @@
-"""CogVideoX-2B as a recipe for a random-weight copy (`motionguide random-pipeline --like cogvideox-2b`).
+"""CogVideoX-2B and CogVideoX-5B-I2V as recipes for random-weight copies (`motionguide random-pipeline --like
+cogvideox-2b` / `cogvideox-5b-i2v`).
 
 The numbers are the released diffusers checkpoint's (`THUDM/CogVideoX-2b`): the transformer (shared with
 `motionguide shapes` through `reference_configs`), the 3D VAE (scaling factor 1.15258426), the T5 v1.1 XXL text
@@ -10,7 +11,7 @@ few layers and a word-level vocabulary here), text length 226, and the CogVideoX
 from __future__ import annotations
 
 from ..random_weights import ModelRecipe, ReferencePipeline
-from ..reference_configs import COGVIDEOX_2B
+from ..reference_configs import COGVIDEOX_2B, COGVIDEOX_5B_I2V
 
 #: `AutoencoderKLCogVideoX` of CogVideoX-2B
 COGVIDEOX_2B_VAE = {
@@ -78,4 +79,26 @@ COGVIDEOX_2B_PIPELINE = ReferencePipeline(
     source="THUDM/CogVideoX-2b configs (transformer, vae, text_encoder width, scheduler)",
 )
 
-__all__ = ["COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL", "COGVIDEOX_2B_SCHEDULER"]
+#: the 5B models' VAE: the 2B's architecture with scaling factor 0.7
+COGVIDEOX_5B_VAE = {**COGVIDEOX_2B_VAE, "scaling_factor": 0.7}
+
+#: the 5B models' scheduler: the 2B's with SNR shift 1 (the 2B's is 3)
+COGVIDEOX_5B_SCHEDULER = {**COGVIDEOX_2B_SCHEDULER, "snr_shift_scale": 1.0}
+
+#: `THUDM/CogVideoX-5b-I2V`: `CogVideoXImageToVideoPipeline` over the 5B-I2V transformer (32 input channels, 3D RoPE,
+#: learned positions at 480 x 720), the 5B VAE and scheduler and the T5 XXL width
+COGVIDEOX_5B_I2V_PIPELINE = ReferencePipeline(
+    name="cogvideox-5b-i2v",
+    pipeline_class_path="diffusers.CogVideoXImageToVideoPipeline",
+    transformer=ModelRecipe("diffusers.CogVideoXTransformer3DModel", COGVIDEOX_5B_I2V),
+    vae=ModelRecipe("diffusers.AutoencoderKLCogVideoX", COGVIDEOX_5B_VAE),
+    text_encoder=ModelRecipe("transformers.T5EncoderModel", T5_V1_1_XXL, config_class_path="transformers.T5Config"),
+    scheduler_class_path="diffusers.CogVideoXDDIMScheduler",
+    scheduler_config=COGVIDEOX_5B_SCHEDULER,
+    max_sequence_length=226,
+    source="THUDM/CogVideoX-5b-I2V as diffusers' CogVideoX conversion sets it up (transformer in_channels 32 and "
+           "learned positions, VAE scaling factor 0.7, scheduler SNR shift 1.0)",
+)
+
+__all__ = ["COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL", "COGVIDEOX_2B_SCHEDULER",
+           "COGVIDEOX_5B_VAE", "COGVIDEOX_5B_SCHEDULER", "COGVIDEOX_5B_I2V_PIPELINE"]

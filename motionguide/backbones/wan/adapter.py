@@ -10,6 +10,14 @@ Wan2.2 brings two things the adapter must know (diffusers' `WanPipeline`):
   875 in the release) and `transformer_2` below it (low noise). Every single-timestep call uses the expert
   that owns its timestep (:meth:`for_timestep`): Motive's t = 751 < 875 runs on `transformer_2`. Fine-tuning
   trains a LoRA per expert, each sample on the expert of its timestep (`motionguide/training/experts.py`).
+
+Image-to-video (`WanImageToVideoPipeline`), two ways the transformer reads the image:
+
+- Wan2.1-I2V (and Wan2.2-I2V-A14B): `in_channels` 36 = 16 noisy latent channels + a 4-channel mask (ones on latent
+  frame 0) + 16 channels of the VAE latents of [image, zeros...] (the whole clip length); Wan2.1-I2V also reads the
+  image's CLIP embeddings (`image_dim`) through the added key / value projections of its cross-attention, which
+  the stock processor splits from the text at 512 text tokens.
+- Wan2.2-TI2V-5B (`expand_timesteps`): latent frame 0 is the image's latents, at timestep 0 on its tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ import torch
 
 from ..base import SamplingDefaults, TokenGrid, VideoBackbone
 from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
+
+#: text tokens the stock Wan attention processor assumes when it splits image from text context (Wan2.1-I2V)
+WAN_I2V_TEXT_LENGTH = 512
 
 #: latent channels of the Wan2.2 VAE (TI2V-5B), which compresses 16x16 spatially; Wan2.1's has 16 and 8x8
 WAN22_VAE_CHANNELS = 48
@@ -130,11 +141,112 @@ class WanBackbone(VideoBackbone):
         """The flow velocity eps - x0."""
         return noise - latents
 
-    def predict(self, latents, timesteps, prompt_embeds, model=None):
-        """Call the transformer on VAE-layout latents (Wan needs no layout change)."""
+    def predict(self, latents, timesteps, prompt_embeds, model=None, condition=None):
+        """Call the transformer on VAE-layout latents (Wan needs no layout change). Image-to-video: `condition`
+        (see :meth:`encode_condition`) joins the input as the stock `WanImageToVideoPipeline` joins it."""
         model = model if model is not None else self.transformer
-        return model(hidden_states=latents, timestep=timesteps, encoder_hidden_states=prompt_embeds,
-                     return_dict=False)[0]
+        condition = self.check_condition(condition)
+        if not condition:
+            return model(hidden_states=latents, timestep=timesteps, encoder_hidden_states=prompt_embeds,
+                         return_dict=False)[0]
+        extra = {}
+        if self.image_conditioning == "first_frame":  # TI2V: frame 0 is the image, its tokens at t = 0
+            image = condition["image_latents"].to(latents.device, latents.dtype)
+            hidden = torch.cat([image.expand(latents.shape[0], -1, -1, -1, -1), latents[:, :, 1:]], dim=2)
+            timesteps = self._first_frame_timesteps(hidden, timesteps)
+            out = model(hidden_states=hidden, timestep=timesteps, encoder_hidden_states=prompt_embeds,
+                        return_dict=False)[0]
+            return out
+        video = condition["condition_latents"].to(latents.device, latents.dtype)
+        if video.shape[2:] != latents.shape[2:]:
+            raise ValueError(f"Wan image-to-video: the condition's latent grid {tuple(video.shape[2:])} differs from "
+                             f"the latents' {tuple(latents.shape[2:])}; encode it for this clip's size and length "
+                             "(encode_condition(first_frame, num_frames))")
+        mask = torch.zeros_like(video[:, :self.vae_scale_temporal])
+        mask[:, :, 0] = 1.0  # the latent frame that holds the image
+        hidden = torch.cat([latents, torch.cat([mask, video], dim=1).expand(latents.shape[0], -1, -1, -1, -1)],
+                           dim=1)
+        if "image_embeds" in condition:
+            if prompt_embeds.shape[1] != WAN_I2V_TEXT_LENGTH:
+                raise ValueError(f"Wan image-to-video: the stock attention splits image and text context at "
+                                 f"{WAN_I2V_TEXT_LENGTH} text tokens; encode prompts with max_sequence_length="
+                                 f"{WAN_I2V_TEXT_LENGTH} (got {prompt_embeds.shape[1]})")
+            embeds = condition["image_embeds"].to(latents.device, prompt_embeds.dtype)
+            extra["encoder_hidden_states_image"] = embeds.expand(latents.shape[0], -1, -1)
+        return model(hidden_states=hidden, timestep=timesteps, encoder_hidden_states=prompt_embeds,
+                     return_dict=False, **extra)[0]
+
+    def conditioned_latent_frames(self, condition) -> int:
+        """1 under "first_frame" conditioning (TI2V: latent frame 0 is the image, not denoised), else 0."""
+        return 1 if condition and self.image_conditioning == "first_frame" else 0
+
+    def _first_frame_timesteps(self, hidden: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """[B, tokens]: each token's timestep as `expand_timesteps` gives it, 0 on latent frame 0's tokens."""
+        grid = self.token_grid(hidden.shape)
+        t = timesteps.reshape(-1, 1).to(hidden.device).expand(hidden.shape[0], grid.num_tokens).clone()
+        t[:, :grid.tokens_per_frame] = 0
+        return t
+
+    # ------------------------------------------------------------------ image-to-video
+    @property
+    def image_conditioning(self) -> str | None:
+        """How the transformer reads a conditioning image: "channels" (Wan2.1-I2V, Wan2.2-I2V-A14B: more input
+        channels than output), "first_frame" (an image-to-video pipeline with `expand_timesteps`, Wan2.2-TI2V-5B),
+        or None (text-to-video)."""
+        if int(self.config.in_channels) != int(self.config.out_channels):
+            return "channels"
+        pipe = self._pipeline
+        if is_image_to_video(pipe) and getattr(getattr(pipe, "config", None), "expand_timesteps", False):
+            return "first_frame"
+        return None
+
+    @property
+    def conditions_on_image(self) -> bool:
+        """Whether the transformer reads a conditioning image (see :attr:`image_conditioning`)."""
+        return self.image_conditioning is not None
+
+    def encode_condition(self, image, num_frames, generator=None):
+        """What `WanImageToVideoPipeline` computes from its image (`generator` is unused: it takes the posterior's
+        mode, "argmax"): "channels": {"condition_latents": the VAE latents of [image, zeros x (num_frames - 1)],
+        normalised as the pipeline does, and "image_embeds": the CLIP image encoder's penultimate hidden states when
+        the transformer has `image_dim`}; "first_frame": {"image_latents": the image alone through the VAE,
+        normalised}."""
+        mode = self.image_conditioning
+        if mode is None:
+            return {}
+        if self.vae is None:
+            raise ValueError("Wan image-to-video conditioning needs the VAE: build the backbone from the pipeline")
+        x = image.to(self.vae.device, torch.float32).unsqueeze(2)  # [B, 3, 1, H, W]
+        if mode == "channels":
+            x = torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], num_frames - 1, *x.shape[3:])], dim=2)
+        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode().float()
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean).view(1, int(cfg.z_dim), 1, 1, 1).to(latents.device, latents.dtype)
+        inverse_std = 1.0 / torch.tensor(cfg.latents_std).view(1, int(cfg.z_dim), 1, 1, 1).to(latents.device,
+                                                                                             latents.dtype)
+        latents = (latents - mean) * inverse_std  # the pipeline's operations (a product, not a division)
+        if mode == "first_frame":
+            return {"image_latents": latents}
+        condition = {"condition_latents": latents}
+        if self.config.image_dim is not None:
+            condition["image_embeds"] = self._clip_image_embeds(image)
+        return condition
+
+    def _clip_image_embeds(self, image: torch.Tensor) -> torch.Tensor:
+        """The pipeline's `encode_image`: the image processor on the uint8 images, then the image encoder's
+        penultimate hidden states."""
+        from PIL import Image
+
+        pipe = self._pipeline
+        encoder = getattr(pipe, "image_encoder", None)
+        processor = getattr(pipe, "image_processor", None)
+        if encoder is None or processor is None:
+            raise ValueError("Wan2.1 image-to-video conditioning needs the pipeline's image_encoder and "
+                             "image_processor (CLIP): build the backbone from the WanImageToVideoPipeline")
+        pixels = ((image.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        pil = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+        inputs = processor(images=pil, return_tensors="pt").to(next(encoder.parameters()).device)
+        return encoder(**inputs, output_hidden_states=True).hidden_states[-2].float()
 
     # ------------------------------------------------------------------ Wan2.2 A14B: two experts
     _expert_set: tuple[torch.nn.Module, ...] | None = None
@@ -224,10 +336,10 @@ class WanBackbone(VideoBackbone):
 
     @property
     def pipeline_class(self) -> type:
-        """`diffusers.WanPipeline`."""
-        from diffusers import WanPipeline
+        """`diffusers.WanPipeline`, or `WanImageToVideoPipeline` for an image-to-video model."""
+        from diffusers import WanImageToVideoPipeline, WanPipeline
 
-        return WanPipeline
+        return WanImageToVideoPipeline if self.conditions_on_image else WanPipeline
 
     @classmethod
     def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:

@@ -1,5 +1,5 @@
-"""Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B and Wan2.2-T2V-A14B as recipes for random-weight copies
-(`motionguide random-pipeline --like wan2.1-t2v-1.3b | wan2.2-ti2v-5b | wan2.2-t2v-a14b`).
+"""Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B and Wan2.1-I2V-14B as recipes for random-weight copies
+(`motionguide random-pipeline --like wan2.1-t2v-1.3b | wan2.2-ti2v-5b | wan2.2-t2v-a14b | wan2.1-i2v-14b`).
 
 The numbers are the released diffusers checkpoint's (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`): the transformer
 (1,418,996,800 parameters, shared with `motionguide shapes` through `reference_configs`), the 3D causal VAE,
@@ -11,7 +11,7 @@ flow-matching scheduler with shift 3 (the 480p setting).
 from __future__ import annotations
 
 from ..random_weights import ModelRecipe, ReferencePipeline
-from ..reference_configs import WAN21_T2V_1_3B, WAN22_T2V_A14B_EXPERT, WAN22_TI2V_5B
+from ..reference_configs import WAN21_I2V_14B, WAN21_T2V_1_3B, WAN22_T2V_A14B_EXPERT, WAN22_TI2V_5B
 
 #: `AutoencoderKLWan` of Wan2.1 (per-channel latent statistics used by `normalize_latents`)
 WAN21_VAE = {
@@ -75,6 +75,48 @@ WAN21_T2V_1_3B_PIPELINE = ReferencePipeline(
     source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers configs (transformer, vae, text_encoder width, scheduler)",
 )
 
+#: the image encoder of `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`: CLIP ViT-H/14 (open-clip XLM-RoBERTa-large-ViT-huge's
+#: vision tower; 32 layers in the release), whose penultimate hidden states (257 tokens x 1280) the transformer reads
+CLIP_VIT_H_14 = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 224,
+    "projection_dim": 1024,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+}
+
+#: its image processor: OpenAI CLIP's 224 px bicubic resize, centre crop and normalisation
+CLIP_IMAGE_PROCESSOR = {
+    "size": {"shortest_edge": 224},
+    "crop_size": {"height": 224, "width": 224},
+    "resample": 3,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+#: `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`: `WanImageToVideoPipeline` over the I2V-14B transformer (36 input channels,
+#: CLIP image tokens in the cross-attention), Wan2.1's VAE, UMT5-XXL width, CLIP ViT-H, UniPC with shift 3 (480p)
+WAN21_I2V_14B_PIPELINE = ReferencePipeline(
+    name="wan2.1-i2v-14b",
+    pipeline_class_path="diffusers.WanImageToVideoPipeline",
+    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN21_I2V_14B),
+    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN21_VAE),
+    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
+    scheduler_class_path="diffusers.UniPCMultistepScheduler",
+    scheduler_config=WAN21_SCHEDULER,
+    max_sequence_length=512,
+    source="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers layout (transformer in_channels 36, image_dim 1280, added k/v "
+           "projections; CLIP ViT-H/14 image encoder) on Wan2.1's VAE, text width and 480p scheduler",
+    image_encoder=ModelRecipe("transformers.CLIPVisionModel", CLIP_VIT_H_14,
+                              config_class_path="transformers.CLIPVisionConfig", depth_key="num_hidden_layers",
+                              min_depth=2),
+    image_processor_config=CLIP_IMAGE_PROCESSOR,
+)
+
 #: `AutoencoderKLWan` of Wan2.2-TI2V-5B (`Wan-AI/Wan2.2-TI2V-5B-Diffusers` vae config, the statistics of the
 #: original release's `Wan2_2_VAE`): 2x2 pixel patches into a residual encoder, 48 channels, 16x16 x 4 compression
 WAN22_VAE = {
@@ -135,4 +177,5 @@ WAN22_T2V_A14B_PIPELINE = ReferencePipeline(
 )
 
 __all__ = ["WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER", "WAN22_VAE",
-           "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE"]
+           "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE", "WAN21_I2V_14B_PIPELINE", "CLIP_VIT_H_14",
+           "CLIP_IMAGE_PROCESSOR"]
