@@ -30,6 +30,7 @@ __all__ = [
     "BASIC_WORDS",
     "DTYPES",
     "ModelRecipe",
+    "RecipeFamily",
     "ReferencePipeline",
     "fp32_kept_modules",
     "folder_size",
@@ -135,6 +136,33 @@ class ReferencePipeline:
     @property
     def pipeline_class_name(self) -> str:
         return self.pipeline_class_path.rpartition(".")[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeFamily:
+    """What one family's released pipelines share (classes, text encoder, scheduler class, text length), so that
+    each recipe states only its own data (`WAN_FAMILY.pipeline("wan2.1-t2v-1.3b", transformer, vae, scheduler)`)."""
+
+    pipeline_class_path: str
+    transformer_class_path: str
+    vae_class_path: str
+    text_encoder: ModelRecipe
+    scheduler_class_path: str
+    max_sequence_length: int
+
+    def pipeline(self, name: str, transformer: Mapping[str, Any], vae: Mapping[str, Any],
+                 scheduler_config: Mapping[str, Any], *, transformer_2: Mapping[str, Any] | None = None,
+                 **fields: Any) -> ReferencePipeline:
+        """The recipe `name` from its transformer, VAE and scheduler configs (`transformer_2`: a second expert's
+        config); `fields` set any other :class:`ReferencePipeline` field, the family's own included."""
+        shared = {"pipeline_class_path": self.pipeline_class_path, "text_encoder": self.text_encoder,
+                  "scheduler_class_path": self.scheduler_class_path,
+                  "max_sequence_length": self.max_sequence_length}
+        if transformer_2 is not None:
+            shared["transformer_2"] = ModelRecipe(self.transformer_class_path, transformer_2)
+        return ReferencePipeline(name=name, transformer=ModelRecipe(self.transformer_class_path, transformer),
+                                 vae=ModelRecipe(self.vae_class_path, vae), scheduler_config=scheduler_config,
+                                 **{**shared, **fields})
 
 
 # ---------------------------------------------------------------------------------------------------- dtypes

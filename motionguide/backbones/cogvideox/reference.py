@@ -10,7 +10,7 @@ few layers and a word-level vocabulary here), text length 226, and the CogVideoX
 
 from __future__ import annotations
 
-from ..random_weights import ModelRecipe, ReferencePipeline
+from ..random_weights import ModelRecipe, RecipeFamily
 from ..reference_configs import COGVIDEOX_2B, COGVIDEOX_5B_I2V
 
 #: `AutoencoderKLCogVideoX` of CogVideoX-2B
@@ -67,15 +67,18 @@ COGVIDEOX_2B_SCHEDULER = {
     "timestep_spacing": "trailing",
 }
 
-COGVIDEOX_2B_PIPELINE = ReferencePipeline(
-    name="cogvideox-2b",
+#: what every CogVideoX recipe shares: diffusers' CogVideoX classes, T5-XXL's width, its DDIM, 226 text tokens
+COGVIDEOX_FAMILY = RecipeFamily(
     pipeline_class_path="diffusers.CogVideoXPipeline",
-    transformer=ModelRecipe("diffusers.CogVideoXTransformer3DModel", COGVIDEOX_2B),
-    vae=ModelRecipe("diffusers.AutoencoderKLCogVideoX", COGVIDEOX_2B_VAE),
+    transformer_class_path="diffusers.CogVideoXTransformer3DModel",
+    vae_class_path="diffusers.AutoencoderKLCogVideoX",
     text_encoder=ModelRecipe("transformers.T5EncoderModel", T5_V1_1_XXL, config_class_path="transformers.T5Config"),
     scheduler_class_path="diffusers.CogVideoXDDIMScheduler",
-    scheduler_config=COGVIDEOX_2B_SCHEDULER,
     max_sequence_length=226,
+)
+
+COGVIDEOX_2B_PIPELINE = COGVIDEOX_FAMILY.pipeline(
+    "cogvideox-2b", COGVIDEOX_2B, COGVIDEOX_2B_VAE, COGVIDEOX_2B_SCHEDULER,
     source="THUDM/CogVideoX-2b configs (transformer, vae, text_encoder width, scheduler)",
 )
 
@@ -87,18 +90,12 @@ COGVIDEOX_5B_SCHEDULER = {**COGVIDEOX_2B_SCHEDULER, "snr_shift_scale": 1.0}
 
 #: `THUDM/CogVideoX-5b-I2V`: `CogVideoXImageToVideoPipeline` over the 5B-I2V transformer (32 input channels, 3D RoPE,
 #: learned positions at 480 x 720), the 5B VAE and scheduler and the T5 XXL width
-COGVIDEOX_5B_I2V_PIPELINE = ReferencePipeline(
-    name="cogvideox-5b-i2v",
+COGVIDEOX_5B_I2V_PIPELINE = COGVIDEOX_FAMILY.pipeline(
+    "cogvideox-5b-i2v", COGVIDEOX_5B_I2V, COGVIDEOX_5B_VAE, COGVIDEOX_5B_SCHEDULER,
     pipeline_class_path="diffusers.CogVideoXImageToVideoPipeline",
-    transformer=ModelRecipe("diffusers.CogVideoXTransformer3DModel", COGVIDEOX_5B_I2V),
-    vae=ModelRecipe("diffusers.AutoencoderKLCogVideoX", COGVIDEOX_5B_VAE),
-    text_encoder=ModelRecipe("transformers.T5EncoderModel", T5_V1_1_XXL, config_class_path="transformers.T5Config"),
-    scheduler_class_path="diffusers.CogVideoXDDIMScheduler",
-    scheduler_config=COGVIDEOX_5B_SCHEDULER,
-    max_sequence_length=226,
     source="THUDM/CogVideoX-5b-I2V as diffusers' CogVideoX conversion sets it up (transformer in_channels 32 and "
            "learned positions, VAE scaling factor 0.7, scheduler SNR shift 1.0)",
 )
 
-__all__ = ["COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL", "COGVIDEOX_2B_SCHEDULER",
-           "COGVIDEOX_5B_VAE", "COGVIDEOX_5B_SCHEDULER", "COGVIDEOX_5B_I2V_PIPELINE"]
+__all__ = ["COGVIDEOX_FAMILY", "COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL",
+           "COGVIDEOX_2B_SCHEDULER", "COGVIDEOX_5B_VAE", "COGVIDEOX_5B_SCHEDULER", "COGVIDEOX_5B_I2V_PIPELINE"]

@@ -10,7 +10,7 @@ flow-matching scheduler with shift 3 (the 480p setting).
 
 from __future__ import annotations
 
-from ..random_weights import ModelRecipe, ReferencePipeline
+from ..random_weights import ModelRecipe, RecipeFamily
 from ..reference_configs import WAN21_I2V_14B, WAN21_T2V_1_3B, WAN22_T2V_A14B_EXPERT, WAN22_TI2V_5B
 
 #: `AutoencoderKLWan` of Wan2.1 (per-channel latent statistics used by `normalize_latents`)
@@ -63,15 +63,18 @@ WAN21_SCHEDULER = {
     "timestep_spacing": "linspace",
 }
 
-WAN21_T2V_1_3B_PIPELINE = ReferencePipeline(
-    name="wan2.1-t2v-1.3b",
+#: what every Wan recipe shares: diffusers' Wan classes, UMT5-XXL's width, UniPC and 512 text tokens
+WAN_FAMILY = RecipeFamily(
     pipeline_class_path="diffusers.WanPipeline",
-    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN21_T2V_1_3B),
-    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN21_VAE),
+    transformer_class_path="diffusers.WanTransformer3DModel",
+    vae_class_path="diffusers.AutoencoderKLWan",
     text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
     scheduler_class_path="diffusers.UniPCMultistepScheduler",
-    scheduler_config=WAN21_SCHEDULER,
     max_sequence_length=512,
+)
+
+WAN21_T2V_1_3B_PIPELINE = WAN_FAMILY.pipeline(
+    "wan2.1-t2v-1.3b", WAN21_T2V_1_3B, WAN21_VAE, WAN21_SCHEDULER,
     source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers configs (transformer, vae, text_encoder width, scheduler)",
 )
 
@@ -100,15 +103,9 @@ CLIP_IMAGE_PROCESSOR = {
 
 #: `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`: `WanImageToVideoPipeline` over the I2V-14B transformer (36 input channels,
 #: CLIP image tokens in the cross-attention), Wan2.1's VAE, UMT5-XXL width, CLIP ViT-H, UniPC with shift 3 (480p)
-WAN21_I2V_14B_PIPELINE = ReferencePipeline(
-    name="wan2.1-i2v-14b",
+WAN21_I2V_14B_PIPELINE = WAN_FAMILY.pipeline(
+    "wan2.1-i2v-14b", WAN21_I2V_14B, WAN21_VAE, WAN21_SCHEDULER,
     pipeline_class_path="diffusers.WanImageToVideoPipeline",
-    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN21_I2V_14B),
-    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN21_VAE),
-    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
-    scheduler_class_path="diffusers.UniPCMultistepScheduler",
-    scheduler_config=WAN21_SCHEDULER,
-    max_sequence_length=512,
     source="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers layout (transformer in_channels 36, image_dim 1280, added k/v "
            "projections; CLIP ViT-H/14 image encoder) on Wan2.1's VAE, text width and 480p scheduler",
     image_encoder=ModelRecipe("transformers.CLIPVisionModel", CLIP_VIT_H_14,
@@ -148,34 +145,22 @@ WAN22_VAE = {
                     0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744],
 }
 
-WAN22_TI2V_5B_PIPELINE = ReferencePipeline(
-    name="wan2.2-ti2v-5b",
-    pipeline_class_path="diffusers.WanPipeline",
-    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_TI2V_5B),
-    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN22_VAE),
-    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
-    scheduler_class_path="diffusers.UniPCMultistepScheduler",
-    scheduler_config={**WAN21_SCHEDULER, "flow_shift": 5.0},  # the release's sample_shift
-    max_sequence_length=512,
+WAN22_TI2V_5B_PIPELINE = WAN_FAMILY.pipeline(
+    "wan2.2-ti2v-5b", WAN22_TI2V_5B, WAN22_VAE,
+    {**WAN21_SCHEDULER, "flow_shift": 5.0},  # the release's sample_shift
     pipeline_config={"expand_timesteps": True},
     source="Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer and vae configs; Wan2.2's ti2v_5B config (sample_shift 5)",
 )
 
-WAN22_T2V_A14B_PIPELINE = ReferencePipeline(
-    name="wan2.2-t2v-a14b",
-    pipeline_class_path="diffusers.WanPipeline",
-    transformer=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),
-    transformer_2=ModelRecipe("diffusers.WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),
-    vae=ModelRecipe("diffusers.AutoencoderKLWan", WAN21_VAE),
-    text_encoder=ModelRecipe("transformers.UMT5EncoderModel", UMT5_XXL, config_class_path="transformers.UMT5Config"),
-    scheduler_class_path="diffusers.UniPCMultistepScheduler",
-    scheduler_config={**WAN21_SCHEDULER, "flow_shift": 12.0},  # the release's sample_shift
-    max_sequence_length=512,
+WAN22_T2V_A14B_PIPELINE = WAN_FAMILY.pipeline(
+    "wan2.2-t2v-a14b", WAN22_T2V_A14B_EXPERT, WAN21_VAE,
+    {**WAN21_SCHEDULER, "flow_shift": 12.0},  # the release's sample_shift
+    transformer_2=WAN22_T2V_A14B_EXPERT,
     pipeline_config={"boundary_ratio": 0.875},
     source="Wan2.2's t2v_A14B config (two Wan2.1-14B-shaped experts, boundary 0.875, sample_shift 12) on "
            "Wan2.1's VAE",
 )
 
-__all__ = ["WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER", "WAN22_VAE",
-           "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE", "WAN21_I2V_14B_PIPELINE", "CLIP_VIT_H_14",
+__all__ = ["WAN_FAMILY", "WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER",
+           "WAN22_VAE", "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE", "WAN21_I2V_14B_PIPELINE", "CLIP_VIT_H_14",
            "CLIP_IMAGE_PROCESSOR"]
