@@ -94,6 +94,18 @@ class VideoBackbone(ABC):
     #: VAE factors used when no VAE is attached (real-model defaults)
     default_vae_scale_spatial: ClassVar[int] = 8
     default_vae_scale_temporal: ClassVar[int] = 4
+    # Names in which the built-in families differ where their code is otherwise the same: each adapter states its
+    # own once and the implementations below read them (a family that sets one overrides what reads it instead).
+    #: the family's name in messages ("CogVideoX"; None: `family`)
+    display_name: ClassVar[str | None] = None
+    #: block attributes of the video self-attention and of the attention where video queries meet text keys (a
+    #: joint family names its one attention twice); read by `video_self_attention` / `text_attention`
+    attention_names: ClassVar[tuple[str, str] | None] = None
+    #: VAE config keys of the spatial and temporal factors (None: the default factor above)
+    vae_scale_keys: ClassVar[tuple[str | None, str | None]] = (None, None)
+    #: the axes of latents in the transformer: "BCFHW" (the VAE layout) or "BFCHW" (CogVideoX); read by
+    #: `token_grid` and the layout conversions
+    latent_layout: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -157,13 +169,28 @@ class VideoBackbone(ABC):
 
     @property
     def vae_scale_spatial(self) -> int:
-        """Pixels per latent cell along height and width."""
-        return self.default_vae_scale_spatial
+        """Pixels per latent cell along height and width: the VAE config's value under the family's spatial
+        `vae_scale_keys` when a VAE is attached, else the default."""
+        return self._vae_factor(self.vae_scale_keys[0], self.default_vae_scale_spatial)
 
     @property
     def vae_scale_temporal(self) -> int:
-        """Pixel frames per latent frame (after the first) under the causal VAE."""
-        return self.default_vae_scale_temporal
+        """Pixel frames per latent frame (after the first) under the causal VAE: the VAE config's value under the
+        family's temporal `vae_scale_keys` when a VAE is attached, else the default."""
+        return self._vae_factor(self.vae_scale_keys[1], self.default_vae_scale_temporal)
+
+    def _vae_factor(self, key: str | None, default: int) -> int:
+        if key is None or self.vae is None:
+            return default
+        return int(getattr(self.vae.config, key))
+
+    @property
+    def _name(self) -> str:
+        """The family's name in messages."""
+        return self.display_name or self.family
+
+    def _unnamed(self, what: str, fix: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} ({self.family}) declares no {what}: set {fix}")
 
     @property
     def pixels_per_token(self) -> int:
@@ -179,13 +206,21 @@ class VideoBackbone(ABC):
             )
         return index % self.num_blocks
 
-    @abstractmethod
     def video_self_attention(self, index: int) -> torch.nn.Module:
-        """The attention module of block `index` in which video tokens attend to video tokens."""
+        """The attention module of block `index` in which video tokens attend to video tokens (the block attribute
+        `attention_names[0]`)."""
+        return self._block_attention(index, 0)
 
-    @abstractmethod
     def text_attention(self, index: int) -> torch.nn.Module:
-        """The attention module of block `index` in which video queries meet text keys."""
+        """The attention module of block `index` in which video queries meet text keys (the block attribute
+        `attention_names[1]`)."""
+        return self._block_attention(index, 1)
+
+    def _block_attention(self, index: int, which: int) -> torch.nn.Module:
+        if self.attention_names is None:
+            raise self._unnamed("attention modules", "attention_names = (self-attention attribute, text attention "
+                                "attribute) or override video_self_attention() and text_attention()")
+        return getattr(self.blocks[self.check_block(index)], self.attention_names[which])
 
     def attention_module(self, index: int, which: str) -> torch.nn.Module:
         """`which` is "self" (video self-attention) or "text" (where video meets text)."""
@@ -284,9 +319,21 @@ class VideoBackbone(ABC):
             raise ValueError(f"height and width must be divisible by {s}; got {height}x{width}")
         return self.num_latent_frames(num_frames), height // s, width // s
 
-    @abstractmethod
     def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
-        """Token grid of a latent tensor shape in the transformer's layout (batch axis included)."""
+        """Token grid of a latent tensor shape in the transformer's layout (`latent_layout`, batch axis included)
+        after patching."""
+        layout = self._layout()
+        if len(latent_shape) != 5:
+            raise ValueError(f"{self._name} latents are [{', '.join(layout)}]; got shape {tuple(latent_shape)}")
+        axes = dict(zip(layout, latent_shape))
+        pt, ph, pw = self.patch_size
+        return TokenGrid(axes["F"] // pt, axes["H"] // ph, axes["W"] // pw)
+
+    def _layout(self) -> str:
+        if self.latent_layout not in ("BCFHW", "BFCHW"):
+            raise self._unnamed("latent layout", 'latent_layout = "BCFHW" or "BFCHW", or override token_grid() '
+                                "and the layout conversions")
+        return self.latent_layout
 
     def token_grid_for_video(self, num_frames: int, height: int, width: int) -> TokenGrid:
         """Token grid (F', H', W') of a clip of this many pixel frames and this size after patching."""
@@ -317,13 +364,14 @@ class VideoBackbone(ABC):
     def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize_latents`, before `vae.decode`."""
 
-    @abstractmethod
     def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """[B, C, F, H, W] (VAE layout) -> the layout the transformer consumes."""
+        """[B, C, F, H, W] (VAE layout) -> the layout the transformer consumes (`latent_layout`; unchanged for
+        "BCFHW")."""
+        return latents if self._layout() == "BCFHW" else latents.permute(0, 2, 1, 3, 4)
 
-    @abstractmethod
     def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_transformer_layout`."""
+        return latents if self._layout() == "BCFHW" else latents.permute(0, 2, 1, 3, 4)
 
     @abstractmethod
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -479,6 +527,44 @@ class VideoBackbone(ABC):
             "patch_size": list(self.patch_size),
             "text_layout": self.text_layout,
         }
+
+
+class ScaledLatents:
+    """Latents scaled by the VAE config's `scaling_factor` (CogVideoX, HunyuanVideo): a mixin listed before
+    :class:`VideoBackbone`."""
+
+    @property
+    def _scaling_factor(self) -> float:
+        if self.vae is None:
+            raise ValueError(f"{self._name} latent normalisation needs the VAE (its config holds scaling_factor)")
+        return float(self.vae.config.scaling_factor)
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scale by the VAE's `scaling_factor` (the pipeline divides by it before decoding)."""
+        return latents * self._scaling_factor
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Divide by the VAE's `scaling_factor`."""
+        return latents / self._scaling_factor
+
+
+class FlowMatchingTargets:
+    """A rectified-flow velocity predictor (Wan, HunyuanVideo): x_t = (1 - s) x0 + s eps, target eps - x0,
+    s = t / 1000; a mixin listed before :class:`VideoBackbone`."""
+
+    @staticmethod
+    def _sigma(timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        sigma = timesteps.to(like.device, torch.float32) / 1000.0
+        return sigma.view(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """(1 - s) x0 + s eps with s = t / 1000 (as `FlowMatchEulerDiscreteScheduler.scale_noise`)."""
+        sigma = self._sigma(timesteps, latents)
+        return ((1.0 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The flow velocity eps - x0 (what the flow schedulers integrate)."""
+        return noise - latents
 
 
 def image_pixels(frame_uint8: Any) -> torch.Tensor:

@@ -12,11 +12,11 @@ from typing import Sequence
 
 import torch
 
-from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+from ..base import SamplingDefaults, ScaledLatents, VideoBackbone
 from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
 
 
-class CogVideoXBackbone(VideoBackbone):
+class CogVideoXBackbone(ScaledLatents, VideoBackbone):
     """CogVideoX: `attn1` is joint attention over [text (226 slots); video]; no separate cross-attention.
 
     Latents are scaled by the VAE's `scaling_factor`; the transformer consumes [B, F, C, H, W] and predicts
@@ -27,6 +27,10 @@ class CogVideoXBackbone(VideoBackbone):
     transformer_class_names = ("CogVideoXTransformer3DModel",)
     text_layout = "joint_first"
     cfg_layout = "uncond_cond"
+    display_name = "CogVideoX"
+    attention_names = ("attn1", "attn1")  # joint attention: one module holds video x video and video x text
+    vae_scale_keys = (None, "temporal_compression_ratio")  # spatial: from the VAE's stages (vae_scale_spatial)
+    latent_layout = "BFCHW"
     #: CogVideoX-2B/5B as their model cards and `CogVideoXPipeline` sample them: 49 frames of 480x720 at 8 fps,
     #: 226 text tokens (the joint attention's fixed text length)
     sampling_defaults = SamplingDefaults(num_frames=49, height=480, width=720, steps=50, cfg=6.0, fps=8,
@@ -50,13 +54,6 @@ class CogVideoXBackbone(VideoBackbone):
         if self.vae is not None:
             return 2 ** (len(self.vae.config.block_out_channels) - 1)
         return self.default_vae_scale_spatial
-
-    @property
-    def vae_scale_temporal(self) -> int:
-        """The VAE's `temporal_compression_ratio` when a VAE is attached, else the default."""
-        if self.vae is not None:
-            return int(self.vae.config.temporal_compression_ratio)
-        return self.default_vae_scale_temporal
 
     def instrumented_processor(self, controller, original, block: int, attention: str):
         """:class:`InstrumentedCogVideoXProcessor` (loaded here: it builds on `motionguide.attention`)."""
@@ -103,45 +100,6 @@ class CogVideoXBackbone(VideoBackbone):
         require_equal((f"text_encoder.config.{field}", width),
                       ("transformer.config.text_embed_dim", config_value(self.transformer, "text_embed_dim")),
                       "load the text encoder the transformer was trained with (CogVideoX: T5-XXL, d_model 4096)")
-
-    def video_self_attention(self, index: int) -> torch.nn.Module:
-        """The joint `attn1` of block `index`."""
-        return self.blocks[self.check_block(index)].attn1
-
-    def text_attention(self, index: int) -> torch.nn.Module:
-        """The joint `attn1` of block `index` (text and video share one attention)."""
-        # Joint attention: the same module holds the video x text block of the attention.
-        return self.blocks[self.check_block(index)].attn1
-
-    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
-        """Token grid of a [B, F, C, H, W] latent shape after patching."""
-        if len(latent_shape) != 5:
-            raise ValueError(f"CogVideoX latents are [B, F, C, H, W]; got shape {tuple(latent_shape)}")
-        _, f, _, h, w = latent_shape
-        pt, ph, pw = self.patch_size
-        return TokenGrid(f // pt, h // ph, w // pw)
-
-    @property
-    def _scaling_factor(self) -> float:
-        if self.vae is None:
-            raise ValueError("CogVideoX latent normalisation needs the VAE (its config holds scaling_factor)")
-        return float(self.vae.config.scaling_factor)
-
-    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scale by the VAE's `scaling_factor`."""
-        return latents * self._scaling_factor
-
-    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Divide by the VAE's `scaling_factor`."""
-        return latents / self._scaling_factor
-
-    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """[B, C, F, H, W] -> [B, F, C, H, W]."""
-        return latents.permute(0, 2, 1, 3, 4)
-
-    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """[B, F, C, H, W] -> [B, C, F, H, W]."""
-        return latents.permute(0, 2, 1, 3, 4)
 
     def _alphas(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.scheduler is None or not hasattr(self.scheduler, "alphas_cumprod"):

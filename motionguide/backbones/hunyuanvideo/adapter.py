@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+from ..base import FlowMatchingTargets, SamplingDefaults, ScaledLatents, VideoBackbone
 
 
 class PipelineSchedule:
@@ -132,13 +132,17 @@ class PromptSlotTokenizer:
         return getattr(self.inner, name)
 
 
-class HunyuanVideoBackbone(VideoBackbone):
+class HunyuanVideoBackbone(ScaledLatents, FlowMatchingTargets, VideoBackbone):
     """HunyuanVideo: joint attention over [video; text] in every block, dual-stream blocks then single-stream ones."""
 
     family = "hunyuanvideo"
     transformer_class_names = ("HunyuanVideoTransformer3DModel",)
     text_layout = "joint_last"
     cfg_layout = "embedded"
+    display_name = "HunyuanVideo"
+    attention_names = ("attn", "attn")  # joint: one attention over [video; text] in every block
+    vae_scale_keys = ("spatial_compression_ratio", "temporal_compression_ratio")
+    latent_layout = "BCFHW"
     #: HunyuanVideo as DiffTrack and IMAP sample it: 49 frames of 480x720 (the model card's 720p/129 frames is far
     #: larger), 30 flow-matching steps, embedded guidance 6.0, 256 prompt tokens; 15 fps as diffusers' example
     #: exports it
@@ -176,25 +180,11 @@ class HunyuanVideoBackbone(VideoBackbone):
         p = int(self.config.patch_size)
         return int(self.config.patch_size_t), p, p
 
-    @property
-    def vae_scale_spatial(self) -> int:
-        """The VAE's `spatial_compression_ratio` when a VAE is attached, else the default."""
-        if self.vae is not None:
-            return int(self.vae.config.spatial_compression_ratio)
-        return self.default_vae_scale_spatial
-
-    @property
-    def vae_scale_temporal(self) -> int:
-        """The VAE's `temporal_compression_ratio` when a VAE is attached, else the default."""
-        if self.vae is not None:
-            return int(self.vae.config.temporal_compression_ratio)
-        return self.default_vae_scale_temporal
-
     @classmethod
     def pixel_multiple(cls, transformer_config: dict, vae_config: dict | None) -> int:
         """What frame height and width must divide by, from the config files alone (VAE x patch; 16 on
         HunyuanVideo, whose pipeline refuses other sizes): the training preflight checks it before any load."""
-        spatial = int((vae_config or {}).get("spatial_compression_ratio", cls.default_vae_scale_spatial))
+        spatial = int((vae_config or {}).get(cls.vae_scale_keys[0], cls.default_vae_scale_spatial))
         return spatial * int(transformer_config["patch_size"])
 
     def instrumented_processor(self, controller, original, block: int, attention: str):
@@ -203,63 +193,11 @@ class HunyuanVideoBackbone(VideoBackbone):
 
         return InstrumentedHunyuanVideoProcessor(controller, original, block, attention)
 
-    def video_self_attention(self, index: int) -> torch.nn.Module:
-        """The joint `attn` of block `index` (dual or single stream)."""
-        return self.blocks[self.check_block(index)].attn
-
-    def text_attention(self, index: int) -> torch.nn.Module:
-        """The joint `attn` of block `index`: text and video share one attention."""
-        return self.blocks[self.check_block(index)].attn
-
     def runs_classifier_free_guidance(self, step_index: int | None = None) -> bool | None:
         """False: no HunyuanVideo call batches [uncond; cond] (guidance is embedded; true CFG is a separate pass)."""
         return False if self._pipeline is not None else None
 
-    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
-        """Token grid of a [B, C, F, H, W] latent shape after patching."""
-        if len(latent_shape) != 5:
-            raise ValueError(f"HunyuanVideo latents are [B, C, F, H, W]; got shape {tuple(latent_shape)}")
-        _, _, f, h, w = latent_shape
-        pt, ph, pw = self.patch_size
-        return TokenGrid(f // pt, h // ph, w // pw)
-
-    # ------------------------------------------------------------------ latents and targets
-    @property
-    def _scaling_factor(self) -> float:
-        if self.vae is None:
-            raise ValueError("HunyuanVideo latent normalisation needs the VAE (its config holds scaling_factor)")
-        return float(self.vae.config.scaling_factor)
-
-    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scale by the VAE's `scaling_factor` (the pipeline divides by it before decoding)."""
-        return latents * self._scaling_factor
-
-    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Divide by the VAE's `scaling_factor`."""
-        return latents / self._scaling_factor
-
-    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unchanged: the transformer consumes the VAE layout [B, C, F, H, W]."""
-        return latents
-
-    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unchanged: the transformer outputs the VAE layout [B, C, F, H, W]."""
-        return latents
-
-    @staticmethod
-    def _sigma(timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / 1000.0
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """(1 - s) x0 + s eps with s = t / 1000 (flow matching, as `FlowMatchEulerDiscreteScheduler.scale_noise`)."""
-        sigma = self._sigma(timesteps, latents)
-        return ((1.0 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
-
-    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """The flow velocity eps - x0 (what the Euler flow scheduler integrates)."""
-        return noise - latents
-
+    # ------------------------------------------------------------------ predict (latents and targets: the mixins)
     def predict(self, latents, timesteps, prompt_embeds, model=None, guidance: float | None = None):
         """Call the transformer on a packed prompt (see :meth:`encode_prompt`) at `guidance` (default
         `training_guidance`), as the pipeline does: guidance scale x 1000, in the transformer's dtype."""

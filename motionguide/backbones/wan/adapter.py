@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from ..base import SamplingDefaults, TokenGrid, VideoBackbone
+from ..base import FlowMatchingTargets, SamplingDefaults, VideoBackbone
 from ..component_checks import config_value, is_image_to_video, require_equal, text_encoder_width
 
 #: text tokens the stock Wan attention processor assumes when it splits image from text context (Wan2.1-I2V)
@@ -37,7 +37,7 @@ WAN22_VAE_CHANNELS = 48
 WAN22_VAE_SCALE_SPATIAL = 16
 
 
-class WanBackbone(VideoBackbone):
+class WanBackbone(FlowMatchingTargets, VideoBackbone):
     """Wan: video self-attention `attn1` (3D RoPE), text only in the cross-attention `attn2`.
 
     Latents are normalised per channel with the VAE's `latents_mean` / `latents_std`; the model is a
@@ -48,6 +48,10 @@ class WanBackbone(VideoBackbone):
     transformer_class_names = ("WanTransformer3DModel",)
     text_layout = "cross"
     cfg_layout = "separate"
+    display_name = "Wan"
+    attention_names = ("attn1", "attn2")
+    vae_scale_keys = ("scale_factor_spatial", "scale_factor_temporal")
+    latent_layout = "BCFHW"
     #: Wan2.1 T2V as its model card and `WanPipeline` sample it: 81 frames of 480x832 at 16 fps, 512 text tokens
     sampling_defaults = SamplingDefaults(num_frames=81, height=480, width=832, steps=50, cfg=5.0, fps=16,
                                          max_sequence_length=512)
@@ -67,38 +71,15 @@ class WanBackbone(VideoBackbone):
     def vae_scale_spatial(self) -> int:
         """The VAE's `scale_factor_spatial` when a VAE is attached; else 16 for a transformer that outputs the
         Wan2.2 VAE's 48 channels (TI2V-5B), 8 otherwise."""
-        if self.vae is not None:
-            return int(self.vae.config.scale_factor_spatial)
-        return _default_spatial_scale(self.config.out_channels)
-
-    @property
-    def vae_scale_temporal(self) -> int:
-        """The VAE's `scale_factor_temporal` when a VAE is attached, else the default."""
-        if self.vae is not None:
-            return int(self.vae.config.scale_factor_temporal)
-        return self.default_vae_scale_temporal
+        if self.vae is None:
+            return _default_spatial_scale(self.config.out_channels)
+        return super().vae_scale_spatial
 
     def instrumented_processor(self, controller, original, block: int, attention: str):
         """:class:`InstrumentedWanProcessor` (loaded here: the processor module builds on `motionguide.attention`)."""
         from .processor import InstrumentedWanProcessor
 
         return InstrumentedWanProcessor(controller, original, block, attention)
-
-    def video_self_attention(self, index: int) -> torch.nn.Module:
-        """The self-attention `attn1` of block `index`."""
-        return self.blocks[self.check_block(index)].attn1
-
-    def text_attention(self, index: int) -> torch.nn.Module:
-        """The cross-attention `attn2` of block `index`."""
-        return self.blocks[self.check_block(index)].attn2
-
-    def token_grid(self, latent_shape: Sequence[int]) -> TokenGrid:
-        """Token grid of a [B, C, F, H, W] latent shape after patching."""
-        if len(latent_shape) != 5:
-            raise ValueError(f"Wan latents are [B, C, F, H, W]; got shape {tuple(latent_shape)}")
-        _, _, f, h, w = latent_shape
-        pt, ph, pw = self.patch_size
-        return TokenGrid(f // pt, h // ph, w // pw)
 
     def _latent_stats(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vae is None:
@@ -118,28 +99,6 @@ class WanBackbone(VideoBackbone):
         """latents * latents_std + latents_mean, per channel, from the VAE config."""
         mean, std = self._latent_stats(latents)
         return latents * std + mean
-
-    def to_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unchanged: Wan consumes the VAE layout [B, C, F, H, W]."""
-        return latents
-
-    def from_transformer_layout(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unchanged: Wan outputs the VAE layout [B, C, F, H, W]."""
-        return latents
-
-    @staticmethod
-    def _sigma(timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(like.device, torch.float32) / 1000.0
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """(1 - s) x0 + s eps with s = t / 1000."""
-        sigma = self._sigma(timesteps, latents)
-        return ((1.0 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
-
-    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """The flow velocity eps - x0."""
-        return noise - latents
 
     def predict(self, latents, timesteps, prompt_embeds, model=None, condition=None):
         """Call the transformer on VAE-layout latents (Wan needs no layout change). Image-to-video: `condition`
@@ -346,7 +305,7 @@ class WanBackbone(VideoBackbone):
         """What frame height and width must divide by, from the config files alone (VAE x patch; 16 on Wan2.1,
         32 on Wan2.2-TI2V-5B)."""
         default = _default_spatial_scale(transformer_config.get("out_channels", 16))
-        spatial = int((vae_config or {}).get("scale_factor_spatial", default))
+        spatial = int((vae_config or {}).get(cls.vae_scale_keys[0], default))
         return spatial * int(transformer_config["patch_size"][1])
 
 
