@@ -11,6 +11,13 @@ import torch
 TEST_WORDS = "a red green blue yellow circle square triangle moves left right up down stays still quickly slowly".split()
 
 
+def _seeded(model_class, seed: int, **config):
+    """`model_class(**config)` built right after `torch.manual_seed(seed)` (so its weights depend on the seed alone),
+    in eval mode."""
+    torch.manual_seed(seed)
+    return model_class(**config).eval()
+
+
 def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
                          text_dim: int = 32, image_to_video: bool = False, image_dim: int = 16):
     """A seeded, tiny random `WanTransformer3DModel` in eval mode. `image_to_video`: Wan2.1-I2V's layout, reading
@@ -18,9 +25,9 @@ def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, hea
     image embeddings of width `image_dim` through added key / value projections in the cross-attention."""
     from diffusers import WanTransformer3DModel
 
-    torch.manual_seed(seed)
     extra = dict(image_dim=image_dim, added_kv_proj_dim=heads * head_dim) if image_to_video else {}
-    return WanTransformer3DModel(
+    return _seeded(
+        WanTransformer3DModel, seed,
         patch_size=(1, 2, 2),
         num_attention_heads=heads,
         attention_head_dim=head_dim,
@@ -34,7 +41,7 @@ def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, hea
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-    ).eval()
+    )
 
 
 def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: int = 2, heads: int = 4,
@@ -49,8 +56,8 @@ def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: 
     from diffusers import CogVideoXTransformer3DModel
 
     head_dim = head_dim or (16 if rotary else 8)  # 3D RoPE splits the head dim 2:3:3, so it needs 16
-    torch.manual_seed(seed)
-    return CogVideoXTransformer3DModel(
+    return _seeded(
+        CogVideoXTransformer3DModel, seed,
         num_attention_heads=heads,
         attention_head_dim=head_dim,
         in_channels=2 * in_channels if image_to_video else in_channels,
@@ -67,46 +74,57 @@ def tiny_cogvideox_transformer(seed: int = 0, rotary: bool = False, num_layers: 
         use_rotary_positional_embeddings=rotary,
         use_learned_positional_embeddings=learned_positions,
         ofs_embed_dim=ofs_embed_dim,
-    ).eval()
+    )
+
+
+def _tiny_t5_encoder(model_class, config_class, vocab_size: int, d_model: int, seed: int):
+    """A seeded, tiny random T5-style encoder (2 layers, 4 heads of 8) in eval mode."""
+    torch.manual_seed(seed)
+    cfg = config_class(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                       relative_attention_num_buckets=8)
+    return model_class(cfg).eval()
 
 
 def tiny_umt5(vocab_size: int, d_model: int = 32, seed: int = 0):
     """A seeded, tiny random `UMT5EncoderModel` (Wan's text encoder) in eval mode."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(seed)
-    cfg = UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                     relative_attention_num_buckets=8)
-    return UMT5EncoderModel(cfg).eval()
+    return _tiny_t5_encoder(UMT5EncoderModel, UMT5Config, vocab_size, d_model, seed)
 
 
 def tiny_t5(vocab_size: int, d_model: int = 32, seed: int = 0):
     """A seeded, tiny random `T5EncoderModel` (CogVideoX's text encoder) in eval mode."""
     from transformers import T5Config, T5EncoderModel
 
-    torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                   relative_attention_num_buckets=8)
-    return T5EncoderModel(cfg).eval()
+    return _tiny_t5_encoder(T5EncoderModel, T5Config, vocab_size, d_model, seed)
 
 
-def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
-    """A stock `WanPipeline` with tiny random components and a word-level tokenizer."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+def _tiny_wan_pipeline(seed: int, num_layers: int, make_vae, in_channels: int, shift: float, **pipeline_config):
+    """A stock `WanPipeline` over a word-level tokenizer, `make_vae()`, a tiny UMT5 and a tiny transformer of
+    `in_channels` latent channels (built in that order), with the flow-matching Euler scheduler at `shift`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
     from .text import word_level_tokenizer
 
     tokenizer = word_level_tokenizer(TEST_WORDS)
-    torch.manual_seed(seed)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True]).eval()
+    vae = make_vae()
     return WanPipeline(
         tokenizer=tokenizer,
         text_encoder=tiny_umt5(len(tokenizer), seed=seed),
-        transformer=tiny_wan_transformer(seed, num_layers=num_layers),
+        transformer=tiny_wan_transformer(seed, num_layers=num_layers, in_channels=in_channels),
         vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        **pipeline_config,
     )
+
+
+def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
+    """A stock `WanPipeline` with tiny random components and a word-level tokenizer."""
+    from diffusers import AutoencoderKLWan
+
+    return _tiny_wan_pipeline(seed, num_layers, lambda: _seeded(
+        AutoencoderKLWan, seed, base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True]), in_channels=16, shift=7.0)
 
 
 def tiny_clip_vision(seed: int = 0, hidden_size: int = 16, image_size: int = 32):
@@ -154,20 +172,8 @@ def tiny_wan22_vae(seed: int = 0):
 def tiny_wan22_ti2v_pipeline(seed: int = 0, num_layers: int = 2):
     """A stock `WanPipeline` shaped like Wan2.2-TI2V-5B at tiny size: the 48-channel 16x VAE, a transformer of
     48 in / out channels and per-token timesteps (`expand_timesteps`)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
-
-    from .text import word_level_tokenizer
-
-    tokenizer = word_level_tokenizer(TEST_WORDS)
-    vae = tiny_wan22_vae(seed)
-    return WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=tiny_umt5(len(tokenizer), seed=seed),
-        transformer=tiny_wan_transformer(seed, num_layers=num_layers, in_channels=48),
-        vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        expand_timesteps=True,
-    )
+    return _tiny_wan_pipeline(seed, num_layers, lambda: tiny_wan22_vae(seed), in_channels=48, shift=5.0,
+                              expand_timesteps=True)
 
 
 def tiny_wan22_ti2v_i2v_pipeline(seed: int = 0, num_layers: int = 2):
@@ -233,8 +239,8 @@ def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_singl
     `num_single_layers` single-stream ones, 3D RoPE (axes 4:6:6 of the head dim), embedded guidance."""
     from diffusers import HunyuanVideoTransformer3DModel
 
-    torch.manual_seed(seed)
-    return HunyuanVideoTransformer3DModel(
+    return _seeded(
+        HunyuanVideoTransformer3DModel, seed,
         in_channels=in_channels,
         out_channels=in_channels,
         num_attention_heads=heads,
@@ -249,7 +255,7 @@ def tiny_hunyuan_video_transformer(seed: int = 0, num_layers: int = 1, num_singl
         text_embed_dim=text_dim,
         pooled_projection_dim=pooled_dim,
         rope_axes_dim=(4, 6, 6),
-    ).eval()
+    )
 
 
 def tiny_hunyuan_video_pipeline(seed: int = 0, num_layers: int = 1, num_single_layers: int = 2):
