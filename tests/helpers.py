@@ -96,3 +96,49 @@ def tensorboard_tags(log_dir) -> dict[str, set]:
         for kind in tags:
             tags[kind] |= set(events.Tags()[kind])
     return tags
+
+
+def training_workspace(tmp_path_factory, name: str, num_clips: int, seed: int, pipeline=None):
+    """A folder the training tests fine-tune in: a tiny pipeline saved as `model/` (`pipeline()`, default the tiny
+    Wan2.1 one) and a toy dataset of `num_clips` clips drawn with `seed` as `data/`."""
+    from motionguide.testing import tiny_wan_pipeline
+    from motionguide.toy import make_dataset
+
+    root = tmp_path_factory.mktemp(name)
+    (pipeline or tiny_wan_pipeline)().save_pretrained(root / "model")
+    make_dataset(root / "data", num_clips=num_clips, seed=seed, progress=False)
+    return root
+
+
+def train_config(root, out: str, settings: dict, overrides: dict):
+    """A `TrainConfig` on a :func:`training_workspace` (its model, data and latent cache; output in `root/out`)
+    with the test's `settings`, then `overrides`."""
+    from motionguide.training.config import TrainConfig
+
+    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
+                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), **settings)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class MatrixProjector:
+    """A dense seeded matrix split per parameter, for featurizer tests: the reference multiplies the same matrix
+    (test-local, so it is independent of the library's projectors)."""
+
+    def __init__(self, sizes, dim=16, seed=0, streaming=True, name="matrix"):
+        g = torch.Generator().manual_seed(seed)
+        self.matrix = torch.randn(dim, sum(sizes), generator=g)
+        self.offsets = [0]
+        for n in sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        self.sizes, self.dim, self.streaming, self.name = list(sizes), dim, streaming, name
+
+    def describe(self):
+        return {"name": self.name, "dim": self.dim}
+
+    def project_parameter(self, index, flat):
+        o = self.offsets[index]
+        return self.matrix[:, o:o + flat.numel()] @ flat
+
+    def project_full(self, flat):
+        return self.matrix @ flat

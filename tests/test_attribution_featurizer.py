@@ -2,34 +2,13 @@
 
 import pytest
 import torch
+from helpers import MatrixProjector
 
 from motionguide.motive.featurizer import (CommonRandomness, GradientFeaturizer, motion_weighted_loss,
                                                 select_parameters)
 from motionguide.backbones import WanBackbone
 from motionguide.errors import ConfigError
 from motionguide.testing import tiny_wan_transformer
-
-
-class MatrixProjector:
-    """A dense seeded matrix split per parameter (test-local, so the reference is independent)."""
-
-    def __init__(self, sizes, dim=16, seed=0, streaming=True):
-        g = torch.Generator().manual_seed(seed)
-        self.matrix = torch.randn(dim, sum(sizes), generator=g)
-        self.offsets = [0]
-        for n in sizes[:-1]:
-            self.offsets.append(self.offsets[-1] + n)
-        self.sizes, self.dim, self.streaming = list(sizes), dim, streaming
-
-    def describe(self):
-        return {"name": "matrix", "dim": self.dim}
-
-    def project_parameter(self, index, flat):
-        o = self.offsets[index]
-        return self.matrix[:, o:o + flat.numel()] @ flat
-
-    def project_full(self, flat):
-        return self.matrix @ flat
 
 
 @pytest.fixture()

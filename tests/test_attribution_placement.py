@@ -4,8 +4,6 @@ timeout and collective device. Everything here runs on the CPU; the CUDA branche
 values they compute (the devices and the backend chosen), not by running on a GPU."""
 
 import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 
 from motionguide.backbones import WanBackbone
 from motionguide.errors import ConfigError
-from motionguide.motive import MotiveConfig, run_attribution
+from motionguide.motive import MotiveConfig
 from motionguide.motive import attributor
 from motionguide.motive.cli import config_from_args
 from motionguide.motive.config import projector_cache_bytes

@@ -8,20 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tensorboard_tags
-
-from motionguide.testing import tiny_wan_pipeline
-from motionguide.toy import make_dataset
+from helpers import tensorboard_tags, training_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bare-loop")
-    tiny_wan_pipeline().save_pretrained(root / "model")
-    make_dataset(root / "data", num_clips=6, seed=1, progress=False)
-    return root
+    return training_workspace(tmp_path_factory, "bare-loop", num_clips=6, seed=1)
 
 
 

@@ -28,7 +28,7 @@ from motionguide.motive.featurizer import select_parameters
 from motionguide.testing import (tiny_cogvideox_transformer, tiny_hunyuan_video_transformer,
                                  tiny_wan_transformer)
 
-from helpers import cog_inputs, cog_rotary, rope_interleaved_complex, wan_inputs
+from helpers import MatrixProjector, cog_inputs, cog_rotary, rope_interleaved_complex, wan_inputs
 
 FRAMES, SIZE = 3, 8
 PER_FRAME = (SIZE // 2) ** 2
@@ -463,25 +463,6 @@ def test_saliency_maps_come_out_finite_for_every_word(pipeline_family):
     assert set(maps.selected_heads) == {0, 1}
 
 
-class _MatrixProjector:
-    """A dense seeded matrix split per parameter (test-local, so the reference is independent)."""
-
-    def __init__(self, sizes, dim=8, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.matrix = torch.randn(dim, sum(sizes), generator=g)
-        self.offsets = [0]
-        for n in sizes[:-1]:
-            self.offsets.append(self.offsets[-1] + n)
-        self.dim, self.streaming = dim, True
-
-    def describe(self):
-        return {"name": "matrix", "dim": self.dim}
-
-    def project_parameter(self, index, flat):
-        o = self.offsets[index]
-        return self.matrix[:, o:o + flat.numel()] @ flat
-
-
 def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_family):
     from motionguide.motive.featurizer import CommonRandomness, GradientFeaturizer
 
@@ -493,7 +474,7 @@ def test_motive_feature_equals_the_projection_of_the_autograd_gradient(pipeline_
     condition = _condition(backbone, latents[None])  # batch of one; the featurizer takes one clip's, unbatched
     mask = torch.rand(3, 4, 4, generator=g)
     randomness = CommonRandomness(timestep=751.0, seed=5)
-    featurizer = GradientFeaturizer(backbone, lambda sizes: _MatrixProjector(sizes), randomness, scope="blocks",
+    featurizer = GradientFeaturizer(backbone, lambda sizes: MatrixProjector(sizes, dim=8), randomness, scope="blocks",
                                     blocks=[0, backbone.num_blocks - 1])
     result = featurizer.featurize(latents, embeds, mask, num_pixel_frames=9,
                                   condition={k: v[0] for k, v in condition.items()} or None)

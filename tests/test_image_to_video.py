@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MatrixProjector
 
 from motionguide.backbones import backbone_for, image_pixels
-from motionguide.errors import ConfigError
 from motionguide.testing import tiny_cogvideox_pipeline
 from motionguide.toy import make_dataset
 
@@ -147,7 +147,7 @@ def test_the_motive_featurizer_reads_the_condition_from_the_cache(i2v_pipe, toy_
     cache.build(dataset, backbone, max_sequence_length=16, progress=False)
     tensors = cache.load(dataset.ids[0])
     condition = condition_of(tensors)
-    featurizer = GradientFeaturizer(backbone, lambda sizes: _Dense(sizes), CommonRandomness(timestep=751.0, seed=1),
+    featurizer = GradientFeaturizer(backbone, lambda sizes: MatrixProjector(sizes, dim=8, name="dense"), CommonRandomness(timestep=751.0, seed=1),
                                     scope="blocks", blocks=[0])
     a = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None, condition=condition)
     b = featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None,
@@ -156,20 +156,6 @@ def test_the_motive_featurizer_reads_the_condition_from_the_cache(i2v_pipe, toy_
     assert torch.equal(a.feature, again.feature) and not torch.allclose(a.feature, b.feature)
     with pytest.raises(ValueError, match="conditioning image"):
         featurizer.featurize(tensors["latents"], tensors["prompt_embeds"], None)
-
-
-class _Dense:
-    def __init__(self, sizes, dim=8):
-        self.matrix = torch.randn(dim, sum(sizes), generator=torch.Generator().manual_seed(0))
-        self.offsets = np.cumsum([0, *sizes[:-1]]).tolist()
-        self.dim, self.streaming = dim, True
-
-    def describe(self):
-        return {"name": "dense", "dim": self.dim}
-
-    def project_parameter(self, index, flat):
-        o = self.offsets[index]
-        return self.matrix[:, o:o + flat.numel()] @ flat
 
 
 def test_tracking_conditions_on_the_videos_first_frame_unless_given_another_image(i2v_pipe):

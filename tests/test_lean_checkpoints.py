@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_config, training_workspace
 from safetensors.torch import load_file
 
 from motionguide.errors import ConfigError
-from motionguide.testing import tiny_wan_pipeline
-from motionguide.toy import make_dataset
 from motionguide.training.config import TrainConfig
 from motionguide.training.distributed import TRAINABLE_WEIGHTS_NAME
 from motionguide.training.loop import Trainer
@@ -19,19 +18,13 @@ from motionguide.training.loop import Trainer
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lean")
-    tiny_wan_pipeline().save_pretrained(root / "model")
-    make_dataset(root / "data", num_clips=4, seed=2, progress=False)
-    return root
+    return training_workspace(tmp_path_factory, "lean", num_clips=4, seed=2)
 
 
 def config(root: Path, out: str, **overrides) -> TrainConfig:
-    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=2,
-                  train_batch_size=1, checkpointing_steps=1, report_to="none", rank=4, lora_alpha=8,
-                  max_sequence_length=16, learning_rate=1e-3, lr_scheduler="constant")
-    values.update(overrides)
-    return TrainConfig(**values)
+    return train_config(root, out, dict(train_steps=2, train_batch_size=1, checkpointing_steps=1, report_to="none",
+                                        rank=4, lora_alpha=8, max_sequence_length=16, learning_rate=1e-3,
+                                        lr_scheduler="constant"), overrides)
 
 
 def test_a_lora_checkpoint_stores_the_lora_and_its_adam_state_but_not_the_transformer(workspace):

@@ -26,7 +26,7 @@ from motionguide.saliency.render import heatmap_grid, spatial_entropy
 from motionguide.testing import TEST_WORDS, tiny_cogvideox_pipeline, tiny_wan_pipeline, tiny_wan_transformer
 from motionguide.text import word_level_tokenizer
 
-from helpers import tensorboard_tags, wan_inputs
+from helpers import tensorboard_tags, train_config, training_workspace, wan_inputs
 
 
 # ---------------------------------------------------------------------- references from the equations
@@ -308,23 +308,14 @@ def test_heatmaps_and_entropy():
 # ---------------------------------------------------------------------- the monitor in the training loop
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from motionguide.toy import make_dataset
-
-    root = tmp_path_factory.mktemp("imap-monitor")
-    tiny_wan_pipeline().save_pretrained(root / "model")
-    make_dataset(root / "data", num_clips=2, seed=1, progress=False)
-    return root
+    return training_workspace(tmp_path_factory, "imap-monitor", num_clips=2, seed=1)
 
 
 def _config(root: Path, out: str, **overrides):
-    from motionguide.training.config import TrainConfig
-
-    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=3, train_batch_size=1,
-                  checkpointing_steps=0, report_to="tensorboard", logging_steps=1, rank=4, lora_alpha=8,
-                  max_sequence_length=16, learning_rate=1e-2, lr_scheduler="constant", caption_dropout=0.25)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return train_config(root, out, dict(train_steps=3, train_batch_size=1, checkpointing_steps=0,
+                                        report_to="tensorboard", logging_steps=1, rank=4, lora_alpha=8,
+                                        max_sequence_length=16, learning_rate=1e-2, lr_scheduler="constant",
+                                        caption_dropout=0.25), overrides)
 
 
 def _event_tags(out_dir: Path) -> dict[str, set]:

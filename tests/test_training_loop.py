@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import torchrun_two_ranks
+from helpers import torchrun_two_ranks, train_config, training_workspace
 
 from motionguide.errors import ConfigError
-from motionguide.testing import tiny_wan_pipeline
-from motionguide.toy import make_dataset
 from motionguide.training import get_curation
 from motionguide.training.config import TrainConfig
 from motionguide.training.loop import Trainer
@@ -26,19 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loop")
-    tiny_wan_pipeline().save_pretrained(root / "model")
-    make_dataset(root / "data", num_clips=6, seed=1, progress=False)
-    return root
+    return training_workspace(tmp_path_factory, "loop", num_clips=6, seed=1)
 
 
 def base_config(root: Path, out: str, **overrides) -> TrainConfig:
-    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), train_steps=4, train_batch_size=2,
-                  checkpointing_steps=0, report_to="none", rank=4, lora_alpha=8, max_sequence_length=16,
-                  learning_rate=1e-2, lr_scheduler="constant", caption_dropout=0.25)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return train_config(root, out, dict(train_steps=4, train_batch_size=2, checkpointing_steps=0, report_to="none",
+                                        rank=4, lora_alpha=8, max_sequence_length=16, learning_rate=1e-2,
+                                        lr_scheduler="constant", caption_dropout=0.25), overrides)
 
 
 def test_lora_loads_in_the_stock_pipeline_and_reproduces_the_trained_model(workspace):

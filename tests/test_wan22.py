@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import MatrixProjector, train_config, training_workspace
 
 from motionguide.attention import AttentionController
 from motionguide.backbones import ProvisionalProfileWarning, backbone_for
@@ -116,24 +117,14 @@ def test_a_capture_during_sampling_reads_whichever_expert_runs_each_step(a14b):
 # ---------------------------------------------------------------------------------------------- A14B fine-tuning
 @pytest.fixture(scope="module")
 def a14b_workspace(tmp_path_factory):
-    from motionguide.toy import make_dataset
-
-    root = tmp_path_factory.mktemp("a14b-train")
-    tiny_wan22_a14b_pipeline().save_pretrained(root / "model")
-    make_dataset(root / "data", num_clips=4, seed=3, progress=False)
-    return root
+    return training_workspace(tmp_path_factory, "a14b-train", num_clips=4, seed=3, pipeline=tiny_wan22_a14b_pipeline)
 
 
 def _a14b_config(root, out, **overrides):
-    from motionguide.training.config import TrainConfig
-
-    values = dict(pretrained_model_name_or_path=str(root / "model"), output_dir=str(root / out),
-                  data_root=str(root / "data"), latent_cache_dir=str(root / "cache"), num_frames=9, height=16,
-                  width=16, max_sequence_length=16, train_steps=3, train_batch_size=2, checkpointing_steps=0,
-                  report_to="none", rank=2, lora_alpha=4, learning_rate=1e-2, lr_scheduler="constant",
-                  timestep_shift=8.0, caption_dropout=0.0)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return train_config(root, out, dict(num_frames=9, height=16, width=16, max_sequence_length=16, train_steps=3,
+                                        train_batch_size=2, checkpointing_steps=0, report_to="none", rank=2,
+                                        lora_alpha=4, learning_rate=1e-2, lr_scheduler="constant",
+                                        timestep_shift=8.0, caption_dropout=0.0), overrides)
 
 
 class _ExpertProbe:
@@ -374,21 +365,6 @@ def test_expert_options_the_model_cannot_train_are_refused_from_its_config_files
     assert trained_experts("low_noise", backbone_for(tiny_wan22_a14b_pipeline())) == (1,)
 
 
-class _DenseProjector:
-    """A seeded dense matrix split per parameter (the reference below multiplies the same matrix)."""
-
-    def __init__(self, sizes, dim=6):
-        self.matrix = torch.randn(dim, sum(sizes), generator=torch.Generator().manual_seed(4), dtype=torch.float32)
-        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        self.dim, self.streaming = dim, True
-
-    def describe(self):
-        return {"name": "dense", "dim": self.dim}
-
-    def project_parameter(self, index, flat):
-        return self.matrix[:, self.offsets[index]:self.offsets[index] + flat.numel()] @ flat
-
-
 def test_the_motive_pass_on_a_two_expert_lora_differentiates_the_lora_of_the_expert_owning_t_fix(tmp_path):
     """`--lora` of a two-expert fine-tune loads each expert's part; with `--params lora` at t_fix = 751 the
     feature is the projected autograd gradient of transformer_2's LoRA, selection.json names that expert, and
@@ -410,7 +386,7 @@ def test_the_motive_pass_on_a_two_expert_lora_differentiates_the_lora_of_the_exp
     config = MotiveConfig(model="tiny", data=str(tmp_path / "data"), queries=str(tmp_path / "queries"),
                           out=str(tmp_path / "out"), lora=str(tmp_path / "lora"), params="lora", timestep=751.0,
                           num_frames=9, height=16, width=16, max_sequence_length=16, report=False, device="cpu")
-    motive = Motive(pipe, config, projector=lambda sizes: _DenseProjector(sizes), masker=False, progress=False)
+    motive = Motive(pipe, config, projector=lambda sizes: MatrixProjector(sizes, dim=6, seed=4, name="dense"), masker=False, progress=False)
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(16, 3, 2, 2, generator=g)
     embeds = torch.randn(5, 32, generator=g)
