@@ -95,7 +95,7 @@ class VideoBackbone(ABC):
     default_vae_scale_spatial: ClassVar[int] = 8
     default_vae_scale_temporal: ClassVar[int] = 4
     # Names in which the built-in families differ where their code is otherwise the same: each adapter states its
-    # own once and the implementations below read them (a family that sets one overrides what reads it instead).
+    # own once and the implementations below read them (a family that sets none overrides what would read it).
     #: the family's name in messages ("CogVideoX"; None: `family`)
     display_name: ClassVar[str | None] = None
     #: block attributes of the video self-attention and of the attention where video queries meet text keys (a
