@@ -10,9 +10,8 @@ CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel 
 ("wan2.1-i2v": noise + mask + condition-video latents, CLIP image tokens through the added key / value projections
 of the cross-attention, 512 text tokens) and Wan2.2-I2V-A14B-like ("wan2.2-i2v-a14b": two experts split at t = 900,
 each reading noise + mask + condition-video latents, no CLIP branch); every method call passes the conditioning
-image. Each family case
-says only how to build its model and inputs and how to recompute its attention from the module's weights
-(written here from the papers' equations, not from the processors); the tests themselves are shared.
+image. Each family case says only how to build its model and inputs and how to recompute its attention from the
+module's weights (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
 
 from __future__ import annotations
