@@ -29,7 +29,7 @@ from motionguide.motive.featurizer import select_parameters
 from motionguide.testing import (tiny_cogvideox_transformer, tiny_hunyuan_video_transformer,
                                  tiny_wan_transformer)
 
-from helpers import cog_inputs, cog_rotary, rope_interleaved_complex, wan_inputs
+from helpers import cog_inputs, cog_rotary, hunyuan_inputs, rope_interleaved_complex, wan_inputs
 
 FRAMES, SIZE = 3, 8
 PER_FRAME = (SIZE // 2) ** 2
@@ -119,15 +119,8 @@ def _wan_i2v_inputs(transformer):
     return {**inputs, "encoder_hidden_states_image": image}
 
 
-def _hunyuan_inputs(transformer, text_len=6, valid=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cfg = transformer.config
-    return dict(hidden_states=torch.randn(1, cfg.in_channels, FRAMES, SIZE, SIZE, generator=g),
-                timestep=torch.tensor([500.0]),
-                encoder_hidden_states=torch.randn(1, text_len, cfg.text_embed_dim, generator=g),
-                encoder_attention_mask=(torch.arange(text_len) < valid).long()[None],
-                pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g),
-                guidance=torch.tensor([6000.0]), return_dict=False)
+def _hunyuan_inputs(transformer):
+    return hunyuan_inputs(transformer, FRAMES, SIZE)
 
 
 @dataclass
