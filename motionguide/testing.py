@@ -19,13 +19,14 @@ def _seeded(model_class, seed: int, **config):
 
 
 def tiny_wan_transformer(seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, in_channels: int = 16,
-                         text_dim: int = 32, image_to_video: bool = False, image_dim: int = 16):
+                         text_dim: int = 32, image_to_video: bool = False, image_dim: int | None = 16):
     """A seeded, tiny random `WanTransformer3DModel` in eval mode. `image_to_video`: Wan2.1-I2V's layout, reading
     `in_channels` + 4 (mask) + `in_channels` (the condition video's latents) and writing `in_channels`, with CLIP
-    image embeddings of width `image_dim` through added key / value projections in the cross-attention."""
+    image embeddings of width `image_dim` through added key / value projections in the cross-attention
+    (`image_dim=None`: no CLIP branch, as in each Wan2.2-I2V-A14B expert)."""
     from diffusers import WanTransformer3DModel
 
-    extra = dict(image_dim=image_dim, added_kv_proj_dim=heads * head_dim) if image_to_video else {}
+    extra = dict(image_dim=image_dim, added_kv_proj_dim=heads * head_dim) if image_to_video and image_dim else {}
     return _seeded(
         WanTransformer3DModel, seed,
         patch_size=(1, 2, 2),
@@ -201,6 +202,20 @@ def tiny_wan22_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio:
         scheduler=pipe.scheduler,
         boundary_ratio=boundary_ratio,
     )
+
+
+def tiny_wan22_i2v_a14b_pipeline(seed: int = 0, num_layers: int = 2, boundary_ratio: float = 0.9):
+    """A stock `WanImageToVideoPipeline` shaped like Wan2.2-I2V-A14B at tiny size: two experts of different weights
+    (`transformer` for t >= boundary_ratio x 1000, 900 in the release, `transformer_2` below), each reading 16 + 4 +
+    16 channels (noise, mask, the condition video's latents) with no CLIP branch, no image encoder, Wan2.1's VAE."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    pipe = tiny_wan_pipeline(seed, num_layers=num_layers)
+    experts = [tiny_wan_transformer(seed + i, num_layers=num_layers, image_to_video=True, image_dim=None)
+               for i in range(2)]
+    return WanImageToVideoPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=experts[0],
+                                   transformer_2=experts[1], boundary_ratio=boundary_ratio)
 
 
 def tiny_cogvideox_pipeline(seed: int = 0, rotary: bool = False, num_layers: int = 2, image_to_video: bool = False,

@@ -15,6 +15,19 @@ def wan_inputs(transformer, frames=3, size=8, text_len=6, seed=0):
     return dict(hidden_states=hidden, timestep=torch.tensor([500]), encoder_hidden_states=text, return_dict=False)
 
 
+def hunyuan_inputs(transformer, frames=3, size=8, text_len=6, valid=4, seed=0):
+    """HunyuanVideo's call: `valid` real prompt slots then padding (masked out of every key), the pooled CLIP
+    prompt and the embedded guidance scale (x 1000, as the pipeline passes it)."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = transformer.config
+    return dict(hidden_states=torch.randn(1, cfg.in_channels, frames, size, size, generator=g),
+                timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, text_len, cfg.text_embed_dim, generator=g),
+                encoder_attention_mask=(torch.arange(text_len) < valid).long()[None],
+                pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g),
+                guidance=torch.tensor([6000.0]), return_dict=False)
+
+
 def cog_inputs(transformer, frames=3, size=8, text_len=None, seed=0, batch=1):
     g = torch.Generator().manual_seed(seed)
     cfg = transformer.config

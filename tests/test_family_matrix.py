@@ -8,9 +8,10 @@ single-stream blocks, text AFTER video, padded text masked out of the keys, embe
 pipelines, Wan2.2-T2V-A14B-like ("wan2.2-t2v-a14b": two experts split at t = 875) and the image-to-video models:
 CogVideoX-5B-I2V-like ("cogvideox-5b-i2v": noise + image latents on the channel axis, 3D RoPE) and Wan2.1-I2V-like
 ("wan2.1-i2v": noise + mask + condition-video latents, CLIP image tokens through the added key / value projections
-of the cross-attention, 512 text tokens); every method call passes the conditioning image. Each family case
-says only how to build its model and inputs and how to recompute its attention from the module's weights
-(written here from the papers' equations, not from the processors); the tests themselves are shared.
+of the cross-attention, 512 text tokens) and Wan2.2-I2V-A14B-like ("wan2.2-i2v-a14b": two experts split at t = 900,
+each reading noise + mask + condition-video latents, no CLIP branch); every method call passes the conditioning
+image. Each family case says only how to build its model and inputs and how to recompute its attention from the
+module's weights (written here from the papers' equations, not from the processors); the tests themselves are shared.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from motionguide.motive.featurizer import select_parameters
 from motionguide.testing import (tiny_cogvideox_transformer, tiny_hunyuan_video_transformer,
                                  tiny_wan_transformer)
 
-from helpers import MatrixProjector, cog_inputs, cog_rotary, rope_interleaved_complex, wan_inputs
+from helpers import (MatrixProjector, cog_inputs, cog_rotary, hunyuan_inputs, rope_interleaved_complex,
+                     wan_inputs)
 
 FRAMES, SIZE = 3, 8
 PER_FRAME = (SIZE // 2) ** 2
@@ -118,15 +120,8 @@ def _wan_i2v_inputs(transformer):
     return {**inputs, "encoder_hidden_states_image": image}
 
 
-def _hunyuan_inputs(transformer, text_len=6, valid=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cfg = transformer.config
-    return dict(hidden_states=torch.randn(1, cfg.in_channels, FRAMES, SIZE, SIZE, generator=g),
-                timestep=torch.tensor([500.0]),
-                encoder_hidden_states=torch.randn(1, text_len, cfg.text_embed_dim, generator=g),
-                encoder_attention_mask=(torch.arange(text_len) < valid).long()[None],
-                pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g),
-                guidance=torch.tensor([6000.0]), return_dict=False)
+def _hunyuan_inputs(transformer):
+    return hunyuan_inputs(transformer, FRAMES, SIZE)
 
 
 @dataclass
@@ -151,6 +146,8 @@ FAMILIES = [
     Family("cogvideox-5b-i2v", lambda: tiny_cogvideox_transformer(rotary=True, image_to_video=True), _cog_rope_inputs,
            _cog_reference),
     Family("wan2.1-i2v", lambda: tiny_wan_transformer(image_to_video=True), _wan_i2v_inputs, _wan_reference),
+    Family("wan2.2-i2v-a14b", lambda: tiny_wan_transformer(image_to_video=True, image_dim=None),
+           lambda m: wan_inputs(m, FRAMES, SIZE), _wan_reference),
 ]
 
 
@@ -325,15 +322,16 @@ class PipelineFamily:
 
 def _tiny_pipeline(name):
     from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
-                                     tiny_wan22_ti2v_i2v_pipeline, tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline,
-                                     tiny_wan_pipeline)
+                                     tiny_wan22_i2v_a14b_pipeline, tiny_wan22_ti2v_i2v_pipeline,
+                                     tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline, tiny_wan_pipeline)
 
     return {"wan2.1": tiny_wan_pipeline, "cogvideox-2b": tiny_cogvideox_pipeline,
             "cogvideox-5b": lambda: tiny_cogvideox_pipeline(rotary=True),
             "hunyuanvideo": tiny_hunyuan_video_pipeline, "wan2.2-ti2v-5b": tiny_wan22_ti2v_pipeline,
             "wan2.2-t2v-a14b": tiny_wan22_a14b_pipeline,
             "cogvideox-5b-i2v": lambda: tiny_cogvideox_pipeline(rotary=True, image_to_video=True),
-            "wan2.1-i2v": tiny_wan_i2v_pipeline, "wan2.2-ti2v-5b-i2v": tiny_wan22_ti2v_i2v_pipeline}[name]()
+            "wan2.1-i2v": tiny_wan_i2v_pipeline, "wan2.2-ti2v-5b-i2v": tiny_wan22_ti2v_i2v_pipeline,
+            "wan2.2-i2v-a14b": tiny_wan22_i2v_a14b_pipeline}[name]()
 
 
 PIPELINES = [
@@ -348,6 +346,8 @@ PIPELINES = [
                    text_len=512),
     PipelineFamily("wan2.2-ti2v-5b-i2v", lambda: _tiny_pipeline("wan2.2-ti2v-5b-i2v"), 5.0, False, _flow_target,
                    size=32, image=True),
+    PipelineFamily("wan2.2-i2v-a14b", lambda: _tiny_pipeline("wan2.2-i2v-a14b"), 3.5, False, _flow_target,
+                   image=True),
 ]
 _BUILT: dict[str, object] = {}
 

@@ -106,18 +106,20 @@ def test_the_cache_stores_each_clips_first_frame_encoded_as_the_pipeline_encodes
     assert json.loads(manifest.read_text())["counts"]["ok"] == len(dataset.ids)
 
 
-@pytest.mark.parametrize("model", ["cogvideox-5b-i2v", "wan2.1-i2v"])
+@pytest.mark.parametrize("model", ["cogvideox-5b-i2v", "wan2.1-i2v", "wan2.2-i2v-a14b"])
 def test_fine_tuning_an_image_to_video_model_trains_on_its_first_frames_and_reloads_in_the_stock_pipeline(
         model, i2v_pipe, toy_root, tmp_path):
     """Two LoRA steps through the Trainer (the cache's condition in every batch, validation conditioned on the
-    first training clip's first frame); the saved LoRA loads into the stock image-to-video pipeline."""
+    first training clip's first frame); the saved LoRA loads into the stock image-to-video pipeline (Wan2.2-I2V-A14B:
+    a LoRA per expert, `transformer_2`'s from its own folder)."""
     from diffusers import DiffusionPipeline
 
-    from motionguide.testing import tiny_wan_i2v_pipeline
+    from motionguide.testing import tiny_wan22_i2v_a14b_pipeline, tiny_wan_i2v_pipeline
     from motionguide.training.config import TrainConfig
     from motionguide.training.loop import Trainer
 
-    pipe, text_len = (i2v_pipe, 16) if model.startswith("cogvideox") else (tiny_wan_i2v_pipeline(), 512)
+    pipe, text_len = {"cogvideox-5b-i2v": (i2v_pipe, 16), "wan2.1-i2v": (tiny_wan_i2v_pipeline(), 512),
+                      "wan2.2-i2v-a14b": (tiny_wan22_i2v_a14b_pipeline(), 16)}[model]
     pipe.save_pretrained(tmp_path / "model")
     config = TrainConfig(pretrained_model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
                          data_root=str(toy_root), latent_cache_dir=str(tmp_path / "cache"), train_steps=2,
@@ -132,6 +134,9 @@ def test_fine_tuning_an_image_to_video_model_trains_on_its_first_frames_and_relo
     assert type(stock).__name__ == type(pipe).__name__
     stock.load_lora_weights(tmp_path / "out")
     assert any("lora" in name for name, _ in stock.transformer.named_parameters())
+    if model == "wan2.2-i2v-a14b":
+        stock.load_lora_weights(tmp_path / "out" / "transformer_2", load_into_transformer_2=True)
+        assert any("lora" in name for name, _ in stock.transformer_2.named_parameters())
 
 
 def test_the_motive_featurizer_reads_the_condition_from_the_cache(i2v_pipe, toy_root, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from motionguide.errors import ConfigError
 from motionguide.testing import (tiny_cogvideox_pipeline, tiny_hunyuan_video_pipeline, tiny_wan22_a14b_pipeline,
-                                 tiny_wan22_ti2v_pipeline, tiny_wan_pipeline)
+                                 tiny_wan22_i2v_a14b_pipeline, tiny_wan22_ti2v_pipeline, tiny_wan_i2v_pipeline,
+                                 tiny_wan_pipeline)
 from motionguide.toy import make_dataset
 from motionguide.training import cli as train_cli
 from motionguide.training.config import DEPRECATED_KEYS, TrainConfig
@@ -23,7 +24,8 @@ ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "cpu_deeps
 
 
 @pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml", "wan2.2-ti2v-5b.yaml",
-                                  "wan2.2-t2v-a14b.yaml", "hunyuanvideo.yaml"])
+                                  "wan2.2-t2v-a14b.yaml", "hunyuanvideo.yaml", "cogvideox-5b-i2v.yaml",
+                                  "wan2.1-i2v-14b.yaml", "wan2.2-i2v-a14b.yaml"])
 def test_shipped_configs_parse_without_deprecated_keys(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the shipped configs use the current names only
@@ -262,20 +264,28 @@ def test_old_keys_warn_in_one_line_each_from_the_script(tmp_path, capsys, no_mod
 
 
 # ---------------------------------------------------------------------- each family through the loop
-@pytest.mark.parametrize("name,make_pipe,frames,size", [
-    ("wan2.1-t2v-1.3b.yaml", tiny_wan_pipeline, 17, 32),
-    ("cogvideox-2b.yaml", tiny_cogvideox_pipeline, 9, 32),
-    ("wan2.2-ti2v-5b.yaml", tiny_wan22_ti2v_pipeline, 9, 64),
-    ("wan2.2-t2v-a14b.yaml", tiny_wan22_a14b_pipeline, 9, 32),
-    ("hunyuanvideo.yaml", tiny_hunyuan_video_pipeline, 9, 32),
+def _tiny_cogvideox_5b_i2v():
+    """CogVideoX-5B-I2V's layout at tiny size: 3D RoPE and a stored position table (for 4 x 4 latents: 32 px)."""
+    return tiny_cogvideox_pipeline(rotary=True, image_to_video=True, learned_positions=True)
+
+
+@pytest.mark.parametrize("name,make_pipe,frames,size,text", [
+    ("wan2.1-t2v-1.3b.yaml", tiny_wan_pipeline, 17, 32, 16),
+    ("cogvideox-2b.yaml", tiny_cogvideox_pipeline, 9, 32, 16),
+    ("wan2.2-ti2v-5b.yaml", tiny_wan22_ti2v_pipeline, 9, 64, 16),
+    ("wan2.2-t2v-a14b.yaml", tiny_wan22_a14b_pipeline, 9, 32, 16),
+    ("hunyuanvideo.yaml", tiny_hunyuan_video_pipeline, 9, 32, 16),
+    ("cogvideox-5b-i2v.yaml", _tiny_cogvideox_5b_i2v, 9, 32, 16),
+    ("wan2.1-i2v-14b.yaml", tiny_wan_i2v_pipeline, 9, 32, 512),  # its attention needs 512 text tokens
+    ("wan2.2-i2v-a14b.yaml", tiny_wan22_i2v_a14b_pipeline, 9, 32, 16),
 ])
-def test_real_config_builds_its_family_through_the_loop(tmp_path, name, make_pipe, frames, size):
+def test_real_config_builds_its_family_through_the_loop(tmp_path, name, make_pipe, frames, size, text):
     make_pipe().save_pretrained(tmp_path / "model")
     make_dataset(tmp_path / "data", num_clips=2, seed=3, progress=False)
     cfg = TrainConfig.load(CONFIGS / name, [
         "--pretrained_model_name_or_path", str(tmp_path / "model"), "--output_dir", str(tmp_path / "out"),
         "--data_root", str(tmp_path / "data"), "--latent_cache_dir", str(tmp_path / "cache"),
-        "--num_frames", str(frames), "--height", str(size), "--width", str(size), "--max_sequence_length", "16",
+        "--num_frames", str(frames), "--height", str(size), "--width", str(size), "--max_sequence_length", str(text),
         "--train_steps", "1", "--report_to", "none", "--validation_prompts", "", "--mixed_precision", "no",
         "--checkpointing_steps", "0", "--gradient_accumulation_steps", "1",
     ])
@@ -307,3 +317,19 @@ def test_the_hunyuanvideo_config_samples_as_the_family_does_and_passes_preflight
     with pytest.raises(ConfigError, match="width=728 is not a multiple of 16"):
         Trainer(TrainConfig.load(CONFIGS / "hunyuanvideo.yaml", [
             "--pretrained_model_name_or_path", str(tmp_path / "model"), "--width", "728"]))
+
+
+def test_the_image_to_video_configs_use_the_sizes_their_models_require():
+    """CogVideoX-5B-I2V's stored position table fixes its frames to the released sample size (latents x 8 px);
+    Wan2.1-I2V's attention splits the image tokens from the text at 512 text tokens; the Wan2.1-I2V 14B transformer
+    patches 2x2 on an 8x VAE, so its frame sides divide by 16."""
+    from motionguide.backbones.reference_configs import COGVIDEOX_5B_I2V
+    from motionguide.backbones.wan.adapter import WAN_I2V_TEXT_LENGTH
+
+    cog = TrainConfig.load(CONFIGS / "cogvideox-5b-i2v.yaml")
+    assert (cog.height, cog.width) == (8 * COGVIDEOX_5B_I2V["sample_height"], 8 * COGVIDEOX_5B_I2V["sample_width"])
+    assert cog.num_frames == COGVIDEOX_5B_I2V["sample_frames"]
+    assert cog.max_sequence_length == COGVIDEOX_5B_I2V["max_text_seq_length"]
+    wan = TrainConfig.load(CONFIGS / "wan2.1-i2v-14b.yaml")
+    assert wan.max_sequence_length == WAN_I2V_TEXT_LENGTH
+    assert wan.height % 16 == 0 and wan.width % 16 == 0

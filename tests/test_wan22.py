@@ -476,10 +476,11 @@ def test_one_timestep_per_sample_predicts_what_the_pipelines_per_token_timesteps
 
 # ---------------------------------------------------------------------------------------------- random-pipeline
 @pytest.mark.slow
-@pytest.mark.parametrize("like", ["wan2.2-ti2v-5b", "wan2.2-t2v-a14b"])
+@pytest.mark.parametrize("like", ["wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b"])
 def test_a_random_copy_of_the_released_architecture_loads_and_samples_on_the_expert_of_each_step(like, tmp_path):
     """One block per expert and one text layer (the VAE at released size); the stock pipeline samples with the
-    released scheduler, and each expert runs exactly the steps the adapter assigns it."""
+    released scheduler, and each expert runs exactly the steps the adapter assigns it (Wan2.2-I2V-A14B: from an
+    image, its experts reading 36 channels with no CLIP branch)."""
     from motionguide.cli import main
     from motionguide.loading import PipelinePlacement, load_pipeline
 
@@ -495,17 +496,26 @@ def test_a_random_copy_of_the_released_architecture_loads_and_samples_on_the_exp
         assert pipe.vae.config.latents_std[:2] == [0.4765, 1.0364] and pipe.scheduler.config.flow_shift == 5.0
         size = 32
     else:
-        assert backbone.boundary_timestep == 875.0 and pipe.scheduler.config.flow_shift == 12.0
+        boundary, shift = (900.0, 5.0) if like == "wan2.2-i2v-a14b" else (875.0, 12.0)
+        assert backbone.boundary_timestep == boundary and pipe.scheduler.config.flow_shift == shift
         first, second = backbone.experts
         assert not torch.equal(first.blocks[0].attn1.to_q.weight, second.blocks[0].attn1.to_q.weight)
         size = 16
+    image = {}
+    if like == "wan2.2-i2v-a14b":
+        from PIL import Image
+
+        assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.image_encoder is None
+        assert backbone.image_conditioning == "channels" and backbone.config.image_dim is None
+        assert all(expert.config.in_channels == 36 for expert in backbone.experts)
+        image = {"image": Image.new("RGB", (size, size), (200, 40, 40))}
     ran = []
     handles = [expert.register_forward_pre_hook(
         lambda mod, args, kwargs: ran.append((mod, float(kwargs["timestep"].flatten()[0]))), with_kwargs=True)
         for expert in backbone.experts]
     try:
-        video = pipe("a red ball moves left", num_frames=5, height=size, width=size, num_inference_steps=3,
-                     max_sequence_length=16, guidance_scale=4.0, output_type="pt",
+        video = pipe(prompt="a red ball moves left", **image, num_frames=5, height=size, width=size,
+                     num_inference_steps=3, max_sequence_length=16, guidance_scale=4.0, output_type="pt",
                      generator=torch.Generator().manual_seed(0)).frames
     finally:
         for handle in handles:

@@ -37,6 +37,10 @@ WAN21_I2V_14B = {**WAN21_T2V_14B, "in_channels": 36, "image_dim": 1280, "added_k
 #: one expert of `Wan-AI/Wan2.2-T2V-A14B-Diffusers` (`transformer` and `transformer_2` share Wan2.1-14B's shape)
 WAN22_T2V_A14B_EXPERT = dict(WAN21_T2V_14B)
 
+#: one expert of `Wan-AI/Wan2.2-I2V-A14B-Diffusers`: Wan2.1-I2V-14B's 36 input channels (16 noise + 4 mask + 16
+#: condition-video latents) without its CLIP image branch (no `image_dim`, no added key / value projections)
+WAN22_I2V_A14B_EXPERT = {**WAN21_T2V_14B, "in_channels": 36}
+
 COGVIDEOX_2B = {
     "num_attention_heads": 30,
     "attention_head_dim": 64,
@@ -97,6 +101,7 @@ REFERENCE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "wan2.1-i2v-14b": ("WanTransformer3DModel", WAN21_I2V_14B),
     "wan2.2-ti2v-5b": ("WanTransformer3DModel", WAN22_TI2V_5B),
     "wan2.2-t2v-a14b": ("WanTransformer3DModel", WAN22_T2V_A14B_EXPERT),  # each of its two experts
+    "wan2.2-i2v-a14b": ("WanTransformer3DModel", WAN22_I2V_A14B_EXPERT),  # each of its two experts
     "cogvideox-2b": ("CogVideoXTransformer3DModel", COGVIDEOX_2B),
     "cogvideox-5b": ("CogVideoXTransformer3DModel", COGVIDEOX_5B),
     "cogvideox-5b-i2v": ("CogVideoXTransformer3DModel", COGVIDEOX_5B_I2V),

@@ -86,8 +86,11 @@ REAL_SIZE_CASES = [
     ("wan2.2-ti2v-5b", 81, 480, 832),  # Motive's fine-tuning setting (latent 21x30x52)
     ("wan2.2-ti2v-5b", 121, 704, 1280),  # the model card's 720p, 24 fps
     ("wan2.2-t2v-a14b", 81, 480, 832),  # per expert: both have this shape
+    ("wan2.1-i2v-14b", 81, 480, 832),  # the 480P release (self-attention as 14B; CLIP tokens only in attn2)
+    ("wan2.2-i2v-a14b", 81, 480, 832),  # per expert
     ("cogvideox-2b", 49, 480, 720),
     ("cogvideox-5b", 49, 480, 720),
+    ("cogvideox-5b-i2v", 49, 480, 720),  # its stored position table fixes this size
     ("hunyuanvideo", 49, 480, 720),
 ]
 

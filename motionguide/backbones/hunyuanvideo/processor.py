@@ -10,9 +10,10 @@ and hands q / k / outputs to the captures (`text_last=True`, padded text slots l
 DiffTrack's frame-local one (https://arxiv.org/abs/2506.17220): each video query sees the prompt's text tokens and
 the video keys of its own latent frame only; text queries keep full attention.
 
-Under torch.compile idle instruments compile as stock (`fullgraph=True` works: checked once on the tiny config, not
-in the suite); the frame-local path reads each row's unmasked text length from the mask (a data-dependent value),
-so unlike Wan's and CogVideoX's it breaks the graph there and needs `fullgraph=False`.
+Under torch.compile idle instruments compile as stock (`fullgraph=True` works: tests/test_compile.py, with inductor
+in the slow set); the frame-local path reads each row's unmasked text length from the mask (a data-dependent
+value), so unlike Wan's and CogVideoX's it breaks the graph there and needs `fullgraph=False` (no recompilation
+per forward: tested there too).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B and Wan2.1-I2V-14B as recipes for random-weight copies
-(`motionguide random-pipeline --like wan2.1-t2v-1.3b | wan2.2-ti2v-5b | wan2.2-t2v-a14b | wan2.1-i2v-14b`).
+"""Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B, Wan2.2-T2V-A14B, Wan2.1-I2V-14B and Wan2.2-I2V-A14B as recipes for random-weight
+copies (`motionguide random-pipeline --like wan2.1-t2v-1.3b | wan2.2-ti2v-5b | wan2.2-t2v-a14b | wan2.1-i2v-14b |
+wan2.2-i2v-a14b`).
 
 The numbers are the released diffusers checkpoint's (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`): the transformer
 (1,418,996,800 parameters, shared with `motionguide shapes` through `reference_configs`), the 3D causal VAE,
@@ -11,7 +12,8 @@ flow-matching scheduler with shift 3 (the 480p setting).
 from __future__ import annotations
 
 from ..random_weights import ModelRecipe, RecipeFamily
-from ..reference_configs import WAN21_I2V_14B, WAN21_T2V_1_3B, WAN22_T2V_A14B_EXPERT, WAN22_TI2V_5B
+from ..reference_configs import (WAN21_I2V_14B, WAN21_T2V_1_3B, WAN22_I2V_A14B_EXPERT, WAN22_T2V_A14B_EXPERT,
+                                 WAN22_TI2V_5B)
 
 #: `AutoencoderKLWan` of Wan2.1 (per-channel latent statistics used by `normalize_latents`)
 WAN21_VAE = {
@@ -161,6 +163,18 @@ WAN22_T2V_A14B_PIPELINE = WAN_FAMILY.pipeline(
            "Wan2.1's VAE",
 )
 
-__all__ = ["WAN_FAMILY", "WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER",
-           "WAN22_VAE", "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE", "WAN21_I2V_14B_PIPELINE", "CLIP_VIT_H_14",
-           "CLIP_IMAGE_PROCESSOR"]
+#: `Wan-AI/Wan2.2-I2V-A14B-Diffusers`: `WanImageToVideoPipeline` over two experts of Wan2.1-I2V-14B's 36 input
+#: channels without its CLIP branch (no image encoder), `transformer` for t >= 900; Wan2.1's VAE
+WAN22_I2V_A14B_PIPELINE = WAN_FAMILY.pipeline(
+    "wan2.2-i2v-a14b", WAN22_I2V_A14B_EXPERT, WAN21_VAE,
+    {**WAN21_SCHEDULER, "flow_shift": 5.0},  # the release's sample_shift
+    transformer_2=WAN22_I2V_A14B_EXPERT,
+    pipeline_class_path="diffusers.WanImageToVideoPipeline",
+    pipeline_config={"boundary_ratio": 0.9},
+    source="Wan2.2's i2v_A14B config (two experts of 36 input channels, no CLIP, boundary 0.900, sample_shift 5) "
+           "on Wan2.1's VAE",
+)
+
+__all__ = ["WAN_FAMILY", "WAN21_T2V_1_3B_PIPELINE", "WAN21_VAE", "UMT5_XXL", "WAN21_SCHEDULER", "WAN22_VAE",
+           "WAN22_TI2V_5B_PIPELINE", "WAN22_T2V_A14B_PIPELINE", "WAN21_I2V_14B_PIPELINE", "WAN22_I2V_A14B_PIPELINE",
+           "CLIP_VIT_H_14", "CLIP_IMAGE_PROCESSOR"]
