@@ -187,3 +187,17 @@ def test_fp32_kept_modules_follow_each_librarys_loading_rule():
     assert fp32_kept_modules(wan, torch.float32) == ()
     assert is_fp32_kept("blocks.3.norm2.weight", ["norm2"]) and not is_fp32_kept("blocks.3.attn1.norm_q.weight",
                                                                                    ["norm2", "norm1"])
+
+
+def test_the_cogvideox_5b_recipe_is_the_released_5b_text_to_video_layout():
+    """`--like cogvideox-5b`: 48 heads x 42 blocks with 3D RoPE and no stored position table (any frame size), the
+    5B VAE's scaling factor 0.7 and its scheduler's SNR shift 1.0 (the 2B's are 1.15 and 3.0), text-to-video."""
+    from motionguide.backbones.random_pipeline import reference_pipeline
+
+    recipe = reference_pipeline("cogvideox-5b")
+    transformer = {**COG_TRANSFORMER, "num_attention_heads": 48, "num_layers": 42,
+                   "use_rotary_positional_embeddings": True}
+    assert recipe.pipeline_class_path == "diffusers.CogVideoXPipeline"
+    assert all(recipe.transformer.config[k] == v for k, v in transformer.items() if k != "patch_size_t")
+    assert recipe.vae.config["scaling_factor"] == 0.7 and recipe.scheduler_config["snr_shift_scale"] == 1.0
+    assert recipe.max_sequence_length == 226

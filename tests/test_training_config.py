@@ -24,7 +24,7 @@ ACCELERATE_CONFIGS = ["cpu_ddp_2ranks", "cpu_deepspeed_zero2_2ranks", "cpu_deeps
 
 
 @pytest.mark.parametrize("name", ["toy.yaml", "wan2.1-t2v-1.3b.yaml", "cogvideox-2b.yaml", "wan2.2-ti2v-5b.yaml",
-                                  "wan2.2-t2v-a14b.yaml", "hunyuanvideo.yaml", "cogvideox-5b-i2v.yaml",
+                                  "wan2.2-t2v-a14b.yaml", "hunyuanvideo.yaml", "cogvideox-5b.yaml", "cogvideox-5b-i2v.yaml",
                                   "wan2.1-i2v-14b.yaml", "wan2.2-i2v-a14b.yaml"])
 def test_shipped_configs_parse_without_deprecated_keys(name):
     with warnings.catch_warnings():
@@ -275,6 +275,7 @@ def _tiny_cogvideox_5b_i2v():
     ("wan2.2-ti2v-5b.yaml", tiny_wan22_ti2v_pipeline, 9, 64, 16),
     ("wan2.2-t2v-a14b.yaml", tiny_wan22_a14b_pipeline, 9, 32, 16),
     ("hunyuanvideo.yaml", tiny_hunyuan_video_pipeline, 9, 32, 16),
+    ("cogvideox-5b.yaml", lambda: tiny_cogvideox_pipeline(rotary=True), 9, 32, 16),
     ("cogvideox-5b-i2v.yaml", _tiny_cogvideox_5b_i2v, 9, 32, 16),
     ("wan2.1-i2v-14b.yaml", tiny_wan_i2v_pipeline, 9, 32, 512),  # its attention needs 512 text tokens
     ("wan2.2-i2v-a14b.yaml", tiny_wan22_i2v_a14b_pipeline, 9, 32, 16),

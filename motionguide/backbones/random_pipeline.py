@@ -14,7 +14,7 @@ import argparse
 from typing import Any, Sequence
 
 from ..cli_args import ArgumentParser, add_subcommand
-from .cogvideox.reference import COGVIDEOX_2B_PIPELINE, COGVIDEOX_5B_I2V_PIPELINE
+from .cogvideox.reference import COGVIDEOX_2B_PIPELINE, COGVIDEOX_5B_I2V_PIPELINE, COGVIDEOX_5B_PIPELINE
 from .hunyuanvideo.reference import HUNYUANVIDEO_PIPELINE
 from .random_weights import DTYPES, ReferencePipeline, write_reference_pipeline
 from .wan.reference import (WAN21_I2V_14B_PIPELINE, WAN21_T2V_1_3B_PIPELINE, WAN22_I2V_A14B_PIPELINE,
@@ -26,7 +26,8 @@ __all__ = ["REFERENCE_PIPELINES", "add_random_pipeline_command", "reference_pipe
 REFERENCE_PIPELINES: dict[str, ReferencePipeline] = {
     recipe.name: recipe for recipe in (WAN21_T2V_1_3B_PIPELINE, WAN22_TI2V_5B_PIPELINE, WAN22_T2V_A14B_PIPELINE,
                                        WAN21_I2V_14B_PIPELINE, WAN22_I2V_A14B_PIPELINE,
-                                       COGVIDEOX_2B_PIPELINE, COGVIDEOX_5B_I2V_PIPELINE, HUNYUANVIDEO_PIPELINE)
+                                       COGVIDEOX_2B_PIPELINE, COGVIDEOX_5B_PIPELINE, COGVIDEOX_5B_I2V_PIPELINE,
+                                       HUNYUANVIDEO_PIPELINE)
 }
 
 

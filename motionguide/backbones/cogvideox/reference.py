@@ -1,5 +1,5 @@
-"""CogVideoX-2B and CogVideoX-5B-I2V as recipes for random-weight copies (`motionguide random-pipeline --like
-cogvideox-2b` / `cogvideox-5b-i2v`).
+"""CogVideoX-2B, CogVideoX-5B and CogVideoX-5B-I2V as recipes for random-weight copies (`motionguide random-pipeline
+--like cogvideox-2b` / `cogvideox-5b` / `cogvideox-5b-i2v`).
 
 The numbers are the released diffusers checkpoint's (`THUDM/CogVideoX-2b`): the transformer (shared with
 `motionguide shapes` through `reference_configs`), the 3D VAE (scaling factor 1.15258426), the T5 v1.1 XXL text
@@ -11,7 +11,7 @@ few layers and a word-level vocabulary here), text length 226, and the CogVideoX
 from __future__ import annotations
 
 from ..random_weights import ModelRecipe, RecipeFamily
-from ..reference_configs import COGVIDEOX_2B, COGVIDEOX_5B_I2V
+from ..reference_configs import COGVIDEOX_2B, COGVIDEOX_5B, COGVIDEOX_5B_I2V
 
 #: `AutoencoderKLCogVideoX` of CogVideoX-2B
 COGVIDEOX_2B_VAE = {
@@ -88,6 +88,14 @@ COGVIDEOX_5B_VAE = {**COGVIDEOX_2B_VAE, "scaling_factor": 0.7}
 #: the 5B models' scheduler: the 2B's with SNR shift 1 (the 2B's is 3)
 COGVIDEOX_5B_SCHEDULER = {**COGVIDEOX_2B_SCHEDULER, "snr_shift_scale": 1.0}
 
+#: `THUDM/CogVideoX-5b`: the 5B transformer (48 heads, 42 blocks, 3D RoPE, no learned positions, so any size), the
+#: 5B VAE and scheduler and the T5 XXL width
+COGVIDEOX_5B_PIPELINE = COGVIDEOX_FAMILY.pipeline(
+    "cogvideox-5b", COGVIDEOX_5B, COGVIDEOX_5B_VAE, COGVIDEOX_5B_SCHEDULER,
+    source="THUDM/CogVideoX-5b as diffusers' CogVideoX conversion sets it up (3D RoPE, VAE scaling factor 0.7, "
+           "scheduler SNR shift 1.0)",
+)
+
 #: `THUDM/CogVideoX-5b-I2V`: `CogVideoXImageToVideoPipeline` over the 5B-I2V transformer (32 input channels, 3D RoPE,
 #: learned positions at 480 x 720), the 5B VAE and scheduler and the T5 XXL width
 COGVIDEOX_5B_I2V_PIPELINE = COGVIDEOX_FAMILY.pipeline(
@@ -98,4 +106,5 @@ COGVIDEOX_5B_I2V_PIPELINE = COGVIDEOX_FAMILY.pipeline(
 )
 
 __all__ = ["COGVIDEOX_FAMILY", "COGVIDEOX_2B_PIPELINE", "COGVIDEOX_2B_VAE", "T5_V1_1_XXL",
-           "COGVIDEOX_2B_SCHEDULER", "COGVIDEOX_5B_VAE", "COGVIDEOX_5B_SCHEDULER", "COGVIDEOX_5B_I2V_PIPELINE"]
+           "COGVIDEOX_2B_SCHEDULER", "COGVIDEOX_5B_VAE", "COGVIDEOX_5B_SCHEDULER", "COGVIDEOX_5B_PIPELINE",
+           "COGVIDEOX_5B_I2V_PIPELINE"]
