@@ -155,6 +155,44 @@ def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], re
     return {"ratio": float(num.sum() / den.sum()), "low": float(low), "high": float(high)}
 
 
+#: two-sided 95% Student t quantiles t_{0.975, df}; a df between keys uses the next smaller key (wider interval)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean over independent units (world seeds, pools) with its 95% Student t interval: the spread between
+    seeds, not between clips, is what a claim about data the project never saw has to survive. NaNs dropped;
+    one unit gives no interval."""
+    if level != 0.95:
+        raise ValueError("t_interval tables the 95% quantiles only")
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if x.size == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if x.size == 1:
+        return {"mean": float(x[0]), "low": float("nan"), "high": float("nan"), "n": 1}
+    df = x.size - 1
+    quantile = T975[max(k for k in T975 if k <= df)] if df <= 120 else 1.959964
+    half = quantile * x.std(ddof=1) / np.sqrt(x.size)
+    return {"mean": float(x.mean()), "low": float(x.mean() - half), "high": float(x.mean() + half), "n": int(x.size)}
+
+
+def fmt_interval(stat: dict[str, float], digits: int = 2, percent: bool = False, signed: bool = False) -> str:
+    """"0.57 [0.54, 0.60]" (or percents); the interval left out where there is none."""
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    digits = 0 if percent else digits
+    sign = "+" if signed else ""
+
+    def one(v: float) -> str:
+        return f"{v * scale:{sign}.{digits}f}{unit}"
+
+    if not np.isfinite(stat["mean"]):
+        return "–"
+    if not (np.isfinite(stat.get("low", np.nan)) and np.isfinite(stat.get("high", np.nan))):
+        return one(stat["mean"])
+    return f"{one(stat['mean'])} [{one(stat['low'])}, {one(stat['high'])}]"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]

@@ -17,17 +17,23 @@ chance level; spatially also the ground-truth mask pooled to the token grid, the
   over clips. Latent 0 is always "static" and is encoded alone by the causal VAE, so r over all frames can
   ride on that alone; "r, f'>=1" drops it. The noun's r is a control (it should not track motion).
 
-Run for real (toy model, CPU, a few minutes):
-    python benchmarks/imap_localization.py
+World seeds (`--seeds`): the clips of each seed are scored separately; the tables give the mean over seeds
+with a 95% Student t interval over seeds, each seed's own figures, and the paired differences IMAP − GramCol
+and IMAP − cross-attention (per seed and over seeds, t interval; plus a paired bootstrap over all clips). The
+shipped profile's IMAP block was chosen on spatial clips 0-11 of world seed 0, so the default seeds leave 0 out.
+
+Run for real (toy model, CPU, one thread: ~0.5 s per clip, ~5 minutes for the defaults):
+    python benchmarks/imap_localization.py --threads 1
 Smoke (tiny random pipeline saved with `motionguide.testing.tiny_wan_pipeline().save_pretrained(DIR)`):
-    python benchmarks/imap_localization.py --model DIR --clips 4 --temporal-clips 3 --max-sequence-length 16 \\
-        --threads 1 --results-dir /tmp/results
+    python benchmarks/imap_localization.py --model DIR --clips 4 --temporal-clips 3 --seeds 1,2 \\
+        --max-sequence-length 16 --threads 1 --results-dir /tmp/results
 Writes results/imap_localization.{json,md}.
 """
 
 import dataclasses
 from pathlib import Path
 
+import _toy_eval as ev
 import numpy as np
 import torch
 from _common import limit_threads, machine, write_results
@@ -82,7 +88,7 @@ def clip_pixels(frames: np.ndarray) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- maps
-def clip_maps(backbone, clip, index: int, args) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+def clip_maps(backbone, clip, index: int, args, seed: int) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
     """(noun, verb) and {kind: {word: [F', h, w]}} for one clip, plus a seeded random map per word."""
     words = default_caption_words(clip.caption)
     if len(words) != 2 or words[0] != clip.spec.objects[0].shape:
@@ -92,7 +98,7 @@ def clip_maps(backbone, clip, index: int, args) -> tuple[list[str], dict[str, di
                                 seed=index, max_sequence_length=args.max_sequence_length)
     out = {kind: {w: maps.get(w, kind).numpy() for w in words} for kind in KINDS}
     shape = out[KINDS[0]][words[0]].shape
-    rng = np.random.default_rng([args.seed, 2, index])
+    rng = np.random.default_rng([seed, 2, index])
     out["random"] = {w: rng.standard_normal(shape).astype(np.float32) for w in words}
     return words, out
 
@@ -147,37 +153,107 @@ def cell(stat: dict) -> str:
     return f"{stat['mean']:.2f}" + (f" ± {stat['ci95']:.2f}" if np.isfinite(stat["ci95"]) else "")
 
 
-def markdown(spatial: dict, temporal: dict, settings: dict) -> str:
-    lines = [
-        "| map | noun PG | noun IoU | verb PG | verb IoU | temporal r | temporal r, f'>=1 | noun r (control) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+#: (metric key, table label, spatial or temporal): the figures compared between seeds and between map kinds
+FIGURES = (("noun_pg", "noun PG", "spatial"), ("noun_iou", "noun IoU", "spatial"), ("verb_pg", "verb PG", "spatial"),
+           ("verb_iou", "verb IoU", "spatial"), ("r", "temporal r", "temporal"),
+           ("r_late", "temporal r, f'>=1", "temporal"), ("noun_r", "noun r (control)", "temporal"))
+#: paired differences reported: IMAP against the two other attention maps
+PAIRS = (("imap", "gramcol"), ("imap", "cross_attention"))
+
+
+def over_seeds(per_seed: dict[int, dict], kind: str, key: str, part: str) -> dict:
+    """Mean over seeds of the per-seed clip mean, with a t interval over seeds."""
+    return ev.t_interval([stats[part][kind][key]["mean"] for stats in per_seed.values()
+                          if kind in stats[part]])
+
+
+def differences(spatial_by_seed: dict[int, list[dict]], temporal_by_seed: dict[int, list[dict]]) -> dict:
+    """{"imap − cross_attention": {key: {per_seed, over_seeds, clips_bootstrap}}} for every figure."""
+    out = {}
+    for a, b in PAIRS:
+        rows = {}
+        for key, _, part in FIGURES:
+            by_seed = spatial_by_seed if part == "spatial" else temporal_by_seed
+            per_seed, xs, ys = {}, [], []
+            for seed, clips in by_seed.items():
+                x = np.array([c[a][key] for c in clips], np.float64)
+                y = np.array([c[b][key] for c in clips], np.float64)
+                ok = np.isfinite(x) & np.isfinite(y)
+                per_seed[seed] = float((x[ok] - y[ok]).mean()) if ok.any() else float("nan")
+                xs += x[ok].tolist()
+                ys += y[ok].tolist()
+            rows[key] = {"per_seed": per_seed, "over_seeds": ev.t_interval(list(per_seed.values())),
+                         "clips_bootstrap": ev.paired_bootstrap(ys, xs)}
+        out[f"{a} − {b}"] = rows
+    return out
+
+
+def markdown(per_seed: dict[int, dict], diffs: dict, settings: dict) -> str:
+    seeds = list(per_seed)
+    n = len(seeds)
+    header = "| map | " + " | ".join(label for _, label, _ in FIGURES) + " |"
+    rule = "|---" * (len(FIGURES) + 1) + "|"
+    lines = [header, rule]
     for kind in (*REPORTED, ORACLE):
-        s = spatial[kind]
-        t = temporal.get(kind)
-        tail = (f"{cell(t['r'])} | {cell(t['r_late'])} | {cell(t['noun_r'])}" if t else "– | – | –")
-        lines.append(f"| {kind} | {cell(s['noun_pg'])} | {cell(s['noun_iou'])} | {cell(s['verb_pg'])} | "
-                     f"{cell(s['verb_iou'])} | {tail} |")
-    n_t = temporal[KINDS[0]]["r"]["n"]
+        cells = []
+        for key, _, part in FIGURES:
+            cells.append(ev.fmt_interval(over_seeds(per_seed, kind, key, part))
+                         if kind in per_seed[seeds[0]][part] else "–")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paired differences on the same clips: mean over the {n} seeds [95% t interval over seeds]; "
+              "below it, a paired bootstrap over all clips of all seeds (10000 resamples of clips).", "",
+              header.replace("| map |", "| difference |"), rule]
+    for name, rows in diffs.items():
+        lines.append(f"| {name}, over seeds | " + " | ".join(
+            ev.fmt_interval(rows[key]["over_seeds"], signed=True) for key, _, _ in FIGURES) + " |")
+        lines.append(f"| {name}, over clips | " + " | ".join(
+            ev.fmt_interval(rows[key]["clips_bootstrap"], signed=True) for key, _, _ in FIGURES) + " |")
+    lines += ["", "Per world seed (mean over that seed's clips ± 95% normal half-width over clips):", "",
+              "| seed | map | " + " | ".join(label for _, label, _ in FIGURES) + " |",
+              "|---" * (len(FIGURES) + 2) + "|"]
+    for seed, stats in per_seed.items():
+        for kind in ("imap", "gramcol", "cross_attention"):
+            lines.append(f"| {seed} | {kind} | " + " | ".join(
+                cell(stats[part][kind][key]) for key, _, part in FIGURES) + " |")
+    n_t = sum(stats["temporal"][KINDS[0]]["r"]["n"] for stats in per_seed.values())
     lines += [
         "",
         f"`{settings['model']}`, real-video mode at t = {settings['timestep']:.0f}, blocks {settings['blocks']}, "
-        f"top-k {settings['top_k']}, {settings['max_sequence_length']} text slots. Spatial: {settings['clips']} "
-        f"clips ({settings['objects']} object(s), object 0 moving), maps upsampled bilinearly to the mask, "
-        "binarised at each frame's mean, latent-frame mask = union over its pixel frames. Temporal: "
-        f"{settings['temporal_clips']} clips whose object starts moving at frame 5..F-5 (r defined for {n_t}), "
-        "masks area-pooled to the token grid. Mean ± 95% CI over clips; `random` is a seeded Gaussian map "
-        f"(chance level); `{ORACLE}` scores the ground-truth mask area-pooled to the token grid as if it were a "
-        "map (the ceiling at token resolution; noun and verb name the same object, so its two columns agree).",
+        f"top-k {settings['top_k']}, {settings['max_sequence_length']} text slots; world seeds {seeds} (the IMAP "
+        "block was chosen on spatial clips 0-11 of world seed 0). Per seed, spatial: "
+        f"{settings['clips']} clips ({settings['objects']} object(s), object 0 moving), maps upsampled bilinearly "
+        "to the mask, binarised at each frame's mean, latent-frame mask = union over its pixel frames. Temporal: "
+        f"{settings['temporal_clips']} clips whose object starts moving at frame 5..F-5 (r defined for {n_t} in "
+        "all), masks area-pooled to the token grid. `random` is a seeded Gaussian map (chance level); "
+        f"`{ORACLE}` scores the ground-truth mask area-pooled to the token grid as if it were a map (the ceiling "
+        "at token resolution; noun and verb name the same object, so its two columns agree).",
     ]
     return "\n".join(lines)
+
+
+def run_seed(backbone, args, seed: int) -> tuple[list[dict], list[dict]]:
+    """Spatial and temporal per-clip scores on one world seed's clips."""
+    spatial_rows, temporal_rows = [], []
+    for i in tqdm(range(args.clips), desc=f"seed {seed}: spatial clips"):
+        clip = render_clip(spatial_spec(seed, i, args.objects, args.num_frames))
+        words, maps = clip_maps(backbone, clip, i, args, seed)
+        spatial_rows.append({"caption": clip.caption, "words": words,
+                             **spatial_scores(backbone, clip, maps, words)})
+    for i in tqdm(range(args.temporal_clips), desc=f"seed {seed}: temporal clips"):
+        clip = render_clip(temporal_spec(seed, i, args.num_frames))
+        words, maps = clip_maps(backbone, clip, args.clips + i, args, seed)
+        temporal_rows.append({"caption": clip.caption, "words": words,
+                              "motion_start": clip.spec.objects[0].motion_start,
+                              **temporal_scores(backbone, clip, maps, words)})
+    return spatial_rows, temporal_rows
 
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy-model"))
-    parser.add_argument("--clips", type=int, default=40, help="spatial clips (object 0 moves all clip)")
-    parser.add_argument("--temporal_clips", type=int, default=20, help="clips whose motion starts mid-clip")
+    parser.add_argument("--clips", type=int, default=100,
+                        help="spatial clips per world seed (object 0 moves all clip)")
+    parser.add_argument("--temporal_clips", type=int, default=50, help="clips per seed whose motion starts mid-clip")
     parser.add_argument("--objects", type=int, default=1, help="objects per spatial clip (extra ones stay still)")
     parser.add_argument("--num_frames", type=int, default=17)
     parser.add_argument("--timestep", type=float, default=None, help="0..1000; default: the profile's or 400")
@@ -185,12 +261,18 @@ def main() -> None:
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--max_sequence_length", type=int, default=None,
                         help="text slots; default: the model's sampling_defaults.json, else the pipeline's")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="1,2,3,4",
+                        help="world seeds to report on, e.g. 1,2,3 (the profile's block was chosen on seed 0)")
+    parser.add_argument("--clip_rows", action="store_true",
+                        help="also store every clip's scores in the JSON (large: ~0.6 MB for the defaults)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: their defaults)")
     parser.add_argument("--results_dir", default=None,
                         help="write the results here instead of benchmarks/results (smoke runs)")
     args = parser.parse_args()
+    seeds = ev.parse_ints(args.seeds)
+    if not seeds:
+        raise SystemExit("--seeds: give at least one world seed, e.g. 1,2,3")
     limit_threads(args.threads)
     if args.num_frames < 17:
         raise SystemExit("--num-frames must be >= 17 so motion can start mid-clip after a still latent frame")
@@ -204,28 +286,28 @@ def main() -> None:
     blocks, top_k, section = resolve_imap_settings(backbone, args.blocks, args.top_k)
     timestep = default_renoise_timestep(backbone, section) if args.timestep is None else args.timestep
 
-    spatial_rows, temporal_rows = [], []
-    for i in tqdm(range(args.clips), desc="spatial clips"):
-        clip = render_clip(spatial_spec(args.seed, i, args.objects, args.num_frames))
-        words, maps = clip_maps(backbone, clip, i, args)
-        spatial_rows.append({"caption": clip.caption, "words": words,
-                             **spatial_scores(backbone, clip, maps, words)})
-    for i in tqdm(range(args.temporal_clips), desc="temporal clips"):
-        clip = render_clip(temporal_spec(args.seed, i, args.num_frames))
-        words, maps = clip_maps(backbone, clip, args.clips + i, args)
-        temporal_rows.append({"caption": clip.caption, "words": words,
-                              "motion_start": clip.spec.objects[0].motion_start,
-                              **temporal_scores(backbone, clip, maps, words)})
-
-    spatial = summarise(spatial_rows, ("noun_pg", "noun_iou", "verb_pg", "verb_iou"), (*REPORTED, ORACLE))
-    temporal = summarise(temporal_rows, ("r", "r_late", "noun_r"), REPORTED)
-    settings = {**vars(args), "timestep": float(timestep), "blocks": blocks, "top_k": top_k,
+    spatial_by_seed, temporal_by_seed, per_seed = {}, {}, {}
+    for seed in seeds:
+        spatial_by_seed[seed], temporal_by_seed[seed] = run_seed(backbone, args, seed)
+        per_seed[seed] = {
+            "spatial": summarise(spatial_by_seed[seed], ("noun_pg", "noun_iou", "verb_pg", "verb_iou"),
+                                 (*REPORTED, ORACLE)),
+            "temporal": summarise(temporal_by_seed[seed], ("r", "r_late", "noun_r"), REPORTED)}
+    diffs = differences(spatial_by_seed, temporal_by_seed)
+    over = {kind: {key: over_seeds(per_seed, kind, key, part) for key, _, part in FIGURES
+                   if kind in per_seed[seeds[0]][part]} for kind in (*REPORTED, ORACLE)}
+    settings = {**vars(args), "seeds": seeds, "timestep": float(timestep), "blocks": blocks, "top_k": top_k,
                 "mask_resolution": "maps upsampled (bilinear) to the pixel masks for PG / IoU; masks area-pooled "
-                                   "to the token grid for the temporal energy"}
+                                   "to the token grid for the temporal energy",
+                "chosen_on": "profile IMAP block: spatial clips 0-11 of world seed 0"}
     write_results("imap_localization",
-                  {"machine": machine(), "settings": settings, "spatial": spatial, "temporal": temporal,
-                   "spatial_clips": spatial_rows, "temporal_clips": temporal_rows},
-                  markdown(spatial, temporal, settings), results_dir=args.results_dir)
+                  {"machine": machine(), "settings": settings, "over_seeds": over,
+                   "interval": "over_seeds: 95% Student t interval over world seeds; per seed: normal "
+                               "approximation over clips; differences also by a paired bootstrap over clips",
+                   "per_seed": {str(k): v for k, v in per_seed.items()}, "differences": diffs,
+                   **({"spatial_clips": {str(k): v for k, v in spatial_by_seed.items()},
+                       "temporal_clips": {str(k): v for k, v in temporal_by_seed.items()}} if args.clip_rows else {})},
+                  markdown(per_seed, diffs, settings), results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

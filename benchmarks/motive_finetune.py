@@ -14,7 +14,9 @@ speed; a model without a report uses a seeded sample of all moving triples. If t
 ceiling on direction accuracy the effect cannot show: pass a weaker ("motion-weak") checkpoint as --model
 (e.g. one trained with fewer recipe steps) and say so next to the table.
 
-Run for real (reuses motive_defects.py's pool, cache and selection when given the same --work):
+Run for real (reuses motive_defects.py's pool, cache and selection when given its pool's folder and seeds,
+e.g. `--work runs/motive-bench/pool_seed1 --seed 1 --query_seed 1001 --pool 200`; the committed results are
+one pool, seed 0 with 500 clips, the pool the temporal-difference option was developed on):
     python benchmarks/motive_finetune.py --work runs/motive-bench
 Smoke run on a tiny random pipeline:
     python benchmarks/motive_finetune.py --model /tmp/tiny --pool 12 --queries 3 --steps 2 --prompts 2 \
