@@ -20,9 +20,9 @@ from motionguide.toy.turns import heldout_turn_combinations, turn_prompts
 from motionguide.toy.vocab import DIRECTIONS, direction_from_displacement
 
 
-def heldout_turn_prompts(speed: str = "normal") -> list[dict[str, Any]]:
-    """[{prompt, color, shape, first, second}] for every held-out turn, in a fixed order."""
-    combos = heldout_turn_combinations()
+def heldout_turn_prompts(speed: str = "normal", pairs: Sequence[Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """[{prompt, color, shape, first, second}] for every held-out turn over `pairs` (None: all), in a fixed order."""
+    combos = heldout_turn_combinations(pairs=pairs)
     return [{"prompt": prompt, "color": c, "shape": s, "first": a, "second": b}
             for prompt, (c, s, a, b) in zip(turn_prompts(combos, speed=speed), combos)]
 

@@ -18,7 +18,9 @@ object presence, flow-warp smoothness; forgetting: direction accuracy on the mod
 Evidence hygiene (issue 16, item 8): the LoRA defaults below were chosen with `teach_turn_settings.py` on world
 seed 0 (the oracle arm only); report with --world_seed 1 (or others), data nothing was chosen on. Caveat measured
 there: with every LoRA setting tried the oracle does not learn the turn on the toy model (README, "Teaching a new
-motion"), so until the toy model can carry a turn this benchmark cannot show a curation effect.
+motion"), so until the toy model can carry a turn this benchmark cannot show a curation effect. The toy model reads
+a caption as a set of words ("right then up" = "up then right"), so run it with --pairs one_order (one order per
+direction pair); `teach_turn_diagnose.py` measures this and what else stands in the way.
 
 Cost at the defaults (one thread): 6 fine-tunes x 1000 steps (~4-5 min each unloaded), two Motive passes over
 606 clips, and 7 arms x (36 turn + 25 straight prompts) x 3 seeds videos at ~6 s each (~2 h in all); use
@@ -43,7 +45,7 @@ from _motive import work_folder
 
 from motionguide.cli_args import ArgumentParser
 from motionguide.toy.turn_pool import load_truth, make_turn_pool, make_turn_queries
-from motionguide.toy.turns import mentions_turn
+from motionguide.toy.turns import PAIR_SETS, mentions_turn, pair_set
 
 ARMS = ("base", "motive", "motive_tdiff", "random", "full", "keyword", "oracle")
 #: Motive's loss per Motive arm
@@ -63,6 +65,9 @@ def parse_args():
     parser.add_argument("--world_seed", type=int, default=1,
                         help="turn pool seed (settings were chosen on 0: report on others)")
     parser.add_argument("--query_seed", type=int, default=101, help="query set seed")
+    parser.add_argument("--pairs", default="all", choices=sorted(PAIR_SETS),
+                        help="direction pairs of the pool's and queries' turns and of the held-out prompts: all 12 "
+                             "orders, or one_order (one order per pair; README, 'Teaching a new motion')")
     parser.add_argument("--pool", type=int, default=600, help="clips in the turn pool")
     parser.add_argument("--queries", type=int, default=6, help="clean turn query clips for Motive")
     parser.add_argument("--fraction", type=float, default=0.1, help="Motive / random share of the pool")
@@ -171,7 +176,8 @@ def markdown(args, truth_summary, quality, training, metrics, diffs, minutes, n_
                  for (a, b), d in ((tuple(k.split(" - ")), v) for k, v in diffs.items())]
     return "\n".join([
         f"Turn pool of world seed {args.world_seed}: {truth_summary['clips']} clips, {truth_summary['clean_turns']} "
-        f"clean turns; queries seed {args.query_seed} ({args.queries} clean turns). LoRA r={args.rank}, lr "
+        f"clean turns (direction pairs: {args.pairs}); queries seed {args.query_seed} ({args.queries} clean turns). "
+        f"LoRA r={args.rank}, lr "
         f"{args.lr:g}, {args.steps} steps x batch {args.batch} for every arm (settings chosen on world seed 0 with "
         f"`teach_turn_settings.py`); {n_turn} held-out turn prompts and {n_straight} held-out straight prompts x "
         f"{args.seeds} seeds per arm; {minutes:.1f} min at {args.threads or 'default'} thread(s)."
@@ -190,12 +196,15 @@ def main() -> None:
     work, temporary = work_folder(args.work, "mg-teach-turn-")
     started = time.perf_counter()
     try:
-        pool, queries = work / f"pool_seed{args.world_seed}_{args.pool}", work / f"queries_seed{args.query_seed}"
+        pairs, tag = pair_set(args.pairs), "" if args.pairs == "all" else f"_{args.pairs}"
+        pool = work / f"pool_seed{args.world_seed}_{args.pool}{tag}"
+        queries = work / f"queries_seed{args.query_seed}{tag}"
         if not (pool / "truth.json").is_file():
-            make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, fmt=("jsonl",), overwrite=True,
-                           progress=False)
+            make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, pairs=pairs, fmt=("jsonl",),
+                           overwrite=True, progress=False)
         if not (queries / "truth.json").is_file() or len(load_truth(queries)) != args.queries:
-            make_turn_queries(queries, num_clips=args.queries, seed=args.query_seed, fmt=("jsonl",), overwrite=True)
+            make_turn_queries(queries, num_clips=args.queries, seed=args.query_seed, pairs=pairs, fmt=("jsonl",),
+                              overwrite=True)
         truth = load_truth(pool)
         from motionguide.toy.turn_pool import pool_summary
         truth_summary = pool_summary(truth)
@@ -212,7 +221,7 @@ def main() -> None:
         from motionguide.backbones import backbone_for
         from motionguide.sampling import load_pipeline
 
-        turn_prompts = tt.heldout_turn_prompts()
+        turn_prompts = tt.heldout_turn_prompts(pairs=pairs)
         turn_prompts = turn_prompts[: args.prompts] if args.prompts else turn_prompts
         straight_prompts = tt.straight_heldout_prompts(args.model, args.straight_prompts)
         settings = ev.sampling_settings(args.model, steps=args.sample_steps,

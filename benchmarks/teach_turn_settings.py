@@ -20,6 +20,7 @@ from _common import limit_threads
 
 from motionguide.cli_args import ArgumentParser
 from motionguide.toy.turn_pool import load_truth, make_turn_pool
+from motionguide.toy.turns import PAIR_SETS, pair_set
 
 
 def parse_args():
@@ -31,6 +32,9 @@ def parse_args():
                         help="comma-separated steps:lr:rank settings to try ('' = only rewrite the summary)")
     parser.add_argument("--training_type", default="lora", choices=["lora", "full"],
                         help="lora, or full (every transformer weight: a capacity check, rank unused)")
+    parser.add_argument("--pairs", default="all", choices=sorted(PAIR_SETS),
+                        help="direction pairs of the pool's turns and the held-out prompts: all 12 orders, or "
+                             "one_order (one order per pair: what an order-blind text encoder can name)")
     parser.add_argument("--batch", type=int, default=4, help="training batch")
     parser.add_argument("--prompts", type=int, default=12, help="first N held-out turn prompts")
     parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per prompt")
@@ -51,13 +55,16 @@ def main() -> None:
     args = parse_args()
     limit_threads(args.threads)
     work = Path(args.work)
-    pool = work / f"pool_seed{args.world_seed}"
+    pairs = pair_set(args.pairs)
+    tag = "" if args.pairs == "all" else f"_{args.pairs}"
+    pool = work / f"pool_seed{args.world_seed}{tag}"
     if not (pool / "truth.json").is_file():
-        make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, fmt=("jsonl",), overwrite=True, progress=False)
+        make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, pairs=pairs, fmt=("jsonl",), overwrite=True,
+                       progress=False)
     truth = load_truth(pool)
     oracle = [r["id"] for r in truth if r["clean_turn"]]
-    data = tt.write_subset(pool, oracle, work / f"oracle_seed{args.world_seed}")
-    prompts = tt.heldout_turn_prompts()[: args.prompts]
+    data = tt.write_subset(pool, oracle, work / f"oracle_seed{args.world_seed}{tag}")
+    prompts = tt.heldout_turn_prompts(pairs=pairs)[: args.prompts]
     seen_prompts = [seen_prompt(r) for r in truth if r["clean_turn"]][: args.seen_prompts]
     settings = ev.sampling_settings(args.model, max_sequence_length=args.max_sequence_length)
     results_file = work / "settings_search.jsonl"
@@ -67,7 +74,7 @@ def main() -> None:
         steps, lr, rank = item.split(":")
         steps, lr, rank = int(steps), float(lr), int(rank)
         name = f"oracle_s{args.world_seed}_steps{steps}_lr{lr:g}_r{rank}_b{args.batch}"
-        name += "_full" if args.training_type == "full" else ""
+        name += ("_full" if args.training_type == "full" else "") + tag
         started = time.perf_counter()
         trained = tt.fine_tune_subset(args.model, data, work / name, work / "train-cache", steps=steps,
                                       batch=args.batch, lr=lr, rank=rank, seed=0,
@@ -86,7 +93,8 @@ def main() -> None:
         if seen_prompts:
             seen = tt.success_summary(tt.evaluate_arm(pipe, seen_prompts, [], range(args.seeds), settings,
                                                       backbone_for(pipe).pixels_per_token)["turn"])
-        record = {"name": name, "training_type": args.training_type, "steps": steps, "lr": lr, "rank": rank,
+        record = {"name": name, "training_type": args.training_type, "pairs": args.pairs, "steps": steps, "lr": lr,
+                  "rank": rank,
                   "batch": args.batch,
                   "world_seed": args.world_seed, "oracle_clips": len(oracle), "prompts": len(prompts),
                   "seeds": args.seeds, "training": trained, "summary": summary, "seen_summary": seen,
@@ -112,7 +120,8 @@ def summarize(results_file: Path, args) -> None:
             latest.pop(record["name"], None)
             latest[record["name"]] = record
     records = list(latest.values())
-    rows = [[r["steps"], f"{r['lr']:g}", r["rank"] if r.get("training_type", "lora") == "lora" else "full",
+    rows = [[r.get("pairs", "all"), r["steps"], f"{r['lr']:g}",
+             r["rank"] if r.get("training_type", "lora") == "lora" else "full",
              r["batch"], r["world_seed"], r["oracle_clips"],
              f"{r['summary']['successes']}/{r['summary']['videos']}",
              f"[{r['summary']['wilson_95'][0]:.0%}, {r['summary']['wilson_95'][1]:.0%}]",
@@ -124,7 +133,7 @@ def summarize(results_file: Path, args) -> None:
         "Oracle-arm settings search (the pool's clean turn clips only; chosen on world seed "
         f"{sorted({r['world_seed'] for r in records})}; first {records[0]['prompts'] if records else 0} held-out "
         f"turn prompts x {records[0]['seeds'] if records else 0} seed(s), the model's sampling defaults):", "",
-        ev.markdown_table(["steps", "lr", "rank", "batch", "world seed", "clips", "turn success", "Wilson 95%",
+        ev.markdown_table(["pairs", "steps", "lr", "rank", "batch", "world seed", "clips", "turn success", "Wilson 95%",
                            "1st leg", "2nd leg", "final loss", "seen captions", "outcomes"], rows)])
     ev.write("teach_turn_settings", {"records": records}, md, args.results_dir)
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from motionguide.toy.spec import ClipSpec, ObjectSpec
 from motionguide.toy.turn_pool import (
     CAPTION_KINDS, load_truth, make_turn_pool, make_turn_queries, pool_summary, turn_pool_plan,
 )
-from motionguide.toy.turns import heldout_turn_combinations, mentions_turn, turn_prompts
+from motionguide.toy.turns import heldout_turn_combinations, mentions_turn, pair_set, turn_prompts
 from motionguide.toy.vocab import COLORS, DIRECTIONS, SHAPES, SPEEDS, TURN_MOTIONS, split_turn
 from motionguide.video import read_video
 
@@ -140,6 +141,47 @@ def test_heldout_turns_are_seeded_and_keep_every_colour_shape_and_pair_in_traini
     assert {t[0] for t in training} == set(COLORS) and {t[1] for t in training} == set(SHAPES)
     assert {(t[2], t[3]) for t in training} == set(turn_pairs())
     assert turn_prompts([("red", "circle", "right", "left")]) == ["a red circle moves right then left"]
+
+
+def test_the_one_order_pair_set_names_each_unordered_direction_pair_once():
+    assert pair_set("all") is None
+    pairs = pair_set("one_order")
+    assert len(pairs) == 6 and {frozenset(p) for p in pairs} == {frozenset(p) for p in turn_pairs()}
+    held = heldout_turn_combinations(pairs=pairs)
+    assert len(held) == 18 and {(t[2], t[3]) for t in held} <= set(pairs)
+    assert {(t[2], t[3]) for t in set(all_turn_combinations(pairs)) - set(held)} == set(pairs)
+    with pytest.raises(ValueError, match="unknown pair set 'both'; choose from all, one_order"):
+        pair_set("both")
+
+
+def test_the_shipped_toy_model_reads_the_two_orders_of_a_turn_as_nearly_one_input():
+    """Why `one_order` exists: the frozen random text encoder gives a word nearly the same vector wherever it
+    stands, and the transformer's cross-attention has no text positions, so swapping two word vectors changes
+    nothing and the two orders of a caption differ far less than the turn and its diagonal."""
+    import torch
+
+    from motionguide.sampling import load_pipeline
+
+    pipe = load_pipeline(str(Path(__file__).resolve().parent.parent / "assets" / "toy-model"))
+
+    def embed(prompt):
+        return pipe.encode_prompt([prompt], do_classifier_free_guidance=False, max_sequence_length=16)[0]
+
+    with torch.no_grad():
+        right_up, up_right = embed("a red circle moves right then up"), embed("a red circle moves up then right")
+        diagonal = embed("a red circle moves up-right")
+        cos = torch.nn.functional.cosine_similarity
+        assert cos(right_up[0, 4], up_right[0, 6], dim=0) > 0.99  # "right" in either place
+        assert cos(right_up[0, 4], up_right[0, 4], dim=0) < 0.5   # "right" vs "up" in one place
+        swapped = right_up.clone()
+        swapped[:, [4, 6]] = swapped[:, [6, 4]]
+        x = torch.randn(1, 8, 5, 16, 16, generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([900.0])
+        out = lambda e: pipe.transformer(x, t, e, return_dict=False)[0]  # noqa: E731
+        reference = out(right_up)
+        torch.testing.assert_close(out(swapped), reference, atol=1e-5, rtol=1e-5)
+        order_gap, diagonal_gap = (out(up_right) - reference).norm(), (out(diagonal) - reference).norm()
+        assert order_gap < 0.5 * diagonal_gap
 
 
 def test_the_keyword_filter_wants_then_and_a_direction():

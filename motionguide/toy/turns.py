@@ -18,13 +18,33 @@ from motionguide.toy.sampling import TurnCombination, all_turn_combinations
 from motionguide.toy.spec import ObjectSpec
 from motionguide.toy.vocab import MOTIONS
 
-__all__ = ["HOLDOUT_SEED", "TURN_HOLDOUT_FRACTION", "heldout_turn_combinations", "turn_clause", "turn_prompts",
-           "mentions_turn"]
+__all__ = ["HOLDOUT_SEED", "ONE_ORDER_PAIRS", "TURN_HOLDOUT_FRACTION", "PAIR_SETS", "heldout_turn_combinations",
+           "turn_clause", "turn_prompts", "mentions_turn", "pair_set"]
 
 #: Seed of every held-out choice for turns (and of the straight triples the shipped toy model never saw).
 HOLDOUT_SEED = 0
 #: Share of (colour, shape, direction pair) turns kept out of pools and query sets: 36 of the 144 cardinal ones.
 TURN_HOLDOUT_FRACTION = 0.25
+
+#: One order of each unordered pair of cardinal directions: the four clockwise quarter turns and two reversals.
+#: The shipped toy model reads a caption as a SET of words: its frozen random text encoder gives each word nearly
+#: the same vector wherever it stands (cosine 0.998 between "right" in "right then up" and in "up then right") and
+#: Wan's cross-attention has no text positions, so "right then up" and "up then right" are (almost) one input and
+#: a fine-tune on both orders learns their average, a diagonal (README, "Teaching a new motion"). With one order
+#: per pair the words name the turn.
+ONE_ORDER_PAIRS: tuple[tuple[str, str], ...] = (
+    ("right", "down"), ("down", "left"), ("left", "up"), ("up", "right"), ("right", "left"), ("up", "down"))
+
+#: Named direction-pair sets of the turn benchmarks: all (the 12 ordered cardinal pairs) or one_order.
+PAIR_SETS: dict[str, tuple[tuple[str, str], ...] | None] = {"all": None, "one_order": ONE_ORDER_PAIRS}
+
+
+def pair_set(name: str) -> list[tuple[str, str]] | None:
+    """The direction pairs of a named set (None = every ordered cardinal pair, the pools' default)."""
+    if name not in PAIR_SETS:
+        raise ValueError(f"unknown pair set {name!r}; choose from {', '.join(PAIR_SETS)}")
+    pairs = PAIR_SETS[name]
+    return None if pairs is None else [tuple(p) for p in pairs]
 
 
 def heldout_turn_combinations(seed: int = HOLDOUT_SEED, fraction: float = TURN_HOLDOUT_FRACTION,
