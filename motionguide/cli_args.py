@@ -10,8 +10,10 @@ user error is one line on stderr and exit code 2, whichever command raised it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import types
 from typing import Any, Callable, Sequence
 
 __all__ = ["ArgumentParser", "HelpFormatter", "add_subcommand", "index_list", "parse_index_list", "run_command",
@@ -166,7 +168,57 @@ def release_process_group() -> None:
 
     Why: a gloo (or NCCL) group left to interpreter exit can abort the finished process ("terminate called
     without an active exception", exit -6) after every file was written, and the launcher then reports the
-    whole run as failed. Only after success: after an error another rank may still sit in a collective."""
+    whole run as failed. Destroying is not enough when a module imported after init_process_group captured
+    the group in a default argument (see `_forget_captured_groups`): those copies are reset too. Only after
+    success: after an error another rank may still sit in a collective."""
     dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
-    if dist is not None and dist.is_available() and dist.is_initialized():
+    if dist is None or not dist.is_available():
+        return
+    had_group = dist.is_initialized()
+    if had_group:
         dist.destroy_process_group()
+    # in a launched rank the group may be gone already (`Accelerator.end_training` destroys it), its copies not
+    if had_group or os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+        _forget_captured_groups(dist)
+
+
+def _forget_captured_groups(dist: Any) -> int:
+    """Reset every function default (module functions and class methods of every loaded module) that still holds
+    a destroyed process group to None, the value those functions read as "the default group"; returns how many
+    functions it changed.
+
+    Why: a default argument is evaluated when its module is imported. torch/distributed/nn/functional.py
+    (`group=group.WORLD`, re-exported by torch.distributed.nn and torch.distributed._shard) and DeepSpeed's
+    deepspeed/comm/torch.py (`TorchBackend.barrier(group=GroupMember.WORLD)`) are imported lazily, after the
+    group exists (DDP's constructor imports torch._dynamo, which imports the former). Their defaults then keep
+    the gloo group and its worker threads alive past destroy_process_group until interpreter teardown, where
+    freeing it now and then aborts the finished rank ("terminate called without an active exception", exit
+    -6). Imported before init_process_group, the same defaults are None: this restores that."""
+
+    def is_group(value: Any) -> bool:
+        return issubclass(type(value), dist.ProcessGroup)  # type(): isinstance reads __class__, which can warn
+
+    def forget(func: Any) -> int:
+        func = getattr(func, "__func__", func) if type(func) in (staticmethod, classmethod) else func
+        if type(func) is not types.FunctionType:
+            return 0
+        changed = 0
+        if any(is_group(d) for d in func.__defaults__ or ()):
+            func.__defaults__ = tuple(None if is_group(d) else d for d in func.__defaults__)
+            changed = 1
+        if any(is_group(d) for d in (func.__kwdefaults__ or {}).values()):
+            func.__kwdefaults__ = {k: None if is_group(d) else d for k, d in func.__kwdefaults__.items()}
+            changed = 1
+        return changed
+
+    changed = 0
+    for name, module in list(sys.modules.items()):
+        if not issubclass(type(module), types.ModuleType):  # sys.modules may hold None or other objects
+            continue
+        namespace = vars(module)
+        for value in list(namespace.values()):
+            if type(value) is types.FunctionType:
+                changed += forget(value)
+            elif issubclass(type(value), type) and vars(value).get("__module__") == name:  # its own classes
+                changed += sum(forget(member) for member in list(vars(value).values()))
+    return changed

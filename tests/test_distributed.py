@@ -217,3 +217,16 @@ def test_resuming_a_lean_zero2_checkpoint_on_two_ranks_repeats_the_uninterrupted
                       toy_run_config("zero2-resumed", resume_from_checkpoint=str(checkpoint), validation_prompts=[]),
                       toy_run_config.root / "zero2-resumed.json")
     assert resumed["summary"]["losses"] == straight["summary"]["losses"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread names from /proc")
+def test_releasing_the_process_group_leaves_no_gloo_thread_even_when_a_late_import_captured_the_group(tmp_path):
+    import sys
+
+    out = tmp_path / "threads.json"
+    proc = subprocess.run([sys.executable, str(JOBS / "released_group_threads.py"), str(tmp_path / "store"), str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["gloo_threads_before"], "the group should run gloo threads while it is alive"
+    assert result["gloo_threads_after"] == []
