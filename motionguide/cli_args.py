@@ -159,18 +159,20 @@ def run_command(func: Callable[..., Any], *args: Any, prefix: str = "error") -> 
     except USER_ERRORS as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
-    release_process_group()
+    release_process_group(exit_code=code)
     return code
 
 
-def release_process_group() -> None:
+def release_process_group(exit_code: int = 0) -> None:
     """Destroy the default torch.distributed group, if this process has one, once a command has done its work.
 
     Why: a gloo (or NCCL) group left to interpreter exit can abort the finished process ("terminate called
     without an active exception", exit -6) after every file was written, and the launcher then reports the
     whole run as failed. Destroying is not enough when a module imported after init_process_group captured
     the group in a default argument (see `_forget_captured_groups`): those copies are reset too. Only after
-    success: after an error another rank may still sit in a collective."""
+    success: after an error another rank may still sit in a collective. If gloo threads survive even that (a
+    DeepSpeed engine keeps its groups alive), a launched rank skips interpreter teardown, see
+    `_exit_without_teardown_if_groups_linger`; `exit_code` is the code it then exits with."""
     dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
     if dist is None or not dist.is_available():
         return
@@ -178,8 +180,49 @@ def release_process_group() -> None:
     if had_group:
         dist.destroy_process_group()
     # in a launched rank the group may be gone already (`Accelerator.end_training` destroys it), its copies not
-    if had_group or os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+    launched = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+    if had_group or launched:
         _forget_captured_groups(dist)
+    if launched:
+        _exit_without_teardown_if_groups_linger(exit_code)
+
+
+def lingering_gloo_threads() -> list[str]:
+    """Names of this process's native gloo threads (gloo_tcp_loop, pt_gloo_runloop); [] where /proc is missing."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return []
+    names = []
+    for task in os.listdir(tasks):
+        try:
+            with open(os.path.join(tasks, task, "comm")) as handle:
+                names.append(handle.read().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(name for name in names if "gloo" in name)
+
+
+def _exit_without_teardown_if_groups_linger(exit_code: int) -> None:
+    """In a launched rank whose gloo threads outlive the released group, end the process at exit with os._exit
+    once every atexit handler (loggers, trackers) has run, instead of letting interpreter teardown free them.
+
+    Why: DeepSpeed's engine outlives a run (its hook closures are reachable only from C++ autograd nodes, which
+    gc cannot collect; deepspeedai/DeepSpeed#5674) and holds its gloo groups, whose worker threads then meet
+    interpreter teardown and now and then abort the finished rank ("terminate called without an active
+    exception", exit -6) after every file was written. Only after success, and only in a launched rank
+    (WORLD_SIZE > 1), so a test process or a single run keeps its normal exit."""
+    if not lingering_gloo_threads():
+        return
+    import atexit
+
+    def finish() -> None:
+        atexit.unregister(finish)
+        atexit._run_exitfuncs()  # the handlers registered before this one (they would run after it)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+    atexit.register(finish)
 
 
 def _forget_captured_groups(dist: Any) -> int:

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(_run(argv) or 0)
     except USER_ERRORS:
         return 2
-    release_process_group()
+    release_process_group(exit_code=code)
     return code
 
 

@@ -8,7 +8,6 @@ gathered them at the end of training (`OUT.gathered.safetensors` next to OUT.jso
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -62,11 +61,6 @@ if __name__ == "__main__":
     summary = Trainer(config, callbacks=[probe]).run()
     if getattr(probe, "result", None) is not None:
         out.write_text(json.dumps({**probe.result, "summary": summary}))
-    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        # DeepSpeed's engine outlives the run (hook closures reachable only from C++ autograd nodes, which gc
-        # cannot collect) and keeps its gloo groups alive into interpreter teardown, where they now and then
-        # abort the finished rank; every result above is written and flushed, so skip the teardown
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    # a group left to interpreter exit can abort the finished rank; one a DeepSpeed engine keeps alive makes the
+    # rank skip teardown once the atexit handlers ran (see release_process_group)
+    release_process_group()

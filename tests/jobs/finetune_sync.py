@@ -5,7 +5,6 @@
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -41,11 +40,6 @@ class CompareRanks(TrainerCallback):
 if __name__ == "__main__":
     config = TrainConfig.load(sys.argv[1])
     Trainer(config, callbacks=[CompareRanks(sys.argv[2])]).run()
-    release_process_group()  # before exit: a group left to interpreter exit can abort the finished rank
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        # DeepSpeed's engine outlives the run (hook closures reachable only from C++ autograd nodes, which gc
-        # cannot collect) and keeps its gloo groups alive into interpreter teardown, where they now and then
-        # abort the finished rank; every result above is written and flushed, so skip the teardown
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    # a group left to interpreter exit can abort the finished rank; one a DeepSpeed engine keeps alive makes the
+    # rank skip teardown once the atexit handlers ran (see release_process_group)
+    release_process_group()
