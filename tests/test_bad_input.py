@@ -205,6 +205,7 @@ TRAIN_CASES = [
     (["--learning_rate", "nan"], r"command line: learning_rate must be a number, got 'nan'"),
     (["--num_frames", "18"], r"command line: num_frames=18 must be 4k\+1"),
     (["--train_steps", "ten"], r"command line: train_steps must be an integer, got 'ten'"),
+    (["--motion_loss_weight", "0.5"], r"command line: motion_loss_weight=0.5 must be a finite number >= 1"),
     (["--mixed_precision", "fp8"], r"command line: mixed_precision must be one of 'no', 'fp16', 'bf16'"),
     (["--lr_schedulr", "constant"], r"command line: unknown key 'lr_schedulr'. Did you mean 'lr_scheduler'"),
     (["--curation", "randm"], r"--curation 'randm': no such curation. Did you mean 'random'"),
@@ -249,6 +250,7 @@ def test_a_missing_data_root_without_a_recipe_is_named_before_any_model_loads(tr
     ("validation_guidance_scale", float("nan"), "validation_guidance_scale=nan must be a finite number"),
     ("max_grad_norm", -1, "max_grad_norm=-1.0 must be a finite number > 0"),
     ("checkpointing_steps", -5, "checkpointing_steps=-5 must be >= 0 (0: never)"),
+    ("motion_loss_weight", float("inf"), "motion_loss_weight=inf must be a finite number >= 1"),
 ])
 def test_a_bad_value_in_the_yaml_file_is_blamed_on_the_file(train_config, capsys, no_model_load, key, value,
                                                            message):

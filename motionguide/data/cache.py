@@ -1,6 +1,7 @@
 """A latent + text-embedding cache on disk, so fine-tuning never runs the VAE or the text encoder.
 
     root/<key>/<clip>.safetensors       latents (normalised, VAE layout [C, F', h, w], fp32), prompt_embeds [seq, dim]
+                                         (and motion_mask [F', h, w] when the key has a `motion_mask` field)
     root/<key>/_empty_prompt.safetensors the "" prompt's embeddings (caption dropout)
     root/<key>/manifest.json             key fields, counts, and per clip: caption, source, status, reason
     root/<key>/_failed.rank<r>.json      a sharded build's failures of rank r > 0, merged by rank 0 and deleted
@@ -51,6 +52,10 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 #: prefix of the conditioning tensors in a clip file (an image-to-video model's first-frame condition)
 CONDITION_PREFIX = "condition."
+
+
+#: key field of a cache that also holds each clip's Motive motion mask (the masker's `describe()`)
+MOTION_MASK_FIELD = "motion_mask"
 
 
 def condition_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -223,13 +228,17 @@ class LatentCache:
             return False
         conditioned = self.fields is not None and "condition" in self.fields
         plain = {k for k in shapes if not k.startswith(CONDITION_PREFIX)}
-        if not _same_source(record, source) or plain != {"latents", "prompt_embeds"} or \
+        if not _same_source(record, source) or plain != {"latents", "prompt_embeds"} | self._mask_names() or \
                 conditioned != (len(plain) < len(shapes)):
             return False
         self._manifest["clips"][clip_id] = {**record, "status": "ok", "file": path.name,
                                             "latent_shape": shapes["latents"],
                                             "prompt_shape": shapes["prompt_embeds"]}
         return True
+
+    def _mask_names(self) -> set[str]:
+        """{"motion_mask"} when this cache's key asks for motion masks, else an empty set."""
+        return {"motion_mask"} if self.fields is not None and MOTION_MASK_FIELD in self.fields else set()
 
     def _plan(self, dataset: Any, retry_failed: bool, report: BuildReport) -> list[int]:
         todo = []
@@ -268,11 +277,12 @@ class LatentCache:
         logger.info("latent cache: skipped clip %r (%s): %s", entry.clip_id, entry.path, reason)
 
     def _store(self, entry: Any, latents: torch.Tensor, embeds: torch.Tensor,
-               condition: dict[str, torch.Tensor] | None = None) -> None:
+               condition: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> None:
         record = _source_record(entry)
         name = clip_file_name(entry.clip_id)
         tensors = {"latents": latents.clone(), "prompt_embeds": embeds.clone(),  # own storage, not the batch's
-                   **{CONDITION_PREFIX + k: v.clone() for k, v in (condition or {}).items()}}
+                   **{CONDITION_PREFIX + k: v.clone() for k, v in (condition or {}).items()},
+                   **({"motion_mask": mask.float().contiguous()} if mask is not None else {})}
         metadata = {"record": json.dumps(record), "clip_id": entry.clip_id, "key": self.key}
         atomic_write(self.dir / name, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         self._manifest["clips"][entry.clip_id] = {**record, "status": "ok", "file": name,
@@ -280,7 +290,7 @@ class LatentCache:
                                                   "prompt_shape": list(embeds.shape)}
 
     def _encode_group(self, dataset: Any, indices: list[int], backbone: Any, max_sequence_length: int,
-                      sample: bool, report: BuildReport) -> int:
+                      sample: bool, report: BuildReport, masker: Any = None) -> int:
         """Encode one batch of same-size clips; returns how many encode attempts raised."""
         loaded = []
         for index in indices:
@@ -301,6 +311,8 @@ class LatentCache:
                 condition = {k: v.float().cpu() for k, v in
                              backbone.encode_condition(pixels[:, :, 0], pixels.shape[2]).items()}
                 embeds = backbone.encode_prompt([item["caption"] for _, item in loaded], max_sequence_length)
+            # motion_loss_weight: Motive's motion mask of each clip on the latent grid (flow on the same frames)
+            masks = [motion_mask_of(masker, item["pixels"], backbone) for _, item in loaded] if masker else None
         except torch.cuda.OutOfMemoryError as error:
             raise MotionGuideError(f"out of memory encoding {len(loaded)} clip(s) for the latent cache; lower "
                                    "batch_size, enable vae tiling/slicing, or use smaller clips") from error
@@ -315,14 +327,19 @@ class LatentCache:
                     not all(torch.isfinite(v).all() for v in clip_condition.values()):
                 self._record_failure(entry, "encode: non-finite latents or prompt embeddings", False, report)
                 continue
-            self._store(entry, latents[j], embeds[j], clip_condition)
+            mask = masks[j] if masks is not None else None
+            if mask is not None and tuple(mask.shape) != tuple(latents[j].shape[1:]):
+                raise MotionGuideError(f"motion mask of {entry.clip_id!r} is {tuple(mask.shape)}, the latents' grid "
+                                       f"{tuple(latents[j].shape[1:])}: the backbone's latent_shape disagrees with "
+                                       "its VAE")
+            self._store(entry, latents[j], embeds[j], clip_condition, mask)
             report.encoded.append(entry.clip_id)
             report.encoded_here.append(entry.clip_id)
         return 0
 
     def build(self, dataset: Any, backbone: Any, max_sequence_length: int, batch_size: int = 1,
               progress: bool = True, sample: bool = False, retry_failed: bool = False, rank: int = 0,
-              world_size: int = 1, barrier: Callable[[], None] | None = None) -> BuildReport:
+              world_size: int = 1, barrier: Callable[[], None] | None = None, masker: Any = None) -> BuildReport:
         """Encode every clip of `dataset` not cached yet (or whose video or caption changed).
 
         `dataset` is a :class:`VideoDataset` (or anything with `entries` of clip_id/path/caption/bucket,
@@ -333,6 +350,8 @@ class LatentCache:
         pipeline does, on the text encoder's device, stored in its output dtype (bf16 for a bf16 encoder).
         A clip that fails is recorded in the manifest with the reason and skipped; clips that failed to load
         are not retried until their file changes (`retry_failed=True` forces it).
+        `masker` (a :class:`~motionguide.motive.masks.MotionMasker`; required when the key has a `motion_mask`
+        field) also stores each clip's motion mask on the latent grid, for a motion-weighted loss.
 
         Sharded (`world_size` > 1; every rank calls this with the same arguments and a `barrier` that waits for
         all ranks, e.g. `accelerator.wait_for_everyone`): each rank encodes every `world_size`-th batch of
@@ -348,6 +367,10 @@ class LatentCache:
             raise ConfigError("a sharded latent-cache build needs barrier= (e.g. accelerator.wait_for_everyone)")
         if getattr(backbone, "vae", None) is None:
             raise ConfigError("the latent cache needs a backbone with a VAE: build it with backbone_for(pipeline)")
+        if bool(self._mask_names()) != (masker is not None):
+            raise ConfigError(f"latent cache {self.dir}: " + ("its key asks for motion masks: pass masker=" if masker
+                              is None else "masker= given but the key has no motion_mask field: open it with "
+                              "LatentCache.for_dataset(..., motion_mask=masker.describe())"))
         sharded, main = world_size > 1, rank == 0
         self._check_settings(dataset, backbone, max_sequence_length, sample)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +394,8 @@ class LatentCache:
             with tqdm(total=sum(map(len, mine)), desc=f"latent cache {self.key}", unit="clip",
                       disable=not progress) as bar:
                 for batch in mine:
-                    raised += self._encode_group(dataset, batch, backbone, max_sequence_length, sample, report)
+                    raised += self._encode_group(dataset, batch, backbone, max_sequence_length, sample, report,
+                                                  masker)
                     bar.update(len(batch))
                     if main and time.monotonic() - last_flush > _FLUSH_SECONDS:
                         self._write_manifest()
@@ -434,6 +458,13 @@ class LatentCache:
         return raised
 
 
+def motion_mask_of(masker: Any, pixels: torch.Tensor, backbone: Any) -> torch.Tensor:
+    """Motive's motion mask [F', h, w] of one clip's pixels [3, F, H, W] in [-1, 1], exactly as Motive makes it."""
+    from motionguide.motive.attributor import _pixels_to_uint8
+
+    return masker(_pixels_to_uint8(pixels.float().cpu()), backbone).latent.float()
+
+
 def _jsonish(value: Any) -> Any:
     """The value as it reads back from JSON (tuples become lists), for comparing with a saved manifest."""
     return json.loads(key_json(value))
@@ -475,6 +506,8 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         tensors = self.cache.load(clip_id)
         item = {"id": clip_id, "caption": self.cache.clip_record(clip_id)["caption"],
                 "latents": tensors["latents"], "prompt_embeds": tensors["prompt_embeds"]}
+        if "motion_mask" in tensors:  # motion_loss_weight: [F', h, w] in [0, 1]
+            item["motion_mask"] = tensors["motion_mask"]
         condition = condition_of(tensors)
         if condition:  # image-to-video: the first frame's conditioning tensors
             item["condition"] = condition

@@ -111,6 +111,10 @@ class TrainConfig:
                    "sampling_defaults.json, e.g. the toy's 16)")
     latent_cache_dir: str = _flag("cache", help="folder of the cached latents and prompt embeddings")
     caption_dropout: float = _flag(0.1, help="probability of training on the empty prompt")
+    motion_loss_weight: float = _flag(
+        1.0, help="weight of the moving latent pixels in the loss: each element's loss is multiplied by "
+                  "1 + (w - 1) * mask, mask being Motive's optical-flow motion mask of the clip on the latent grid "
+                  "(cached next to the latents), and each clip's loss divided by its weight map's mean (1: off)")
     # optimisation
     learning_rate: float = _flag(1e-4, help="AdamW learning rate")
     lr_scheduler: str = _flag("constant_with_warmup", help="a diffusers.optimization scheduler name")
@@ -233,6 +237,10 @@ class TrainConfig:
         for key in ("max_grad_norm", "lora_alpha", "timestep_shift"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise bad(key, "must be a finite number > 0")
+        if not (isinstance(self.motion_loss_weight, (int, float)) and not isinstance(self.motion_loss_weight, bool)
+                and math.isfinite(self.motion_loss_weight)
+                and self.motion_loss_weight >= 1):
+            raise bad("motion_loss_weight", "must be a finite number >= 1 (1: off, e.g. 5 weights moving pixels 5x)")
         if not math.isfinite(self.adam_weight_decay) or self.adam_weight_decay < 0:
             raise bad("adam_weight_decay", "must be a finite number >= 0")
         if self.max_sequence_length is not None and self.max_sequence_length < 1:

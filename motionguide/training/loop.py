@@ -360,14 +360,15 @@ class Trainer:
                 create_with_data_recipe(cfg.data_recipe, cfg.data_root)
             accelerator.wait_for_everyone()
         dataset = VideoDataset(cfg.data_root, **dataset_options(cfg))
-        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
+        masker, mask_key = motion_masker(cfg)  # motion_loss_weight: masks cached beside the latents (own key)
+        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length, **mask_key)
         report = cache.build(dataset, backbone, cfg.max_sequence_length, progress=accelerator.is_main_process,
                              rank=accelerator.process_index, world_size=accelerator.num_processes,
-                             barrier=accelerator.wait_for_everyone)
+                             barrier=accelerator.wait_for_everyone, masker=masker)
         if accelerator.is_main_process:
             print(f"latent cache {cache.dir}: {report}", flush=True)
         accelerator.wait_for_everyone()
-        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length)
+        cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length, **mask_key)
         cached = set(cache.ids)
         ids = [e.clip_id for e in dataset.entries if e.clip_id in cached]  # this dataset's clips only
         run.data_report = write_skipped_clips(run.output_dir, dataset, cache, accelerator.is_main_process)
@@ -606,7 +607,11 @@ class Trainer:
                 skip = backbone.conditioned_latent_frames(condition)  # TI2V image-to-video: frame 0 is given
                 if skip:
                     pred, target = pred[:, :, skip:], target[:, :, skip:]
-                loss = (pred.float() - target.float()).square().mean()
+                if cfg.motion_loss_weight == 1.0:
+                    loss = (pred.float() - target.float()).square().mean()
+                else:
+                    loss = motion_weighted_loss(pred, target, batch["motion_mask"][:, skip:].to(device),
+                                                cfg.motion_loss_weight)
                 if not torch.isfinite(loss):
                     run.bad_in_a_row += 1
                     run.skipped.append({"step": step, "micro_step": k, "reason": f"non-finite loss {loss.item()}"})
@@ -741,11 +746,40 @@ class _PlanBatches:
         return len(self.micro_steps)
 
 
+def motion_masker(cfg: Any) -> tuple[Any, dict[str, Any]]:
+    """(Motive's motion masker, the extra latent-cache key field) with `motion_loss_weight` on, else (None, {}):
+    an off run keeps its old cache key, so existing caches stay valid."""
+    if cfg.motion_loss_weight == 1.0:
+        return None, {}
+    from ..data.cache import MOTION_MASK_FIELD
+    from ..motive.masks import MotionMasker
+
+    masker = MotionMasker()  # Motive's defaults: DIS flow, consecutive frames, change gate, mean over time
+    return masker, {MOTION_MASK_FIELD: masker.describe()}
+
+
+def motion_weighted_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Mean squared error [B, C, F', h, w] with each element weighted 1 + (weight - 1) * mask [B, F', h, w].
+
+    Each clip's weighted sum is divided by its weight map's sum (over the same elements), so a uniform error
+    gives the plain loss (learning rates and logged losses stay comparable) and every clip keeps its equal share
+    of the batch (a static clip trains exactly as before), while moving pixels get `weight` x a static one's pull.
+    """
+    if mask.shape[0] != pred.shape[0] or mask.shape[1:] != pred.shape[2:]:
+        raise ValueError(f"motion mask {tuple(mask.shape)} does not match the latents {tuple(pred.shape)}")
+    weights = (1.0 + (weight - 1.0) * mask.float()).unsqueeze(1).expand_as(pred)
+    error = (pred.float() - target.float()).square()
+    per_clip = (weights * error).flatten(1).sum(1) / weights.flatten(1).sum(1)
+    return per_clip.mean()
+
+
 def _stack_cached_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Collate cached clips (one bucket per batch, so shapes agree) into latents and prompt embeddings, and an
     image-to-video model's conditioning tensors (`condition`, stacked per name) when the cache holds them."""
     batch: dict[str, Any] = {"latents": torch.stack([it["latents"] for it in items]),
                              "prompt_embeds": torch.stack([it["prompt_embeds"] for it in items])}
+    if "motion_mask" in items[0]:  # motion_loss_weight: [B, F', h, w]
+        batch["motion_mask"] = torch.stack([it["motion_mask"] for it in items])
     if "condition" in items[0]:
         batch["condition"] = {k: torch.stack([it["condition"][k] for it in items]) for k in items[0]["condition"]}
     return batch

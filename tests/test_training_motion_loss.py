@@ -1,0 +1,114 @@
+"""`motion_loss_weight`: the loop weights its loss with Motive's motion mask, cached beside the latents."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import train_config, training_workspace
+
+from motionguide.training import loop as loop_module
+from motionguide.training.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return training_workspace(tmp_path_factory, "motionloss", num_clips=3, seed=2)
+
+
+def config(root: Path, out: str, **overrides):
+    return train_config(root, out, dict(train_steps=2, train_batch_size=2, checkpointing_steps=0, report_to="none",
+                                        rank=4, lora_alpha=8, max_sequence_length=16, learning_rate=1e-2,
+                                        lr_scheduler="constant", caption_dropout=0.0), overrides)
+
+
+def _cache_dirs(root: Path) -> set[str]:
+    return {p.name for p in (root / "cache").iterdir() if p.is_dir()}
+
+
+def test_weight_one_keeps_the_plain_loss_and_the_old_cache_key(workspace):
+    plain = Trainer(config(workspace, "plain")).run()
+    before = _cache_dirs(workspace)
+    again = Trainer(config(workspace, "one", motion_loss_weight=1.0)).run()
+    assert again["losses"] == plain["losses"]
+    assert _cache_dirs(workspace) == before  # same key: an existing cache stays valid
+    from safetensors import safe_open
+
+    for path in (workspace / "cache" / next(iter(before))).glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            assert "motion_mask" not in handle.keys()
+
+
+def test_on_the_cache_holds_motives_mask_and_the_loss_is_the_weighted_mean(workspace, monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    from motionguide.backbones import backbone_for
+    from motionguide.data import LatentCache, VideoDataset
+    from motionguide.data.dataset import dataset_options
+    from motionguide.motive.attributor import _pixels_to_uint8
+    from motionguide.motive.masks import MotionMasker, motion_mask
+
+    seen = []
+    real_loss, real_stack = loop_module.motion_weighted_loss, loop_module._stack_cached_clips
+
+    def grab_loss(pred, target, mask, weight):
+        loss = real_loss(pred, target, mask, weight)
+        seen.append({"pred": pred.detach().double(), "target": target.detach().double(), "mask": mask.clone(),
+                     "weight": weight, "loss": loss.item()})
+        return loss
+
+    def grab_ids(items):
+        batch = real_stack(items)
+        batch["ids"] = [it["id"] for it in items]
+        seen.append({"ids": batch["ids"]})
+        return batch
+
+    monkeypatch.setattr(loop_module, "motion_weighted_loss", grab_loss)
+    monkeypatch.setattr(loop_module, "_stack_cached_clips", grab_ids)
+    cfg = config(workspace, "weighted", motion_loss_weight=5.0, gradient_accumulation_steps=2)
+    before = _cache_dirs(workspace)
+    summary = Trainer(cfg).run()
+    new = _cache_dirs(workspace) - before
+    assert len(new) == 1, "the option on gets its own cache key"
+
+    # The cached mask of every clip is Motive's mask of the same frames, to the bit.
+    backbone = backbone_for(DiffusionPipeline.from_pretrained(workspace / "model"))
+    dataset = VideoDataset(cfg.data_root, **dataset_options(cfg))
+    cache = LatentCache.for_dataset(cfg.latent_cache_dir, dataset, backbone, cfg.max_sequence_length,
+                                    motion_mask=MotionMasker().describe())
+    assert cache.dir.name in new
+    masks = {}
+    for i, clip_id in enumerate(dataset.ids):
+        cached = cache.load(clip_id)
+        motive = motion_mask(_pixels_to_uint8(dataset[i]["pixels"]), backbone).latent
+        assert cached["motion_mask"].shape == cached["latents"].shape[1:]
+        torch.testing.assert_close(cached["motion_mask"], motive, rtol=0, atol=0)
+        masks[clip_id] = cached["motion_mask"].double()
+    assert any(m.max() > 0.5 for m in masks.values()) and all(m.mean() < 0.5 for m in masks.values())
+
+    # Each micro-batch's loss = float64 reference: per clip sum(w * e) / sum(w), w = 1 + 4 * cached mask.
+    ids = [s["ids"] for s in seen if "ids" in s]
+    calls = [s for s in seen if "loss" in s]
+    assert len(calls) == cfg.train_steps * cfg.gradient_accumulation_steps
+    for batch_ids, call in zip(ids, calls):
+        mask = torch.stack([masks[i] for i in batch_ids])
+        torch.testing.assert_close(call["mask"].double(), mask, rtol=0, atol=0)
+        error = (call["pred"] - call["target"]) ** 2  # [B, C, F', h, w]
+        w = 1.0 + 4.0 * mask[:, None]
+        reference = np.mean([float((w[b].expand_as(error[b]) * error[b]).sum() / w[b].expand_as(error[b]).sum())
+                             for b in range(len(batch_ids))])
+        assert call["loss"] == pytest.approx(reference, rel=1e-5)
+        assert abs(reference - float(error.mean())) > 1e-6  # the weighting changes the loss
+    steps = cfg.gradient_accumulation_steps
+    for step, loss in summary["losses"].items():
+        assert loss == pytest.approx(np.mean([c["loss"] for c in calls[(step - 1) * steps:step * steps]]))
+
+
+def test_a_uniform_error_gives_the_plain_loss_whatever_the_mask():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 4, 3, 5, 5, generator=g)
+    mask = torch.rand(2, 3, 5, 5, generator=g)
+    loss = loop_module.motion_weighted_loss(pred, pred + 0.5, mask, 7.0)
+    assert loss.item() == pytest.approx(0.25, rel=1e-6)
+    with pytest.raises(ValueError, match="does not match the latents"):
+        loop_module.motion_weighted_loss(pred, pred, mask[:, 1:], 7.0)
