@@ -146,8 +146,9 @@ def write_subset(pool: Path, ids: Sequence[str], folder: Path) -> Path:
 
 def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: int, batch: int, lr: float,
                      rank: int, seed: int, max_sequence_length: int = 16,
-                     training_type: str = "lora") -> dict[str, Any]:
-    """One LoRA fine-tune on a dataset folder; a finished run with the identical config and clip list is reused."""
+                     training_type: str = "lora", motion_loss_weight: float = 1.0) -> dict[str, Any]:
+    """One LoRA fine-tune on a dataset folder; a finished run with the identical config and clip list is reused.
+    `motion_loss_weight` > 1 weights the moving latent pixels (Motive's motion mask) in the loss."""
     import json
     import time
 
@@ -157,18 +158,24 @@ def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: i
                       latent_cache_dir=str(cache), train_steps=steps, train_batch_size=batch, learning_rate=lr,
                       rank=rank, lora_alpha=float(rank), seed=seed, max_sequence_length=max_sequence_length,
                       checkpointing_steps=0, report_to="none", logging_steps=max(1, steps), curation="none",
-                      training_type=training_type)
+                      training_type=training_type, motion_loss_weight=motion_loss_weight)
     summary_file, config_file, stamp = out / "train_summary.json", out / "train_config.json", out / "clips_used.txt"
     clips = (data / "metadata.jsonl").read_text()
     start = time.perf_counter()
     reused = (summary_file.is_file() and config_file.is_file() and stamp.is_file()
-              and json.loads(config_file.read_text()) == cfg.to_dict() and stamp.read_text() == clips)
+              and _without_default_motion_weight(json.loads(config_file.read_text()))
+              == _without_default_motion_weight(cfg.to_dict()) and stamp.read_text() == clips)
     summary = json.loads(summary_file.read_text()) if reused else Trainer(cfg).run()
     stamp.write_text(clips)
     losses = [v for _, v in sorted((int(k), v) for k, v in summary["losses"].items())]
     tail = losses[-max(1, len(losses) // 10):]
     return {"lora": str(out), "clips": summary["clips"], "steps": summary["steps"], "reused": reused,
             "final_loss_mean_last_10pct": float(np.mean(tail)), "seconds": time.perf_counter() - start}
+
+
+def _without_default_motion_weight(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config without motion_loss_weight at its off value: runs saved before the option existed match."""
+    return {k: v for k, v in config.items() if not (k == "motion_loss_weight" and v == 1.0)}
 
 
 def straight_heldout_prompts(model: str, limit: int = 0) -> list[dict[str, Any]]:

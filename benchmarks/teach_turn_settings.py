@@ -11,6 +11,7 @@ item 8): the settings chosen here are chosen on --world_seed only.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -36,12 +37,17 @@ def parse_args():
                         help="direction pairs of the pool's turns and the held-out prompts: all 12 orders, or "
                              "one_order (one order per pair: what an order-blind text encoder can name)")
     parser.add_argument("--batch", type=int, default=4, help="training batch")
+    parser.add_argument("--motion_loss_weight", type=float, default=1.0,
+                        help="weight of the moving latent pixels in the loss (Motive's motion mask; 1: off)")
     parser.add_argument("--prompts", type=int, default=12, help="first N held-out turn prompts")
     parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per prompt")
     parser.add_argument("--seen_prompts", type=int, default=0,
                         help="also score the first N oracle training captions (did it fit what it saw?)")
     parser.add_argument("--work", default="runs/teach-turn-settings", help="pools, caches and LoRAs (reused)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not (math.isfinite(args.motion_loss_weight) and args.motion_loss_weight >= 1):
+        parser.error(f"--motion_loss_weight {args.motion_loss_weight} must be a finite number >= 1 (1: off)")
+    return args
 
 
 def seen_prompt(row: dict) -> dict:
@@ -75,10 +81,12 @@ def main() -> None:
         steps, lr, rank = int(steps), float(lr), int(rank)
         name = f"oracle_s{args.world_seed}_steps{steps}_lr{lr:g}_r{rank}_b{args.batch}"
         name += ("_full" if args.training_type == "full" else "") + tag
+        name += f"_mw{args.motion_loss_weight:g}" if args.motion_loss_weight != 1.0 else ""
         started = time.perf_counter()
         trained = tt.fine_tune_subset(args.model, data, work / name, work / "train-cache", steps=steps,
                                       batch=args.batch, lr=lr, rank=rank, seed=0,
-                                      training_type=args.training_type)
+                                      training_type=args.training_type,
+                                      motion_loss_weight=args.motion_loss_weight)
         if args.training_type == "full":  # the trained transformer replaces the shipped one
             pipe = load_pipeline(args.model)
             pipe.transformer = type(pipe.transformer).from_pretrained(Path(trained["lora"]) / "transformer")
@@ -94,6 +102,7 @@ def main() -> None:
             seen = tt.success_summary(tt.evaluate_arm(pipe, seen_prompts, [], range(args.seeds), settings,
                                                       backbone_for(pipe).pixels_per_token)["turn"])
         record = {"name": name, "training_type": args.training_type, "pairs": args.pairs, "steps": steps, "lr": lr,
+                  "motion_loss_weight": args.motion_loss_weight,
                   "rank": rank,
                   "batch": args.batch,
                   "world_seed": args.world_seed, "oracle_clips": len(oracle), "prompts": len(prompts),
@@ -122,7 +131,7 @@ def summarize(results_file: Path, args) -> None:
     records = list(latest.values())
     rows = [[r.get("pairs", "all"), r["steps"], f"{r['lr']:g}",
              r["rank"] if r.get("training_type", "lora") == "lora" else "full",
-             r["batch"], r["world_seed"], r["oracle_clips"],
+             r["batch"], f"{r.get('motion_loss_weight', 1.0):g}", r["world_seed"], r["oracle_clips"],
              f"{r['summary']['successes']}/{r['summary']['videos']}",
              f"[{r['summary']['wilson_95'][0]:.0%}, {r['summary']['wilson_95'][1]:.0%}]",
              f"{r['summary']['first_leg_right']:.0%}", f"{r['summary']['second_leg_right']:.0%}",
@@ -133,7 +142,7 @@ def summarize(results_file: Path, args) -> None:
         "Oracle-arm settings search (the pool's clean turn clips only; chosen on world seed "
         f"{sorted({r['world_seed'] for r in records})}; first {records[0]['prompts'] if records else 0} held-out "
         f"turn prompts x {records[0]['seeds'] if records else 0} seed(s), the model's sampling defaults):", "",
-        ev.markdown_table(["pairs", "steps", "lr", "rank", "batch", "world seed", "clips", "turn success", "Wilson 95%",
+        ev.markdown_table(["pairs", "steps", "lr", "rank", "batch", "motion weight", "world seed", "clips", "turn success", "Wilson 95%",
                            "1st leg", "2nd leg", "final loss", "seen captions", "outcomes"], rows)])
     ev.write("teach_turn_settings", {"records": records}, md, args.results_dir)
 
