@@ -112,3 +112,51 @@ def test_a_uniform_error_gives_the_plain_loss_whatever_the_mask():
     assert loss.item() == pytest.approx(0.25, rel=1e-6)
     with pytest.raises(ValueError, match="does not match the latents"):
         loop_module.motion_weighted_loss(pred, pred, mask[:, 1:], 7.0)
+
+
+def _cogvideox_2b():
+    from motionguide.testing import tiny_cogvideox_pipeline
+
+    return tiny_cogvideox_pipeline()
+
+
+@pytest.mark.parametrize("name,make_pipe,frames,size,given", [
+    ("cogvideox-2b.yaml", "_cogvideox_2b", 9, 32, 0),
+    ("wan2.2-ti2v-5b.yaml", "tiny_wan22_ti2v_pipeline", 9, 64, 0),
+    ("wan2.2-ti2v-5b.yaml", "tiny_wan22_ti2v_i2v_pipeline", 9, 64, 1),  # image-to-video: latent 0 is the image
+    ("wan2.2-t2v-a14b.yaml", "tiny_wan22_a14b_pipeline", 9, 32, 0),  # two experts through the router
+    ("hunyuanvideo.yaml", "tiny_hunyuan_video_pipeline", 9, 32, 0),
+])
+def test_every_family_weights_its_own_latent_grid(tmp_path, monkeypatch, name, make_pipe, frames, size, given):
+    import motionguide.testing as testing
+    from motionguide.toy import make_dataset
+    from motionguide.training.config import TrainConfig
+
+    make = globals()[make_pipe] if make_pipe.startswith("_") else getattr(testing, make_pipe)
+    make().save_pretrained(tmp_path / "model")
+    make_dataset(tmp_path / "data", num_clips=2, seed=3, progress=False)
+    shapes = []
+    real_loss = loop_module.motion_weighted_loss
+
+    def grab_loss(pred, target, mask, weight):
+        shapes.append((tuple(pred.shape), tuple(mask.shape), weight))
+        return real_loss(pred, target, mask, weight)
+
+    monkeypatch.setattr(loop_module, "motion_weighted_loss", grab_loss)
+    cfg = TrainConfig.load(Path(__file__).resolve().parent.parent / "configs" / name, [
+        "--pretrained_model_name_or_path", str(tmp_path / "model"), "--output_dir", str(tmp_path / "out"),
+        "--data_root", str(tmp_path / "data"), "--latent_cache_dir", str(tmp_path / "cache"),
+        "--num_frames", str(frames), "--height", str(size), "--width", str(size), "--max_sequence_length", "16",
+        "--train_steps", "1", "--report_to", "none", "--validation_prompts", "", "--mixed_precision", "no",
+        "--checkpointing_steps", "0", "--gradient_accumulation_steps", "2", "--motion_loss_weight", "5",
+    ])
+    summary = Trainer(cfg).run()
+    assert summary["steps"] == 1 and np.isfinite(summary["losses"][1])
+    assert len(shapes) == 2 and all(w == 5.0 for _, _, w in shapes)
+    from safetensors.torch import load_file
+
+    clip = load_file(str(next(p for p in (tmp_path / "cache").rglob("*.safetensors") if p.name[0] != "_")))
+    assert clip["motion_mask"].shape == clip["latents"].shape[1:]
+    for pred_shape, mask_shape, _ in shapes:
+        assert mask_shape[1:] == pred_shape[2:]
+        assert mask_shape[1] == clip["latents"].shape[1] - given
