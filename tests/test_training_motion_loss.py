@@ -160,3 +160,37 @@ def test_every_family_weights_its_own_latent_grid(tmp_path, monkeypatch, name, m
     for pred_shape, mask_shape, _ in shapes:
         assert mask_shape[1:] == pred_shape[2:]
         assert mask_shape[1] == clip["latents"].shape[1] - given
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_cache_every_mask_and_stay_in_sync(workspace):
+    """DDP with gradient accumulation: each rank caches its share of the clips with their masks (rank 0 adopts
+    the other's files), and the weighted loss keeps the ranks' weights identical."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import torchrun_two_ranks
+    from safetensors import safe_open
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = config(workspace, "ddp-weighted", train_steps=2, train_batch_size=1, learning_rate=1e-3,
+                 gradient_accumulation_steps=2, motion_loss_weight=5.0, latent_cache_dir=str(workspace / "ddp-cache"))
+    path = workspace / "ddp-weighted.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    out = workspace / "ddp-weighted.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(torchrun_two_ranks(repo / "tests" / "jobs" / "finetune_sync.py", path, out), cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and result["max_rank_difference"] == 0.0 and result["changed_from_init"] > 0
+    (folder,) = [p for p in (workspace / "ddp-cache").iterdir() if p.is_dir()]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fields"]["motion_mask"]["use"] and len(manifest["clips"]) == 3
+    for record in manifest["clips"].values():
+        assert record["status"] == "ok"
+        with safe_open(str(folder / record["file"]), framework="pt") as handle:
+            assert "motion_mask" in handle.keys()
