@@ -39,6 +39,7 @@ The JSON records each pass's time.
 import argparse
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import _toy_eval as ev
@@ -300,7 +301,8 @@ def run_pool(args: argparse.Namespace, pool_seed: int, work, pipe) -> dict:
                       "zero_gradient_clips": sum("zero_gradient" in f for f in result["flags"].values()),
                       "detection": detection(result, meta),
                       "shares": shares(result, meta, args.motion, args.draws, pool_seed),
-                      "score_groups": score_groups(result, meta, args.motion), "selection": cfg.out,
+                      "score_groups": score_groups(result, meta, args.motion),
+                      "selection": str(Path(cfg.out).relative_to(Path(cfg.out).parents[1])),  # no machine path
                       "diagnostics": diagnostics(cfg.out, meta, args.motion)}
         print(f"pool {pool_seed}, {name}: AUC {fmt(rows[name]['detection']['auc'])}, target share "
               f"{rows[name]['shares']['selected']:.0%}, {rows[name]['seconds']:.0f} s", flush=True)

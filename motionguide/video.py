@@ -19,7 +19,13 @@ import numpy as np
 from motionguide.errors import VideoReadError  # noqa: F401 (its home was here: callers import it from here)
 from motionguide.files import atomic_write
 
-__all__ = ["VideoReadError", "write_video", "read_video", "PLAYABLE_CRF"]
+__all__ = ["VideoReadError", "write_video", "read_video", "PLAYABLE_CRF", "pixels_to_uint8"]
+
+
+def pixels_to_uint8(pixels) -> np.ndarray:
+    """A clip's pixels [3, F, H, W] in [-1, 1] (a torch tensor, as datasets give them) -> uint8 [F, H, W, 3], the
+    frames optical flow reads (Motive's masks and the fine-tune's `motion_loss_weight` read the same bytes)."""
+    return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:

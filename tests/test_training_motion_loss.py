@@ -45,7 +45,7 @@ def test_on_the_cache_holds_motives_mask_and_the_loss_is_the_weighted_mean(works
     from motionguide.backbones import backbone_for
     from motionguide.data import LatentCache, VideoDataset
     from motionguide.data.dataset import dataset_options
-    from motionguide.motive.attributor import _pixels_to_uint8
+    from motionguide.video import pixels_to_uint8
     from motionguide.motive.masks import MotionMasker, motion_mask
 
     seen = []
@@ -80,7 +80,7 @@ def test_on_the_cache_holds_motives_mask_and_the_loss_is_the_weighted_mean(works
     masks = {}
     for i, clip_id in enumerate(dataset.ids):
         cached = cache.load(clip_id)
-        motive = motion_mask(_pixels_to_uint8(dataset[i]["pixels"]), backbone).latent
+        motive = motion_mask(pixels_to_uint8(dataset[i]["pixels"]), backbone).latent
         assert cached["motion_mask"].shape == cached["latents"].shape[1:]
         torch.testing.assert_close(cached["motion_mask"], motive, rtol=0, atol=0)
         masks[clip_id] = cached["motion_mask"].double()
@@ -169,7 +169,6 @@ def test_two_ddp_ranks_cache_every_mask_and_stay_in_sync(workspace):
     import json
     import os
     import subprocess
-    import sys
 
     import yaml
     from helpers import torchrun_two_ranks

@@ -460,9 +460,9 @@ class LatentCache:
 
 def motion_mask_of(masker: Any, pixels: torch.Tensor, backbone: Any) -> torch.Tensor:
     """Motive's motion mask [F', h, w] of one clip's pixels [3, F, H, W] in [-1, 1], exactly as Motive makes it."""
-    from motionguide.motive.attributor import _pixels_to_uint8
+    from motionguide.video import pixels_to_uint8
 
-    return masker(_pixels_to_uint8(pixels.float().cpu()), backbone).latent.float()
+    return masker(pixels_to_uint8(pixels.float().cpu()), backbone).latent.float()
 
 
 def _jsonish(value: Any) -> Any:

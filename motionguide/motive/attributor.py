@@ -38,6 +38,7 @@ from ..backbones import backbone_for
 from ..data.cache import condition_of
 from ..errors import ConfigError
 from ..files import atomic_write
+from ..video import pixels_to_uint8
 from .config import MotiveConfig
 from .selection import SELECTION_FILE, Selection
 
@@ -152,11 +153,6 @@ def _sampling_identity(cfg: Any) -> dict[str, Any]:
                "buckets": [list(b.as_tuple()) for b in parse_buckets(cfg.buckets) or ()] or None}
     changed = {k: v for k, v in changed.items() if v is not None}
     return {"sampling": changed} if changed else {}
-
-
-def _pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
-    return ((pixels.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
 def _place_given_pipeline(pipe, config: MotiveConfig, device: torch.device) -> None:
@@ -459,7 +455,7 @@ class Motive:
             mask = None
             if self.masker is not None:
                 try:
-                    m = self.masker(_pixels_to_uint8(dataset[i]["pixels"]), backbone)
+                    m = self.masker(pixels_to_uint8(dataset[i]["pixels"]), backbone)
                 except VideoReadError as exc:
                     skip(entry.clip_id, record, str(exc))
                     continue
