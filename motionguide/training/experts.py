@@ -69,7 +69,9 @@ def sigma_range(trained: Sequence[int], boundary_timestep: float, num_experts: i
     return (boundary, 1.0) if tuple(trained) == (0,) else (0.0, boundary)
 
 
-def _shifted(s: torch.Tensor, shift: float) -> torch.Tensor:
+def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow-matching timestep shift s -> shift s / (1 + (shift - 1) s) (SD3 / Wan), which `loop.sample_sigmas`
+    applies to its draws and `sample_sigmas_between` inverts at its bounds."""
     return shift * s / (1 + (shift - 1) * s)
 
 
@@ -88,7 +90,7 @@ def sample_sigmas_between(n: int, generator: torch.Generator, mode: str, shift: 
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     q = cdf[0] + (cdf[1] - cdf[0]) * u
     s = torch.sigmoid(torch.special.ndtri(q)) if mode == "logit_normal" else q
-    sigma = _shifted(s, shift).float()
+    sigma = shift_sigmas(s, shift).float()
     # float32 rounding must not carry a sample over the boundary into the other expert's range
     top = torch.nextafter(torch.tensor(high, dtype=torch.float32), torch.tensor(-math.inf))
     return sigma.clamp(min=float(low), max=float(top))

@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .distributed import (check_launch_took_effect, deepspeed_plugin, frozen_components_unpartitioned,
                           gathered_lora_state_dict, load_state_options, register_lean_checkpoint_hooks,
                           runs_on_every_rank, save_state_options, uses_fsdp)
-from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, sigma_range,
+from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, shift_sigmas, sigma_range,
                       trained_experts)
 from .lora import add_lora, save_expert_loras, save_lora, trainable_parameters
 from .preflight import check_data_root, check_experts, check_frame_sizes, check_output_dir
@@ -80,7 +80,7 @@ def _check_option_names(factory: Any, options: dict[str, Any], where: str) -> No
 def sample_sigmas(n: int, generator: torch.Generator, mode: str, shift: float) -> torch.Tensor:
     """Noise levels in (0, 1): shifted logit-normal (as the toy recipe and Wan trainers use) or uniform."""
     u = torch.sigmoid(torch.randn(n, generator=generator)) if mode == "logit_normal" else torch.rand(n, generator=generator)
-    return shift * u / (1 + (shift - 1) * u)
+    return shift_sigmas(u, shift)
 
 
 class Trainer:
