@@ -76,6 +76,8 @@ def parse_args():
     parser.add_argument("--batch", type=int, default=4, help="training batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = rank)")
+    parser.add_argument("--motion_loss_weight", type=float, default=1.0,
+                        help="weight of the moving latent pixels in every arm's loss (Motive's motion mask; 1: off)")
     parser.add_argument("--train_seed", type=int, default=0, help="LoRA init / batch order / random-arm seed")
     parser.add_argument("--prompts", type=int, default=0, help="first N held-out turn prompts (0 = all 36)")
     parser.add_argument("--straight_prompts", type=int, default=0,
@@ -216,7 +218,8 @@ def main() -> None:
             data = pool if arm == "full" else tt.write_subset(pool, ids, work / "subsets" / arm)
             training[arm] = tt.fine_tune_subset(
                 args.model, data, work / "lora" / arm, work / "train-cache", steps=args.steps, batch=args.batch,
-                lr=args.lr, rank=args.rank, seed=args.train_seed, max_sequence_length=args.max_sequence_length)
+                lr=args.lr, rank=args.rank, seed=args.train_seed, max_sequence_length=args.max_sequence_length,
+                motion_loss_weight=args.motion_loss_weight)
 
         from motionguide.backbones import backbone_for
         from motionguide.sampling import load_pipeline
