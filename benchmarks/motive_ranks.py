@@ -16,7 +16,7 @@ entry's bit for bit.
 The ranks share the machine's cores: the speedup can only approach N when at least N cores are free (the
 project's CI machine has 2). Time it alone.
 
-Run for real (toy model, 48 pool clips + 8 queries, 1 vs 2 ranks; about 5 minutes on the 2-core CPU):
+Run for real (toy model, 48 pool clips + 8 queries, 1 vs 2 ranks; about 3 minutes on the 2-core CPU, alone):
     python benchmarks/motive_ranks.py
 Smoke run (seconds of featurisation):
     python benchmarks/motive_ranks.py --pool 3 --queries 2 --results_dir /tmp/motive-ranks-smoke
