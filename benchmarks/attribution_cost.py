@@ -17,9 +17,19 @@ Measured in one run, as ratios (the machine is shared and noisy):
 
 * with `--like wan2.1-t2v-1.3b` instead (results: attribution_cost_real_arch.*): the released transformer
   architecture with random weights at `--num_layers` blocks (30 is the released depth; fewer to fit memory),
-  synthetic latents of `--latent_grid` and `--text_tokens` text embeddings, per-clip featurisation vs
-  forward+backward for each projector-state budget of `--projector_cache_mb` (e.g. 256,auto: the old fixed
-  cache vs the pass's default), and with `--gradient_checkpointing` both sides checkpointed.
+  synthetic latents of each `--latent_grid` size and `--text_tokens` text embeddings, per-clip featurisation
+  vs forward+backward: for each projector-state budget of `--projector_cache_mb` (e.g. 256,auto: the old fixed
+  cache vs the pass's default) at the first size, for the last budget at every size; with
+  `--gradient_checkpointing` both sides checkpointed. From two or more sizes it fits featurize = forward+backward
+  + E, E the projection (a cost per parameter, the same at every token count), and forward+backward = a + b
+  W(N) (W(N): the FLOPs of a block at N video tokens, attention's N^2 included, as real_arch_stages.py
+  projects), then projects the ratio to 81x480x832 (32,760 tokens), also with a linear-in-N forward+backward
+  (an upper bound on the ratio) and at the released 30 blocks.
+
+    python benchmarks/attribution_cost.py --like wan2.1-t2v-1.3b --num_layers 4 --repeats 3
+    (3x16x16 and 3x32x32: ~12 min of one core on the 2-core machine, ~8 GiB peak RSS)
+    python benchmarks/attribution_cost.py --like wan2.1-t2v-1.3b --num_layers 1 --latent_grid 1x4x4,1x8x8 \
+        --text_tokens 16 --repeats 1 --projector_cache_mb auto --results_dir /tmp/res       # smoke run
 
 Run for real:  python benchmarks/attribution_cost.py
 Smoke run:     python benchmarks/attribution_cost.py --model /tmp/tiny --repeats 2 --proj_repeats 1 \
@@ -71,7 +81,9 @@ def parse_args() -> argparse.Namespace:
                                      "architecture with random weights (only the per-clip ratio is measured)")
     real.add_argument("--like", default=None, help="wan2.1-t2v-1.3b or cogvideox-2b (default: the toy model)")
     real.add_argument("--num_layers", type=int, default=4, help="transformer blocks (released: 30)")
-    real.add_argument("--latent_grid", default="3,16,16", help="latent frames,height,width of the clip")
+    real.add_argument("--latent_grid", default="3x16x16,3x32x32",
+                      help="latent sizes FxHxW of the clip, comma separated (e.g. 3x16x16: 192 tokens; one "
+                           "size in the older F,H,W spelling also works); two or more fit the projection")
     real.add_argument("--text_tokens", type=int, default=512, help="text embedding length")
     real.add_argument("--dtype", default="fp32", help="weights' dtype (bf16, fp16, fp32)")
     real.add_argument("--projector_cache_mb", default="256,auto",
@@ -260,8 +272,16 @@ def markdown(clip: dict, lengths: list, params: list, projs: list, rss: dict, ar
     return "\n".join(lines)
 
 
+def latent_grids(text: str) -> list[list[int]]:
+    """`--latent_grid`: "3x16x16,3x32x32" (sizes) or the older single "3,16,16"."""
+    if "x" not in text.lower():
+        return [[int(v) for v in text.split(",")]]
+    return [[int(v) for v in size.lower().split("x")] for size in text.split(",") if size.strip()]
+
+
 def real_architecture(args) -> None:
-    """Per-clip featurize ÷ forward+backward at a released architecture, for each projector-state budget."""
+    """Per-clip featurize ÷ forward+backward at a released architecture, for each projector-state budget and
+    latent size; the ratio projected to 81x480x832."""
     from motionguide.backbones.random_pipeline import reference_pipeline
     from motionguide.backbones.random_weights import build_in_dtype
     from motionguide.loading import parse_dtype
@@ -274,37 +294,115 @@ def real_architecture(args) -> None:
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()  # the plain step checkpoints too (featurize leaves it on)
     rss = {"model built": peak_rss_mb()}
-    grid = [int(v) for v in args.latent_grid.split(",")]
-    g = torch.Generator().manual_seed(args.seed)
+    budgets = args.projector_cache_mb.split(",")
     channels = transformer.config.in_channels
-    latents = torch.randn(channels, *grid, generator=g)
-    embeds = torch.randn(args.text_tokens, transformer.config.text_dim, generator=g).to(dtype)
-    mask = torch.rand(*grid, generator=g)
-    num_frames = 4 * (grid[0] - 1) + 1
     rows = []
-    for budget in args.projector_cache_mb.split(","):
-        cache_bytes = projector_cache_bytes(budget)
-        start = time.perf_counter()
-        out = featurize_vs_plain(backbone, latents, embeds, mask, num_frames, args,
-                                 projector_options={"cache_bytes": cache_bytes},
-                                 gradient_checkpointing=args.gradient_checkpointing)
-        rows.append({"projector_cache_mb": budget, "cache_bytes": cache_bytes, **out,
-                     "section_seconds": time.perf_counter() - start})
-        rss[f"budget {budget}"] = peak_rss_mb()
-    tokens = backbone.token_grid(latents[None].shape).num_tokens
-    data = {"machine": machine(), "settings": vars(args), "tokens": tokens, "rows": rows, "peak_rss_mb": rss,
-            "parameters": int(sum(p.numel() for p in transformer.parameters()))}
+    for index, grid in enumerate(latent_grids(args.latent_grid)):
+        g = torch.Generator().manual_seed(args.seed)
+        latents = torch.randn(channels, *grid, generator=g)
+        embeds = torch.randn(args.text_tokens, transformer.config.text_dim, generator=g).to(dtype)
+        mask = torch.rand(*grid, generator=g)
+        num_frames = 4 * (grid[0] - 1) + 1
+        tokens = backbone.token_grid(latents[None].shape).num_tokens
+        for budget in budgets if index == 0 else budgets[-1:]:  # budgets compared at the first size
+            cache_bytes = projector_cache_bytes(budget)
+            start = time.perf_counter()
+            out = featurize_vs_plain(backbone, latents, embeds, mask, num_frames, args,
+                                     projector_options={"cache_bytes": cache_bytes},
+                                     gradient_checkpointing=args.gradient_checkpointing)
+            rows.append({"latent_grid": grid, "tokens": tokens, "projector_cache_mb": budget,
+                         "cache_bytes": cache_bytes, **out, "section_seconds": time.perf_counter() - start})
+            rss[f"{'x'.join(map(str, grid))}, budget {budget}"] = peak_rss_mb()
+            print(f"{'x'.join(map(str, grid))} ({tokens} tokens), budget {budget}: ratio {out['ratio']:.2f}",
+                  flush=True)
+    parameters = int(sum(p.numel() for p in transformer.parameters()))
+    kept = [r for r in rows if r["projector_cache_mb"] == budgets[-1]]
+    data = {"machine": machine(), "settings": vars(args), "rows": rows, "peak_rss_mb": rss,
+            "parameters": parameters, "projection": token_projection(kept, transformer, args)}
     lines = [f"{args.like} transformer architecture, random {args.dtype} weights, {args.num_layers} blocks "
-             f"({data['parameters']:,} parameters), latents {args.latent_grid} ({tokens} tokens), "
-             f"{args.text_tokens} text tokens, projector {args.projector} d={args.dim}"
-             + (", gradient checkpointing" if args.gradient_checkpointing else "") + ", one thread.", "",
-             "| projector state kept (MiB) | forward+backward (s) | featurize (s) | ratio |", "|---|---|---|---|"]
+             f"({parameters:,} parameters), {args.text_tokens} text tokens, projector {args.projector} d={args.dim}"
+             + (", gradient checkpointing" if args.gradient_checkpointing else "") + f", one thread, "
+             f"{args.repeats} interleaved repeats (medians).", "",
+             "| latents (tokens) | projector state kept (MiB) | forward+backward (s) | featurize (s) | "
+             "featurize − forward+backward (s) | ratio |", "|---|---|---|---|---|---|"]
     for r in rows:
         med = r["median_s"]
-        lines.append(f"| {r['projector_cache_mb']} ({r['cache_bytes'] / 2**20:.0f}) | {med['forward_backward']:.2f} | "
-                     f"{med['featurize']:.2f} | {r['ratio']:.2f} |")
+        lines.append(f"| {'x'.join(map(str, r['latent_grid']))} ({r['tokens']}) | {r['projector_cache_mb']} "
+                     f"({r['cache_bytes'] / 2**20:.0f}) | {med['forward_backward']:.2f} | {med['featurize']:.2f} | "
+                     f"{med['featurize'] - med['forward_backward']:+.2f} | {r['ratio']:.2f} |")
+    lines += ["", *projection_lines(data["projection"], budgets[-1])]
     lines += ["", "Peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()) + "."]
     write_results("attribution_cost_real_arch", data, "\n".join(lines), results_dir=args.results_dir)
+
+
+TARGET_TOKENS = 21 * 30 * 52  # Wan2.1 at 81x480x832: 21 latent frames, 60x104 latents, 2x2 patches
+
+
+def token_projection(rows: list[dict], transformer, args) -> dict | None:
+    """The fits and the projected ratio at TARGET_TOKENS from `rows` (one per size, the same budget); None
+    with fewer than two token counts.
+
+    featurize(N) = fb(N) + E: E, the projection, is a cost per featurised parameter (the same at every N;
+    its value at each size is reported, so a trend shows); E = the mean of the measured excesses.
+    fb(N) = a + b W(N), least squares; W(N) = real_arch_stages.block_work (one block's FLOPs at N video tokens,
+    attention's N^2 term included). Also fb linear in N (a' + b' N: ignores attention's growth, so its
+    projected ratio is an upper bound). At the released 30 blocks: E x (parameters at 30 / measured) and fb x
+    30 / measured blocks (every block's work is the same; the embeddings and head, outside the blocks, are
+    counted as blocks: a small overestimate of fb)."""
+    from real_arch_stages import RELEASED_LAYERS, block_work
+
+    if len({r["tokens"] for r in rows}) < 2 or not hasattr(transformer, "blocks"):
+        return None  # one token count; or not Wan2.1's block layout (W(N) and the target are Wan2.1's)
+    import numpy as np
+
+    tokens = np.array([r["tokens"] for r in rows], dtype=float)
+    fb = np.array([r["median_s"]["forward_backward"] for r in rows])
+    excess = np.array([r["median_s"]["featurize"] - r["median_s"]["forward_backward"] for r in rows])
+    block = transformer.blocks[0]
+    linear = sum(m.weight.numel() for name, m in block.named_modules()  # as real_arch_stages._block_numbers
+                 if isinstance(m, torch.nn.Linear) and not name.startswith(("attn2.to_k", "attn2.to_v")))
+    work = np.array([block_work(n, linear) for n in tokens])
+    (a, b), (a_lin, b_lin) = (np.polyfit(x, fb, 1)[::-1] for x in (work, tokens))
+    e = float(excess.mean())
+    parameters = sum(p.numel() for p in transformer.parameters())
+    block_parameters = sum(p.numel() for p in block.parameters())
+    layers = len(transformer.blocks)
+    released_parameters = parameters + (RELEASED_LAYERS - layers) * block_parameters
+    fb_target = float(a + b * block_work(TARGET_TOKENS, linear))
+    fb_target_linear = float(a_lin + b_lin * TARGET_TOKENS)
+    e_released = e * released_parameters / parameters
+    fb_released = fb_target * RELEASED_LAYERS / layers
+    return {
+        "target_tokens": TARGET_TOKENS, "tokens": tokens.tolist(), "excess_s": excess.tolist(),
+        "projection_s": e, "projection_ns_per_parameter": e / parameters * 1e9,
+        "fb_fit": {"intercept_s": float(a), "s_per_flop": float(b), "block_linear_weights": int(linear)},
+        "fb_linear_fit": {"intercept_s": float(a_lin), "s_per_token": float(b_lin)},
+        "fb_s_per_token_measured": (fb / tokens).tolist(),
+        "target_fb_s": fb_target, "target_ratio": 1 + e / fb_target,
+        "target_fb_linear_s": fb_target_linear, "target_ratio_linear": 1 + e / fb_target_linear,
+        "released_layers": RELEASED_LAYERS, "released_parameters": int(released_parameters),
+        "target_ratio_released": 1 + e_released / fb_released,
+    }
+
+
+def projection_lines(p: dict | None, budget: str) -> list[str]:
+    if p is None:
+        return ["(One latent size: no projection; give two or more to `--latent_grid`.)"]
+    excess = ", ".join(f"{e:+.2f} s at {int(n)}" for n, e in zip(p["tokens"], p["excess_s"]))
+    per_token = ", ".join(f"{s * 1e3:.1f} ms at {int(n)}" for n, s in zip(p["tokens"], p["fb_s_per_token_measured"]))
+    return [
+        f"Projection (budget {budget}), featurize = forward+backward + E: E, the projection, is a cost per "
+        f"parameter, the same at every token count (measured: {excess} tokens; E = {p['projection_s']:.2f} s, "
+        f"{p['projection_ns_per_parameter']:.1f} ns per parameter). Forward+backward per token: {per_token}; "
+        f"fit a + b W(N), W(N) = N (2P + 4TD) + 4DN^2 one block's FLOPs (P = {p['fb_fit']['block_linear_weights']:,} "
+        "linear weights a video token passes through, T = 512 text tokens, D = 1536; attention's N^2 included, "
+        "as `real_arch_stages.py` projects). At 81x480x832 (32,760 tokens): forward+backward "
+        f"{p['target_fb_s']:.0f} s on this CPU, ratio **{p['target_ratio']:.3f}** "
+        f"(at the released 30 blocks, E x parameters {p['released_parameters']:,} / measured, forward+backward x "
+        f"30 / measured blocks: {p['target_ratio_released']:.3f}); with a forward+backward linear in N "
+        f"({p['fb_linear_fit']['s_per_token'] * 1e3:.2f} ms per token, attention's growth ignored: an upper bound) "
+        f"{p['target_ratio_linear']:.3f}. Goal <= 1.25.",
+    ]
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ SCRIPTS = [
     "motive_finetune.py",
     "motive_ablations.py",
     "attribution_cost.py",
+    "motive_ranks.py",
     "train_overhead.py",
     "real_arch_stages.py",
     "main_job.py",

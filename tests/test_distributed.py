@@ -197,6 +197,35 @@ def test_under_deepspeed_bf16_the_lora_is_saved_from_the_fp32_master_weights_not
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_a_full_fine_tune_under_deepspeed_bf16_saves_the_fp32_master_weights_not_the_bf16_copy(toy_run_config,
+                                                                                              stage):
+    """As for a LoRA: DeepSpeed bf16 trains a bf16 copy of every weight and updates fp32 masters in the
+    optimiser partitions; the saved transformer must be those fp32 masters, equal to DeepSpeed's own
+    consolidation of the final state's optimiser files."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import load_file
+
+    name = f"zero{stage}-full-bf16"
+    result = _launch(f"cpu_deepspeed_zero{stage}_2ranks.yaml",
+                     toy_run_config(name, training_type="full", mixed_precision="bf16", train_steps=1,
+                                    checkpointing_steps=0, validation_prompts=[]),
+                     toy_run_config.root / f"{name}.json", "--mixed_precision", "bf16")
+    assert result["world_size"] == 2 and result["trainable_dtypes"] == ["torch.bfloat16"]  # DeepSpeed's copy
+
+    saved = load_file(str(toy_run_config.root / name / "transformer" / "diffusion_pytorch_model.safetensors"))
+    masters = get_fp32_state_dict_from_zero_checkpoint(str(toy_run_config.root / f"{name}.final-state"))
+    init = WanTransformer3DModel.from_pretrained(toy_run_config.root / "model", subfolder="transformer")
+    parameters = dict(init.named_parameters())
+    assert set(parameters) <= set(saved) and set(parameters) <= set(masters)
+    for key in parameters:
+        assert saved[key].dtype == torch.float32 and torch.equal(saved[key], masters[key]), key
+    assert any(not torch.equal(saved[k].bfloat16().float(), saved[k]) for k in parameters)  # not an upcast copy
+    assert any(not torch.equal(saved[k], p.detach()) for k, p in parameters.items())  # trained
+
+
+@pytest.mark.slow
 def test_the_fsdp_config_on_cpu_ranks_is_refused_before_training_unsynchronised_copies(toy_run_config):
     """accelerate applies FSDP on GPUs only; on CPU ranks it would leave each rank training alone."""
     proc = _launch("fsdp.yaml", toy_run_config("fsdp", validation_prompts=[]), toy_run_config.root / "fsdp.json",

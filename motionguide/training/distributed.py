@@ -115,6 +115,27 @@ def gathered_lora_state_dict(accelerator: Any, model: Any, transformer: torch.nn
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def full_transformer_state_dict(accelerator: Any, model: Any,
+                                transformer: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """A full fine-tune's transformer weights, whole, on the CPU, for `from_pretrained`; None where the module
+    itself holds them (one process, DDP, DeepSpeed fp32 ZeRO-1/2: save the module as it is).
+
+    Under DeepSpeed bf16 / fp16 the module holds DeepSpeed's rounded copy, so every trained weight comes from the
+    optimiser's fp32 master weights (the same fp32 checkpoint a fp32 run writes; `transformer_dtype` cannot ask
+    for a 16-bit full fine-tune, see `TrainConfig.validate`). Under ZeRO-3 / FSDP in fp32: gathered by
+    accelerate. Every rank must call it under DeepSpeed and FSDP (collectives)."""
+    if deepspeed_holds_fp32_masters(accelerator, transformer):
+        masters = fp32_master_weights(transformer)
+        frozen = [p for p in transformer.parameters() if not p.requires_grad]
+        with gathered(accelerator, frozen):  # persistent buffers and any frozen weight, as the module has them
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in transformer.state_dict().items()
+                     if k not in masters}
+        return {**state, **masters}
+    if runs_on_every_rank(accelerator):
+        return {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
+    return None
+
+
 def deepspeed_holds_fp32_masters(accelerator: Any, transformer: torch.nn.Module) -> bool:
     """Whether the trainable weights in the module are DeepSpeed's low-precision copies of fp32 master weights.
 

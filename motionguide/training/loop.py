@@ -38,8 +38,8 @@ from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, ge
 from .checkpoint_files import FILES_KEY, STATE_FILE, checkpoint_problem, file_hashes
 from .config import TrainConfig
 from .distributed import (check_launch_took_effect, deepspeed_plugin, frozen_components_unpartitioned,
-                          gathered_lora_state_dict, load_state_options, register_lean_checkpoint_hooks,
-                          runs_on_every_rank, save_state_options, uses_fsdp)
+                          full_transformer_state_dict, gathered_lora_state_dict, load_state_options,
+                          register_lean_checkpoint_hooks, save_state_options, uses_fsdp)
 from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, shift_sigmas, sigma_range,
                       trained_experts)
 from .lora import add_lora, save_expert_loras, save_lora, trainable_parameters
@@ -452,6 +452,10 @@ class Trainer:
         self._configure_deepspeed(accelerator)
         run.model, run.optimizer, run.scheduler = accelerator.prepare(transformer, optimizer, scheduler)
         run.ctx.model = run.model
+        if deepspeed_plugin(accelerator) is not None:
+            # DeepSpeed bf16 / fp16 casts the whole module (a full fine-tune's fp32 weights too) and keeps fp32
+            # masters in the optimiser: the inputs follow the module's dtype
+            run.compute_dtype = next(p.dtype for p in transformer.parameters() if p.requires_grad)
 
     def _release_text_encoder(self, run: "_RunState") -> None:
         """Once every cache is complete (the training clips', and a curation's query clips'), the text encoder
@@ -660,8 +664,8 @@ class Trainer:
                    "world_size": accelerator.num_processes, "step_times_s": run.step_times}
         unwrapped = accelerator.unwrap_model(run.model)
         lora = self._gathered_loras(accelerator, run.model, unwrapped) if cfg.training_type == "lora" else None
-        # full fine-tuning with sharded weights (ZeRO-3: the 16-bit weights; FSDP): gathered, every rank joins
-        full = accelerator.get_state_dict(run.model) if lora is None and runs_on_every_rank(accelerator) else None
+        # full fine-tuning under DeepSpeed 16-bit (the fp32 masters) or sharded (ZeRO-3, FSDP): every rank joins
+        full = full_transformer_state_dict(accelerator, run.model, unwrapped) if lora is None else None
         if accelerator.is_main_process:
             if lora is not None:
                 summary["lora"] = str(self._save_loras(run.backbone, unwrapped, run.output_dir, lora))

@@ -4,7 +4,8 @@
         tests/jobs/finetune_sharded.py CONFIG.yaml OUT.json
 
 Writes OUT.json (main process): the world size, the distributed type, the trainable weights as every rank
-gathered them at the end of training (`OUT.gathered.safetensors` next to OUT.json), and the run's summary.
+gathered them at the end of training (`OUT.gathered.safetensors` next to OUT.json), and the run's summary. A
+full fine-tune under DeepSpeed also leaves the engine's checkpoint of the final state in `OUT.final-state/`.
 """
 
 import json
@@ -32,7 +33,14 @@ class GatherAtTheEnd(TrainerCallback):
     def on_train_end(self, ctx):
         acc, transformer = ctx.accelerator, ctx.transformer
         if ctx.config.training_type != "lora":
-            self.result = {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type)}
+            # the engine's own checkpoint of the final state, for comparing the saved weights with DeepSpeed's
+            # consolidation of its fp32 master weights (every rank writes its partitions)
+            if "DEEPSPEED" in str(acc.distributed_type):
+                acc.save_state(str(self.out_path.with_name(f"{self.out_path.stem}.final-state")))
+            if acc.is_main_process:
+                self.result = {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type),
+                               "trainable_dtypes": sorted({str(p.dtype) for p in transformer.parameters()
+                                                           if p.requires_grad})}
             return
         trainable = [p for p in transformer.parameters() if p.requires_grad]
         with gathered(acc, trainable):
