@@ -11,7 +11,8 @@ import os
 
 from .errors import ConfigError
 
-__all__ = ["check_positive", "check_finite", "block_count_of", "check_block_indices", "check_lora_file"]
+__all__ = ["check_positive", "check_finite", "check_range", "check_seed", "block_count_of", "check_block_indices",
+           "check_lora_file", "check_frame_count", "check_frame_size", "check_profile", "check_model_folder"]
 
 
 def check_positive(flag: str, value: int | float | None) -> None:
@@ -24,6 +25,101 @@ def check_finite(flag: str, value: float | None) -> None:
     """A scale must be a finite number (NaN and inf pass argparse's float())."""
     if value is not None and not math.isfinite(value):
         raise ConfigError(f"{flag} {value}: must be a finite number")
+
+
+def check_range(flag: str, value: float | None, low: float | None = None, high: float | None = None,
+                low_open: bool = False, what: str = "") -> None:
+    """A finite number within [low, high] (`low_open`: > low); None: not given. Why: NaN passes every `<`
+    comparison, so a plain `if value < low` lets it through to a model that then computes garbage."""
+    if value is None:
+        return
+    bad = not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and value > high)
+    if bad:
+        span = ("> " if low_open else ">= ") + f"{low:g}" if high is None else (
+            f"in {'(' if low_open else '['}{low:g}, {high:g}]" if low is not None else f"<= {high:g}")
+        raise ConfigError(f"{flag} {value}: must be a finite number {span}{what}")
+
+
+#: the seeds torch.Generator.manual_seed accepts; numpy (and so accelerate's set_seed) takes 0..2**32-1
+TORCH_SEEDS = (-(2**63), 2**64 - 1)
+NUMPY_SEEDS = (0, 2**32 - 1)
+
+
+def check_seed(flag: str, value: int | None, seeds: tuple[int, int] = TORCH_SEEDS) -> None:
+    """A seed the random generators will take: out of range they fail after the model load with a message that
+    names no flag ("Overflow when unpacking long", "Seed must be between 0 and 2**32 - 1")."""
+    if value is not None and not seeds[0] <= value <= seeds[1]:
+        raise ConfigError(f"{flag} {value}: a seed must be an integer in {seeds[0]}..{seeds[1]}")
+
+
+def check_frame_count(flag: str, value: int | None, model: object) -> None:
+    """`value` frames fit the model's causal VAE (1 + k x its temporal factor, read from the config files);
+    diffusers would otherwise round the count silently."""
+    if value is None:
+        return
+    from .backbones import adapter_for_class_name, transformer_class_name
+
+    name = transformer_class_name(str(model))
+    adapter = adapter_for_class_name(name) if name else None
+    factor = adapter.default_vae_scale_temporal if adapter is not None else None
+    if factor and (value - 1) % factor:
+        below = max(1, (value - 1) // factor * factor + 1)
+        raise ConfigError(f"{flag} {value}: this model's VAE takes {factor}k+1 frames; use {below} or "
+                          f"{below + factor}")
+
+
+#: frame-size multiples that diffusers' pipelines check in `check_inputs`, by pipeline class name prefix
+_PIPELINE_PIXEL_CHECKS = {"Wan": 16, "HunyuanVideo": 16, "CogVideoX": 8}
+
+
+def sampling_pixel_multiple(model: object) -> int | None:
+    """What a sampled frame's height and width must divide by: the model's token size (VAE factor x patch,
+    from its config files) and the multiple its diffusers pipeline checks (16 for Wan even when a small VAE
+    would allow 8); None when the model's config files cannot be read offline."""
+    from .backbones.registry import pipeline_class_name
+    from .training.preflight import pixel_multiple_of
+
+    multiple = pixel_multiple_of(str(model))
+    name = pipeline_class_name(str(model)) or ""
+    checked = next((m for prefix, m in _PIPELINE_PIXEL_CHECKS.items() if name.startswith(prefix)), None)
+    if multiple is None:
+        return checked
+    return multiple if checked is None else math.lcm(multiple, checked)
+
+
+def check_frame_size(flag: str, value: int | None, model: object, multiple: int | None = None) -> None:
+    """A frame height or width the model can sample: a multiple of `sampling_pixel_multiple` (diffusers
+    refuses others only after the model has loaded)."""
+    if value is None:
+        return
+    multiple = multiple or sampling_pixel_multiple(model)
+    if multiple and value % multiple:
+        lower = max(multiple, value // multiple * multiple)
+        raise ConfigError(f"{flag} {value}: not a multiple of {multiple} (the pixels per token of {model} and its "
+                          f"pipeline); use {lower} or {lower + multiple}")
+
+
+def check_profile(flag: str, profile: str | None) -> None:
+    """A layer profile name or YAML that loads (a missing or malformed one fails now, not after the model)."""
+    if profile:
+        from .backbones import load_profile
+
+        try:
+            load_profile(profile)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {profile}: {exc}") from None
+
+
+def check_model_folder(model: object, flag: str = "--model") -> None:
+    """A local model path is a pipeline folder (has model_index.json); a hub id is left to the hub client.
+    Why: diffusers reports a typo'd or empty folder only after importing everything, as an OSError traceback."""
+    from .loading import _check_model_reference
+
+    try:
+        _check_model_reference(str(model))
+    except ConfigError as exc:
+        raise ConfigError(f"{flag} {str(exc).removeprefix('model ')}") from None
 
 
 def block_count_of(model: object) -> int | None:

@@ -54,6 +54,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
         return super().add_argument(*_with_aliases(names), **kwargs)
 
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """A bad flag (`--steps nan`, an unknown choice) as one line and exit code 2, like every other user
+        error; argparse's default prints the whole usage block (dozens of lines) before it."""
+        sys.stderr.write(f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        raise SystemExit(2)
+
     def add_argument_group(self, *args: Any, **kwargs: Any) -> argparse._ArgumentGroup:
         group = super().add_argument_group(*args, **kwargs)
         plain = group.add_argument

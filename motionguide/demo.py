@@ -79,6 +79,11 @@ def resolve_inputs(model: str | None = None, config: str | Path | None = None) -
     config = Path(config)
     if not config.is_file():
         raise ConfigError(f"--config {config}: no such file")
+    from .arg_checks import check_model_folder
+    from .training.config import read_yaml_config
+
+    check_model_folder(model, "--model")  # a typo: one line now, not a failed fine-tuning subprocess
+    read_yaml_config(config)  # YAML errors, duplicate or unknown keys: one line naming the file, before any work
     if checkout:
         return DemoInputs(model, config.resolve(), ROOT, (str(FINETUNE_SCRIPT),), (str(SAMPLE_SCRIPT),))
     return DemoInputs(model, config.resolve(), Path.cwd(), ("-m", "motionguide.training.cli"),
@@ -338,6 +343,15 @@ def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | 
 
     started = time.perf_counter()
     inputs = resolve_inputs(model, config)  # before any work: says how to get the toy model and configs
+    from .output_paths import check_output_folder
+
+    check_output_folder(out, "--out")
+    if quick:  # the quick run rewrites the Motive and IMAP options of the config: they must be there
+        options = yaml.safe_load(inputs.config.read_text()).get("method_options") or {}
+        if not isinstance(options.get("motive"), dict) or "queries_recipe" not in options["motive"] \
+                or not isinstance(options.get("imap"), dict):
+            raise ConfigError(f"--config {inputs.config}: the demo needs method_options.motive (with a "
+                              "queries_recipe) and method_options.imap, as in configs/toy.yaml")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = main_job(out, quick, inputs)

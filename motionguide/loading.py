@@ -131,6 +131,9 @@ def _check_model_reference(model: str | os.PathLike) -> None:
     the path, instead of deep inside the hub client with a message about offline mode."""
     text = str(model)
     if os.path.isdir(os.path.expanduser(text)):
+        if not os.path.isfile(os.path.join(os.path.expanduser(text), "model_index.json")):
+            raise ConfigError(f"model {text}: no model_index.json in this folder; give the pipeline folder that "
+                              "save_pretrained wrote (model_index.json, transformer/, vae/, ...)")
         return
     if os.path.exists(text):
         raise ConfigError(f"model {text}: a file, not a pipeline folder; give the folder holding model_index.json")
@@ -156,7 +159,14 @@ def load_pipeline(model: str | os.PathLike, placement: PipelinePlacement | None 
     kwargs = dict(from_pretrained_kwargs)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype  # diffusers' name since 0.36 (`torch_dtype` is deprecated)
-    pipe = DiffusionPipeline.from_pretrained(str(model), **kwargs)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(model), **kwargs)
+    except OSError as exc:  # a hub id that is misspelt, private, or not cached offline: diffusers' EnvironmentError
+        if type(exc) is not OSError and exc.__class__.__module__.startswith("builtins"):
+            raise  # FileNotFoundError and kin: already one line under the CLIs' error policy
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"model {model}: cannot be loaded ({first}); check the name, or download it once "
+                          "online (without HF_HUB_OFFLINE)") from exc
     if check:
         from .backbones import backbone_for
 

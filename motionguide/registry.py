@@ -111,3 +111,33 @@ DATA_RECIPES: Registry[Any] = Registry("data recipe", "data_recipe", {
     "toy_turn_pool": "motionguide.toy.recipes",
     "toy_turn_queries": "motionguide.toy.recipes",
 }, off_name=None)
+
+
+def check_recipe_options(spec: Any, where: str) -> None:
+    """A data recipe spec ({name: toy, num_clips: 8, ...}) names a registered recipe and only options it takes.
+    Why: the recipe runs when its folder is first needed, after the model has loaded; a misspelt option would
+    fail there as a TypeError."""
+    import inspect
+
+    from .errors import ConfigError, unknown_key_message
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return  # the callers report a spec that is not a mapping with a name
+    DATA_RECIPES.check(spec["name"])
+    recipe = DATA_RECIPES.get(spec["name"])
+    options = {k: v for k, v in spec.items() if k != "name"}
+    check = getattr(recipe, "check", None)
+    if check is not None:  # the recipe's own check of its options (names and values), creating nothing
+        try:
+            check(options)
+        except ConfigError as exc:
+            text = str(exc)  # the recipe names itself ("data_recipe (toy): ...")
+            raise ConfigError(text if text.startswith(where.split(".")[0]) else f"{where}: {text}") from None
+        return
+    parameters = inspect.signature(recipe).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    named = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL][1:]  # 1st: folder
+    for key in options:
+        if key not in named:
+            raise ConfigError(unknown_key_message(key, named, where))

@@ -143,3 +143,20 @@ def test_a_failing_end_of_run_validation_leaves_the_lora_and_summary_on_disk_and
     assert {int(k): v for k, v in summary["losses"].items()} == uninterrupted["losses"]
     with pytest.raises(EndOfRunError):
         Trainer(config(root, tmp_path / "again", checkpointing_steps=0), callbacks=[FailingValidation()]).run()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rank": 4}, "its LoRA has rank 2, this run asks rank=4"),
+    ({"target_modules": ["to_q"]}, "its LoRA sits on blocks.0.attn1.to_k, which target_modules does not name"),
+    ({"target_modules": ["to_q", "to_k", "to_v", "to_out.0", "proj_out"]},
+     "target_modules names 'proj_out', which has no LoRA in it"),
+    ({"training_type": "full"}, "it holds a LoRA, this run asks training_type=full"),
+])
+def test_resuming_with_another_rank_target_modules_or_training_type_is_one_line_before_any_model_loads(
+        finished, tmp_path, no_model_load, change, message):
+    """Read from the checkpoint's safetensors header: loading its weights would find the mismatch only after the
+    model load, the latent cache and the curation (and as a traceback)."""
+    out = copy_of_run(finished, tmp_path)
+    with pytest.raises(ConfigError, match=f"--resume_from_checkpoint .*checkpoint-2: {message}; resume with the "
+                                          "settings the checkpoint was trained with"):
+        Trainer(config(finished[0], out, resume_from_checkpoint="latest", **change)).run()

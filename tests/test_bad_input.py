@@ -59,6 +59,7 @@ CASES = [
         ("missing_video", "missing_file"), ("outside", "missing_file"), ("no_video_path", "missing_file"))],
     ("jsonl", "wrong_type", "bad_row"), ("jsonl", "caption_list", "bad_row"), ("jsonl", "no_caption_key",
                                                                                 "missing_caption"),
+    ("jsonl", "not_json", "bad_row"), ("jsonl", "json_list", "bad_row"),
     ("csv", "short_row", "missing_caption"),
 ]
 
@@ -91,7 +92,9 @@ def build_bad_folder(root: Path, layout: str, clips: list[Path]) -> Path:
                  for i, p, c in rows]
         lines += [b'{"id": "wrong_type", "file_name": 5, "text": "a ball"}',
                   b'{"id": "caption_list", "file_name": "videos/caption_list.mp4", "text": ["a", "ball"]}',
-                  b'{"id": "no_caption_key", "file_name": "videos/no_caption_key.mp4"}']
+                  b'{"id": "no_caption_key", "file_name": "videos/no_caption_key.mp4"}',
+                  b'{"id": "not_json", "file_name": "videos/good_a.mp4", "text": "a ball"',  # cut short
+                  b'["a JSON list", "not an object"]']
         (root / "metadata.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     elif layout == "csv":
         lines = [b"id,file_name,text"] + [b'%s,%s,"%s"' % (i.encode(), p.encode(), c) for i, p, c in rows]
@@ -105,6 +108,8 @@ def build_bad_folder(root: Path, layout: str, clips: list[Path]) -> Path:
 
 def clip_id(layout: str, case: str) -> str:
     """The id the layout gives the clip of `case` (the lists layout derives it from the video path)."""
+    if layout == "jsonl" and case in ("not_json", "json_list"):  # no id can be read: the line names the row
+        return {"not_json": "metadata.jsonl line 14", "json_list": "metadata.jsonl line 15"}[case]
     if layout != "lists":
         return case
     return {"missing_video": "videos/never_written", "outside": "../not_there",
@@ -136,7 +141,9 @@ def test_one_bad_clip_is_one_recorded_skip_with_its_reason(datasets, layout, cas
                 "lists": "prompts.txt line 5"}[layout] in reason
     if category == "bad_row":  # names the row and the column
         assert {"wrong_type": "metadata.jsonl line 11: file_name must be a video path (text), got 5",
-                "caption_list": "metadata.jsonl line 12: text must be text, got ['a', 'ball']"}[case] in reason
+                "caption_list": "metadata.jsonl line 12: text must be text, got ['a', 'ball']",
+                "not_json": "metadata.jsonl line 14: not valid JSON",
+                "json_list": "metadata.jsonl line 15: expected a JSON object, got list"}[case] in reason
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -194,7 +201,8 @@ def _in_the_way(tmp_path: Path) -> Path:
 TRAIN_CASES = [
     (["--height", "50"], r"command line: height=50 is not a multiple of 8, .*; use 48 or 56"),
     (["--buckets", "17x64x60"], r"command line: buckets \(17, 64, 60\) width=60 is not a multiple of 8"),
-    (["--validation_height", "36"], r"command line: validation_height=36 is not a multiple of 8"),
+    (["--validation_height", "36"], r"command line: validation_height=36 is not a multiple of 16, which the "
+                                    r"diffusers pipeline of .* asks of the validation samples; use 32 or 48"),
     (["--lr_scheduler", "cosine_with_warmpu"], r"command line: lr_scheduler='cosine_with_warmpu' is not a diffusers "
                                                r"scheduler. Did you mean 'cosine_with_restarts'|command line: lr_sch"),
     (["--checkpointing_steps", "-5"], r"command line: checkpointing_steps=-5 must be >= 0"),
@@ -217,6 +225,26 @@ TRAIN_CASES = [
     (["--output_dir", "{file}/run"], r"output_dir .*a_file/run cannot be made: .*a_file is a file"),
     (["--data_root", "{tmp}/data-typo"], r"command line: --data_root .*data-typo does not exist. .*--create_data"),
     (["--data_root", "{file}"], r"data_root .*a_file is a file, not a folder"),
+    # found by a new user (issue 18's last pass): each stops before the model too
+    (["--seed", "-1"], r"command line: seed=-1 must be in 0..4294967295"),
+    (["--output_dir", ""], r"command line: output_dir='' must name a folder"),
+    (["--guidance", "correspondance"], r"command line: --guidance 'correspondance': no such guidance"),
+    (["--latent_cache_dir", "{file}/cache"], r"latent_cache_dir .*a_file/cache cannot be made: .*a_file is a file"),
+    (["--pretrained_model_name_or_path", "{tmp}/data-typo"], r"pretrained_model_name_or_path .*data-typo: no such folder"),
+    (["--pretrained_model_name_or_path", "{tmp}/empty"], r"pretrained_model_name_or_path .*empty: no model_index.json in"),
+    (["--data_root", "{tmp}/empty"], r"empty: found no metadata.jsonl, metadata.csv"),
+    (["--data_root", "{tmp}/header_only"], r"metadata.csv has a header but no rows"),
+    (["--data_root", "{tmp}/all_missing"], r"VideoDataset .*all_missing: no usable clips \(1 listed, skipped: "
+                                           r"missing_file=1\)"),
+    (["--num_frames", "81"], r"VideoDataset .*: no usable clips \(\d+ listed, skipped: .*too_short=\d+.*lower "
+                             r"num_frames"),
+    (["--curation", "motive", "--method_options", "{motive: {queries: {tmp}/nowhere, queries_recipe: null}}"],
+     r"method_options.motive.queries .*nowhere: no such folder"),
+    (["--curation", "motive", "--method_options", "{motive: {fraction: 2}}"],
+     r"method_options.motive: fraction must be in \(0, 1\], got 2"),
+    (["--monitor", "imap", "--method_options", "{imap: {every: 0}}"],
+     r"method_options.imap.every: expected a positive integer, got 0"),
+    (["--target_modules", "[]"], r"command line: target_modules=\[\] names no module"),
 ]
 
 
@@ -228,6 +256,11 @@ def test_a_bad_training_value_is_one_line_naming_it_before_any_model_loads(train
     from motionguide.training.cli import main
 
     file = _in_the_way(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "header_only").mkdir()
+    (tmp_path / "header_only" / "metadata.csv").write_text("file_name,text\n")
+    (tmp_path / "all_missing").mkdir()
+    (tmp_path / "all_missing" / "metadata.jsonl").write_text('{"file_name": "gone.mp4", "text": "a ball"}\n')
     flags = [f.replace("{file}", str(file)).replace("{tmp}", str(tmp_path)) for f in flags]
     line = _one_line_error(capsys, main(["--config", str(train_config), *flags]))
     assert re.search(message, line), line
@@ -524,3 +557,245 @@ def test_generate_names_a_garbage_lora_file_before_the_model_loads(tmp_path, cap
                           "--out", str(tmp_path / "out")])
     line = _one_line_error(capsys, code)
     assert "pytorch_lora_weights.safetensors" in line and "not a readable safetensors file" in line
+
+
+# ---------------------------------------------------------------------------------------------- issue 18, last pass
+# Cases a new user found after the suite above: each class of failure has its parametrised test here.
+YAML_CASES = [  # (what the file holds instead of its last key, what the one line must say)
+    (b"", r"the file sets nothing \(empty or only comments\)"),
+    (b"# only a comment\n", r"the file sets nothing"),
+    (b"- a\n- b\n", r"a training config is a YAML mapping of flags"),
+    (b"train_steps: 5\ntrain_steps: 7\n", r"key 'train_steps' appears twice \(lines \d+ and \d+\); keep one"),
+    (b"tracker_name: caf\xe9\n", r"line \d+: byte \d+ is not valid UTF-8; re-save the file as UTF-8"),
+    (b"lr_scheduler: [constant]\n", r"lr_scheduler must be a single value, got \['constant'\]"),
+    (b"output_dir: {a: 1}\n", r"output_dir must be a single value, got \{'a': 1\}"),
+    (b"target_modules: {to_q: 1}\n", r"target_modules must be a list or a string, got \{'to_q': 1\}"),
+    (b"validation_seeds: 0,x\n", r"validation_seeds must be a list of integers, got \['0', 'x'\]"),
+    (b"data_root: nowhere-yet\ndata_recipe: {name: toy, num_clipz: 3, seed: 0}\n",
+     r"data_recipe \(toy\): unknown key 'num_clipz'. Did you mean 'num_clips'"),
+]
+
+
+@pytest.mark.parametrize("text,message", YAML_CASES, ids=[repr(t[:24]) for t, _ in YAML_CASES])
+def test_a_config_file_that_is_empty_repeats_a_key_or_holds_the_wrong_type_is_one_line_naming_it(
+        train_config, tmp_path, capsys, no_model_load, text, message):
+    import re
+
+    from motionguide.training.cli import main
+
+    if text in (b"", b"# only a comment\n", b"- a\n- b\n"):
+        whole = text
+    else:  # the good config without the keys the case sets, then the case's own lines
+        config = yaml.safe_load(train_config.read_text())
+        for line in text.decode("utf-8", errors="replace").splitlines():
+            config.pop(line.partition(":")[0], None)
+        whole = yaml.safe_dump(config, sort_keys=False).encode() + text
+    train_config.write_bytes(whole)
+    line = _one_line_error(capsys, main(["--config", str(train_config)]))
+    assert line.startswith(f"error: {train_config}"), line  # blamed on the file, never on the command line
+    assert re.search(message, line), line
+    assert not (tmp_path / "nowhere-yet").exists()
+
+
+def test_a_config_file_that_is_a_folder_is_named(tmp_path, capsys, no_model_load):
+    from motionguide.training.cli import main
+
+    line = _one_line_error(capsys, main(["--config", str(tmp_path)]))
+    assert "a folder, not a config file" in line
+
+
+def test_a_single_validation_prompt_in_the_yaml_file_is_one_prompt_commas_and_all(train_config):
+    from motionguide.training.config import TrainConfig
+
+    config = yaml.safe_load(train_config.read_text())
+    config["validation_prompts"] = "a dog, running left"
+    train_config.write_text(yaml.safe_dump(config))
+    assert TrainConfig.load(train_config).validation_prompts == ["a dog, running left"]
+
+
+@pytest.fixture
+def no_work(monkeypatch, no_model_load):
+    """The toy recipes render clips and read a VAE as their first work: both fail the test here."""
+    import diffusers
+
+    import motionguide.toy.vae_recipe as vae_recipe
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(vae_recipe, "render_pool", refuse)
+    monkeypatch.setattr(diffusers.ModelMixin, "from_pretrained", classmethod(refuse))
+
+
+def _command_cases(tmp_path: Path, clip: Path) -> dict[str, list[str]]:
+    model = str(TOY_MODEL)
+    return {
+        "track": ["track", "--model", model, "--video", str(clip), "--out", str(tmp_path / "t.npz")],
+        "saliency": ["saliency", "--model", model, "--prompt", "a red circle moves left", "--out",
+                     str(tmp_path / "maps")],
+        "analyze-layers": ["analyze-layers", "--model", model, "--data", str(clip.parent), "--tracks",
+                           str(tmp_path / "tracks.npz"), "--out", str(tmp_path / "p.yaml")],
+        "curate": ["curate", "--model", model, "--data", str(clip.parent), "--queries", str(clip.parent), "--out",
+                   str(tmp_path / "c"), "--num_frames", "9", "--height", "32", "--width", "32"],
+        "make-dataset": ["toy", "make-dataset", "--out", str(tmp_path / "toy"), "--num_clips", "2", "--no_progress"],
+        "make-turn-pool": ["toy", "make-turn-pool", "--out", str(tmp_path / "pool"), "--num_clips", "20",
+                           "--no_progress"],
+        "train-vae": ["toy", "train-vae", "--out", str(tmp_path / "vae")],
+        "train-model": ["toy", "train-model", "--vae", f"{model}/vae", "--out", str(tmp_path / "tm")],
+        "demo": ["demo", "--quick", "--out", str(tmp_path / "demo")],
+    }
+
+
+# (command, extra flags, what the one line must say): numbers that are NaN, negative or zero, values the model
+# cannot take (a frame count or size, a block), paths that are missing or blocked, names that are misspelt
+COMMAND_CASES = [
+    ("track", ["--temperature", "0"], "--temperature 0.0: must be a finite number > 0"),
+    ("track", ["--content_weight", "nan"], "--content_weight nan: must be a finite number > 0"),
+    ("track", ["--points", "1000,1000"], "--points: query point (1000, 1000) is not inside the 64x64 video frame"),
+    ("track", ["--points", "nan,3"], "--points: query point (nan, 3) is not inside"),
+    ("track", ["--gt", "{file}"], "--gt {file}: not a readable npz"),
+    ("track", ["--gt", "{tmp}/none.npz"], "--gt {tmp}/none.npz: no such file"),
+    ("track", ["--profile", "{tmp}/none.yaml"], "--profile {tmp}/none.yaml: "),
+    ("track", ["--grid", "nan"], "motionguide track: error: argument --grid: invalid int value: 'nan'; see"),
+    ("saliency", ["--num_frames", "18"], "--num_frames 18: this model's VAE takes 4k+1 frames; use 17 or 21"),
+    ("saliency", ["--height", "50"], "--height 50: not a multiple of 16"),
+    ("saliency", ["--blocks", "0,99"], "--blocks 0,99: block 99 does not exist; the model has 6 blocks"),
+    ("saliency", ["--window", "0.8", "0.2"], "--window 0.8 0.2: give START STOP fractions"),
+    ("saliency", ["--window", "nan", "1"], "--window nan 1: give START STOP fractions"),
+    ("saliency", ["--words", "elephant"], "--words: word 'elephant' is not in the prompt"),
+    ("saliency", ["--lora", "{tmp}/no-lora"], "--lora {tmp}/no-lora: no such folder or file"),
+    ("saliency", ["--lora", "{file}"], "is not a readable safetensors file"),
+    ("saliency", ["--video", "{one_frame}"], "has 1 frames, fewer than --num_frames"),
+    ("saliency", ["--seed", str(2**70)], "a seed must be an integer in"),
+    ("analyze-layers", ["--max_clips", "0"], "--max_clips 0: must be at least 1"),
+    ("analyze-layers", ["--threshold_px", "nan"], "--threshold_px nan: must be a finite number > 0"),
+    ("analyze-layers", ["--steps", "0,99", "--num_inference_steps", "10"], "--steps 0,99: step 99 does not exist"),
+    ("analyze-layers", ["--content_weight", "-1"], "--content_weight -1.0: must be a finite number > 0"),
+    ("curate", ["--timestep", "nan"], "timestep must be a noise level in 0..1000, got nan"),
+    ("curate", ["--dim", "0"], "dim must be >= 1, got 0"),
+    ("curate", ["--flush_every", "0"], "flush_every must be >= 1, got 0"),
+    ("curate", ["--max_sequence_length", "0"], "max_sequence_length must be >= 1"),
+    ("curate", ["--blocks", "1,2"], "--blocks 1,2 only acts with --params blocks (now --params all)"),
+    ("curate", ["--params", "blocks"], "--params blocks needs --blocks"),
+    ("curate", ["--height", "50"], "height=50 is not a multiple of 8"),
+    ("curate", ["--target_fps", "inf"], "target_fps must be > 0"),
+    ("curate", ["--projector_cache_mb", "inf"], "projector_cache_mb must be 'auto' or a number of MiB >= 0"),
+    ("curate", ["--out", "{file}/c"], "--out {file}/c: {file} is a file, not a folder"),
+    ("curate", ["--latent_cache_dir", "{file}"], "--latent_cache_dir {file}: {file} is a file, not a folder"),
+    ("curate", ["--model", "{tmp}"], "--model {tmp}: no model_index.json in this folder"),
+    ("make-dataset", ["--fps", "0"], "fps must be >= 1, got 0"),
+    ("make-dataset", ["--height", "0"], "height must be >= 16 pixels, got 0"),
+    ("make-dataset", ["--partial_motion_rate", "nan"], "partial_motion_rate must be in [0, 1], got nan"),
+    ("make-dataset", ["--out", "{file}/toy"], "out_dir {file}/toy: {file} is a file, not a folder"),
+    ("make-turn-pool", ["--mislabeled_per_turn", "nan"], "mislabeled_per_turn must be >= 0, got nan"),
+    ("train-vae", ["--clip_batch", "0"], "--clip_batch must be at least 1"),
+    ("train-vae", ["--object_weight", "nan"], "--object_weight nan: must be a finite number > 0"),
+    ("train-vae", ["--init_from", "{tmp}/none"], "--init_from {tmp}/none: no such folder"),
+    ("train-vae", ["--out", "{file}"], "--out {file}: {file} is a file, not a folder"),
+    ("train-model", ["--learning_rate", "nan"], "--learning_rate nan: must be a finite number > 0"),
+    ("train-model", ["--train_steps", "0"], "--train_steps 0: must be at least 1"),
+    ("demo", ["--out", "{file}"], "--out {file}: {file} is a file, not a folder"),
+    ("demo", ["--model", "{tmp}/none"], "--model {tmp}/none: no such folder"),
+    ("demo", ["--config", "{dup}"], "{dup}: line 2, column 1: YAML syntax error: key 'a' appears twice"),
+    ("train-model", ["--partial_motion_rate", "2"], "--partial_motion_rate 2.0: must be a finite number in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("command,flags,message", COMMAND_CASES,
+                         ids=[f"{c} {' '.join(f)}" for c, f, _ in COMMAND_CASES])
+def test_a_bad_value_of_a_method_or_toy_command_is_one_line_before_any_model_loads_or_work(
+        tmp_path, capsys, source_clips, no_work, command, flags, message):
+    import numpy as np
+
+    from motionguide.cli import main
+    from motionguide.video import write_video
+
+    data = _good_clips(tmp_path / "data", source_clips)
+    np.savez(tmp_path / "tracks.npz", tracks=np.zeros((4, 9, 2), np.float32), visibility=np.ones((4, 9), bool))
+    write_video(tmp_path / "one_frame.mp4", np.zeros((1, 32, 32, 3), np.uint8))
+    file = _in_the_way(tmp_path)
+    (tmp_path / "dup.yaml").write_text("a: 1\na: 2\n")
+    fill = {"{file}": str(file), "{tmp}": str(tmp_path), "{one_frame}": str(tmp_path / "one_frame.mp4"),
+            "{dup}": str(tmp_path / "dup.yaml")}
+
+    def filled(text: str) -> str:
+        for key, value in fill.items():
+            text = text.replace(key, value)
+        return text
+
+    clip = sorted(data.glob("*.mp4"))[0]
+    args = _command_cases(tmp_path, clip, )[command] + [filled(f) for f in flags]
+    (tmp_path / "data" / "tracks.npz").unlink(missing_ok=True)
+    if command == "analyze-layers":  # one clip, so one tracks file serves it
+        for extra in sorted(data.glob("*.mp4"))[1:]:
+            extra.unlink()
+    try:
+        code = main(args)
+    except SystemExit as exit_info:  # argparse's own errors exit here; one line all the same
+        code = exit_info.code
+    line = _one_line_error(capsys, code) if not message.startswith("motionguide ") else None
+    if line is None:
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert code == 2 and len(err) == 1, err
+        line = err[0]
+    assert filled(message) in line, line
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_one_line_naming_it(monkeypatch):
+    """diffusers reports a misspelt, private or uncached hub id as an OSError with a traceback."""
+    import diffusers
+
+    from motionguide.errors import ConfigError
+    from motionguide.loading import load_pipeline
+
+    def not_cached(*args, **kwargs):
+        raise OSError("Cannot load model someone/typo: the model is not fully cached locally")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", classmethod(not_cached))
+    with pytest.raises(ConfigError, match=r"model someone/typo: cannot be loaded \(Cannot load model .*\); check"):
+        load_pipeline("someone/typo")
+
+
+def test_a_misspelt_lora_target_module_stops_right_after_the_load_before_the_latent_cache(
+        tmp_path, source_clips, monkeypatch):
+    from motionguide.data import LatentCache
+    from motionguide.errors import ConfigError
+    from motionguide.training.config import TrainConfig
+    from motionguide.training.loop import Trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the latent cache was built")
+
+    monkeypatch.setattr(LatentCache, "build", refuse)
+    data = _good_clips(tmp_path / "data", source_clips)
+    cfg = TrainConfig(pretrained_model_name_or_path=str(TOY_MODEL), output_dir=str(tmp_path / "out"),
+                      data_root=str(data), latent_cache_dir=str(tmp_path / "cache"), train_steps=1, num_frames=9,
+                      height=32, width=32, report_to="none", target_modules=["to_qq"])
+    with pytest.raises(ConfigError, match=r"target_modules=\['to_qq'\] matched no layer of WanTransformer3DModel. "
+                                          r"Linear layer names it has: .*to_q"):
+        Trainer(cfg).run()
+
+
+def test_a_video_decord_refuses_is_read_with_pyav_before_it_is_called_corrupt(tmp_path):
+    """decord fails on some valid files (48x34 frames); with the reader left to auto, PyAV reads them."""
+    import numpy as np
+
+    from motionguide.video import read_video, write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(5, 34, 48, 3), dtype=np.uint8)
+    write_video(tmp_path / "odd.mp4", frames)
+    assert read_video(tmp_path / "odd.mp4").shape == (5, 34, 48, 3)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", str(TOY_MODEL), "--prompt", "a", "--steps", "nan"],
+    ["--model", str(TOY_MODEL), "--prompt", "a", "--dtype", "fp8"],
+])
+def test_an_argument_argparse_refuses_is_one_line_too(argv, capsys, no_model_load):
+    from motionguide.sampling.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("sample/generate.py: error: argument --") and err[0].endswith("--help")

@@ -71,7 +71,8 @@ def test_a_checkpoint_of_other_lora_settings_is_refused_with_the_fix(workspace):
     Trainer(config(workspace, "rank4", train_steps=2, checkpointing_steps=1)).run()
     other = config(workspace, "rank2", train_steps=2, rank=2,
                    resume_from_checkpoint=str(workspace / "rank4" / "checkpoint-1"))
-    with pytest.raises(RuntimeError, match="same training_type, rank and target_modules"):
+    with pytest.raises(ConfigError, match="its LoRA has rank 4, this run asks rank=2; resume with the settings "
+                                          "the checkpoint was trained with"):  # read from its header, before the load
         Trainer(other).run()
 
 

@@ -40,10 +40,14 @@ def clip(tmp_path):
 
 
 def _commands(tmp_path, clip, out):
+    tracks = tmp_path / "tracks.npz"  # the analysis reads its clips and their reference tracks before the load
+    if not tracks.exists():
+        np.savez(tracks, tracks=np.zeros((4, 5, 2), np.float32), visibility=np.ones((4, 5), bool))
     return {
         "track": ["track", "--model", TOY, "--video", str(clip), "--block", "1", "--timestep", "50", "--out", out],
         "saliency": ["saliency", "--model", TOY, "--prompt", "a red circle moves left", "--out", out],
-        "analyze-layers": ["analyze-layers", "--model", TOY, "--data", str(tmp_path), "--out", out],
+        "analyze-layers": ["analyze-layers", "--model", TOY, "--data", str(tmp_path), "--tracks", str(tracks),
+                           "--out", out],
     }
 
 

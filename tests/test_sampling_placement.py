@@ -54,8 +54,18 @@ def _no_cuda(monkeypatch):
     (["--fps", "0"], "--fps 0"),
     (["--fps", "-8"], "--fps -8"),
     (["--lora", "./no/such/lora"], "--lora ./no/such/lora"),
+    # diffusers' Wan pipeline checks 16 even where the toy's VAE x patch (8) would allow 40
+    (["--height", "40"], "--height 40: not a multiple of 16 (the pixels per token of"),
+    (["--width", "1"], "--width 1: not a multiple of 16"),
+    ([f"--seed={2**70}"], "a seed must be an integer in -9223372036854775808..18446744073709551615"),
+    (["--guidance", "correspondence", "--correspondence_blocks", "0,99"],
+     "--correspondence_blocks 0,99: block 99 does not exist; the model has 6 blocks"),
+    (["--model", "{tmp}"], "no model_index.json in this folder"),
+    (["--prompts_file", "{blank}"], "every line is blank; write one prompt per line"),
 ])
 def test_bad_values_are_one_line_errors_before_the_model_loads(loads, tmp_path, capsys, flags, named):
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    flags = [f.replace("{tmp}", str(tmp_path)).replace("{blank}", str(tmp_path / "blank.txt")) for f in flags]
     code = main(["--model", TOY, "--prompt", "a", "--out", str(tmp_path / "s"), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and named in err, err

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arg_checks import block_count_of, check_block_indices, check_positive
+from ..arg_checks import (block_count_of, check_block_indices, check_model_folder, check_positive, check_profile,
+                          check_range, check_seed)
 from ..cli_args import add_subcommand, parse_index_list
 from ..files import atomic_write, atomic_write_text
 from ..output_paths import check_output_file
@@ -67,7 +68,18 @@ _temperature.__name__ = "temperature"  # what --help shows as its type
 
 def _ground_truth(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """tracks [N, F, 2] and visibility [N, F] from an npz (the toy world's ground-truth files have both)."""
-    with np.load(path, allow_pickle=False) as data:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--gt {path}: no such file; give an npz with arrays 'tracks' [N, F, 2] and "
+                                "'visibility' [N, F]")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"--gt {path}: not a readable npz ({str(exc).split('.')[0]}); give an npz with arrays "
+                         "'tracks' [N, F, 2] and 'visibility' [N, F]") from None
+    if not hasattr(data, "files"):
+        raise ValueError(f"--gt {path}: one array, not an npz archive; give an npz with arrays 'tracks' [N, F, 2] "
+                         "and 'visibility' [N, F]")
+    with data:
         missing = {"tracks", "visibility"} - set(data.files)
         if missing:
             raise ValueError(f"--gt {path}: needs arrays 'tracks' [N, F, 2] and 'visibility' [N, F]; missing "
@@ -87,7 +99,12 @@ def _run_track(args: argparse.Namespace) -> int:
     check_positive("--max_sequence_length", args.max_sequence_length)
     if args.timestep is not None and not 0 <= args.timestep <= 1000:
         raise ValueError(f"--timestep {args.timestep}: give a transformer timestep in 0..1000")
+    if isinstance(args.temperature, float):
+        check_range("--temperature", args.temperature, 0.0, low_open=True)
+    check_range("--content_weight", args.content_weight, 0.0, low_open=True)
     placement = placement_from_args(args)  # everything checkable is checked before the video is read
+    check_model_folder(args.model)
+    check_profile("--profile", args.profile)
     check_block_indices("--block", args.block, block_count_of(args.model))
     check_output_file(args.out, "--out")
     if args.viz:
@@ -106,6 +123,9 @@ def _run_track(args: argparse.Namespace) -> int:
         queries = parse_points(args.points)
     else:
         queries = grid_points(args.grid, frames.shape[1], frames.shape[2])
+    _check_queries(queries, frames.shape[1], frames.shape[2], "--gt" if args.gt else "--points")
+    if len(frames) < 2:
+        raise ValueError(f"--video {args.video} has {len(frames)} frame; tracking needs at least 2")
     pipe = load_pipeline(args.model, placement=placement)
     check_block_indices("--block", args.block, _num_blocks(pipe))  # a family the config files did not tell
     check_image_for_pipeline("--image", image, pipe)
@@ -131,6 +151,16 @@ def _run_track(args: argparse.Namespace) -> int:
         printed["viz"] = str(write_video(args.viz, draw_tracks(frames, tracks)).resolve())
     print(json.dumps(printed))
     return 0
+
+
+def _check_queries(queries: np.ndarray, height: int, width: int, flag: str) -> None:
+    """Query points are finite and inside the frame (a point outside matches nothing; a NaN one writes NaN)."""
+    inside = np.isfinite(queries).all(axis=1) & (queries[:, 0] >= -0.5) & (queries[:, 0] <= width - 0.5) & (
+        queries[:, 1] >= -0.5) & (queries[:, 1] <= height - 0.5)
+    if not inside.all():
+        x, y = queries[int(np.argmin(inside))]
+        raise ValueError(f"{flag}: query point ({x:g}, {y:g}) is not inside the {width}x{height} video frame; give "
+                         f"x in 0..{width - 1} and y in 0..{height - 1} (pixels)")
 
 
 def _write_tracks(out: Path, result: dict, queries: np.ndarray, tracks: np.ndarray) -> None:
@@ -186,9 +216,23 @@ def _run_analyze_layers(args: argparse.Namespace) -> int:
     num_steps = args.num_inference_steps
     steps = parse_index_list(args.steps, "steps") if args.steps else None
     blocks = parse_index_list(args.blocks, "blocks") if args.blocks else None
+    for flag in ("num_inference_steps", "max_clips", "max_points", "max_sequence_length"):
+        check_positive(f"--{flag}", getattr(args, flag))
+    check_range("--threshold_px", args.threshold_px, 0.0, low_open=True)
+    check_range("--content_weight", args.content_weight, 0.0, low_open=True)
+    check_seed("--seed", args.seed)
+    bad_steps = [i for i in steps or () if not -num_steps <= i < num_steps]
+    if bad_steps:
+        raise ValueError(f"--steps {args.steps}: step {', '.join(map(str, bad_steps))} does not exist; "
+                         f"--num_inference_steps {num_steps} numbers them 0-{num_steps - 1} (or from the end, "
+                         f"-1 to -{num_steps})")
     placement = placement_from_args(args)
+    check_model_folder(args.model)
     check_block_indices("--blocks", blocks, block_count_of(args.model))
     check_output_file(out, "--out")
+    from .analysis_data import load_analysis_clips
+
+    load_analysis_clips(args.data, args.tracks, args.max_clips)  # the clips and their tracks, before the load
     pipe = load_pipeline(args.model, placement=placement)
     check_block_indices("--blocks", blocks, _num_blocks(pipe))
     max_len = args.max_sequence_length

@@ -228,6 +228,7 @@ class VideoDataset(torch.utils.data.Dataset):
         buckets: Sequence[Bucket] | None = None,
         target_fps: float | None = None,
         video_reader: str = "auto",
+        _until_first_usable: bool = False,
     ):
         self.root = Path(root)
         self.video_reader = resolve_reader(video_reader)
@@ -261,6 +262,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.skipped: list[SkippedClip] = []
         self.entries: list[ClipEntry] = []
         for raw in layout.entries:
+            if _until_first_usable and self.entries:
+                break
             try:
                 self.entries.append(self._admit(raw))
             except _BadClip as bad:
@@ -268,7 +271,14 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.skipped.append(SkippedClip(path, bad.reason, bad.category, raw.clip_id))
         self.skip_counts: Counter = Counter(s.category for s in self.skipped)
         self.failed: dict[int, SkippedClip] = {}
-        self._log_and_check(total=len(layout.entries))
+        if not (_until_first_usable and self.entries):  # a partial look says nothing about the other clips
+            self._log_and_check(total=len(layout.entries))
+
+    @classmethod
+    def check_usable(cls, root: str | os.PathLike, **options: Any) -> None:
+        """Raise (one line, the dataset's own `no usable clips` report) when no clip of `root` would be kept;
+        probes clips only until the first usable one, so a trainer can say it before the model loads."""
+        cls(root, **options, _until_first_usable=True)
 
     # ------------------------------------------------------------------ construction
     def _admit(self, raw: RawEntry) -> ClipEntry:
@@ -314,7 +324,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _log_and_check(self, total: int) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.skip_counts.items()))
-        if self.skipped:
+        if self.skipped and self.entries:  # with none kept, the error below says it once
             logger.warning("VideoDataset %s: kept %d of %d clips, skipped %d (%s); see dataset.skipped",
                            self.root, len(self.entries), total, len(self.skipped), counts)
         if not self.entries:

@@ -11,7 +11,8 @@ Nothing here opens a video: this is the cheap "what does the user say is there" 
 checks each entry and skips bad ones with a reason. A row this step already finds bad (a caption that is not
 valid UTF-8, a video path or a caption that is not text) becomes an
 entry with a `problem`, so one bad row is one recorded skip and never ends the run; only a file that cannot
-describe any clip (no header, unknown column, broken JSON) is an error.
+describe any clip (no header, unknown column, no line of JSON at all) is an error; a jsonl line that is not a
+JSON object is one bad row.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def _rows_to_entries(root: Path, file: Path, rows: list[tuple[str, dict[str, Any
 
     entries = []
     for where, row in rows:
+        if _UNREADABLE_ROW in row:  # one line that is not JSON: one skip, the other rows kept
+            entries.append(RawEntry(where, None, None, where, ("bad_row", row[_UNREADABLE_ROW])))
+            continue
         problem = None
         raw_path, raw_caption = row.get(video_column), row.get(caption_column)
         if raw_path is not None and not isinstance(raw_path, str):
@@ -140,22 +144,34 @@ def _rows_to_entries(root: Path, file: Path, rows: list[tuple[str, dict[str, Any
     return entries
 
 
+_UNREADABLE_ROW = "\0unreadable"  # the key of a jsonl line that is not a JSON object (never a real column)
+
+
 def _read_jsonl(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    rows, columns = [], {}
+    """The rows of a jsonl file. A line that is not a JSON object is one bad row (a recorded skip), unless no
+    line is: then the file is not JSON lines at all, an error naming the first bad line."""
+    rows, columns, first_error = [], {}, None
     for number, line in enumerate(_decode_lines(file, newlines_only=True), start=1):
         if not line.strip():
             continue
+        where = f"{file.name} line {number}"
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{file} line {number}: not valid JSON ({error.msg}); each line must be one "
-                              "JSON object such as {\"file_name\": \"videos/a.mp4\", \"text\": \"...\"}") from error
-        if not isinstance(row, dict):
-            raise ConfigError(f"{file} line {number}: expected a JSON object, got {type(row).__name__}")
+            error = None if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+        except json.JSONDecodeError as exc:
+            error = f"not valid JSON ({exc.msg})"
+        if error is not None:
+            first_error = first_error or f"{file} line {number}: {error}"
+            rows.append((where, {_UNREADABLE_ROW: f"bad row: {where}: {error}; each line must be one JSON "
+                                 "object such as {\"file_name\": \"videos/a.mp4\", \"text\": \"...\"}"}))
+            continue
         columns.update(dict.fromkeys(row))
-        rows.append((f"{file.name} line {number}", row))
+        rows.append((where, row))
     if not rows:
         raise ConfigError(f"{file} has no rows; add one JSON object per clip or delete the file")
+    if not columns:
+        raise ConfigError(f"{first_error}; each line must be one JSON object such as "
+                          "{\"file_name\": \"videos/a.mp4\", \"text\": \"...\"}")
     return rows, list(columns)
 
 

@@ -188,8 +188,16 @@ def read_all_frames(path: str | os.PathLike, reader: str = "auto") -> np.ndarray
                              "re-export or regenerate it, or drop it from the metadata")
     name = resolve_reader(reader)
     try:
-        source = open_video(path, name)
-        frames = source.frames(range(source.num_frames)) if source.num_frames else None
+        try:
+            source = open_video(path, name)
+            frames = source.frames(range(source.num_frames)) if source.num_frames else None
+        except Exception:
+            if reader != "auto" or name == "pyav":
+                raise
+            # decord refuses some valid files (e.g. 48x34 frames: "Check failed: from_size == to_size");
+            # with the reader left to auto, PyAV gets a second try before the file is called corrupt
+            source = open_video(path, "pyav")
+            frames = source.frames(range(source.num_frames)) if source.num_frames else None
     except Exception as error:  # decord raises its own DECORDError (a RuntimeError), PyAV an av.FFmpegError
         raise VideoReadError(f"cannot decode video {str(path)!r}: {type(error).__name__}: "
                              f"{str(error).splitlines()[0] if str(error) else ''}; the file is probably "

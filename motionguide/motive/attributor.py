@@ -562,12 +562,24 @@ def run_attribution(cfg: MotiveConfig, progress: bool = True, pipeline=None) -> 
     `cfg.model`); with `cfg.lora` the adapter is loaded into it for the pass and unloaded afterwards.
     """
     cfg.check()
+    from ..output_paths import check_output_folder
+
+    check_output_folder(cfg.out, "--out")  # a file in the way: named now, not after the model load
+    check_output_folder(cfg.cache_root(), "--latent_cache_dir")
+    if pipeline is None:
+        from ..training.preflight import check_frame_sizes
+
+        check_frame_sizes(cfg, where="curate")  # the frame size against the model's token size (config files)
     if cfg.params == "blocks":  # a block past the end selects nothing: checked from the config files now
         count = backbone_for(pipeline).num_blocks if pipeline is not None else block_count_of(cfg.model)
         check_block_indices("--blocks", cfg.blocks, count)
     check_lora_file(cfg.lora, "lora=")
     masker = cfg.make_masker()  # fails before any model load on a missing RAFT weights file
     datasets = pass_datasets(cfg)  # so does a query set that cannot work (every clip probed, nothing decoded)
+    if pipeline is None:
+        from ..arg_checks import check_model_folder
+
+        check_model_folder(cfg.model)  # a typo'd or empty model folder: one line, not diffusers' OSError
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     motive = Motive(pipeline if pipeline is not None else cfg.model, cfg, masker=masker if masker else False,
                     progress=progress)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
@@ -133,13 +135,26 @@ class MotiveConfig:
 
         if self.frame_stride < 1:
             raise ConfigError(f"frame_stride must be >= 1 (1 = consecutive frames), got {self.frame_stride}")
-        if self.target_fps is not None and not self.target_fps > 0:
+        if self.target_fps is not None and not (math.isfinite(self.target_fps) and self.target_fps > 0):
             raise ConfigError(f"target_fps must be > 0 (or None to keep each video's own rate), got {self.target_fps}")
         if self.resize_mode not in RESIZE_MODES:
             raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}; got {self.resize_mode!r}")
         if self.video_reader not in VIDEO_READERS:
             raise ConfigError(f"video_reader must be one of {', '.join(VIDEO_READERS)}; got {self.video_reader!r}")
         parse_buckets(self.buckets)
+        for key in ("num_frames", "height", "width", "dim", "flush_every"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
+            raise ConfigError(f"max_sequence_length must be >= 1 (or unset for the model's own), got "
+                              f"{self.max_sequence_length}")
+        if not (math.isfinite(self.timestep) and 0.0 <= self.timestep <= 1000.0):
+            raise ConfigError(f"timestep must be a noise level in 0..1000, got {self.timestep}")
+        if self.params == "blocks" and not self.blocks:
+            raise ConfigError("--params blocks needs --blocks (e.g. 10,11,12)")
+        if self.blocks and self.params != "blocks":
+            raise ConfigError(f"--blocks {','.join(map(str, self.blocks))} only acts with --params blocks (now "
+                              f"--params {self.params}); add --params blocks or drop --blocks")
         self._check_placement()
         if self.lora is not None and not Path(self.lora).exists():
             raise ConfigError(f"lora={self.lora}: no such file or folder (a LoRA saved by the fine-tuning loop, "
@@ -157,7 +172,7 @@ class MotiveConfig:
         projector_cache_bytes(self.projector_cache_mb, None, check_only=True)
         if str(self.projector_rng) not in PROJECTOR_RNG:
             raise ConfigError(f"projector_rng must be one of {', '.join(PROJECTOR_RNG)}, got {self.projector_rng!r}")
-        if not float(self.process_group_timeout_s) > 0:
+        if not (math.isfinite(float(self.process_group_timeout_s)) and float(self.process_group_timeout_s) > 0):
             raise ConfigError(f"process_group_timeout_s must be > 0 seconds, got {self.process_group_timeout_s}")
 
     def placement(self, device: Any = None):
@@ -228,7 +243,7 @@ def projector_cache_bytes(setting: Any, device: Any = None, check_only: bool = F
         mib = float(setting)
     except (TypeError, ValueError):
         mib = -1.0
-    if not mib >= 0:
+    if not (math.isfinite(mib) and mib >= 0):
         raise ConfigError(f"projector_cache_mb must be 'auto' or a number of MiB >= 0, got {setting!r}")
     return int(mib * 2**20)
 

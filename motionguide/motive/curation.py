@@ -97,8 +97,31 @@ class MotiveCuration(Curation):
                                   f"{{name: toy, num_clips: 8, seed: 1}}, got {recipe!r}")
             DATA_RECIPES.check(recipe["name"])
         settings = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
-        MotiveConfig(**{**_FROM_TRAINING, **settings}).check()
+        try:
+            MotiveConfig(**{**_FROM_TRAINING, **settings}).check()
+        except ConfigError as exc:  # name the option's place in the training config
+            raise ConfigError(f"{WHERE}: {exc}") from None
         return options
+
+    def preflight(self) -> None:
+        """What the trainer checks before the model loads: the query folder exists, is a folder and holds
+        something, or `queries_recipe` (its options checked now) will create it. Not in `validate`: a
+        curation may be built in code before its folder is."""
+        queries, recipe = self.options.get("queries"), self.options.get("queries_recipe")
+        if queries is None:
+            return
+        path = Path(str(queries))
+        if not path.exists():
+            if recipe is not None:
+                from ..registry import check_recipe_options
+
+                check_recipe_options(recipe, f"{WHERE}.queries_recipe")
+            elif "selection" not in self.options:
+                raise ConfigError(f"{WHERE}.queries {queries}: no such folder; give a dataset folder of query "
+                                  "clips (or a queries_recipe to create one)")
+        elif not path.is_dir() or not any(path.iterdir()):
+            what = "a file, not a folder" if not path.is_dir() else "an empty folder"
+            raise ConfigError(f"{WHERE}.queries {queries}: {what}; give a dataset folder of query clips")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it resumes (same clips, same weights)."""

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..arg_checks import check_finite, check_positive
+from ..arg_checks import (block_count_of, check_block_indices, check_finite, check_frame_count, check_frame_size,
+                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed,
+                          sampling_pixel_multiple)
 from ..cli_args import add_subcommand, index_list
 from ..output_paths import check_output_folder
 from ..placement_args import add_placement_arguments, placement_from_args
@@ -84,6 +86,40 @@ def run_saliency(args: argparse.Namespace) -> int:
         raise ValueError("--image conditions a generated video; a --video is conditioned on its own first frame: "
                          "drop --image")
     image = None if args.video else check_image_flag("--image", args.image, args.model)  # before the load
+    check_model_folder(args.model)
+    check_frame_count("--num_frames", args.num_frames, args.model)
+    multiple = sampling_pixel_multiple(args.model)
+    for flag in ("height", "width"):
+        check_frame_size(f"--{flag}", getattr(args, flag), args.model, multiple)
+    check_seed("--seed", args.seed)
+    check_profile("--profile", args.profile)
+    check_block_indices("--blocks", args.blocks, block_count_of(args.model))
+    if args.window is not None:
+        start, stop = args.window
+        if not 0.0 <= start < stop <= 1.0:  # NaN fails every comparison
+            raise ValueError(f"--window {start:g} {stop:g}: give START STOP fractions of the sampling steps with "
+                             "0 <= START < STOP <= 1, e.g. --window 0.5 1.0 for the second half")
+    from .words import check_words
+
+    try:
+        check_words(args.prompt, words)
+    except ValueError as exc:
+        raise ValueError(f"--words: {exc}" if args.words else f"--prompt: {exc}") from None
+    if args.lora is not None:
+        if not Path(args.lora).exists():
+            raise FileNotFoundError(f"--lora {args.lora}: no such folder or file; give the folder holding "
+                                    "pytorch_lora_weights.safetensors")
+        check_lora_file(args.lora)
+    frames = None
+    if args.video:  # read now: a video that cannot be decoded, or is too short, costs no model load
+        from ..sampling.generate import SamplingSettings as _Settings
+        from ..video import read_video
+
+        wanted = _Settings.for_model(args.model, num_frames=args.num_frames).num_frames
+        frames = read_video(args.video)[:wanted]
+        if len(frames) < wanted:
+            raise ValueError(f"--video {args.video} has {len(frames)} frames, fewer than --num_frames "
+                             f"{wanted}; pass a smaller --num_frames (4k+1)")
     pipe = load_pipeline(args.model, lora=args.lora, placement=placement)
     if not args.video:
         check_image_for_pipeline("--image", image, pipe)
@@ -95,7 +131,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         from ..data.dataset import frames_to_pixels
         from ..video import read_video
 
-        frames = read_video(args.video)[: settings.num_frames]
+        frames = frames if len(frames) == settings.num_frames else read_video(args.video)[: settings.num_frames]
         if len(frames) < settings.num_frames:
             raise ValueError(f"--video {args.video} has {len(frames)} frames, fewer than --num_frames "
                              f"{settings.num_frames}; pass a smaller --num_frames (4k+1)")

@@ -16,6 +16,20 @@ EOS_WORD = "</s>"
 _WORD = re.compile(r"[\w'-]+")
 
 
+def check_words(prompt: str, words: "Sequence[str] | str") -> None:
+    """The prompt is not blank and holds every requested word (checkable without a tokenizer, so the saliency
+    command can refuse a typo before the model loads); ValueError naming the word and the prompt's words."""
+    if not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty; saliency maps need a prompt that contains the requested words")
+    words = [words] if isinstance(words, str) else list(words)
+    if not words:
+        raise ValueError("no words requested; pass e.g. words=['circle', 'moves']")
+    for word in words:
+        if word != EOS_WORD and (not word.strip() or _char_span(prompt, word.strip()) is None):
+            raise ValueError(f"word {word!r} is not in the prompt {prompt!r}; its words are: "
+                             f"{', '.join(prompt_words(prompt))} (or {EOS_WORD!r} for the end token)")
+
+
 def prompt_words(prompt: str) -> list[str]:
     """The prompt's words as a user would name them (lower case, punctuation stripped)."""
     return [w.lower() for w in _WORD.findall(prompt)]
@@ -76,12 +90,9 @@ def word_token_positions(tokenizer, prompt: str, words: Sequence[str], subtokens
     """
     if subtokens not in ("first", "all"):
         raise ValueError(f"subtokens must be 'first' or 'all', got {subtokens!r}")
-    if not prompt or not prompt.strip():
-        raise ValueError("the prompt is empty; saliency maps need a prompt that contains the requested words")
+    check_words(prompt, words)
     if isinstance(words, str):
         words = [words]
-    if not words:
-        raise ValueError("no words requested; pass e.g. words=['circle', 'moves']")
     positions: dict[str, list[int]] = {}
     for word in words:
         if word == EOS_WORD:

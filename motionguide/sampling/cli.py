@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..arg_checks import check_finite, check_lora_file, check_positive
+from ..arg_checks import (block_count_of, check_block_indices, check_finite, check_frame_count, check_frame_size,
+                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed,
+                          sampling_pixel_multiple)
 from ..cli_args import ArgumentParser, index_list, run_command
 from ..errors import ConfigError
 from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition
@@ -70,20 +72,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts_file:
         from ..data.text_files import read_prompt_lines  # names the file and line of a byte that is not UTF-8
 
-        prompts += read_prompt_lines(args.prompts_file)
+        from_file = read_prompt_lines(args.prompts_file)
+        if not from_file:  # a file given but holding nothing is a mistake, even next to --prompt
+            raise ConfigError(f"--prompts_file {args.prompts_file}: every line is blank; write one prompt per line")
+        prompts += from_file
     if not prompts:
         raise ValueError("give at least one --prompt or a --prompts_file")
     return prompts
-
-
-def _temporal_factor(model: str) -> int | None:
-    """Frames per latent frame of the model's family, told from its config files without loading weights
-    (None when the family cannot be told, e.g. a hub id not in the cache)."""
-    from ..backbones import adapter_for_class_name, transformer_class_name
-
-    name = transformer_class_name(model)
-    adapter = adapter_for_class_name(name) if name else None
-    return adapter.default_vae_scale_temporal if adapter is not None else None
 
 
 def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
@@ -97,12 +92,13 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
         raise ConfigError(f"--fps {args.fps}: must be positive, e.g. 16 for Wan, 8 for CogVideoX")
     for flag in ("guidance_scale", "correspondence_scale", "lora_scale"):
         check_finite(f"--{flag}", getattr(args, flag))
-    if args.num_frames is not None:
-        factor = _temporal_factor(args.model)
-        if factor and (args.num_frames - 1) % factor:
-            below = (args.num_frames - 1) // factor * factor + 1
-            raise ConfigError(f"--num_frames {args.num_frames}: this model's VAE takes {factor}k+1 frames; use "
-                              f"{below} or {below + factor}")
+    check_model_folder(args.model)
+    check_frame_count("--num_frames", args.num_frames, args.model)
+    multiple = sampling_pixel_multiple(args.model)
+    for flag in ("height", "width"):
+        check_frame_size(f"--{flag}", getattr(args, flag), args.model, multiple)
+    for seed in args.seed or ():
+        check_seed("--seed", seed)
     # a missing local folder, told from a hub id by its shape or by its first part being a local folder
     if args.lora and not os.path.exists(args.lora) and (not _HUB_ID.fullmatch(args.lora)
                                                         or os.path.isdir(args.lora.split("/")[0])):
@@ -117,10 +113,8 @@ def check_arguments(args: argparse.Namespace) -> PipelinePlacement:
     if guidance_flags and args.guidance in (None, "", "none"):
         raise ConfigError(f"{', '.join(guidance_flags)} only act with a guidance; add --guidance correspondence "
                           "or drop them")
-    if args.profile:
-        from ..backbones import load_profile
-
-        load_profile(args.profile)  # a missing or malformed profile file fails here, not after loading
+    check_profile("--profile", args.profile)  # a missing or malformed profile file fails here, not after loading
+    check_block_indices("--correspondence_blocks", args.correspondence_blocks, block_count_of(args.model))
     if args.guidance == "correspondence" and args.enable_model_cpu_offload:
         raise ConfigError("--guidance correspondence does not run under --enable_model_cpu_offload (the offload "
                           "hooks would move to its temporary transformer wrapper); drop one of the two")

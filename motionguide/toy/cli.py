@@ -5,6 +5,7 @@ train-model)."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable, Sequence
 
 from motionguide.cli_args import ArgumentParser, add_subcommand, index_list, run_command
@@ -154,8 +155,37 @@ def _add_make_turn_queries(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_make_turn_queries)
 
 
+def _check_recipe_args(args: argparse.Namespace, counts: Sequence[str], at_least: int, weights: Sequence[str],
+                       rates: Sequence[str] = (), folders: Sequence[str] = ()) -> None:
+    """The toy recipes' flags, before any clip is rendered or weight read: counts >= `at_least`, weights finite
+    and > 0, rates in [0, 1], input folders present, the output folder writable."""
+    from motionguide.arg_checks import check_range
+    from motionguide.errors import ConfigError
+    from motionguide.output_paths import check_output_folder
+
+    for name in counts:
+        if getattr(args, name) < at_least:
+            raise ConfigError(f"--{name} {getattr(args, name)}: must be at least {at_least}")
+    for name in weights:
+        check_range(f"--{name}", getattr(args, name), 0.0, low_open=True)
+    for name in rates:
+        check_range(f"--{name}", getattr(args, name), 0.0, 1.0)
+    for name in folders:
+        value = getattr(args, name)
+        if value is not None and not os.path.isdir(value):
+            raise ConfigError(f"--{name} {value}: no such folder; give a folder a toy recipe saved (diffusers "
+                              "format)")
+    check_output_folder(args.out, "--out")
+
+
 def _run_train_vae(args: argparse.Namespace) -> int:
     from motionguide.toy.vae_recipe import train_toy_vae
+
+    _check_recipe_args(args, ("frame_steps", "clip_steps"), 0, ("object_weight",), folders=("init_from",))
+    if args.clip_batch < 1 or args.frame_steps + args.clip_steps < 1:
+        from motionguide.errors import ConfigError
+
+        raise ConfigError("--clip_batch must be at least 1 and --frame_steps + --clip_steps at least 1")
 
     train_toy_vae(args.out, frame_steps=args.frame_steps, clip_steps=args.clip_steps, seed=args.seed,
                   init_from=args.init_from, clip_batch=args.clip_batch, object_weight=args.object_weight)
@@ -177,6 +207,12 @@ def _add_train_vae(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_train_model(args: argparse.Namespace) -> int:
     from motionguide.toy.model_recipe import train_toy_transformer
+
+    _check_recipe_args(args, ("train_steps", "train_batch_size", "pool_clips"), 1, ("learning_rate", "object_weight"),
+                       rates=("partial_motion_rate",), folders=("vae", "init_from"))
+    from motionguide.loading import resolve_device
+
+    resolve_device(args.device)  # cuda on a machine without one: one line now, not after the VAE load
 
     train_toy_transformer(args.vae, args.out, steps=args.train_steps, batch=args.train_batch_size,
                           pool_clips=args.pool_clips, seed=args.seed, lr=args.learning_rate,

@@ -70,8 +70,11 @@ def prompts_for_combinations(combinations: Iterable[Sequence[str]], speed: str =
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    from ..output_paths import check_output_folder
+
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} exists and is not a folder")
+    check_output_folder(out_dir, "out_dir")  # a file further up the path, or a folder that refuses writes
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} is not empty; pass --overwrite (overwrite=True) to replace the "
@@ -178,6 +181,15 @@ def make_dataset(
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"defect_rate must be in [0, 1], got {defect_rate}")
+    if not 0.0 <= partial_motion_rate <= 1.0:  # NaN included: it would silently draw no partial motion
+        raise ValueError(f"partial_motion_rate must be in [0, 1], got {partial_motion_rate}")
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be >= 2, got {num_frames}")
+    for name, value in (("height", height), ("width", width)):
+        if value < 16:  # the renderer's objects and margins need room; below 16 px there is none
+            raise ValueError(f"{name} must be >= 16 pixels, got {value}")
+    if fps < 1:  # the mp4 encoder refuses 0 or negative rates, after the first clip is drawn
+        raise ValueError(f"fps must be >= 1, got {fps}")
     defects = tuple(defects)
     for defect in defects:
         check_name("defect", defect, DEFECTS)

@@ -22,8 +22,8 @@ from .turn_pool import make_turn_pool, make_turn_queries
 __all__ = ["toy_recipe", "toy_turn_pool_recipe", "toy_turn_queries_recipe"]
 
 
-def _run_recipe(name: str, builder: Callable[..., Path], folder: str | os.PathLike, options: dict[str, Any]) -> Path:
-    """`builder(folder, **options)` after checking the options against its signature (num_clips and seed set)."""
+def _check_options(name: str, builder: Callable[..., Path], options: dict[str, Any]) -> None:
+    """The options against `builder`'s signature, num_clips and seed set (a count >= 1, an integer seed)."""
     accepted = [key for key in inspect.signature(builder).parameters if key != "out_dir"]
     for key in options:
         if key not in accepted:
@@ -32,6 +32,15 @@ def _run_recipe(name: str, builder: Callable[..., Path], folder: str | os.PathLi
     if missing:
         raise ConfigError(f"data_recipe ({name}): set {', '.join(missing)}, e.g. "
                           f"{{name: {name}, num_clips: 200, seed: 0}}")
+    for key, low in (("num_clips", 1), ("seed", 0)):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"data_recipe ({name}): {key}={value!r} must be an integer >= {low}")
+
+
+def _run_recipe(name: str, builder: Callable[..., Path], folder: str | os.PathLike, options: dict[str, Any]) -> Path:
+    """`builder(folder, **options)` after checking the options against its signature (num_clips and seed set)."""
+    _check_options(name, builder, options)
     return builder(folder, **options)
 
 
@@ -51,3 +60,12 @@ def toy_turn_pool_recipe(folder: str | os.PathLike, **options: Any) -> Path:
 def toy_turn_queries_recipe(folder: str | os.PathLike, **options: Any) -> Path:
     """Write a clean turn query set `make_turn_queries(folder, **options)` (num_clips and seed required)."""
     return _run_recipe("toy_turn_queries", make_turn_queries, folder, options)
+
+
+# what `registry.check_recipe_options` calls before any model loads (the recipes run later, when their folder
+# is first needed)
+toy_recipe.check = lambda options: _check_options("toy", make_dataset, options)  # type: ignore[attr-defined]
+toy_turn_pool_recipe.check = lambda options: _check_options(  # type: ignore[attr-defined]
+    "toy_turn_pool", make_turn_pool, options)
+toy_turn_queries_recipe.check = lambda options: _check_options(  # type: ignore[attr-defined]
+    "toy_turn_queries", make_turn_queries, options)

@@ -71,7 +71,7 @@ def turn_pool_plan(num_clips: int, seed: int, turn_rate: float = 0.1, truncated_
                         ("defect_rate", defect_rate)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
-    if mislabeled_per_turn < 0:
+    if not mislabeled_per_turn >= 0 or mislabeled_per_turn == float("inf"):  # NaN fails >=
         raise ValueError(f"mislabeled_per_turn must be >= 0, got {mislabeled_per_turn}")
     defects = tuple(defects)
     for defect in defects:

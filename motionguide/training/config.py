@@ -253,11 +253,24 @@ class TrainConfig:
                                            "fp32 master weights (mixed_precision sets the compute dtype)")
         if self.frame_stride < 1:
             raise bad("frame_stride", "must be >= 1 (1 = consecutive frames)")
-        if self.target_fps is not None and not self.target_fps > 0:
+        if self.target_fps is not None and not (math.isfinite(self.target_fps) and self.target_fps > 0):
             raise bad("target_fps", "must be > 0 (or none to keep each video's own rate)")
         for key in ("caption_column", "video_column"):
             if not str(getattr(self, key)).strip():
                 raise bad(key, "must name a column")
+        for key in ("pretrained_model_name_or_path", "output_dir", "data_root", "latent_cache_dir"):
+            if not str(getattr(self, key)).strip():  # "" is the current folder to pathlib: never what was meant
+                raise bad(key, "must name a folder")
+        if not (0 <= self.seed <= 2**32 - 1):  # accelerate's set_seed seeds numpy, which takes no other
+            raise bad("seed", "must be in 0..4294967295 (2**32 - 1)")
+        for seed in self.validation_seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed <= 2**64 - 1:
+                raise bad("validation_seeds", "must be integers a torch.Generator takes (-2**63..2**64-1)")
+        if not self.target_modules:
+            raise bad("target_modules", "names no module; list the modules that get a LoRA, e.g. [to_q, to_k, "
+                                        "to_v, to_out.0]")
+        if not (math.isfinite(self.process_group_timeout_s) and self.process_group_timeout_s > 0):
+            raise bad("process_group_timeout_s", "must be a finite number of seconds > 0")
         from ..data.buckets import parse_buckets
 
         try:
@@ -289,6 +302,10 @@ class TrainConfig:
                     raise ConfigError(f"data_recipe={self.data_recipe!r} must be a mapping with a name, e.g. "
                                       "{name: toy, num_clips: 200}")
                 DATA_RECIPES.check(self.data_recipe["name"])
+                if not Path(self.data_root).exists():  # it will run (after the model load): its options now
+                    from ..registry import check_recipe_options
+
+                    check_recipe_options(self.data_recipe, "data_recipe")
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if not isinstance(self.method_options, dict):
@@ -363,8 +380,8 @@ class TrainConfig:
             check_experts(config, where=str(path))
         except ConfigError as exc:  # a value from the command line is blamed on it, not on the file
             text, prefix = str(exc), f"{path}: "
-            key = re.match(r"\w+", text[len(prefix):]) if text.startswith(prefix) else None
-            if key is not None and key.group(0) in given:
+            key = re.match(r"-*(\w+)", text[len(prefix):]) if text.startswith(prefix) else None
+            if key is not None and key.group(1) in given:
                 raise ConfigError(f"command line: {text[len(prefix):]}") from None
             raise
         _refuse_new_data_root(config, data, given)
@@ -462,19 +479,50 @@ def lr_scheduler_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- YAML file
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last silently, so
+    one of two `learning_rate:` lines would be ignored without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1}); keep "
+                    "one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """The config file as a mapping; ConfigError naming the file (and the line of a YAML syntax error) or the
     first unknown key with the closest valid ones."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file; give a YAML file such as configs/toy.yaml")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: byte {error.start + 1} is not valid UTF-8; re-save the file as "
+                          "UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{at}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file sets nothing (empty or only comments); a training config is a YAML "
+                          "mapping of flags, e.g. a copy of configs/toy.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a training config is a YAML mapping of flags")
     names = set(TrainConfig.field_names())
@@ -634,6 +682,15 @@ def _kind(hint: Any) -> str:
         .get(origin, str(hint)))
 
 
+def _strict_int(value: Any) -> int:
+    """An int, or a string of one ("7" from "0,7"); ValueError for anything else (a bool, a float, "x")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise ValueError(value)
+
+
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
     """Light type checks with friendly messages (YAML already typed most values)."""
     hint = _init_var_type(hint)
@@ -666,12 +723,25 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
                                             and not any(typing.get_origin(a) is list for a in args)):
         if isinstance(value, bool):  # YAML reads a bare `no` / `yes` as a boolean
             return "yes" if value else "no"
+        if isinstance(value, (list, dict)):
+            raise ConfigError(f"{where}: {key} must be a single value, got {value!r}")
         return str(value)
+    if origin in (typing.Union, types.UnionType) and any(typing.get_origin(a) is list for a in args):
+        if not isinstance(value, (str, list)):  # target_modules, buckets: a list, or one string read later
+            raise ConfigError(f"{where}: {key} must be a list or a string, got {value!r}")
+        return value
     if origin is list:
+        if isinstance(value, str) and key == "validation_prompts":
+            return [value]  # one prompt, commas and all (as the command line reads it)
         if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        if args == (int,):
+            try:
+                return [_strict_int(v) for v in value]
+            except ValueError:
+                raise ConfigError(f"{where}: {key} must be a list of integers, got {value!r}") from None
         return value
     if origin is dict or (origin in (typing.Union, types.UnionType)
                           and any(typing.get_origin(a) is dict for a in args)):

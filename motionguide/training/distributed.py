@@ -215,7 +215,7 @@ def register_lean_checkpoint_hooks(accelerator: Any) -> list[Any]:
             found = {name: tuple(t.shape) for name, t in state.items()}
             if found != expected:
                 differ = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
-                raise RuntimeError(f"{input_dir}: the checkpoint's trainable weights do not match this model's "
+                raise ConfigError(f"{input_dir}: the checkpoint's trainable weights do not match this model's "
                                    f"(first differences, checkpoint vs model: "
                                    f"{[(n, found.get(n), expected.get(n)) for n in differ[:3]]}); resume with "
                                    "the same training_type, rank and target_modules (and experts, on a "
@@ -242,3 +242,48 @@ def load_state_options(accelerator: Any) -> dict[str, Any]:
     (they come from the pretrained model, loaded before), so its module state is loaded non-strictly; the
     trainable weights themselves are restored from the optimiser's fp32 partitions."""
     return {"load_module_strict": False} if deepspeed_plugin(accelerator) is not None else {}
+
+
+def check_checkpoint_fits(checkpoint: str | os.PathLike, training_type: str, rank: int, target_modules: Any) -> None:
+    """The checkpoint's trainable weights, read from their safetensors header only (no tensor, no model), fit
+    this run's `training_type`, LoRA `rank` and `target_modules`; a one-line ConfigError otherwise.
+
+    Why: loading them finds a mismatch only after the model load, the latent cache and the curation."""
+    import re
+
+    from safetensors import safe_open
+
+    from .lora import normalize_target_modules
+
+    file = Path(checkpoint) / _indexed(0)
+    if not file.is_file():  # DeepSpeed's own folder, or a checkpoint from before the trainable-only files
+        return
+    with safe_open(str(file), framework="pt") as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    lora = {key.split(".lora_A.")[0]: shape for key, shape in shapes.items() if ".lora_A." in key}
+    fix = "resume with the settings the checkpoint was trained with, or start a new output_dir"
+    if (training_type == "lora") != bool(lora):
+        made = "a LoRA" if lora else "a full fine-tune (no LoRA weights)"
+        raise ConfigError(f"--resume_from_checkpoint {checkpoint}: it holds {made}, this run asks training_type="
+                          f"{training_type}; {fix}")
+    if not lora:
+        return
+    ranks = sorted({shape[0] for shape in lora.values()})
+    if ranks != [rank]:
+        raise ConfigError(f"--resume_from_checkpoint {checkpoint}: its LoRA has rank {', '.join(map(str, ranks))}, "
+                          f"this run asks rank={rank}; {fix}")
+    targets = normalize_target_modules(target_modules)
+
+    def named(module: str, target: str) -> bool:
+        return module == target or module.endswith("." + target)
+
+    if isinstance(targets, str):
+        outside = [m for m in lora if not re.fullmatch(targets, m)]
+        missing: list[str] = []
+    else:
+        outside = [m for m in lora if not any(named(m, t) for t in targets)]
+        missing = [t for t in targets if not any(named(m, t) for m in lora)]
+    if outside or missing:
+        what = (f"its LoRA sits on {outside[0]}, which target_modules does not name" if outside else
+                f"target_modules names {missing[0]!r}, which has no LoRA in it")
+        raise ConfigError(f"--resume_from_checkpoint {checkpoint}: {what}; {fix}")

@@ -37,12 +37,13 @@ from ..registry import CURATIONS, DATA_RECIPES, GUIDANCES, MONITORS
 from .callbacks import Curation, TrainContext, TrainerCallback, get_curation, get_monitor
 from .checkpoint_files import FILES_KEY, STATE_FILE, checkpoint_problem, file_hashes
 from .config import TrainConfig
-from .distributed import (check_launch_took_effect, deepspeed_plugin, frozen_components_unpartitioned,
-                          full_transformer_state_dict, gathered_lora_state_dict, load_state_options,
-                          register_lean_checkpoint_hooks, save_state_options, uses_fsdp)
+from .distributed import (check_checkpoint_fits, check_launch_took_effect, deepspeed_plugin,
+                          frozen_components_unpartitioned, full_transformer_state_dict, gathered_lora_state_dict,
+                          load_state_options, register_lean_checkpoint_hooks, save_state_options,
+                          uses_fsdp)
 from .experts import (ExpertRouter, drop_unvisited_expert_grads, sample_sigmas_between, shift_sigmas, sigma_range,
                       trained_experts)
-from .lora import add_lora, save_expert_loras, save_lora, trainable_parameters
+from .lora import add_lora, check_target_modules, save_expert_loras, save_lora, trainable_parameters
 from .preflight import check_data_root, check_experts, check_frame_sizes, check_output_dir
 from .trackers import log_curation_summary, log_image, log_video, wandb_init_kwargs
 
@@ -104,11 +105,18 @@ class Trainer:
         GUIDANCES.check(cfg.guidance)
         if isinstance(cfg.data_recipe, dict) and cfg.data_recipe.get("name"):
             DATA_RECIPES.check(cfg.data_recipe["name"])
+            if not Path(cfg.data_root).exists():  # the recipe runs after the model load: its options now
+                from ..registry import check_recipe_options
+
+                check_recipe_options(cfg.data_recipe, "data_recipe")
         # the methods' option names too (importing a method's module, loading no model): a misspelt option of a
         # monitor or curation is named with the valid ones now, not after the model load and the latent cache
         for name in cfg.monitor:
             _check_option_names(MONITORS.get(name), cfg.method_options.get(name) or {}, f"method_options.{name}")
-        build_curation(cfg)  # a curation checks its options when built (it computes nothing until select)
+            get_monitor(name, **(cfg.method_options.get(name) or {}))  # its values too (it computes nothing yet)
+        curation = build_curation(cfg)  # checks its options when built (it computes nothing until select)
+        if curation is not None and hasattr(curation, "preflight"):
+            curation.preflight()  # what it needs on disk (Motive: the query folder), before the model loads
 
     # ------------------------------------------------------------------ setup
     def _make_accelerator(self):
@@ -305,6 +313,10 @@ class Trainer:
         cfg = self.config
         # before any model loads: a file in the way, a folder that cannot be written, a dataset folder missing
         output_dir = check_output_dir(cfg.output_dir, create=accelerator.is_main_process)
+        check_output_dir(cfg.latent_cache_dir, key="latent_cache_dir")  # written after the load: checked now
+        from ..arg_checks import check_model_folder
+
+        check_model_folder(cfg.pretrained_model_name_or_path, "pretrained_model_name_or_path")
         check_data_root(cfg)
         if accelerator.is_main_process:
             atomic_write_text(output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
@@ -323,6 +335,10 @@ class Trainer:
         run.backbone = backbone_for(run.pipe)
         run.backbone.check_trainable()  # what the adapter cannot fine-tune, before any latent is cached
         self._check_experts(run)
+        if cfg.training_type == "lora":  # a misspelt module, right after the load: before the cache and curation
+            experts = list(run.backbone.experts)
+            for index in self._trained_experts:
+                check_target_modules(experts[index], cfg.target_modules)
         # as loaded: each module's majority dtype (the few modules diffusers keeps in fp32 do not change it)
         run.component_dtypes = {name: str(dtype) for name, dtype in component_dtypes_of(run.pipe).items()}
         if cfg.max_sequence_length is None:
@@ -388,6 +404,9 @@ class Trainer:
         losses)."""
         run.resume = self._resume_path(run.output_dir, run.accelerator.is_main_process)
         run.saved = json.loads((run.resume / STATE_FILE).read_text()) if run.resume is not None else {}
+        if run.resume is not None:  # a different rank, target_modules or training_type: one line, before the load
+            cfg = self.config
+            check_checkpoint_fits(run.resume, cfg.training_type, cfg.rank, cfg.target_modules)
 
     def _curate(self, run: "_RunState") -> None:
         """Stage 4: the clips to train on. A resumed run keeps the checkpoint's selection (refusing a different

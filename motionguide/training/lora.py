@@ -23,6 +23,24 @@ def normalize_target_modules(target: Sequence[str] | str) -> list[str] | str:
     return [part.strip() for part in target.split(",") if part.strip()]
 
 
+def check_target_modules(transformer: torch.nn.Module, target_modules: Sequence[str] | str) -> None:
+    """`target_modules` names at least one module of `transformer` (peft's rule: a list entry matches a
+    module name or its dotted suffix, a string is one regex over whole names); ConfigError naming the layers.
+    Why: peft finds a typo only when the adapter is added, after the latent cache and the curation."""
+    import re
+
+    targets = normalize_target_modules(target_modules)
+    names = [n for n, _ in transformer.named_modules() if n]
+    if isinstance(targets, str):
+        hit = any(re.fullmatch(targets, n) for n in names)
+    else:
+        hit = any(n == t or n.endswith("." + t) for n in names for t in targets)
+    if not hit:
+        leaves = sorted({n.split(".")[-1] for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"target_modules={target_modules!r} matched no layer of {type(transformer).__name__}. "
+                          f"Linear layer names it has: {', '.join(leaves)}")
+
+
 def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, target_modules: Sequence[str] | str,
              adapter_name: str = "default") -> Any:
     """Freeze the transformer and add a trainable LoRA adapter; returns the peft config."""

@@ -62,7 +62,8 @@ def check_frame_sizes(cfg: Any, where: str = "config") -> None:
     otherwise fail at the end-of-run validation, after the training)."""
     from ..data.buckets import parse_buckets
 
-    multiple = pixel_multiple_of(cfg.pretrained_model_name_or_path)
+    model = getattr(cfg, "pretrained_model_name_or_path", None) or cfg.model  # a TrainConfig or a MotiveConfig
+    multiple = pixel_multiple_of(model)
     if multiple is None:
         return
     sizes = [("height", cfg.height), ("width", cfg.width)]
@@ -70,14 +71,29 @@ def check_frame_sizes(cfg: Any, where: str = "config") -> None:
     if buckets:
         sizes = [(f"buckets {b.as_tuple()} {side}", value) for b in buckets
                  for side, value in (("height", b.height), ("width", b.width))]
-    sizes += [(key, getattr(cfg, key)) for key in ("validation_height", "validation_width")
-              if getattr(cfg, key, None) is not None]
-    for key, value in sizes:
-        if value % multiple:
-            lower = max(multiple, value // multiple * multiple)
-            raise ConfigError(
-                f"{where}: {key}={value} is not a multiple of {multiple}, the pixel size of one token of "
-                f"{cfg.pretrained_model_name_or_path} (VAE factor x patch size); use {lower} or {lower + multiple}")
+    checks = [(key, value, multiple) for key, value in sizes]
+    if getattr(cfg, "validation_prompts", None):
+        # validation samples through the stock pipeline, whose own check may ask more (Wan: 16, even for a VAE
+        # that allows 8); found now, not after the training
+        from ..arg_checks import sampling_pixel_multiple
+
+        sampled = sampling_pixel_multiple(model) or multiple
+        for key in ("height", "width"):
+            own = getattr(cfg, f"validation_{key}", None)
+            checks.append((f"validation_{key}" if own is not None else key, own or getattr(cfg, key), sampled))
+    else:
+        checks += [(key, getattr(cfg, key), multiple) for key in ("validation_height", "validation_width")
+                   if getattr(cfg, key, None) is not None]
+    for key, value, step in checks:
+        if value % step:
+            lower = max(step, value // step * step)
+            if step == multiple:
+                why = f"the pixel size of one token of {model} (VAE factor x patch size)"
+            else:  # only the validation samples need it
+                why = f"which the diffusers pipeline of {model} asks of the validation samples" + (
+                    "" if key.startswith("validation_") else " (or set validation_height / validation_width)")
+            raise ConfigError(f"{where}: {key}={value} is not a multiple of {step}, {why}; use {lower} or "
+                              f"{lower + step}")
 
 
 def check_experts(cfg: Any, where: str = "config") -> None:
@@ -122,6 +138,12 @@ def check_data_root(cfg: Any, where: str = "config") -> None:
     """The dataset folder exists, or a `data_recipe` is there to create it; a folder in the way is named."""
     root = Path(cfg.data_root)
     if root.is_dir():
+        # its metadata read and its clips probed only until the first usable one: an empty folder, a header-only
+        # csv, a missing column, or every clip missing, corrupt, uncaptioned or too short for num_frames / the
+        # buckets is the dataset's own one-line report, before the model loads rather than after
+        from ..data.dataset import VideoDataset, dataset_options
+
+        VideoDataset.check_usable(root, **dataset_options(cfg))
         return
     if root.exists():
         raise ConfigError(f"{where}: data_root {root} is a file, not a folder; give the folder that holds "
