@@ -57,7 +57,8 @@ def test_every_arm_is_trained_sampled_and_reported(quick_run):
 
 def test_selection_precision_and_recall_match_a_recount_from_the_clips(quick_run):
     data, _, work = quick_run
-    pool = work / "pool_seed3_40"
+    pool = work / data["pool_folder"]
+    assert pool.name.startswith("pool_seed3_40")
     clean = clean_turns_recounted(pool)
     assert clean  # the tiny pool still holds clean turns
     rows = [json.loads(line) for line in (pool / "metadata.jsonl").read_text().splitlines()]
