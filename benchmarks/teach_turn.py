@@ -206,7 +206,7 @@ def guidance_summary(unguided: list[dict], guided: list[dict], resamples: int) -
 
 def on_top_markdown(guided: dict | None, monitor: dict | None) -> str:
     """Tables for --guidance_monitor ('' without it)."""
-    md = []
+    md = [""] if guided or monitor else []
     if guided:
         rows = [[label, ev.fmt(guided[key]["unguided"], 3), ev.fmt(guided[key]["guided"], 3),
                  f"{guided[key]['difference']['mean']:+.3f} [{guided[key]['difference']['low']:+.3f}, "
