@@ -16,7 +16,7 @@ import numpy as np
 
 from motionguide.metrics import toy_prompt_adherence
 from motionguide.metrics.object_consistency import object_consistency
-from motionguide.metrics.turns import toy_turn_adherence
+from motionguide.metrics.turns import jerk_at_turn, toy_turn_adherence
 from motionguide.toy.turns import heldout_turn_combinations, turn_prompts
 from motionguide.toy.vocab import DIRECTIONS, direction_from_displacement
 
@@ -58,26 +58,6 @@ def score_turn_video(frames: np.ndarray, prompt: dict[str, Any], token_px: float
         "colour_drift": consistency["colour_drift"], "shape_consistency": consistency["shape_consistency"],
         "trajectory_jerk": consistency["trajectory_jerk"],
     }
-
-
-#: frames either side of the apex whose centroid second differences count as "at the turn"
-TURN_JERK_WINDOW = 2
-
-
-def jerk_at_turn(trajectory: np.ndarray, turn_frame: int | None, window: int = TURN_JERK_WINDOW) -> float:
-    """Mean |second difference| of the object's centroid (px / frame^2) on the frames within `window` of the turn's
-    apex (the last frame of the first leg, `turn_frame` - 1, as the turn metric split the track); NaN when no
-    split was read or the object is missing there. A rendered right-angle turn at normal speed has one kink of
-    about 2.5 px / frame^2 at the apex and 0 elsewhere, so this reads how sharp and how clean the turn is."""
-    if turn_frame is None:
-        return float("nan")
-    track = np.asarray(trajectory, np.float64)
-    second = track[2:] - 2 * track[1:-1] + track[:-2]  # row i is centred on frame i + 1
-    apex = turn_frame - 1
-    rows = [i for i in range(len(second)) if abs(i + 1 - apex) <= window]
-    values = np.linalg.norm(second[rows], axis=1) if rows else np.array([])
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if len(values) else float("nan")
 
 
 def _blend(first: str, second: str) -> str | None:

@@ -4,7 +4,6 @@ from the truth table the benchmark reads. Structure only: --quick trains 2 steps
 Its pieces on top (guidance, the IMAP monitor's probes, the jerk at the turn) are checked against hand-made
 tracks and truth tables."""
 
-import importlib.util
 import json
 import math
 import os
@@ -19,7 +18,6 @@ import pytest
 from motionguide.toy import load_ground_truth
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = REPO / "benchmarks"
 ARMS = ["base", "motive", "random", "keyword", "oracle"]
 
 
@@ -107,34 +105,22 @@ def test_guidance_and_monitor_on_top_of_the_motive_arm_are_reported(quick_run):
         assert set(monitor["options"]["probe_ids"]) <= set(data["selections"]["motive"])
 
 
-@pytest.fixture(scope="module")
-def teach_turn_helpers():
-    import sys
+def test_jerk_at_the_turn_reads_the_kink_of_a_right_angle_turn():
+    from motionguide.metrics.turns import jerk_at_turn
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("_teach_turn", BENCHMARKS / "_teach_turn.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-def test_jerk_at_the_turn_reads_the_kink_of_a_right_angle_turn(teach_turn_helpers):
     speed, apex = 2.0, 7  # right until frame 7, then up; turn_frame (first frame of the second leg) = 8
     frames = np.arange(17, dtype=np.float64)
     x = np.where(frames <= apex, 10 + speed * frames, 10 + speed * apex)
     y = np.where(frames <= apex, 30.0, 30.0 - speed * (frames - apex))
     track = np.stack([x, y], axis=1)
     # one kink of |(-v, -v)| = v * sqrt(2) at the apex, zero on the other 4 frames of the +-2 window
-    assert teach_turn_helpers.jerk_at_turn(track, apex + 1) == pytest.approx(speed * math.sqrt(2) / 5)
+    assert jerk_at_turn(track, apex + 1) == pytest.approx(speed * math.sqrt(2) / 5)
     straight = np.stack([10 + speed * frames, np.full(17, 30.0)], axis=1)
-    assert teach_turn_helpers.jerk_at_turn(straight, 9) == pytest.approx(0.0)
-    assert math.isnan(teach_turn_helpers.jerk_at_turn(track, None))
+    assert jerk_at_turn(straight, 9) == pytest.approx(0.0)
+    assert math.isnan(jerk_at_turn(track, None))
     missing = track.copy()
     missing[4:11] = np.nan  # the object is lost around the turn: nothing to read
-    assert math.isnan(teach_turn_helpers.jerk_at_turn(missing, apex + 1))
+    assert math.isnan(jerk_at_turn(missing, apex + 1))
 
 
 def test_monitor_probes_are_turn_captions_with_one_second_direction_clean_first():
