@@ -19,14 +19,21 @@ Evidence hygiene (issue 16, item 8): the LoRA defaults below were chosen with `t
 seed 0 (the oracle arm only); report with --world_seed 1 (or others), data nothing was chosen on. Caveat measured
 there: with every LoRA setting tried the oracle does not learn the turn on the toy model (README, "Teaching a new
 motion"), so until the toy model can carry a turn this benchmark cannot show a curation effect. The toy model reads
-a caption as a set of words ("right then up" = "up then right"), so run it with --pairs one_order (one order per
-direction pair); `teach_turn_diagnose.py` measures this and what else stands in the way.
+a caption as a set of words ("right then up" = "up then right"), so --pairs defaults to one_order (one order per
+direction pair); `teach_turn_diagnose.py` measures this and what else stands in the way. Every arm trains with the
+same --pairs / --steps / --batch / --lr / --rank / --motion_loss_weight; their defaults live in one place,
+`motionguide.toy.turns.TURN_FINE_TUNE`.
+
+--guidance_monitor adds issue 16's item 5 on the motive arm: the IMAP monitor on "then" and the second direction
+during its fine-tune (probe clips of its selection captioned with that turn; pointing game and IoU against the toy
+world's object masks at every probe step), and its LoRA sampled again with correspondence guidance on the same
+prompts and seeds (turn success, jerk at the turn, colour drift, shape consistency; paired guided - unguided CIs).
 
 Cost at the defaults (one thread): 6 fine-tunes x 1000 steps (~4-5 min each unloaded), two Motive passes over
 606 clips, and 7 arms x (36 turn + 25 straight prompts) x 3 seeds videos at ~6 s each (~2 h in all); use
 --prompts / --straight_prompts / --seeds / --arms for a smaller run.
 
-    python benchmarks/teach_turn.py --world_seed 1 --threads 1                  # the benchmark
+    python benchmarks/teach_turn.py --world_seed 1 --threads 1 [--guidance_monitor]  # the benchmark
     python benchmarks/teach_turn.py --quick --results_dir /tmp/res --work /tmp/w # tiny end-to-end run (a test)
 """
 
