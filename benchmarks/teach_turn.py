@@ -81,7 +81,8 @@ def parse_args():
     parser.add_argument("--fraction", type=float, default=0.1, help="Motive / random share of the pool")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run")
     # every arm trains with these; their defaults live in motionguide.toy.turns.TURN_FINE_TUNE
-    parser.add_argument("--steps", type=int, default=TURN_FINE_TUNE["steps"], help="training steps, equal for every arm")
+    parser.add_argument("--steps", type=int, default=TURN_FINE_TUNE["steps"],
+                        help="training steps, equal for every arm")
     parser.add_argument("--batch", type=int, default=TURN_FINE_TUNE["batch"], help="training batch")
     parser.add_argument("--lr", type=float, default=TURN_FINE_TUNE["lr"], help="LoRA learning rate")
     parser.add_argument("--rank", type=int, default=TURN_FINE_TUNE["rank"], help="LoRA rank (alpha = rank)")

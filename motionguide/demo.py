@@ -1,7 +1,8 @@
 """`make demo`: the README's main job on the toy default, then the evidence report.
 
 Two stories: "turn" (the default, `demo_turn`: teach the toy model a motion it lacks, issue 16) and "straight"
-(below: Motive on the straight motions the model already has). The straight story runs, as separate commands exactly as a user would type them (each printed before it runs):
+(below: Motive on the straight motions the model already has). The straight story runs, as separate commands
+exactly as a user would type them (each printed before it runs):
 
 1. `accelerate launch train/finetune.py --config configs/toy.yaml --curation motive --monitor imap`: the
    toy dataset (20% planted defects) and the Motive query clips (target motion "right") are generated on

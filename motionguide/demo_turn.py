@@ -230,12 +230,15 @@ def selection_table(truth: Sequence[dict[str, Any]], selections: dict[str, list[
     """Per selection: clips, clean turns (turn shown, captioned right, no defect: the truth table's clean_turn),
     precision and recall of them."""
     clean = {r["id"] for r in truth if r["clean_turn"]}
+    by_id = {r["id"]: r for r in truth}
     table = {}
     for name, ids in selections.items():
         hits = len(set(ids) & clean)
         table[name] = {"selected": len(ids), "clean_turns": hits,
                        "precision": hits / len(ids) if ids else float("nan"),
-                       "recall": hits / len(clean) if clean else float("nan")}
+                       "recall": hits / len(clean) if clean else float("nan"),
+                       "turn_videos": sum(" then " in by_id[i]["true_motion"] for i in ids),
+                       "with_defect": sum(by_id[i]["defect"] != "none" for i in ids)}
     return table
 
 
@@ -341,7 +344,8 @@ def _imap_section(out: Path, data_root: Path, backbone: Any, num_frames: int) ->
     keys = [f"saliency/{w}/{m}" for w in words for m in ("pointing_game", "iou")]
     lines = ["## 5. What the curated LoRA attends to for the new words (IMAP monitor)", "",
              f"During the curated fine-tune the IMAP monitor mapped {', '.join(f'`{w}`' for w in words)} (the words "
-             f"that carry the turn) on {len(probes)} fixed probe clips of the pool ("
+             f"that carry the turn) on {len(probes)} fixed probe clips of the pool, read from its truth table "
+             "(clean turns captioned with the turn, one second direction) ("
              + "; ".join(f"`{p['clip_id']}` \"{p['caption']}\"" for p in probes)
              + f"), every {logged[1]['step'] - logged[0]['step'] if len(logged) > 1 else '-'} steps, at blocks "
              f"{history['blocks']}. Localisation against the toy world's object masks per latent frame (pointing "
@@ -457,7 +461,8 @@ def write_turn_report(out: Path, log: Sequence[dict[str, Any]], model: str, data
                    "the fine-tune did not teach the turn, curated or not.")
     elif cur["successes"] > ran["successes"]:
         verdict = (f"The curated LoRA turned in more videos than the random one; with {n} videos each the 95% "
-                   f"intervals {'overlap, so this run alone does not show a difference' if overlap else 'do not overlap'}.")
+                   + ("intervals overlap, so this run alone does not show a difference." if overlap
+                      else "intervals do not overlap."))
     elif cur["successes"] < ran["successes"]:
         verdict = (f"The random LoRA turned in more videos than the curated one in this run; with {n} videos each the "
                    f"95% intervals {'overlap' if overlap else 'do not overlap'}.")
@@ -482,9 +487,11 @@ def write_turn_report(out: Path, log: Sequence[dict[str, Any]], model: str, data
         "(turn shown, captioned right, no planted defect; the truth table `truth.json` beside the pool). Captions are "
         "unreliable as automatic ones are: some turns are captioned with their first direction only, some straight "
         "clips are captioned with a turn. Each selection against the truth table:", "",
-        "| selection | clips | clean turns | precision | recall |", "|---|---|---|---|---|"]
+        "| selection | clips | clean turns | precision | recall | clips that turn (any caption) | with a defect |",
+        "|---|---|---|---|---|---|---|"]
     for name, q in quality.items():
-        lines.append(f"| {name} | {q['selected']} | {q['clean_turns']} | {_pct(q['precision'])} | {_pct(q['recall'])} |")
+        lines.append(f"| {name} | {q['selected']} | {q['clean_turns']} | {_pct(q['precision'])} | "
+                     f"{_pct(q['recall'])} | {q['turn_videos']} | {q['with_defect']} |")
     lines += ["", f"Motive's precision ({_pct(mp)}) is {compare} the caption-keyword filter's ({_pct(kp)}); random: "
               f"{_pct(rp)}.", ""]
     if (out / "finetune" / "motive" / "report_top_bottom_q0.png").is_file():
@@ -493,13 +500,16 @@ def write_turn_report(out: Path, log: Sequence[dict[str, Any]], model: str, data
     lines += [
         "## 3. The curated LoRA beside a random-10% LoRA", "",
         f"Both LoRAs: rank {settings['rank']}, lr {settings['learning_rate']:g}, {settings['train_steps']} steps x "
-        f"batch {settings['train_batch_size']}, motion-weighted loss (weight {settings.get('motion_loss_weight', 1.0):g})"
+        f"batch {settings['train_batch_size']}, motion-weighted loss "
+        f"(weight {settings.get('motion_loss_weight', 1.0):g})"
         "; the only difference is which clips they train on.", "",
-        "| samples | turn success | 1st leg right | 2nd leg right | presence | jerk at the turn | colour drift | shape consistency |",
+        "| samples | turn success | 1st leg right | 2nd leg right | presence | jerk at the turn | colour drift "
+        "| shape consistency |",
         "|---|---|---|---|---|---|---|---|"]
     for name, label, *_ in TURN_SAMPLE_SETS:
         s = sets[name]
-        lines.append(f"| {label} | {s['successes']}/{s['videos']} [{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}] "
+        lines.append(f"| {label} | {s['successes']}/{s['videos']} "
+                     f"[{_pct(s['wilson_95'][0])}, {_pct(s['wilson_95'][1])}] "
                      f"| {_pct(s['first_leg_right'])} | {_pct(s['second_leg_right'])} | {_pct(s['presence'])} | "
                      f"{_num(s['jerk_at_turn'])} | {_num(s['colour_drift'], 1)} | {_num(s['shape_consistency'])} |")
     lines += ["", f"Curated LoRA {count('curated')}; random LoRA {count('random')}; base {count('base')}. {verdict}",
@@ -510,8 +520,9 @@ def write_turn_report(out: Path, log: Sequence[dict[str, Any]], model: str, data
               "The prompted object's track per sample set (hollow dot: first frame, filled: last; image coordinates, "
               "y down):", "", "![trajectories](report_trajectories.png)", "",
               f"Guidance on the curated LoRA: turn success {sets['guided']['successes']}/{n} vs "
-              f"{sets['curated']['successes']}/{n} unguided; jerk at the turn {_num(sets['guided']['jerk_at_turn'])} vs "
-              f"{_num(sets['curated']['jerk_at_turn'])} px/frame²; colour drift {_num(sets['guided']['colour_drift'], 1)} "
+              f"{sets['curated']['successes']}/{n} unguided; jerk at the turn "
+              f"{_num(sets['guided']['jerk_at_turn'])} vs {_num(sets['curated']['jerk_at_turn'])} px/frame²; colour "
+              f"drift {_num(sets['guided']['colour_drift'], 1)} "
               f"vs {_num(sets['curated']['colour_drift'], 1)}; shape consistency "
               f"{_num(sets['guided']['shape_consistency'])} vs {_num(sets['curated']['shape_consistency'])}.", "",
               *imap_lines]

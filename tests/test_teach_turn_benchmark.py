@@ -26,7 +26,8 @@ def quick_run(tmp_path_factory):
     work, results = tmp_path_factory.mktemp("work"), tmp_path_factory.mktemp("results")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     subprocess.run([sys.executable, "teach_turn.py", "--quick", "--pool", "40", "--queries", "2",
-                    "--arms", ",".join(ARMS), "--guidance_monitor", "--imap_every", "1", "--threads", "1", "--world_seed", "3", "--work", str(work),
+                    "--arms", ",".join(ARMS), "--guidance_monitor", "--imap_every", "1", "--threads", "1",
+                    "--world_seed", "3", "--work", str(work),
                     "--results_dir", str(results)], cwd=REPO / "benchmarks", env=env, check=True,
                    capture_output=True, text=True)
     return json.loads((results / "teach_turn.json").read_text()), (results / "teach_turn.md").read_text(), work
@@ -87,7 +88,8 @@ def test_selection_precision_and_recall_match_a_recount_from_the_clips(quick_run
 def test_guidance_and_monitor_on_top_of_the_motive_arm_are_reported(quick_run):
     data, md, work = quick_run
     guided = data["rows"]["motive_guided"]["turn"]
-    assert [(r["prompt"], r["seed"]) for r in guided] == [(r["prompt"], r["seed"]) for r in data["rows"]["motive"]["turn"]]
+    unguided = data["rows"]["motive"]["turn"]
+    assert [(r["prompt"], r["seed"]) for r in guided] == [(r["prompt"], r["seed"]) for r in unguided]
     for key in ("success", "jerk_at_turn", "colour_drift", "shape_consistency"):
         summary = data["guidance"][key]
         values = [float(r[key]) for r in guided]

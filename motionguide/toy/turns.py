@@ -18,8 +18,8 @@ from motionguide.toy.sampling import TurnCombination, all_turn_combinations
 from motionguide.toy.spec import ObjectSpec
 from motionguide.toy.vocab import MOTIONS
 
-__all__ = ["HOLDOUT_SEED", "ONE_ORDER_PAIRS", "TURN_FINE_TUNE", "TURN_HOLDOUT_FRACTION", "PAIR_SETS", "heldout_turn_combinations",
-           "turn_clause", "turn_prompts", "mentions_turn", "pair_set", "turn_monitor_probes"]
+__all__ = ["HOLDOUT_SEED", "ONE_ORDER_PAIRS", "TURN_FINE_TUNE", "TURN_HOLDOUT_FRACTION", "PAIR_SETS",
+           "heldout_turn_combinations", "turn_clause", "turn_prompts", "mentions_turn", "pair_set", "turn_monitor_probes"]
 
 #: Seed of every held-out choice for turns (and of the straight triples the shipped toy model never saw).
 HOLDOUT_SEED = 0
