@@ -78,7 +78,7 @@ def build_parser() -> ArgumentParser:
                    help="training config YAML (default: the story's, configs/toy-turn.yaml or configs/toy.yaml "
                         "of the source checkout)")
     p.add_argument("--story", type=str, default="turn", choices=["turn", "straight"],
-                   help="turn: teach the toy model a motion it lacks (a turn), Motive vs a random 10%; straight: "
+                   help="turn: teach the toy model a motion it lacks (a turn), Motive vs a random 10%%; straight: "
                         "Motive on the straight motions it already has (the first demo)")
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
