@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from motionguide.metrics import toy_prompt_adherence
-from motionguide.metrics.turns import toy_turn_adherence
+from motionguide.metrics.object_consistency import object_consistency
+from motionguide.metrics.turns import jerk_at_turn, toy_turn_adherence
 from motionguide.toy.turns import heldout_turn_combinations, turn_prompts
 from motionguide.toy.vocab import DIRECTIONS, direction_from_displacement
 
@@ -31,6 +32,7 @@ def score_turn_video(frames: np.ndarray, prompt: dict[str, Any], token_px: float
     """The turn metric on one video, plus what the object did over the whole clip (its net direction, read as
     `toy_prompt_adherence` reads a straight prompt): a base model that ignores "then" goes the first way."""
     result = toy_turn_adherence(frames, prompt["prompt"])[0]
+    consistency = object_consistency(frames, prompt["prompt"])
     straight = f"a {prompt['color']} {prompt['shape']} moves {prompt['first']}"
     net = toy_prompt_adherence(frames, straight, token_px=token_px)[0]
     reading = result.reading
@@ -52,6 +54,9 @@ def score_turn_video(frames: np.ndarray, prompt: dict[str, Any], token_px: float
         "turn_frame": reading.turn_frame, "net_direction": net.measured_direction,
         "first_leg_right": reading.first_direction == prompt["first"],
         "second_leg_right": reading.second_direction == prompt["second"],
+        "jerk_at_turn": jerk_at_turn(result.trajectory, reading.turn_frame),
+        "colour_drift": consistency["colour_drift"], "shape_consistency": consistency["shape_consistency"],
+        "trajectory_jerk": consistency["trajectory_jerk"],
     }
 
 
@@ -146,9 +151,12 @@ def write_subset(pool: Path, ids: Sequence[str], folder: Path) -> Path:
 
 def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: int, batch: int, lr: float,
                      rank: int, seed: int, max_sequence_length: int = 16,
-                     training_type: str = "lora", motion_loss_weight: float = 1.0) -> dict[str, Any]:
+                     training_type: str = "lora", motion_loss_weight: float = 1.0,
+                     imap: dict[str, Any] | None = None) -> dict[str, Any]:
     """One LoRA fine-tune on a dataset folder; a finished run with the identical config and clip list is reused.
-    `motion_loss_weight` > 1 weights the moving latent pixels (Motive's motion mask) in the loss."""
+    `motion_loss_weight` > 1 weights the moving latent pixels (Motive's motion mask) in the loss. `imap`: the
+    IMAP monitor's options (`--monitor imap`); it probes without touching the training RNG, so the LoRA is the
+    one the same run without it trains."""
     import json
     import time
 
@@ -158,7 +166,8 @@ def fine_tune_subset(model: str, data: Path, out: Path, cache: Path, *, steps: i
                       latent_cache_dir=str(cache), train_steps=steps, train_batch_size=batch, learning_rate=lr,
                       rank=rank, lora_alpha=float(rank), seed=seed, max_sequence_length=max_sequence_length,
                       checkpointing_steps=0, report_to="none", logging_steps=max(1, steps), curation="none",
-                      training_type=training_type, motion_loss_weight=motion_loss_weight)
+                      training_type=training_type, motion_loss_weight=motion_loss_weight,
+                      **({"monitor": ["imap"], "method_options": {"imap": dict(imap)}} if imap else {}))
     summary_file, config_file, stamp = out / "train_summary.json", out / "train_config.json", out / "clips_used.txt"
     clips = (data / "metadata.jsonl").read_text()
     start = time.perf_counter()
@@ -194,20 +203,24 @@ def straight_heldout_prompts(model: str, limit: int = 0) -> list[dict[str, Any]]
 
 
 def evaluate_arm(pipe, turn_prompts_: Sequence[dict[str, Any]], straight_prompts: Sequence[dict[str, Any]],
-                 seeds: Sequence[int], settings, token_px: float) -> dict[str, list[dict[str, Any]]]:
+                 seeds: Sequence[int], settings, token_px: float, guidance: str = "none",
+                 guidance_options: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Rows per (prompt, seed), in a fixed order shared by every arm (so arms pair up): turn success, presence,
-    smoothness on the turn prompts; direction accuracy on the straight prompts."""
+    smoothness, jerk at the turn, colour drift and shape consistency on the turn prompts; direction accuracy on
+    the straight prompts. `guidance` / `guidance_options`: a sampling guidance (e.g. "correspondence")."""
     from motionguide.metrics import flow_warp_smoothness
     from motionguide.sampling import generate_videos
 
     turn_rows, straight_rows = [], []
     for prompt in turn_prompts_:
-        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, progress=False):
+        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, guidance=guidance,
+                                     guidance_options=guidance_options, progress=False):
             scored = score_turn_video(video["frames"], prompt, token_px)
             turn_rows.append({**prompt, "seed": video["seed"], **scored,
                               "smoothness": float(flow_warp_smoothness(video["frames"]))})
     for prompt in straight_prompts:
-        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, progress=False):
+        for video in generate_videos(pipe, [prompt["prompt"]], list(seeds), settings, guidance=guidance,
+                                     guidance_options=guidance_options, progress=False):
             adherence = toy_prompt_adherence(video["frames"], prompt["prompt"], token_px=token_px)[0]
             straight_rows.append({**prompt, "seed": video["seed"],
                                   "direction_correct": bool(adherence.direction_correct)})

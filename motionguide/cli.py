@@ -51,7 +51,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, quick=args.quick, model=args.model, config=args.config)
+    return run_demo(args.out, quick=args.quick, model=args.model, config=args.config, story=args.story)
 
 
 def build_parser() -> ArgumentParser:
@@ -70,11 +70,16 @@ def build_parser() -> ArgumentParser:
     p.set_defaults(func=_cmd_profiles)
 
     p = sub.add_parser("demo", help="the main job on the toy model (Motive-curated LoRA fine-tune with the IMAP "
-                                    "monitor, guided sampling) and its report")
+                                    "monitor, guided sampling) and its report; by default it teaches the model a "
+                                    "turn it lacks")
     p.add_argument("--out", type=str, default="demo-output", help="folder for the report and its files")
     p.add_argument("--model", type=str, default=None, help="pipeline folder to fine-tune (default: assets/toy-model)")
     p.add_argument("--config", type=str, default=None,
-                   help="training config YAML (default: configs/toy.yaml of the source checkout)")
+                   help="training config YAML (default: the story's, configs/toy-turn.yaml or configs/toy.yaml "
+                        "of the source checkout)")
+    p.add_argument("--story", type=str, default="turn", choices=["turn", "straight"],
+                   help="turn: teach the toy model a motion it lacks (a turn), Motive vs a random 10%%; straight: "
+                        "Motive on the straight motions it already has (the first demo)")
     p.add_argument("--quick", action="store_true", help="the same path at a reduced size (used by the tests)")
     p.set_defaults(func=_cmd_demo)
 

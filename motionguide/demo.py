@@ -1,6 +1,8 @@
 """`make demo`: the README's main job on the toy default, then the evidence report.
 
-It runs, as separate commands exactly as a user would type them (each printed before it runs):
+Two stories: "turn" (the default, `demo_turn`: teach the toy model a motion it lacks, issue 16) and "straight"
+(below: Motive on the straight motions the model already has). The straight story runs, as separate commands
+exactly as a user would type them (each printed before it runs):
 
 1. `accelerate launch train/finetune.py --config configs/toy.yaml --curation motive --monitor imap`: the
    toy dataset (20% planted defects) and the Motive query clips (target motion "right") are generated on
@@ -40,6 +42,10 @@ from .errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 TOY_MODEL = Path("assets") / "toy-model"
 TOY_CONFIG = Path("configs") / "toy.yaml"
+TURN_CONFIG = Path("configs") / "toy-turn.yaml"
+#: the demo's stories and their default configs: turn (issue 16: a motion the base model lacks, the default) and
+#: straight (the first demo: Motive on the straight motions the model already has)
+STORIES = {"turn": TURN_CONFIG, "straight": TOY_CONFIG}
 FINETUNE_SCRIPT = Path("train") / "finetune.py"
 SAMPLE_SCRIPT = Path("sample") / "generate.py"
 
@@ -62,16 +68,20 @@ class DemoInputs:
     sample: tuple[str, ...]
 
 
-def resolve_inputs(model: str | None = None, config: str | Path | None = None) -> DemoInputs:
-    """The demo's inputs: given ones as they are, missing ones from the source checkout at `ROOT`; a ConfigError
-    saying how to get them when neither is there (a plain `pip install` ships no toy model and no configs)."""
+def resolve_inputs(model: str | None = None, config: str | Path | None = None, story: str = "turn") -> DemoInputs:
+    """The demo's inputs: given ones as they are, missing ones from the source checkout at `ROOT` (the story's
+    config: `STORIES`); a ConfigError saying how to get them when neither is there (a plain `pip install` ships no
+    toy model and no configs)."""
+    if story not in STORIES:
+        raise ConfigError(f"--story {story!r}: choose one of {', '.join(STORIES)}")
+    story_config = STORIES[story]
     checkout = (ROOT / FINETUNE_SCRIPT).is_file() and (ROOT / SAMPLE_SCRIPT).is_file()
     if model is None and (ROOT / TOY_MODEL).is_dir():
         model = str(ROOT / TOY_MODEL)
-    if config is None and (ROOT / TOY_CONFIG).is_file():
-        config = ROOT / TOY_CONFIG
+    if config is None and (ROOT / story_config).is_file():
+        config = ROOT / story_config
     missing = [name for name, value in (("--model (the toy model, assets/toy-model)", model),
-                                        ("--config (configs/toy.yaml)", config)) if value is None]
+                                        (f"--config ({story_config.as_posix()})", config)) if value is None]
     if missing:
         raise ConfigError(f"the demo found no source checkout at {ROOT} and was given no {' or '.join(missing)}: "
                           "clone the motionguide repository and run `make demo` (or `motionguide demo`) from it, "
@@ -337,16 +347,17 @@ def _token_px(model: str) -> float:
 
 
 def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | None = None,
-             config: str | Path | None = None) -> int:
-    """Run the main job and write the report; prints where the report is."""
+             config: str | Path | None = None, story: str = "turn") -> int:
+    """Run the main job and write the report; prints where the report is. story "turn" (the default) teaches
+    the toy model a turn (`demo_turn`); "straight" is the first demo on the motions it already has."""
     import yaml
 
     started = time.perf_counter()
-    inputs = resolve_inputs(model, config)  # before any work: says how to get the toy model and configs
+    inputs = resolve_inputs(model, config, story)  # before any work: says how to get the toy model and configs
     from .output_paths import check_output_folder
 
     check_output_folder(out, "--out")
-    if quick:  # the quick run rewrites the Motive and IMAP options of the config: they must be there
+    if quick and story != "turn":  # the quick run rewrites the Motive and IMAP options of the config
         options = yaml.safe_load(inputs.config.read_text()).get("method_options") or {}
         if not isinstance(options.get("motive"), dict) or "queries_recipe" not in options["motive"] \
                 or not isinstance(options.get("imap"), dict):
@@ -354,6 +365,13 @@ def run_demo(out: str | Path = "demo-output", quick: bool = False, model: str | 
                               "queries_recipe) and method_options.imap, as in configs/toy.yaml")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if story == "turn":
+        from .demo_turn import main_job as turn_job, write_turn_report
+
+        log, used_config, data_root = turn_job(out, quick, inputs, _run)
+        report = write_turn_report(out, log, inputs.model, data_root, used_config, started, inputs.workdir)
+        print(f"\nreport: {report}\n(whole demo {(time.perf_counter() - started) / 60:.1f} min)")
+        return 0
     log = main_job(out, quick, inputs)
     settings = yaml.safe_load((out / "demo-config.yaml" if quick else inputs.config).read_text())
     data_root = Path(settings["data_root"])

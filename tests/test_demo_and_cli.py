@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_quick_demo_runs_the_main_job_and_writes_a_report(tmp_path):
     """The demo path at a reduced size: the same commands (accelerate launch of the fine-tune with Motive and
     the IMAP monitor, three sampling runs), then a report whose numbers and pictures are real."""
-    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--quick", "--story", "straight"]) == 0
     stats = json.loads((tmp_path / "report.json").read_text())
     assert [c["step"] for c in stats["commands"]] == ["fine-tune", "sample: base", "sample: finetuned", "sample: guided"]
     assert "accelerate" in stats["commands"][0]["command"] and "--curation motive" in stats["commands"][0]["command"]
@@ -65,6 +65,63 @@ def test_quick_demo_runs_the_main_job_and_writes_a_report(tmp_path):
     assert np.abs(frames["guided"] - frames["finetuned"]).max() > 0
 
 
+@pytest.mark.slow
+def test_quick_turn_demo_reports_numbers_that_match_the_truth_table_and_the_videos(tmp_path):
+    """The turn story at a reduced size: the base model's turn success is recounted from its videos, and every
+    selection's precision / recall from the pool's truth table (Motive's and random's from the files the two
+    fine-tunes wrote, the keyword filter's from the captions); a rerun of the same folder reuses every step."""
+    from motionguide.metrics.turns import toy_turn_adherence
+
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
+    stats = json.loads((tmp_path / "report.json").read_text())
+    assert [c["step"] for c in stats["commands"]] == [
+        "turn pool", "sample: base", "fine-tune: Motive top 10%", "fine-tune: random 10%", "sample: random",
+        "sample: curated", "sample: guided"]
+    tune = stats["commands"][2]["command"]
+    assert "accelerate" in tune and "--curation motive" in tune and "--monitor imap" in tune
+    pool = tmp_path / "data" / "toy-turn-pool"
+    truth = json.loads((pool / "truth.json").read_text())
+    clean = {r["id"] for r in truth if r["clean_turn"]}
+    assert len(truth) == 40 and clean and stats["pool"]["clean_turns"] == len(clean)
+    # the selections, read from what the fine-tunes wrote and from the captions a user would filter
+    motive = json.loads((tmp_path / "finetune" / "motive" / "selection.json").read_text())["selected_ids"]
+    indices = json.loads((tmp_path / "finetune-random" / "curation.json").read_text())["indices"]
+    random_ids = [sorted(r["id"] for r in truth)[i] for i in indices]
+    captions = {json.loads(line)["id"]: json.loads(line)["text"] for line in
+                (pool / "metadata.jsonl").read_text().splitlines()}
+    keyword = [i for i, text in captions.items() if re.search(r"\bthen (up|down|left|right)\b", text)]
+    for name, ids in (("Motive top 10%", motive), ("caption-keyword filter", keyword), ("random 10%", random_ids)):
+        reported = stats["selection"][name]
+        assert sorted(stats["selections"][name]) == sorted(ids), name
+        assert reported["selected"] == len(ids) and reported["clean_turns"] == len(set(ids) & clean)
+        assert reported["precision"] == pytest.approx(len(set(ids) & clean) / len(ids))
+        assert reported["recall"] == pytest.approx(len(set(ids) & clean) / len(clean))
+    assert len(motive) == len(random_ids) == 4  # 10% of 40
+    # the base model's turn success, recounted from its videos
+    listing = json.loads((tmp_path / "samples" / "base" / "samples.json").read_text())
+    hits = [toy_turn_adherence(read_video(tmp_path / "samples" / "base" / e["file"]), e["prompt"])[0].success
+            for e in listing]
+    assert stats["samples"]["base"]["videos"] == len(listing) == 2
+    assert stats["samples"]["base"]["successes"] == sum(hits)
+    report = (tmp_path / "report.md").read_text()
+    assert f"Base model turn success: **{sum(hits)}/2" in report
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {"report_samples.png", "report_trajectories.png", "report_imap_then.png"} <= set(pictures)
+    for picture in pictures:
+        assert (tmp_path / picture).stat().st_size > 500, picture
+    # the monitor mapped "then" and one second direction on probe clips captioned with that turn
+    assert stats["imap"]["words"][0] == "then" and len(stats["imap"]["history"]) == 2
+    for probe in stats["imap"]["probes"]:
+        assert f"then {stats['imap']['words'][1]}" in probe["caption"]
+    # a rerun (as after an interruption) reuses every finished step and reports the same numbers
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert all(c.get("skipped") for c in again["commands"])
+    assert again["selection"] == stats["selection"]
+    assert {k: v["successes"] for k, v in again["samples"].items()} == {k: v["successes"] for k, v in
+                                                                       stats["samples"].items()}
+
+
 def test_demo_outside_a_checkout_says_how_to_get_the_toy_model_before_any_work(tmp_path, monkeypatch, capsys):
     """A plain install ships neither the toy model nor the configs: one line on what to do, nothing created."""
     import motionguide.demo as demo
@@ -91,8 +148,9 @@ def test_demo_outside_a_checkout_says_how_to_get_the_toy_model_before_any_work(t
 def test_demo_in_the_checkout_finds_the_toy_model_config_and_scripts():
     from motionguide.demo import resolve_inputs
 
-    inputs = resolve_inputs()
-    assert Path(inputs.model) == REPO / "assets" / "toy-model" and inputs.config == REPO / "configs" / "toy.yaml"
+    inputs = resolve_inputs()  # the default story teaches a turn
+    assert Path(inputs.model) == REPO / "assets" / "toy-model" and inputs.config == REPO / "configs" / "toy-turn.yaml"
+    assert resolve_inputs(story="straight").config == REPO / "configs" / "toy.yaml"
     assert inputs.workdir == REPO and inputs.finetune == ("train/finetune.py",)
     assert inputs.sample == ("sample/generate.py",)
     assert subprocess.run([sys.executable, "-m", "motionguide.training.cli", "--help"], capture_output=True,

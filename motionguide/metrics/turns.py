@@ -22,7 +22,7 @@ from motionguide.toy.captions import CaptionObject
 from motionguide.toy.vocab import direction_from_displacement, split_turn
 
 __all__ = ["TurnReading", "TurnAdherence", "read_turn", "object_track", "toy_turn_adherence", "turn_success_rate",
-           "DEFAULT_LEG_THRESHOLD_PX", "DEFAULT_MIN_LEG_FRAMES"]
+           "DEFAULT_LEG_THRESHOLD_PX", "DEFAULT_MIN_LEG_FRAMES", "TURN_JERK_WINDOW", "jerk_at_turn"]
 
 #: A leg that moves less than this reads "still" (half a toy token; a 5-frame leg at normal speed moves 9 px).
 DEFAULT_LEG_THRESHOLD_PX = 4.0
@@ -131,3 +131,23 @@ def toy_turn_adherence(frames: np.ndarray, caption: str, leg_threshold_px: float
 def turn_success_rate(results: Sequence[TurnAdherence]) -> float:
     """Share of scored turns that succeeded (NaN for none)."""
     return float(np.mean([r.success for r in results])) if results else float("nan")
+
+
+#: frames either side of the apex whose centroid second differences count as "at the turn"
+TURN_JERK_WINDOW = 2
+
+
+def jerk_at_turn(trajectory: np.ndarray, turn_frame: int | None, window: int = TURN_JERK_WINDOW) -> float:
+    """Mean |second difference| of the object's centroid (px / frame^2) on the frames within `window` of the turn's
+    apex (the last frame of the first leg, `turn_frame` - 1, as the turn metric split the track); NaN when no
+    split was read or the object is missing there. A rendered right-angle turn at normal speed has one kink of
+    about 2.5 px / frame^2 at the apex and 0 elsewhere, so this reads how sharp and how clean the turn is."""
+    if turn_frame is None:
+        return float("nan")
+    track = np.asarray(trajectory, np.float64)
+    second = track[2:] - 2 * track[1:-1] + track[:-2]  # row i is centred on frame i + 1
+    apex = turn_frame - 1
+    rows = [i for i in range(len(second)) if abs(i + 1 - apex) <= window]
+    values = np.linalg.norm(second[rows], axis=1) if rows else np.array([])
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")

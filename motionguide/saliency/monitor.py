@@ -46,7 +46,7 @@ from ..attention import AttentionController
 from ..backbones.base import condition_kwargs, move_condition
 from ..data.cache import condition_of
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write, atomic_write_text
 from ..training.callbacks import TrainContext, TrainerCallback, register_monitor
 from ..training.trackers import log_image, log_scalars
 from ..viz import save_png
@@ -85,8 +85,14 @@ class IMAPProbe:
 
     step: int
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    probe_rows: dict[str, list[int]] = field(default_factory=dict)  # which probe each of a word's maps belongs to
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a temporary name
+        np.savez(handle, **arrays)
 
 
 def _jaccard(a: set, b: set) -> float:
@@ -274,12 +280,14 @@ class IMAPMonitor(TrainerCallback):
         """Entropy, mask scores and heatmap grids per word; head stability against the previous probe."""
         found = IMAPProbe(step=step)
         per_word: dict[str, dict[str, list]] = {}
-        for probe, maps in zip(self.probes, results):
+        for index, (probe, maps) in enumerate(zip(self.probes, results)):
             masks = self.masks_fn(probe.clip_id) if self.masks_fn is not None else None
             for word in maps.words:
                 word_map = maps.get(word).numpy()
-                entry = per_word.setdefault(word_tag(word), {"maps": [], "entropy": [], "pointing_game": [], "iou": []})
+                entry = per_word.setdefault(word_tag(word), {"maps": [], "entropy": [], "pointing_game": [], "iou": [],
+                                                             "probes": []})
                 entry["maps"].append(word_map)
+                entry["probes"].append(index)
                 entry["entropy"].append(spatial_entropy(word_map))
                 if masks is not None:
                     for key, value in mask_scores(word_map, np.asarray(masks)).items():
@@ -290,6 +298,7 @@ class IMAPMonitor(TrainerCallback):
                 if values:
                     found.scalars[f"saliency/{tag}/{key}"] = float(np.mean(values))
             found.maps[tag] = entry["maps"]
+            found.probe_rows[tag] = entry["probes"]
             found.grids[tag] = heatmap_grid(entry["maps"], self.cell)
         heads = self._selected_heads(results)
         if self.previous_heads is not None:
@@ -303,10 +312,18 @@ class IMAPMonitor(TrainerCallback):
         return found
 
     def _save(self, found: IMAPProbe) -> None:
-        """Heatmap grids as `<output_dir>/imap/<word>_step<N>.png`, the scalar history as `history.json`."""
+        """Heatmap grids as `<output_dir>/imap/<word>_step<N>.png`, the maps themselves as `maps_step<N>.npz`
+        (`<word>`: float32 [probes, F', h, w]; `<word>.probes`: their probe indices; for overlays on the probe
+        clips' frames), the scalar history as `history.json`."""
         folder = self.output_dir / "imap"
         for tag, grid in found.grids.items():
             save_png(Image.fromarray(grid), folder / f"{tag}_step{found.step:06d}.png")
+        arrays = {}
+        for tag, maps in found.maps.items():
+            arrays[tag] = np.stack([np.asarray(m, np.float32) for m in maps])
+            arrays[f"{tag}.probes"] = np.asarray(found.probe_rows.get(tag, range(len(maps))), np.int64)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / f"maps_step{found.step:06d}.npz", lambda tmp: _savez(tmp, arrays))
         atomic_write_text(folder / "history.json", json.dumps(
             {"probes": [{"clip_id": p.clip_id, "caption": p.caption, "words": list(p.positions)} for p in self.probes],
              "blocks": self.blocks, "top_k": self.top_k, "timestep": self.timestep, "history": self.history},

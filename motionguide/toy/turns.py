@@ -18,8 +18,8 @@ from motionguide.toy.sampling import TurnCombination, all_turn_combinations
 from motionguide.toy.spec import ObjectSpec
 from motionguide.toy.vocab import MOTIONS
 
-__all__ = ["HOLDOUT_SEED", "ONE_ORDER_PAIRS", "TURN_HOLDOUT_FRACTION", "PAIR_SETS", "heldout_turn_combinations",
-           "turn_clause", "turn_prompts", "mentions_turn", "pair_set"]
+__all__ = ["HOLDOUT_SEED", "ONE_ORDER_PAIRS", "TURN_FINE_TUNE", "TURN_HOLDOUT_FRACTION", "PAIR_SETS",
+           "heldout_turn_combinations", "turn_clause", "turn_prompts", "mentions_turn", "pair_set", "turn_monitor_probes"]
 
 #: Seed of every held-out choice for turns (and of the straight triples the shipped toy model never saw).
 HOLDOUT_SEED = 0
@@ -37,6 +37,16 @@ ONE_ORDER_PAIRS: tuple[tuple[str, str], ...] = (
 
 #: Named direction-pair sets of the turn benchmarks: all (the 12 ordered cardinal pairs) or one_order.
 PAIR_SETS: dict[str, tuple[tuple[str, str], ...] | None] = {"all": None, "one_order": ONE_ORDER_PAIRS}
+
+
+#: The turn fine-tune's settings in one place: every arm of `benchmarks/teach_turn.py` trains with these (their
+#: flags' defaults) and the demo's turn story scales them down. pairs: one_order, since the toy model cannot tell
+#: the two orders of a pair apart; motion_loss_weight: Motive's motion mask weighting the moving latent pixels of
+#: the loss (1 = off), the toy recipe's answer to a loss that hardly sees the object. Steps / lr / rank are what
+#: `benchmarks/teach_turn_settings.py` searches on world seed 0 (2000 steps: 5/12 held-out turns
+#: for the oracle, base 0/12): update them here when it finds better ones.
+TURN_FINE_TUNE: dict[str, object] = {"pairs": "one_order", "steps": 2000, "batch": 4, "lr": 1e-3, "rank": 16,
+                                     "motion_loss_weight": 5.0}
 
 
 def pair_set(name: str) -> list[tuple[str, str]] | None:
@@ -91,3 +101,27 @@ def mentions_turn(caption: str) -> bool:
     """The caption-keyword filter a user would try first: "then" followed by a direction word ("then stops" is
     not a turn). It trusts the caption, so it keeps every mislabeled clip and misses every truncated one."""
     return _THEN_DIRECTION.search(caption.lower()) is not None
+
+
+def turn_monitor_probes(rows: Sequence[dict], ids: Iterable[str] | None = None,
+                        num_probes: int = 4) -> tuple[list[str], list[str]]:
+    """(probe clip ids, words) for the IMAP monitor during a turn fine-tune: the words that carry the new motion,
+    "then" and the second direction, on clips (of `ids`, default all rows of a turn pool's truth table) whose
+    caption says that turn, clean turns first. One second direction for every probe (the most common one among
+    the clean candidates), so a word's map means the same thing on every probe row; ([], []) when no caption
+    says a turn."""
+    keep = None if ids is None else set(ids)
+    candidates = []
+    for row in rows:
+        found = _THEN_DIRECTION.search(row["caption"].lower())
+        if found and (keep is None or row["id"] in keep):
+            candidates.append((not row.get("clean_turn", False), row["id"], found.group(1)))
+    if not candidates:
+        return [], []
+    pool = [c for c in candidates if not c[0]] or candidates
+    counts: dict[str, int] = {}
+    for _, _, second in pool:
+        counts[second] = counts.get(second, 0) + 1
+    second = sorted(counts, key=lambda w: (-counts[w], w))[0]
+    chosen = sorted(c for c in candidates if c[2] == second)[:num_probes]  # clean first, then by id
+    return [clip_id for _, clip_id, _ in chosen], ["then", second]
