@@ -234,7 +234,8 @@ def markdown(args, summary, rows, diagnoses, seconds, query_colours) -> str:
         f"clean turns); queries seed {args.query_seed}: the benchmark's {args.queries} (colours: "
         f"{', '.join(query_colours[: args.queries])}) and all {args.query_pool} featurised. Top {args.fraction:.0%} "
         f"per rule: votes = the paper's majority vote (90th percentile per query), mean = mean score over "
-        f"queries (the vote's tie-break, not a library selection mode). Reference: random {summary['clean_turns'] / args.pool:.0%} precision; caption keyword "
+        f"queries (the vote's tie-break, not a library selection mode). Reference: random "
+        f"{summary['clean_turns'] / args.pool:.0%} precision; caption keyword "
         f"{summary['keyword_precision']:.0%} precision, {summary['keyword_recall']:.0%} recall. AUC: ROC-AUC of "
         f"the mean score for clean turns and for clips showing a turn (any caption). Pass time includes the "
         f"latent cache for the first pass (one thread, shared machine).", "", table, "",
