@@ -286,8 +286,9 @@ def main() -> None:
                     scores[: row["queries"]].mean(axis=0), defaults[row["queries"]], clips["clean_turn"], args.boot)
         print(name, json.dumps([r for r in rows if r["setting"] == name]), flush=True)
     query_colours = [str(c) for c in query_clips["colour"]]
+    # args without the folders: no machine paths in the results
     ev.write("teach_turn_motive_diagnose",
-             {"args": {k: v for k, v in vars(args).items()}, "pool": summary, "rows": rows, "diagnosis": diagnoses,
+             {"args": {k: v for k, v in vars(args).items() if k not in ("work", "results_dir")}, "pool": summary, "rows": rows, "diagnosis": diagnoses,
               "pass_seconds": seconds, "query_colours": query_colours},
              markdown(args, summary, rows, diagnoses, seconds, query_colours), args.results_dir)
 
