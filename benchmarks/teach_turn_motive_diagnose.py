@@ -288,8 +288,8 @@ def main() -> None:
     query_colours = [str(c) for c in query_clips["colour"]]
     # args without the folders: no machine paths in the results
     ev.write("teach_turn_motive_diagnose",
-             {"args": {k: v for k, v in vars(args).items() if k not in ("work", "results_dir")}, "pool": summary, "rows": rows, "diagnosis": diagnoses,
-              "pass_seconds": seconds, "query_colours": query_colours},
+             {"args": {k: v for k, v in vars(args).items() if k not in ("work", "results_dir")}, "pool": summary,
+              "rows": rows, "diagnosis": diagnoses, "pass_seconds": seconds, "query_colours": query_colours},
              markdown(args, summary, rows, diagnoses, seconds, query_colours), args.results_dir)
 
 
