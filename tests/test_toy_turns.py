@@ -320,6 +320,9 @@ def test_query_sets_are_clean_training_turns_with_spread_pairs_and_no_pool_clip(
     assert all(r["clean_turn"] and r["caption"] == r["true_caption"] for r in truth)
     pairs = [split_turn(r["true_motion"]) for r in truth]
     assert len(set(pairs)) == 6
+    colours = [load_ground_truth(queries / "gt" / f"{r['id']}.npz")["spec"]["objects"][0]["color"] for r in truth]
+    assert max(colours.count(c) for c in set(colours)) - min(colours.count(c) for c in set(colours)) <= 1
+    assert len(set(colours)) == min(6, len(COLORS))  # spread over colours, not one colour with different turns
     held = {tuple(t) for t in heldout_turn_combinations()}
     pool_specs = {json.dumps(load_ground_truth(p)["spec"]) for p in sorted((small_pool / "gt").glob("*.npz"))}
     for row in truth:

@@ -266,8 +266,10 @@ def make_turn_queries(
     id_prefix: str = "query",
 ) -> Path:
     """Write `num_clips` clean turn clips (no defect, true captions, training turns only) as a Motive query set,
-    ids query_00000, ...; the truth table is written as for a pool. Direction pairs are spread: each clip takes
-    a pair not yet used while one is left."""
+    ids query_00000, ...; the truth table is written as for a pool. Direction pairs, colours and shapes are
+    spread: each clip takes a pair not yet used while one is left, then the least-used colour, then shape. Why:
+    Motive's score follows a query's colour (benchmarks/teach_turn_motive_diagnose.py), so a set of mostly one
+    colour selects that colour, not the motion."""
     out_dir = Path(out_dir)
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -280,12 +282,20 @@ def make_turn_queries(
         raise ValueError(f"id_prefix must be a plain name such as 'query', got {id_prefix!r}")
     _prepare(out_dir, overwrite)
     rows, truth, used_pairs = [], [], set()
+    colour_uses: dict[str, int] = {}
+    shape_uses: dict[str, int] = {}
     for index in tqdm(range(num_clips), desc="turn queries", unit="clip", disable=not progress):
         rng = np.random.default_rng([seed, 3, index])  # not the pool's stream: no query is a pool clip
-        fresh = [t for t in allowed_turns if (t[2], t[3]) not in used_pairs]
-        spec = sample_clip_spec(rng, 1, turns=fresh or allowed_turns)
+
+        def spread(turn):  # an unused direction pair first, then the least-used colour, then shape
+            return ((turn[2], turn[3]) in used_pairs, colour_uses.get(turn[0], 0), shape_uses.get(turn[1], 0))
+
+        best = min(spread(t) for t in allowed_turns)
+        spec = sample_clip_spec(rng, 1, turns=[t for t in allowed_turns if spread(t) == best])
         obj = spec.objects[0]
         used_pairs.add((obj.motion, obj.turn_motion))
+        colour_uses[obj.color] = colour_uses.get(obj.color, 0) + 1
+        shape_uses[obj.shape] = shape_uses.get(obj.shape, 0) + 1
         clip_id = f"{id_prefix}_{index:05d}"
         caption = caption_for(spec)
         rows.append(_write_clip(out_dir, clip_id, spec, caption, fps))
