@@ -69,31 +69,15 @@ def check_frame_count(flag: str, value: int | None, model: object) -> None:
                           f"{below + factor}")
 
 
-#: frame-size multiples that diffusers' pipelines check in `check_inputs`, by pipeline class name prefix
-_PIPELINE_PIXEL_CHECKS = {"Wan": 16, "HunyuanVideo": 16, "CogVideoX": 8}
-
-
-def sampling_pixel_multiple(model: object) -> int | None:
-    """What a sampled frame's height and width must divide by: the model's token size (VAE factor x patch,
-    from its config files) and the multiple its diffusers pipeline checks (16 for Wan even when a small VAE
-    would allow 8); None when the model's config files cannot be read offline."""
-    from .backbones.registry import pipeline_class_name
-    from .training.preflight import pixel_multiple_of
-
-    multiple = pixel_multiple_of(str(model))
-    name = pipeline_class_name(str(model)) or ""
-    checked = next((m for prefix, m in _PIPELINE_PIXEL_CHECKS.items() if name.startswith(prefix)), None)
-    if multiple is None:
-        return checked
-    return multiple if checked is None else math.lcm(multiple, checked)
-
-
 def check_frame_size(flag: str, value: int | None, model: object, multiple: int | None = None) -> None:
     """A frame height or width the model can sample: a multiple of `sampling_pixel_multiple` (diffusers
     refuses others only after the model has loaded)."""
     if value is None:
         return
-    multiple = multiple or sampling_pixel_multiple(model)
+    if not multiple:
+        from .backbones.frame_sizes import sampling_pixel_multiple
+
+        multiple = sampling_pixel_multiple(model)
     if multiple and value % multiple:
         lower = max(multiple, value // multiple * multiple)
         raise ConfigError(f"{flag} {value}: not a multiple of {multiple} (the pixels per token of {model} and its "

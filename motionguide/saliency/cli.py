@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..arg_checks import (block_count_of, check_block_indices, check_finite, check_frame_count, check_frame_size,
-                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed,
-                          sampling_pixel_multiple)
+                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed)
+from ..backbones.frame_sizes import sampling_pixel_multiple
 from ..cli_args import add_subcommand, index_list
 from ..output_paths import check_output_folder
 from ..placement_args import add_placement_arguments, placement_from_args

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..arg_checks import (block_count_of, check_block_indices, check_finite, check_frame_count, check_frame_size,
-                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed,
-                          sampling_pixel_multiple)
+                          check_lora_file, check_model_folder, check_positive, check_profile, check_seed)
+from ..backbones.frame_sizes import sampling_pixel_multiple
 from ..cli_args import ArgumentParser, index_list, run_command
 from ..errors import ConfigError
 from ..loading import _HUB_ID, PipelinePlacement  # _HUB_ID: what a hub id looks like, one definition

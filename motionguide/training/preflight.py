@@ -8,53 +8,15 @@ naming the setting and the fix, so a mistake costs a second, not a model load an
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..backbones.frame_sizes import config_json as _config_json, pixel_multiple_of
 from ..errors import ConfigError
 
 __all__ = ["pixel_multiple_of", "check_frame_sizes", "check_experts", "check_output_dir", "check_data_root"]
-
-
-def _config_json(model: str, name: str) -> dict[str, Any] | None:
-    """`name` of a local model folder, or of a hub id already in the local cache (never a download)."""
-    if Path(model).is_dir():
-        path: Any = Path(model) / name
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            path = try_to_load_from_cache(model, name)
-        except Exception:  # not a repo id, or no hub client: nothing known offline
-            return None
-    if not isinstance(path, (str, Path)) or not Path(path).is_file():
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def pixel_multiple_of(model: str | os.PathLike) -> int | None:
-    """What the model's frame height and width must divide by (VAE spatial factor x patch size), read from its
-    config files through the family's adapter; None when that cannot be told offline."""
-    from ..backbones.registry import adapter_for_class_name, transformer_class_name
-
-    model = str(model)
-    name = transformer_class_name(model)
-    adapter = adapter_for_class_name(name) if name else None
-    multiple = getattr(adapter, "pixel_multiple", None)
-    transformer = _config_json(model, "transformer/config.json") or _config_json(model, "config.json")
-    if multiple is None or transformer is None:
-        return None
-    try:
-        return int(multiple(transformer, _config_json(model, "vae/config.json")))
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
 
 
 def check_frame_sizes(cfg: Any, where: str = "config") -> None:
@@ -75,7 +37,7 @@ def check_frame_sizes(cfg: Any, where: str = "config") -> None:
     if getattr(cfg, "validation_prompts", None):
         # validation samples through the stock pipeline, whose own check may ask more (Wan: 16, even for a VAE
         # that allows 8); found now, not after the training
-        from ..arg_checks import sampling_pixel_multiple
+        from ..backbones.frame_sizes import sampling_pixel_multiple
 
         sampled = sampling_pixel_multiple(model) or multiple
         for key in ("height", "width"):
