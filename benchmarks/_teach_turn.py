@@ -225,3 +225,28 @@ def evaluate_arm(pipe, turn_prompts_: Sequence[dict[str, Any]], straight_prompts
             straight_rows.append({**prompt, "seed": video["seed"],
                                   "direction_correct": bool(adherence.direction_correct)})
     return {"turn": turn_rows, "straight": straight_rows}
+
+
+def turn_sets(work: Path, world_seed: int, pool_clips: int, query_seed: int, query_clips: int,
+              pairs_name: str) -> tuple[Path, Path]:
+    """The turn pool and query set of these seeds under `work`, made on first use and reused after; a query
+    set written by an older generator version (other clips for the same seed) is made again."""
+    import json
+
+    from motionguide.toy.turn_pool import QUERY_SET_VERSION, load_truth, make_turn_pool, make_turn_queries
+    from motionguide.toy.turns import pair_set
+
+    pairs, tag = pair_set(pairs_name), "" if pairs_name == "all" else f"_{pairs_name}"
+    pool = work / f"pool_seed{world_seed}_{pool_clips}{tag}"
+    queries = work / f"queries_seed{query_seed}_{query_clips}{tag}"
+    if not (pool / "truth.json").is_file():
+        make_turn_pool(pool, num_clips=pool_clips, seed=world_seed, pairs=pairs, fmt=("jsonl",), overwrite=True,
+                       progress=False)
+    info = queries / "dataset.json"
+    current = (info.is_file() and json.loads(info.read_text()).get("version") == QUERY_SET_VERSION
+               and len(load_truth(queries)) == query_clips)
+    if not current:
+        make_turn_queries(queries, num_clips=query_clips, seed=query_seed, pairs=pairs, fmt=("jsonl",),
+                          overwrite=True)
+    return pool, queries
+

@@ -52,7 +52,7 @@ from _common import limit_threads
 from _motive import work_folder
 
 from motionguide.cli_args import ArgumentParser
-from motionguide.toy.turn_pool import load_truth, make_turn_pool, make_turn_queries
+from motionguide.toy.turn_pool import load_truth
 from motionguide.toy.turns import PAIR_SETS, TURN_FINE_TUNE, mentions_turn, pair_set, turn_monitor_probes
 
 ARMS = ("base", "motive", "motive_tdiff", "random", "full", "keyword", "oracle")
@@ -281,15 +281,8 @@ def main() -> None:
     work, temporary = work_folder(args.work, "mg-teach-turn-")
     started = time.perf_counter()
     try:
-        pairs, tag = pair_set(args.pairs), "" if args.pairs == "all" else f"_{args.pairs}"
-        pool = work / f"pool_seed{args.world_seed}_{args.pool}{tag}"
-        queries = work / f"queries_seed{args.query_seed}{tag}"
-        if not (pool / "truth.json").is_file():
-            make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, pairs=pairs, fmt=("jsonl",),
-                           overwrite=True, progress=False)
-        if not (queries / "truth.json").is_file() or len(load_truth(queries)) != args.queries:
-            make_turn_queries(queries, num_clips=args.queries, seed=args.query_seed, pairs=pairs, fmt=("jsonl",),
-                              overwrite=True)
+        pairs = pair_set(args.pairs)
+        pool, queries = tt.turn_sets(work, args.world_seed, args.pool, args.query_seed, args.queries, args.pairs)
         truth = load_truth(pool)
         from motionguide.toy.turn_pool import pool_summary
         truth_summary = pool_summary(truth)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import _teach_turn as tt
 import _toy_eval as ev
 from _common import limit_threads
 
@@ -66,19 +67,7 @@ def parse_args():
 
 
 def build_sets(args, work: Path) -> tuple[Path, Path]:
-    from motionguide.toy.turn_pool import load_truth, make_turn_pool, make_turn_queries
-    from motionguide.toy.turns import pair_set
-
-    pairs, tag = pair_set(args.pairs), "" if args.pairs == "all" else f"_{args.pairs}"
-    pool = work / f"pool_seed{args.world_seed}_{args.pool}{tag}"
-    queries = work / f"queries_seed{args.query_seed}_{args.query_pool}{tag}"
-    if not (pool / "truth.json").is_file():
-        make_turn_pool(pool, num_clips=args.pool, seed=args.world_seed, pairs=pairs, fmt=("jsonl",),
-                       overwrite=True, progress=False)
-    if not (queries / "truth.json").is_file() or len(load_truth(queries)) != args.query_pool:
-        make_turn_queries(queries, num_clips=args.query_pool, seed=args.query_seed, pairs=pairs, fmt=("jsonl",),
-                          overwrite=True)
-    return pool, queries
+    return tt.turn_sets(work, args.world_seed, args.pool, args.query_seed, args.query_pool, args.pairs)
 
 
 def run_pass(args, name: str, pool: Path, queries: Path, work: Path) -> dict:

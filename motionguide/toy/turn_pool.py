@@ -252,6 +252,10 @@ def make_turn_pool(
     return out_dir
 
 
+#: 2: colours and shapes spread as well as direction pairs (version 1 spread pairs only)
+QUERY_SET_VERSION = 2
+
+
 def make_turn_queries(
     out_dir: str | os.PathLike,
     num_clips: int = 6,
@@ -303,7 +307,7 @@ def make_turn_queries(
     _write_metadata(out_dir, rows, fmt)
     _write_truth(out_dir, truth)
     info = {
-        "generator": "motionguide.toy.turn_pool", "version": 1, "kind": "turn queries", "num_clips": num_clips,
+        "generator": "motionguide.toy.turn_pool", "version": QUERY_SET_VERSION, "kind": "turn queries", "num_clips": num_clips,
         "seed": seed, "pairs": [list(p) for p in pairs] if pairs is not None else None, "formats": list(fmt),
         "fps": fps, "holdout_seed": HOLDOUT_SEED, "heldout_turns": [list(t) for t in turns_held],
         "heldout_turn_prompts": turn_prompts(turns_held),
